@@ -1,0 +1,250 @@
+// The _core extension module: dtype registry, error classes, native kernels, the executor
+// plan and RunOptions. Everything heavy runs with the GIL released.
+#include <pybind11/pybind11.h>
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include "../core/executor.h"
+
+namespace py = pybind11;
+using namespace onnxfast;
+
+namespace {
+
+AttrValue to_attr(py::handle h) {
+  AttrValue a;
+  if (py::isinstance<py::bool_>(h) || py::isinstance<py::int_>(h)) {
+    a.kind = AttrValue::kInt;
+    a.i = h.cast<int64_t>();
+  } else if (py::isinstance<py::float_>(h)) {
+    a.kind = AttrValue::kFloat;
+    a.f = h.cast<double>();
+  } else if (py::isinstance<py::str>(h) || py::isinstance<py::bytes>(h)) {
+    a.kind = AttrValue::kString;
+    a.s = h.cast<std::string>();
+  } else if (py::isinstance<py::list>(h) || py::isinstance<py::tuple>(h)) {
+    py::sequence seq = py::reinterpret_borrow<py::sequence>(h);
+    bool all_int = true, all_num = true;
+    for (auto x : seq) {
+      if (!(py::isinstance<py::int_>(x))) all_int = false;
+      if (!(py::isinstance<py::int_>(x) || py::isinstance<py::float_>(x))) all_num = false;
+    }
+    if (all_int) {
+      a.kind = AttrValue::kInts;
+      for (auto x : seq) a.ints.push_back(x.cast<int64_t>());
+    } else if (all_num) {
+      a.kind = AttrValue::kFloats;
+      for (auto x : seq) a.floats.push_back(x.cast<double>());
+    } else {
+      a.kind = AttrValue::kStrings;
+      for (auto x : seq) a.strings.push_back(py::str(x).cast<std::string>());
+    }
+  }
+  return a;
+}
+
+struct PyKernel {
+  std::shared_ptr<Kernel> k;
+  std::string op_type, name;
+};
+
+std::shared_ptr<Tensor> const_tensor(py::handle h) {
+  if (h.is_none()) return nullptr;
+  auto t = std::make_shared<Tensor>();
+  if (!numpy_to_tensor(h, *t, true)) return nullptr;
+  return t;
+}
+
+py::list run_kernel(const PyKernel& pk, py::sequence inputs, int nout) {
+  std::vector<Tensor> held;
+  held.reserve(py::len(inputs));
+  std::vector<const Tensor*> ins;
+  for (auto h : inputs) {
+    if (h.is_none()) {
+      ins.push_back(nullptr);
+      continue;
+    }
+    Tensor t;
+    if (!numpy_to_tensor(h, t, true)) fail(ErrorKind::kInvalidType, pk.op_type + ": inputs must be numeric numpy arrays");
+    held.push_back(std::move(t));
+  }
+  size_t j = 0;
+  ins.clear();
+  for (auto h : inputs) ins.push_back(h.is_none() ? nullptr : &held[j++]);
+  std::vector<Tensor> outs;
+  {
+    py::gil_scoped_release rel;
+    std::vector<OutSpec> specs;
+    pk.k->infer(ins, specs);
+    std::vector<Tensor*> outp;
+    outs.reserve(specs.size());
+    for (size_t i = 0; i < specs.size() && static_cast<int>(i) < nout; ++i)
+      outs.push_back(Tensor::empty(specs[i].dtype, specs[i].shape, pk.op_type + " output"));
+    for (auto& o : outs) outp.push_back(&o);
+    while (static_cast<int>(outp.size()) < nout) outp.push_back(nullptr);
+    pk.k->compute(ins, outp);
+  }
+  py::list res;
+  for (auto& o : outs) res.append(tensor_to_numpy(o, false, false));
+  return res;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "onnxfast native core: tensors, kernels and the executor";
+  register_elementwise_kernels();
+  register_gemm_kernels();
+  register_conv_kernels();
+  register_device_kernels();
+  register_error_translator();
+
+  m.def("register_dtype", &register_numpy_dtype, py::arg("dtype"), py::arg("code"), py::arg("name"));
+  m.def("set_error_classes", &set_error_classes);
+  m.def("set_error_hook", &set_error_hook);
+  m.def("max_allocation_bytes", &max_allocation_bytes);
+  m.def("set_max_allocation_bytes", &set_max_allocation_bytes);
+  m.def("native_kernels", []() {
+    py::dict d;
+    for (auto& kv : kernel_table()) d[py::str(kv.first)] = py::cast(kv.second.dtypes);
+    return d;
+  });
+  m.def("build_info", []() {
+    py::dict d;
+#if defined(__clang__)
+    d["compiler"] = "clang " __clang_version__;
+#elif defined(__GNUC__)
+    d["compiler"] = "gcc " __VERSION__;
+#endif
+#if defined(__AVX__)
+    d["baseline_avx"] = true;
+#else
+    d["baseline_avx"] = false;
+#endif
+    return d;
+  });
+
+  py::class_<PyKernel>(m, "NativeKernel")
+      .def("describe", [](const PyKernel& k) { return k.k->describe(); })
+      .def_readonly("op_type", &PyKernel::op_type)
+      .def("run", &run_kernel, py::arg("inputs"), py::arg("num_outputs") = 1,
+           "Run the kernel on numpy arrays (testing aid); returns the outputs.");
+
+  m.def(
+      "create_kernel",
+      [](const std::string& op, const std::string& name, int opset, py::dict attrs, py::sequence consts,
+         bool allow_prepack) {
+        auto& table = kernel_table();
+        auto it = table.find(op);
+        if (it == table.end()) fail(ErrorKind::kNotImplemented, "no native kernel for " + op);
+        KernelArgs a;
+        a.op_type = op;
+        a.node_name = name;
+        a.opset = opset;
+        a.allow_prepack = allow_prepack;
+        for (auto kv : attrs) a.attrs[kv.first.cast<std::string>()] = to_attr(kv.second);
+        for (auto c : consts) a.const_inputs.push_back(const_tensor(c));
+        PyKernel pk;
+        pk.k = std::shared_ptr<Kernel>(it->second.factory(a));
+        pk.op_type = op;
+        pk.name = name;
+        return pk;
+      },
+      py::arg("op_type"), py::arg("node_name"), py::arg("opset"), py::arg("attrs"), py::arg("const_inputs"),
+      py::arg("allow_prepack") = true);
+
+  py::class_<RunOptions>(m, "RunOptions")
+      .def(py::init<>())
+      .def_readwrite("log_severity_level", &RunOptions::log_severity_level)
+      .def_readwrite("log_verbosity_level", &RunOptions::log_verbosity_level)
+      .def_readwrite("logid", &RunOptions::logid)
+      .def_readwrite("only_execute_path_to_fetches", &RunOptions::only_execute_path_to_fetches)
+      .def_property(
+          "terminate", [](const RunOptions& r) { return r.terminate.load(); },
+          [](RunOptions& r, bool v) { r.terminate.store(v); })
+      .def("add_run_config_entry",
+           [](RunOptions& r, const std::string& k, const std::string& v) { r.config[k] = v; })
+      .def("get_run_config_entry", [](const RunOptions& r, const std::string& k) {
+        auto it = r.config.find(k);
+        if (it == r.config.end()) fail(ErrorKind::kInvalidArgument, "run config entry '" + k + "' is not set");
+        return it->second;
+      });
+
+  py::class_<Plan, std::shared_ptr<Plan>>(m, "Plan")
+      .def(py::init<>())
+      .def("add_constant", &Plan::add_constant)
+      .def(
+          "add_input",
+          [](Plan& p, const std::string& name, int value, int dtype, bool is_tensor, py::object dims,
+             bool has_default, int default_value, bool optional) {
+            InputSpec s;
+            s.name = name;
+            s.value = value;
+            s.dtype = dtype;
+            s.is_tensor = is_tensor;
+            s.has_default = has_default;
+            s.default_value = default_value;
+            s.optional = optional;
+            if (!dims.is_none()) {
+              s.has_shape = true;
+              for (auto d : dims) s.dims.push_back(d.cast<int64_t>());
+            }
+            p.add_input(s);
+          },
+          py::arg("name"), py::arg("value"), py::arg("dtype"), py::arg("is_tensor"), py::arg("dims"),
+          py::arg("has_default") = false, py::arg("default_value") = -1, py::arg("optional") = false)
+      .def("add_output", &Plan::add_output)
+      .def(
+          "add_native_step",
+          [](Plan& p, const std::string& name, const std::string& op, const PyKernel& k, std::vector<int> ins,
+             std::vector<int> outs, int in_dev, int out_dev) {
+            Step s;
+            s.name = name;
+            s.op_type = op;
+            s.kernel = k.k;
+            s.inputs = std::move(ins);
+            s.outputs = std::move(outs);
+            s.in_device = in_dev;
+            s.out_device = out_dev;
+            p.add_step(std::move(s));
+          },
+          py::arg("name"), py::arg("op_type"), py::arg("kernel"), py::arg("inputs"), py::arg("outputs"),
+          py::arg("in_device") = 0, py::arg("out_device") = 0)
+      .def(
+          "add_python_step",
+          [](Plan& p, const std::string& name, const std::string& op, py::object fn, std::vector<int> ins,
+             std::vector<int> outs) {
+            Step s;
+            s.name = name;
+            s.op_type = op;
+            s.pyfn = std::move(fn);
+            s.inputs = std::move(ins);
+            s.outputs = std::move(outs);
+            p.add_step(std::move(s));
+          },
+          py::arg("name"), py::arg("op_type"), py::arg("fn"), py::arg("inputs"), py::arg("outputs"))
+      .def("finalize", &Plan::finalize)
+      .def("run", &Plan::run, py::arg("output_names"), py::arg("input_feed"), py::arg("run_options") = py::none())
+      .def("run_positional", &Plan::run_positional)
+      .def_readwrite("profiling", &Plan::profiling)
+      .def_readwrite("denormal_as_zero", &Plan::denormal_as_zero)
+      .def("take_profile", &Plan::take_profile)
+      .def("num_steps", &Plan::num_steps)
+      .def("step_info", [](const Plan& p) {
+        py::list l;
+        for (size_t i = 0; i < p.num_steps(); ++i) {
+          const Step& s = p.step(i);
+          py::dict d;
+          d["name"] = s.name;
+          d["op_type"] = s.op_type;
+          d["kernel"] = s.kernel ? s.kernel->describe() : std::string("python");
+          d["inputs"] = py::cast(s.inputs);
+          d["outputs"] = py::cast(s.outputs);
+          d["release"] = py::cast(s.release);
+          d["in_device"] = s.in_device;
+          d["out_device"] = s.out_device;
+          l.append(d);
+        }
+        return l;
+      });
+}

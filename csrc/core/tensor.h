@@ -1,0 +1,59 @@
+// Tensor: a contiguous native buffer with dtype, shape and device tag.
+// Storage either owns aligned memory or keeps a Python object (a numpy array) alive; in the
+// latter case releasing it takes the GIL, so tensors may be dropped from any thread.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dtype.h"
+
+typedef struct _object PyObject;
+
+namespace onnxfast {
+
+using Shape = std::vector<int64_t>;
+
+// Largest single allocation the runtime will attempt (bytes); bigger requests raise MemoryError
+// before touching memory, so a malicious model cannot trigger the OOM killer.
+size_t max_allocation_bytes();
+void set_max_allocation_bytes(size_t n);
+
+struct Storage {
+  void* data = nullptr;
+  size_t nbytes = 0;
+  PyObject* owner = nullptr;  // numpy array keeping `data` alive, or null when we own it
+  bool owned = false;
+  // Set for initializers and user inputs: outputs aliasing them are copied before returning.
+  bool external = false;
+  Storage() = default;
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+  ~Storage();
+  static std::shared_ptr<Storage> allocate(size_t nbytes, const std::string& what);
+};
+
+int64_t shape_numel(const Shape& shape);
+std::string shape_str(const Shape& shape);
+
+struct Tensor {
+  std::shared_ptr<Storage> storage;
+  void* data = nullptr;
+  int dtype = kUndefined;
+  Shape shape;
+  int device = 0;  // 0 = host CPU; other values are provider devices
+
+  int64_t numel() const { return shape_numel(shape); }
+  size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_itemsize(dtype); }
+  int64_t rank() const { return static_cast<int64_t>(shape.size()); }
+  template <typename T>
+  T* ptr() { return static_cast<T*>(data); }
+  template <typename T>
+  const T* ptr() const { return static_cast<const T*>(data); }
+
+  // A new contiguous tensor; `what` names the requester for error messages.
+  static Tensor empty(int dtype, Shape shape, const std::string& what, int device = 0);
+};
+
+}  // namespace onnxfast

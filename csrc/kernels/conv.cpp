@@ -1,0 +1,213 @@
+// Convolution (1-D/2-D/3-D, strides, dilations, pads, auto_pad, groups, bias), float32,
+// as im2col + SGEMM; a 1x1/stride-1/no-pad convolution skips im2col. The blocked-layout
+// direct convolutions come with the ISA kernels.
+#include <algorithm>
+#include <cstring>
+
+#include "gemm.h"
+#include "kernel.h"
+
+namespace onnxfast {
+namespace {
+
+struct ConvGeom {
+  int64_t N, C, M, group;
+  Shape in_sp, k_sp, out_sp, strides, dil, pad_begin, pad_end;
+};
+
+class ConvKernel : public Kernel {
+ public:
+  explicit ConvKernel(const KernelArgs& a)
+      : name_("Conv '" + a.node_name + "'"),
+        auto_pad_(a.get_string("auto_pad", "NOTSET")),
+        group_(a.get_int("group", 1)),
+        kernel_shape_(a.get_ints("kernel_shape")),
+        strides_(a.get_ints("strides")),
+        dilations_(a.get_ints("dilations")),
+        pads_(a.get_ints("pads")) {
+    if (group_ < 1) kernel_fail(name_ + ": group must be >= 1, got " + std::to_string(group_));
+  }
+
+  ConvGeom geometry(const Tensor& X, const Tensor& W) const {
+    if (X.rank() < 3) kernel_fail(name_ + ": input X must be N x C x D1 x ..., got shape " + shape_str(X.shape));
+    if (W.rank() != X.rank())
+      kernel_fail(name_ + ": weight rank " + std::to_string(W.rank()) + " differs from input rank " +
+                  std::to_string(X.rank()));
+    ConvGeom g;
+    size_t sd = X.shape.size() - 2;
+    g.N = X.shape[0];
+    g.C = X.shape[1];
+    g.M = W.shape[0];
+    g.group = group_;
+    if (g.C != W.shape[1] * group_)
+      kernel_fail(name_ + ": input has " + std::to_string(g.C) + " channels but weight " + shape_str(W.shape) +
+                  " with group=" + std::to_string(group_) + " expects " + std::to_string(W.shape[1] * group_));
+    if (g.M % group_ != 0)
+      kernel_fail(name_ + ": output channels " + std::to_string(g.M) + " not divisible by group " +
+                  std::to_string(group_));
+    g.in_sp.assign(X.shape.begin() + 2, X.shape.end());
+    g.k_sp.assign(W.shape.begin() + 2, W.shape.end());
+    if (!kernel_shape_.empty() && Shape(kernel_shape_) != g.k_sp)
+      kernel_fail(name_ + ": kernel_shape attribute " + shape_str(kernel_shape_) + " differs from weight shape " +
+                  shape_str(W.shape));
+    g.strides = strides_.empty() ? Shape(sd, 1) : strides_;
+    g.dil = dilations_.empty() ? Shape(sd, 1) : dilations_;
+    if (g.strides.size() != sd || g.dil.size() != sd)
+      kernel_fail(name_ + ": strides/dilations must have " + std::to_string(sd) + " values");
+    g.pad_begin.assign(sd, 0);
+    g.pad_end.assign(sd, 0);
+    g.out_sp.assign(sd, 0);
+    for (size_t i = 0; i < sd; ++i) {
+      int64_t ek = (g.k_sp[i] - 1) * g.dil[i] + 1;
+      if (auto_pad_ == "SAME_UPPER" || auto_pad_ == "SAME_LOWER") {
+        int64_t out = (g.in_sp[i] + g.strides[i] - 1) / g.strides[i];
+        int64_t total = std::max<int64_t>(0, (out - 1) * g.strides[i] + ek - g.in_sp[i]);
+        int64_t small = total / 2, big = total - small;
+        g.pad_begin[i] = auto_pad_ == "SAME_UPPER" ? small : big;
+        g.pad_end[i] = auto_pad_ == "SAME_UPPER" ? big : small;
+      } else if (auto_pad_ == "NOTSET") {
+        if (!pads_.empty()) {
+          if (pads_.size() != 2 * sd) kernel_fail(name_ + ": pads must have " + std::to_string(2 * sd) + " values");
+          g.pad_begin[i] = pads_[i];
+          g.pad_end[i] = pads_[i + sd];
+        }
+      } else if (auto_pad_ != "VALID") {
+        kernel_fail(name_ + ": unknown auto_pad '" + auto_pad_ + "'");
+      }
+      int64_t span = g.in_sp[i] + g.pad_begin[i] + g.pad_end[i] - ek;
+      if (span < 0)
+        kernel_fail(name_ + ": kernel " + shape_str(g.k_sp) + " (dilated) is larger than padded input " +
+                    shape_str(g.in_sp));
+      g.out_sp[i] = span / g.strides[i] + 1;
+    }
+    return g;
+  }
+
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    if (in.size() < 2 || !in[0] || !in[1]) kernel_fail(name_ + " needs inputs X and W");
+    expect_dtype(*in[0], kFloat, (name_ + " input X").c_str());
+    expect_dtype(*in[1], kFloat, (name_ + " input W").c_str());
+    ConvGeom g = geometry(*in[0], *in[1]);
+    if (in.size() > 2 && in[2]) {
+      expect_dtype(*in[2], kFloat, (name_ + " input B").c_str());
+      if (in[2]->rank() != 1 || in[2]->shape[0] != g.M)
+        kernel_fail(name_ + ": bias must have shape (" + std::to_string(g.M) + ",), got " + shape_str(in[2]->shape));
+    }
+    out.resize(1);
+    out[0].dtype = kFloat;
+    out[0].shape = {g.N, g.M};
+    for (int64_t d : g.out_sp) out[0].shape.push_back(d);
+  }
+
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    const Tensor& X = *in[0];
+    const Tensor& W = *in[1];
+    const float* bias = (in.size() > 2 && in[2]) ? in[2]->ptr<float>() : nullptr;
+    Tensor& Y = *out[0];
+    if (Y.numel() == 0) return;
+    ConvGeom g = geometry(X, W);
+    size_t sd = g.in_sp.size();
+    int64_t in_size = shape_numel(g.in_sp), out_size = shape_numel(g.out_sp), k_size = shape_numel(g.k_sp);
+    int64_t Cg = g.C / g.group, Mg = g.M / g.group;
+    int64_t kdim = Cg * k_size;
+    bool pointwise = k_size == 1;
+    for (size_t i = 0; i < sd && pointwise; ++i)
+      pointwise = g.strides[i] == 1 && g.pad_begin[i] == 0 && g.pad_end[i] == 0;
+    std::vector<float> col;
+    if (!pointwise) col.resize(static_cast<size_t>(kdim * out_size));
+    const float* x = X.ptr<float>();
+    const float* w = W.ptr<float>();
+    float* y = Y.ptr<float>();
+    for (int64_t n = 0; n < g.N; ++n) {
+      for (int64_t gr = 0; gr < g.group; ++gr) {
+        const float* xg = x + (n * g.C + gr * Cg) * in_size;
+        const float* src = xg;
+        if (!pointwise) {
+          im2col(g, xg, Cg, col.data());
+          src = col.data();
+        }
+        float* yg = y + (n * g.M + gr * Mg) * out_size;
+        sgemm(false, false, Mg, out_size, kdim, 1.f, w + gr * Mg * kdim, kdim, src, out_size, 0.f, yg, out_size);
+        if (bias) {
+          for (int64_t m = 0; m < Mg; ++m) {
+            float b = bias[gr * Mg + m];
+            float* row = yg + m * out_size;
+            for (int64_t j = 0; j < out_size; ++j) row[j] += b;
+          }
+        }
+      }
+    }
+  }
+
+ private:
+  // col[(c, kpos), opos] for one image and one group.
+  static void im2col(const ConvGeom& g, const float* x, int64_t Cg, float* col) {
+    size_t sd = g.in_sp.size();
+    int64_t in_size = shape_numel(g.in_sp), out_size = shape_numel(g.out_sp), k_size = shape_numel(g.k_sp);
+    if (sd == 2) {
+      int64_t H = g.in_sp[0], Wd = g.in_sp[1], OH = g.out_sp[0], OW = g.out_sp[1];
+      int64_t KH = g.k_sp[0], KW = g.k_sp[1];
+      for (int64_t c = 0; c < Cg; ++c) {
+        const float* xc = x + c * in_size;
+        for (int64_t kh = 0; kh < KH; ++kh) {
+          for (int64_t kw = 0; kw < KW; ++kw) {
+            float* dst = col + ((c * KH + kh) * KW + kw) * out_size;
+            for (int64_t oh = 0; oh < OH; ++oh) {
+              int64_t ih = oh * g.strides[0] - g.pad_begin[0] + kh * g.dil[0];
+              float* drow = dst + oh * OW;
+              if (ih < 0 || ih >= H) {
+                std::memset(drow, 0, sizeof(float) * OW);
+                continue;
+              }
+              const float* srow = xc + ih * Wd;
+              int64_t sw = g.strides[1], off = kw * g.dil[1] - g.pad_begin[1];
+              for (int64_t ow = 0; ow < OW; ++ow) {
+                int64_t iw = ow * sw + off;
+                drow[ow] = (iw >= 0 && iw < Wd) ? srow[iw] : 0.f;
+              }
+            }
+          }
+        }
+      }
+      return;
+    }
+    // Generic N-d path.
+    std::vector<int64_t> kidx(sd), oidx(sd);
+    for (int64_t c = 0; c < Cg; ++c) {
+      const float* xc = x + c * in_size;
+      for (int64_t kp = 0; kp < k_size; ++kp) {
+        int64_t rem = kp;
+        for (size_t d = sd; d-- > 0;) {
+          kidx[d] = rem % g.k_sp[d];
+          rem /= g.k_sp[d];
+        }
+        float* dst = col + (c * k_size + kp) * out_size;
+        for (int64_t op = 0; op < out_size; ++op) {
+          int64_t r2 = op, off = 0, stride = 1;
+          bool inside = true;
+          for (size_t d = sd; d-- > 0;) {
+            int64_t o = r2 % g.out_sp[d];
+            r2 /= g.out_sp[d];
+            int64_t i = o * g.strides[d] - g.pad_begin[d] + kidx[d] * g.dil[d];
+            if (i < 0 || i >= g.in_sp[d]) inside = false;
+            off += i * stride;
+            stride *= g.in_sp[d];
+          }
+          dst[op] = inside ? xc[off] : 0.f;
+        }
+      }
+    }
+  }
+
+  std::string name_, auto_pad_;
+  int64_t group_;
+  Shape kernel_shape_, strides_, dilations_, pads_;
+};
+
+}  // namespace
+
+void register_conv_kernels() {
+  register_kernel("Conv", {kFloat}, [](const KernelArgs& a) { return std::make_unique<ConvKernel>(a); });
+}
+
+}  // namespace onnxfast

@@ -1,0 +1,43 @@
+// Copy kernels inserted by the partitioner where a value crosses from one provider's device to
+// another's. The executor tags the output with the step's output device.
+#include <cstring>
+
+#include "kernel.h"
+
+namespace onnxfast {
+namespace {
+
+class CopyKernel : public Kernel {
+ public:
+  explicit CopyKernel(std::string name) : name_(std::move(name)) {}
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    if (in.size() != 1 || !in[0]) kernel_fail(name_ + " needs one input");
+    out.resize(1);
+    out[0].dtype = in[0]->dtype;
+    out[0].shape = in[0]->shape;
+  }
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    // Both test devices live in host memory; a real device provider registers its own copies.
+    if (in[0]->nbytes()) std::memcpy(out[0]->data, in[0]->data, in[0]->nbytes());
+  }
+  std::string describe() const override { return "native:copy"; }
+
+ private:
+  std::string name_;
+};
+
+}  // namespace
+
+void register_device_kernels() {
+  std::vector<int> all;
+  for (int d = 1; d <= 16; ++d)
+    if (d != kString) all.push_back(d);
+  register_kernel("MemcpyToDevice", all, [](const KernelArgs& a) {
+    return std::make_unique<CopyKernel>("MemcpyToDevice '" + a.node_name + "'");
+  });
+  register_kernel("MemcpyFromDevice", all, [](const KernelArgs& a) {
+    return std::make_unique<CopyKernel>("MemcpyFromDevice '" + a.node_name + "'");
+  });
+}
+
+}  // namespace onnxfast

@@ -1,0 +1,240 @@
+// Elementwise kernels: broadcasting binary arithmetic (Add, Sub, Mul, Div, Max/Min-free for now)
+// over float/double/int32/int64, and float unary activations. Broadcasting collapses the
+// output index space to as few dimensions as possible, then runs a contiguous inner loop.
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "kernel.h"
+
+namespace onnxfast {
+namespace {
+
+// Broadcast iteration plan: output dims (collapsed) and per-input element strides (0 = broadcast).
+struct BroadcastPlan {
+  std::vector<int64_t> dims, sa, sb;
+};
+
+BroadcastPlan make_plan(const Shape& out, const Shape& a, const Shape& b) {
+  size_t r = out.size();
+  std::vector<int64_t> da(r, 1), db(r, 1);
+  for (size_t i = 0; i < a.size(); ++i) da[r - a.size() + i] = a[i];
+  for (size_t i = 0; i < b.size(); ++i) db[r - b.size() + i] = b[i];
+  // Drop size-1 output dims, then merge neighbours with the same broadcast pattern.
+  std::vector<int64_t> od;
+  std::vector<int> pa, pb;  // 1 = input varies along this dim
+  for (size_t i = 0; i < r; ++i) {
+    if (out[i] == 1) continue;
+    int fa = da[i] != 1, fb = db[i] != 1;
+    if (!od.empty() && pa.back() == fa && pb.back() == fb) {
+      od.back() *= out[i];
+    } else {
+      od.push_back(out[i]);
+      pa.push_back(fa);
+      pb.push_back(fb);
+    }
+  }
+  BroadcastPlan p;
+  if (od.empty()) {
+    p.dims = {1};
+    p.sa = {0};
+    p.sb = {0};
+    return p;
+  }
+  size_t n = od.size();
+  p.dims = od;
+  p.sa.assign(n, 0);
+  p.sb.assign(n, 0);
+  int64_t ra = 1, rb = 1;
+  for (size_t i = n; i-- > 0;) {
+    if (pa[i]) { p.sa[i] = ra; ra *= od[i]; }
+    if (pb[i]) { p.sb[i] = rb; rb *= od[i]; }
+  }
+  return p;
+}
+
+template <typename T, typename Op>
+void run_binary(const BroadcastPlan& p, const T* a, const T* b, T* c, Op op) {
+  size_t n = p.dims.size();
+  int64_t inner = p.dims[n - 1];
+  int64_t ia = p.sa[n - 1], ib = p.sb[n - 1];
+  int64_t outer = 1;
+  for (size_t i = 0; i + 1 < n; ++i) outer *= p.dims[i];
+  std::vector<int64_t> idx(n, 0);
+  int64_t oa = 0, ob = 0;
+  for (int64_t o = 0; o < outer; ++o) {
+    const T* pa = a + oa;
+    const T* pb = b + ob;
+    T* pc = c + o * inner;
+    if (ia && ib) {
+      for (int64_t j = 0; j < inner; ++j) pc[j] = op(pa[j], pb[j]);
+    } else if (ia) {
+      const T vb = pb[0];
+      for (int64_t j = 0; j < inner; ++j) pc[j] = op(pa[j], vb);
+    } else if (ib) {
+      const T va = pa[0];
+      for (int64_t j = 0; j < inner; ++j) pc[j] = op(va, pb[j]);
+    } else {
+      const T v = op(pa[0], pb[0]);
+      for (int64_t j = 0; j < inner; ++j) pc[j] = v;
+    }
+    // advance the outer multi-index
+    for (size_t d = n - 1; d-- > 0;) {
+      if (++idx[d] < p.dims[d]) {
+        oa += p.sa[d];
+        ob += p.sb[d];
+        break;
+      }
+      oa -= p.sa[d] * (p.dims[d] - 1);
+      ob -= p.sb[d] * (p.dims[d] - 1);
+      idx[d] = 0;
+    }
+  }
+}
+
+enum class BinOp { kAdd, kSub, kMul, kDiv };
+
+class BinaryKernel : public Kernel {
+ public:
+  BinaryKernel(BinOp op, std::string name) : op_(op), name_(std::move(name)) {}
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    if (in.size() != 2 || !in[0] || !in[1]) kernel_fail(name_ + " needs two inputs");
+    if (in[0]->dtype != in[1]->dtype)
+      fail(ErrorKind::kInvalidType, name_ + ": input types differ: tensor(" + dtype_name(in[0]->dtype) +
+                                        ") and tensor(" + dtype_name(in[1]->dtype) + ")");
+    out.resize(1);
+    out[0].dtype = in[0]->dtype;
+    out[0].shape = broadcast_shapes(in[0]->shape, in[1]->shape, name_.c_str());
+  }
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    Tensor& c = *out[0];
+    if (c.numel() == 0) return;
+    BroadcastPlan p = make_plan(c.shape, in[0]->shape, in[1]->shape);
+    switch (c.dtype) {
+      case kFloat: dispatch<float>(p, *in[0], *in[1], c); break;
+      case kDouble: dispatch<double>(p, *in[0], *in[1], c); break;
+      case kInt32: dispatch<int32_t>(p, *in[0], *in[1], c); break;
+      case kInt64: dispatch<int64_t>(p, *in[0], *in[1], c); break;
+      default: fail(ErrorKind::kInvalidType, name_ + ": no native kernel for tensor(" + dtype_name(c.dtype) + ")");
+    }
+  }
+
+ private:
+  template <typename T>
+  void dispatch(const BroadcastPlan& p, const Tensor& a, const Tensor& b, Tensor& c) const {
+    const T* pa = a.ptr<T>();
+    const T* pb = b.ptr<T>();
+    T* pc = c.ptr<T>();
+    switch (op_) {
+      case BinOp::kAdd: run_binary<T>(p, pa, pb, pc, [](T x, T y) { return x + y; }); break;
+      case BinOp::kSub: run_binary<T>(p, pa, pb, pc, [](T x, T y) { return x - y; }); break;
+      case BinOp::kMul: run_binary<T>(p, pa, pb, pc, [](T x, T y) { return x * y; }); break;
+      case BinOp::kDiv:
+        if constexpr (std::is_integral<T>::value) {
+          const int64_t nb = b.numel();
+          for (int64_t i = 0; i < nb; ++i)
+            if (pb[i] == 0) fail(ErrorKind::kZeroDivision, name_ + ": integer division by zero");
+          bool has_min = false, has_m1 = false;
+          const int64_t na = a.numel();
+          for (int64_t i = 0; i < na && !has_min; ++i) has_min = pa[i] == std::numeric_limits<T>::lowest();
+          for (int64_t i = 0; i < nb && !has_m1; ++i) has_m1 = pb[i] == T(-1);
+          if (has_min && has_m1) {
+            // Check the exact pairs only when both values are present somewhere.
+            bool overflow = false;
+            run_binary<T>(p, pa, pb, pc, [&overflow](T x, T y) {
+              if (x == std::numeric_limits<T>::lowest() && y == T(-1)) {
+                overflow = true;
+                return T(0);
+              }
+              return T(x / y);
+            });
+            if (overflow)
+              fail(ErrorKind::kOverflow, name_ + ": integer division overflows (" +
+                                             std::to_string(std::numeric_limits<T>::lowest()) + " / -1)");
+          } else {
+            run_binary<T>(p, pa, pb, pc, [](T x, T y) { return T(x / y); });
+          }
+        } else {
+          run_binary<T>(p, pa, pb, pc, [](T x, T y) { return x / y; });
+        }
+        break;
+    }
+  }
+  BinOp op_;
+  std::string name_;
+};
+
+enum class UnOp { kRelu, kSigmoid, kTanh, kExp, kLog, kSqrt, kNeg, kAbs, kErf, kLeakyRelu };
+
+class UnaryKernel : public Kernel {
+ public:
+  UnaryKernel(UnOp op, std::string name, float alpha = 0.f) : op_(op), name_(std::move(name)), alpha_(alpha) {}
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    if (in.empty() || !in[0]) kernel_fail(name_ + " needs one input");
+    expect_dtype(*in[0], kFloat, (name_ + " input").c_str());
+    out.resize(1);
+    out[0].dtype = kFloat;
+    out[0].shape = in[0]->shape;
+  }
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    const float* x = in[0]->ptr<float>();
+    float* y = out[0]->ptr<float>();
+    const int64_t n = in[0]->numel();
+    const float alpha = alpha_;
+    switch (op_) {
+      case UnOp::kRelu: for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.f ? x[i] : 0.f; break;
+      case UnOp::kLeakyRelu: for (int64_t i = 0; i < n; ++i) y[i] = x[i] >= 0.f ? x[i] : alpha * x[i]; break;
+      case UnOp::kSigmoid:
+        for (int64_t i = 0; i < n; ++i) {
+          float v = x[i];
+          y[i] = v >= 0.f ? 1.f / (1.f + std::exp(-v)) : std::exp(v) / (1.f + std::exp(v));
+        }
+        break;
+      case UnOp::kTanh: for (int64_t i = 0; i < n; ++i) y[i] = std::tanh(x[i]); break;
+      case UnOp::kExp: for (int64_t i = 0; i < n; ++i) y[i] = std::exp(x[i]); break;
+      case UnOp::kLog: for (int64_t i = 0; i < n; ++i) y[i] = std::log(x[i]); break;
+      case UnOp::kSqrt: for (int64_t i = 0; i < n; ++i) y[i] = std::sqrt(x[i]); break;
+      case UnOp::kNeg: for (int64_t i = 0; i < n; ++i) y[i] = -x[i]; break;
+      case UnOp::kAbs: for (int64_t i = 0; i < n; ++i) y[i] = std::fabs(x[i]); break;
+      case UnOp::kErf: for (int64_t i = 0; i < n; ++i) y[i] = std::erf(x[i]); break;
+    }
+  }
+
+ private:
+  UnOp op_;
+  std::string name_;
+  float alpha_;
+};
+
+}  // namespace
+
+void register_elementwise_kernels() {
+  const std::vector<int> num = {kFloat, kDouble, kInt32, kInt64};
+  auto bin = [&](const char* name, BinOp op) {
+    register_kernel(name, num, [op](const KernelArgs& a) {
+      return std::make_unique<BinaryKernel>(op, a.op_type + " '" + a.node_name + "'");
+    });
+  };
+  bin("Add", BinOp::kAdd);
+  bin("Sub", BinOp::kSub);
+  bin("Mul", BinOp::kMul);
+  bin("Div", BinOp::kDiv);
+  auto un = [&](const char* name, UnOp op) {
+    register_kernel(name, {kFloat}, [op](const KernelArgs& a) {
+      return std::make_unique<UnaryKernel>(op, a.op_type + " '" + a.node_name + "'",
+                                           static_cast<float>(a.get_float("alpha", 0.01)));
+    });
+  };
+  un("Relu", UnOp::kRelu);
+  un("LeakyRelu", UnOp::kLeakyRelu);
+  un("Sigmoid", UnOp::kSigmoid);
+  un("Tanh", UnOp::kTanh);
+  un("Exp", UnOp::kExp);
+  un("Log", UnOp::kLog);
+  un("Sqrt", UnOp::kSqrt);
+  un("Neg", UnOp::kNeg);
+  un("Abs", UnOp::kAbs);
+  un("Erf", UnOp::kErf);
+}
+
+}  // namespace onnxfast

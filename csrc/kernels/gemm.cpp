@@ -1,0 +1,311 @@
+// Portable blocked SGEMM (packed B panels, packed A strips, register-blocked micro-kernel)
+// and the MatMul / Gemm kernels built on it. ISA-specific micro-kernels come later and will
+// plug in under the same packing.
+#include "gemm.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#include "kernel.h"
+
+namespace onnxfast {
+namespace {
+
+constexpr int64_t kMR = 6;
+constexpr int64_t kNR = 16;
+constexpr int64_t kKC = 256;
+constexpr int64_t kMC = 96;
+
+std::shared_ptr<float> alloc_floats(size_t n) {
+  void* p = std::aligned_alloc(64, std::max<size_t>(64, ((n * sizeof(float) + 63) / 64) * 64));
+  if (!p) fail(ErrorKind::kAllocation, "GEMM: could not allocate packing buffer");
+  return std::shared_ptr<float>(static_cast<float*>(p), [](float* q) { std::free(q); });
+}
+
+inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// acc[MR][NR] += Apanel[k][MR] * Bpanel[k][NR]
+inline void micro_kernel(int64_t kc, const float* __restrict a, const float* __restrict b, float* __restrict c,
+                         int64_t ldc, int64_t mr, int64_t nr, float alpha) {
+  float acc[kMR][kNR];
+  for (int i = 0; i < kMR; ++i)
+    for (int j = 0; j < kNR; ++j) acc[i][j] = 0.f;
+  for (int64_t k = 0; k < kc; ++k) {
+    const float* bk = b + k * kNR;
+    const float* ak = a + k * kMR;
+    for (int i = 0; i < kMR; ++i) {
+      const float av = ak[i];
+      for (int j = 0; j < kNR; ++j) acc[i][j] += av * bk[j];
+    }
+  }
+  if (mr == kMR && nr == kNR) {
+    for (int i = 0; i < kMR; ++i)
+      for (int j = 0; j < kNR; ++j) c[i * ldc + j] += alpha * acc[i][j];
+  } else {
+    for (int64_t i = 0; i < mr; ++i)
+      for (int64_t j = 0; j < nr; ++j) c[i * ldc + j] += alpha * acc[i][j];
+  }
+}
+
+// Pack rows [m0, m0+mc) x cols [k0, k0+kc) of op(A) into strips of kMR rows: strip[k][kMR].
+void pack_a(bool transA, const float* A, int64_t lda, int64_t m0, int64_t mc, int64_t k0, int64_t kc, float* out) {
+  for (int64_t i0 = 0; i0 < mc; i0 += kMR) {
+    int64_t mr = std::min(kMR, mc - i0);
+    float* strip = out + i0 * kc;
+    for (int64_t k = 0; k < kc; ++k) {
+      float* dst = strip + k * kMR;
+      for (int64_t i = 0; i < mr; ++i) {
+        int64_t r = m0 + i0 + i, col = k0 + k;
+        dst[i] = transA ? A[col * lda + r] : A[r * lda + col];
+      }
+      for (int64_t i = mr; i < kMR; ++i) dst[i] = 0.f;
+    }
+  }
+}
+
+}  // namespace
+
+PackedB sgemm_pack_b(bool transB, int64_t K, int64_t N, const float* B, int64_t ldb) {
+  PackedB p;
+  p.K = K;
+  p.N = N;
+  int64_t np = round_up(std::max<int64_t>(N, 1), kNR);
+  p.data = alloc_floats(static_cast<size_t>(np * std::max<int64_t>(K, 1)));
+  float* out = p.data.get();
+  // Layout: for each K block, for each panel: kc x kNR floats.
+  for (int64_t k0 = 0; k0 < K; k0 += kKC) {
+    int64_t kc = std::min(kKC, K - k0);
+    float* blk = out + k0 * np;
+    for (int64_t j0 = 0; j0 < np; j0 += kNR) {
+      float* panel = blk + j0 * kc;
+      int64_t nr = std::min(kNR, N - j0);
+      for (int64_t k = 0; k < kc; ++k) {
+        float* dst = panel + k * kNR;
+        if (!transB) {
+          const float* src = B + (k0 + k) * ldb + j0;
+          for (int64_t j = 0; j < nr; ++j) dst[j] = src[j];
+        } else {
+          for (int64_t j = 0; j < nr; ++j) dst[j] = B[(j0 + j) * ldb + k0 + k];
+        }
+        for (int64_t j = std::max<int64_t>(nr, 0); j < kNR; ++j) dst[j] = 0.f;
+      }
+    }
+  }
+  return p;
+}
+
+void sgemm_packed(bool transA, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                  const PackedB& B, float beta, float* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  for (int64_t i = 0; i < M; ++i) {
+    float* row = C + i * ldc;
+    if (beta == 0.f) std::memset(row, 0, sizeof(float) * N);
+    else if (beta != 1.f)
+      for (int64_t j = 0; j < N; ++j) row[j] *= beta;
+  }
+  if (K == 0 || alpha == 0.f) return;
+  int64_t np = round_up(N, kNR);
+  std::shared_ptr<float> abuf = alloc_floats(static_cast<size_t>(round_up(kMC, kMR) * kKC));
+  for (int64_t k0 = 0; k0 < K; k0 += kKC) {
+    int64_t kc = std::min(kKC, K - k0);
+    const float* bblk = B.data.get() + k0 * np;
+    for (int64_t m0 = 0; m0 < M; m0 += kMC) {
+      int64_t mc = std::min(kMC, M - m0);
+      pack_a(transA, A, lda, m0, mc, k0, kc, abuf.get());
+      for (int64_t j0 = 0; j0 < N; j0 += kNR) {
+        int64_t nr = std::min(kNR, N - j0);
+        const float* panel = bblk + j0 * kc;
+        for (int64_t i0 = 0; i0 < mc; i0 += kMR) {
+          int64_t mr = std::min(kMR, mc - i0);
+          micro_kernel(kc, abuf.get() + i0 * kc, panel, C + (m0 + i0) * ldc + j0, ldc, mr, nr, alpha);
+        }
+      }
+    }
+  }
+}
+
+void sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  if (K == 0 || alpha == 0.f) {
+    sgemm_packed(transA, M, N, 0, alpha, A, lda, PackedB{}, beta, C, ldc);
+    return;
+  }
+  PackedB p = sgemm_pack_b(transB, K, N, B, ldb);
+  sgemm_packed(transA, M, N, K, alpha, A, lda, p, beta, C, ldc);
+}
+
+namespace {
+
+// MatMul with numpy semantics (1-D promotion, broadcast batch dims), float32.
+class MatMulKernel : public Kernel {
+ public:
+  explicit MatMulKernel(const KernelArgs& a) : name_("MatMul '" + a.node_name + "'") {
+    if (a.const_inputs.size() > 1 && a.const_inputs[1] && a.allow_prepack) {
+      const Tensor& b = *a.const_inputs[1];
+      if (b.dtype == kFloat && b.rank() == 2) {
+        packed_ = std::make_shared<PackedB>(sgemm_pack_b(false, b.shape[0], b.shape[1], b.ptr<float>(), b.shape[1]));
+      }
+    }
+  }
+  std::string describe() const override { return packed_ ? "native:prepacked" : "native"; }
+
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    if (in.size() < 2 || !in[0] || !in[1]) kernel_fail(name_ + " needs two inputs");
+    expect_dtype(*in[0], kFloat, (name_ + " input A").c_str());
+    expect_dtype(*in[1], kFloat, (name_ + " input B").c_str());
+    const Shape& a = in[0]->shape;
+    const Shape& b = in[1]->shape;
+    if (a.empty() || b.empty()) kernel_fail(name_ + ": inputs must have rank >= 1");
+    Shape a2 = a.size() == 1 ? Shape{1, a[0]} : a;
+    Shape b2 = b.size() == 1 ? Shape{b[0], 1} : b;
+    int64_t K = a2.back(), Kb = b2[b2.size() - 2];
+    if (K != Kb)
+      kernel_fail(name_ + ": inner dimensions differ: A " + shape_str(a) + " has K=" + std::to_string(K) + ", B " +
+                  shape_str(b) + " has K=" + std::to_string(Kb));
+    Shape ba(a2.begin(), a2.end() - 2), bb(b2.begin(), b2.end() - 2);
+    Shape batch = broadcast_shapes(ba, bb, (name_ + " batch dims").c_str());
+    Shape o = batch;
+    if (a.size() != 1) o.push_back(a2[a2.size() - 2]);
+    if (b.size() != 1) o.push_back(b2.back());
+    out.resize(1);
+    out[0].dtype = kFloat;
+    out[0].shape = o;
+  }
+
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    const Tensor& A = *in[0];
+    const Tensor& B = *in[1];
+    Tensor& Y = *out[0];
+    Shape a2 = A.rank() == 1 ? Shape{1, A.shape[0]} : A.shape;
+    Shape b2 = B.rank() == 1 ? Shape{B.shape[0], 1} : B.shape;
+    int64_t M = a2[a2.size() - 2], K = a2.back(), N = b2.back();
+    if (Y.numel() == 0) return;
+    const float* pa = A.ptr<float>();
+    const float* pb = B.ptr<float>();
+    float* py = Y.ptr<float>();
+    if (b2.size() == 2) {
+      // All batches of A share one B: a single (batch*M) x K GEMM.
+      int64_t rows = shape_numel(a2) / std::max<int64_t>(K, 1);
+      if (K == 0) rows = shape_numel(Shape(a2.begin(), a2.end() - 1));
+      if (packed_) sgemm_packed(false, rows, N, K, 1.f, pa, K, *packed_, 0.f, py, N);
+      else sgemm(false, false, rows, N, K, 1.f, pa, K, pb, N, 0.f, py, N);
+      return;
+    }
+    Shape ba(a2.begin(), a2.end() - 2), bb(b2.begin(), b2.end() - 2);
+    Shape batch = broadcast_shapes(ba, bb, name_.c_str());
+    size_t r = batch.size();
+    std::vector<int64_t> sa(r, 0), sb(r, 0);
+    int64_t st = M * K;
+    for (size_t i = ba.size(); i-- > 0;) {
+      size_t d = r - ba.size() + i;
+      sa[d] = ba[i] == 1 ? 0 : st;
+      st *= ba[i];
+    }
+    st = K * N;
+    for (size_t i = bb.size(); i-- > 0;) {
+      size_t d = r - bb.size() + i;
+      sb[d] = bb[i] == 1 ? 0 : st;
+      st *= bb[i];
+    }
+    int64_t nb = shape_numel(batch);
+    std::vector<int64_t> idx(r, 0);
+    for (int64_t t = 0; t < nb; ++t) {
+      int64_t oa = 0, ob = 0, rem = t;
+      for (size_t d = r; d-- > 0;) {
+        int64_t id = rem % batch[d];
+        rem /= batch[d];
+        oa += id * sa[d];
+        ob += id * sb[d];
+      }
+      sgemm(false, false, M, N, K, 1.f, pa + oa, K, pb + ob, N, 0.f, py + t * M * N, N);
+    }
+  }
+
+ private:
+  std::string name_;
+  std::shared_ptr<PackedB> packed_;
+};
+
+class GemmKernel : public Kernel {
+ public:
+  explicit GemmKernel(const KernelArgs& a)
+      : name_("Gemm '" + a.node_name + "'"),
+        alpha_(static_cast<float>(a.get_float("alpha", 1.0))),
+        beta_(static_cast<float>(a.get_float("beta", 1.0))),
+        transA_(a.get_int("transA", 0) != 0),
+        transB_(a.get_int("transB", 0) != 0) {
+    if (a.const_inputs.size() > 1 && a.const_inputs[1] && a.allow_prepack) {
+      const Tensor& b = *a.const_inputs[1];
+      if (b.dtype == kFloat && b.rank() == 2) {
+        int64_t K = transB_ ? b.shape[1] : b.shape[0];
+        int64_t N = transB_ ? b.shape[0] : b.shape[1];
+        packed_ = std::make_shared<PackedB>(sgemm_pack_b(transB_, K, N, b.ptr<float>(), b.shape[1]));
+      }
+    }
+  }
+  std::string describe() const override { return packed_ ? "native:prepacked" : "native"; }
+
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    if (in.size() < 2 || !in[0] || !in[1]) kernel_fail(name_ + " needs inputs A and B");
+    expect_dtype(*in[0], kFloat, (name_ + " input A").c_str());
+    expect_dtype(*in[1], kFloat, (name_ + " input B").c_str());
+    if (in[0]->rank() != 2 || in[1]->rank() != 2)
+      kernel_fail(name_ + ": A and B must be 2-D, got " + shape_str(in[0]->shape) + " and " + shape_str(in[1]->shape));
+    int64_t M = transA_ ? in[0]->shape[1] : in[0]->shape[0];
+    int64_t K = transA_ ? in[0]->shape[0] : in[0]->shape[1];
+    int64_t Kb = transB_ ? in[1]->shape[1] : in[1]->shape[0];
+    int64_t N = transB_ ? in[1]->shape[0] : in[1]->shape[1];
+    if (K != Kb)
+      kernel_fail(name_ + ": inner dimensions differ: op(A) is " + std::to_string(M) + "x" + std::to_string(K) +
+                  ", op(B) is " + std::to_string(Kb) + "x" + std::to_string(N));
+    if (in.size() > 2 && in[2]) {
+      expect_dtype(*in[2], kFloat, (name_ + " input C").c_str());
+      Shape bc = broadcast_shapes(Shape{M, N}, in[2]->shape, (name_ + " input C").c_str());
+      if (bc != Shape{M, N})
+        kernel_fail(name_ + ": C of shape " + shape_str(in[2]->shape) + " does not broadcast to " +
+                    shape_str(Shape{M, N}));
+    }
+    out.resize(1);
+    out[0].dtype = kFloat;
+    out[0].shape = {M, N};
+  }
+
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    const Tensor& A = *in[0];
+    const Tensor& B = *in[1];
+    Tensor& Y = *out[0];
+    int64_t M = Y.shape[0], N = Y.shape[1];
+    int64_t K = transA_ ? A.shape[0] : A.shape[1];
+    float* y = Y.ptr<float>();
+    float beta = 0.f;
+    if (in.size() > 2 && in[2] && beta_ != 0.f) {
+      const Tensor& C = *in[2];
+      const float* c = C.ptr<float>();
+      Shape cs = C.shape;
+      while (cs.size() < 2) cs.insert(cs.begin(), 1);
+      int64_t cm = cs[0], cn = cs[1];
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = 0; j < N; ++j) y[i * N + j] = c[(cm == 1 ? 0 : i) * cn + (cn == 1 ? 0 : j)];
+      beta = beta_;
+    }
+    if (packed_) sgemm_packed(transA_, M, N, K, alpha_, A.ptr<float>(), A.shape[1], *packed_, beta, y, N);
+    else sgemm(transA_, transB_, M, N, K, alpha_, A.ptr<float>(), A.shape[1], B.ptr<float>(), B.shape[1], beta, y, N);
+  }
+
+ private:
+  std::string name_;
+  float alpha_, beta_;
+  bool transA_, transB_;
+  std::shared_ptr<PackedB> packed_;
+};
+
+}  // namespace
+
+void register_gemm_kernels() {
+  register_kernel("MatMul", {kFloat}, [](const KernelArgs& a) { return std::make_unique<MatMulKernel>(a); });
+  register_kernel("Gemm", {kFloat}, [](const KernelArgs& a) { return std::make_unique<GemmKernel>(a); });
+}
+
+}  // namespace onnxfast

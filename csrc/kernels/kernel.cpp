@@ -1,0 +1,63 @@
+#include "kernel.h"
+
+#include <algorithm>
+
+namespace onnxfast {
+
+std::map<std::string, KernelEntry>& kernel_table() {
+  static std::map<std::string, KernelEntry> table;
+  return table;
+}
+
+void register_kernel(const std::string& op, std::vector<int> dtypes, KernelFactory f) {
+  kernel_table()[op] = KernelEntry{std::move(f), std::move(dtypes)};
+}
+
+int64_t KernelArgs::get_int(const std::string& name, int64_t dflt) const {
+  auto it = attrs.find(name);
+  if (it == attrs.end() || it->second.kind == AttrValue::kNone) return dflt;
+  if (it->second.kind == AttrValue::kFloat) return static_cast<int64_t>(it->second.f);
+  return it->second.i;
+}
+double KernelArgs::get_float(const std::string& name, double dflt) const {
+  auto it = attrs.find(name);
+  if (it == attrs.end() || it->second.kind == AttrValue::kNone) return dflt;
+  if (it->second.kind == AttrValue::kInt) return static_cast<double>(it->second.i);
+  return it->second.f;
+}
+std::string KernelArgs::get_string(const std::string& name, const std::string& dflt) const {
+  auto it = attrs.find(name);
+  if (it == attrs.end() || it->second.kind != AttrValue::kString) return dflt;
+  return it->second.s;
+}
+std::vector<int64_t> KernelArgs::get_ints(const std::string& name) const {
+  auto it = attrs.find(name);
+  if (it == attrs.end() || it->second.kind != AttrValue::kInts) return {};
+  return it->second.ints;
+}
+
+void kernel_fail(const std::string& msg) { fail(ErrorKind::kInvalidArgument, msg); }
+
+void expect_dtype(const Tensor& t, int dtype, const char* what) {
+  if (t.dtype != dtype)
+    fail(ErrorKind::kInvalidType, std::string(what) + " has type tensor(" + dtype_name(t.dtype) +
+                                      "), expected tensor(" + dtype_name(dtype) + ")");
+}
+
+Shape broadcast_shapes(const Shape& a, const Shape& b, const char* what) {
+  size_t r = std::max(a.size(), b.size());
+  Shape out(r);
+  for (size_t i = 0; i < r; ++i) {
+    int64_t da = i < r - a.size() ? 1 : a[i - (r - a.size())];
+    int64_t db = i < r - b.size() ? 1 : b[i - (r - b.size())];
+    if (da == db || db == 1) out[i] = da;
+    else if (da == 1) out[i] = db;
+    else
+      kernel_fail(std::string(what) + ": shapes " + shape_str(a) + " and " + shape_str(b) +
+                  " cannot be broadcast (axis " + std::to_string(i) + ": " + std::to_string(da) + " vs " +
+                  std::to_string(db) + ")");
+  }
+  return out;
+}
+
+}  // namespace onnxfast

@@ -1,0 +1,81 @@
+// The native kernel interface and the native kernel table.
+//
+// A kernel is created once per node at session creation (attributes parsed, constant inputs
+// prepared, e.g. weights pre-packed), then for every run the executor calls infer() to learn
+// output types/shapes, allocates the outputs, and calls compute() with the GIL released.
+#pragma once
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../core/errors.h"
+#include "../core/tensor.h"
+
+namespace onnxfast {
+
+struct AttrValue {
+  enum Kind { kNone, kInt, kFloat, kString, kInts, kFloats, kStrings } kind = kNone;
+  int64_t i = 0;
+  double f = 0;
+  std::string s;
+  std::vector<int64_t> ints;
+  std::vector<double> floats;
+  std::vector<std::string> strings;
+};
+
+struct KernelArgs {
+  std::string op_type;
+  std::string node_name;
+  int opset = 0;
+  std::map<std::string, AttrValue> attrs;
+  // Inputs that are constant (initializers) at session creation; null where not constant.
+  std::vector<std::shared_ptr<Tensor>> const_inputs;
+  bool allow_prepack = true;
+
+  int64_t get_int(const std::string& name, int64_t dflt) const;
+  double get_float(const std::string& name, double dflt) const;
+  std::string get_string(const std::string& name, const std::string& dflt) const;
+  std::vector<int64_t> get_ints(const std::string& name) const;
+  bool has(const std::string& name) const { return attrs.count(name) != 0; }
+};
+
+struct OutSpec {
+  int dtype = kUndefined;
+  Shape shape;
+};
+
+class Kernel {
+ public:
+  virtual ~Kernel() = default;
+  // Output dtypes and shapes for these inputs (null entries are omitted optional inputs).
+  virtual void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const = 0;
+  // Fill the already-allocated outputs. Must not touch Python.
+  virtual void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const = 0;
+  // Short description for the kernel listing ("native", "native:prepacked").
+  virtual std::string describe() const { return "native"; }
+};
+
+using KernelFactory = std::function<std::unique_ptr<Kernel>(const KernelArgs&)>;
+
+struct KernelEntry {
+  KernelFactory factory;
+  std::vector<int> dtypes;  // element types of the first input this kernel computes
+};
+
+// op type -> entry. Filled once by the register_* functions below.
+std::map<std::string, KernelEntry>& kernel_table();
+void register_kernel(const std::string& op, std::vector<int> dtypes, KernelFactory f);
+
+void register_elementwise_kernels();
+void register_gemm_kernels();
+void register_conv_kernels();
+void register_device_kernels();
+
+// Helpers shared by kernels.
+[[noreturn]] void kernel_fail(const std::string& msg);
+void expect_dtype(const Tensor& t, int dtype, const char* what);
+Shape broadcast_shapes(const Shape& a, const Shape& b, const char* what);
+
+}  // namespace onnxfast

@@ -1,0 +1,58 @@
+"""onnxfast: a fast ONNX inference runtime with a C++ core and onnxruntime's session API.
+
+    import onnxfast as ort                      # drop-in for `import onnxruntime as ort`
+    sess = ort.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])
+    outputs = sess.run(None, {"x": x})
+
+This module re-exports the public API; see docs/ARCHITECTURE.md for how the pieces fit.
+"""
+
+from __future__ import annotations
+
+from . import _core, dtypes, errors
+
+dtypes.register_with_core(_core)
+_core.set_error_classes(errors.NATIVE_CLASSES)
+_core.set_error_hook(errors.wrap_kernel_error)
+
+from . import ops  # noqa: E402  (registers every kernel)
+from .ops import control  # noqa: E402,F401
+from .options import (  # noqa: E402
+    ExecutionMode,
+    ExecutionOrder,
+    GraphOptimizationLevel,
+    RunOptions,
+    SessionOptions,
+)
+from .providers import get_all_providers, get_available_providers  # noqa: E402
+from .session import InferenceSession, IOBinding, ModelMetadata, NodeArg, OrtValue  # noqa: E402
+
+__version__ = "0.1.0"
+
+
+def get_device() -> str:
+    """'CPU' (as onnxruntime.get_device() reports for a CPU build)."""
+    return "CPU"
+
+
+def get_version_string() -> str:
+    return __version__
+
+
+__all__ = [
+    "InferenceSession",
+    "SessionOptions",
+    "RunOptions",
+    "GraphOptimizationLevel",
+    "ExecutionMode",
+    "ExecutionOrder",
+    "NodeArg",
+    "ModelMetadata",
+    "OrtValue",
+    "IOBinding",
+    "get_available_providers",
+    "get_all_providers",
+    "get_device",
+    "get_version_string",
+    "errors",
+]

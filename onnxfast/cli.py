@@ -1,0 +1,210 @@
+"""The `onnxfast` command: `run` a model (random inputs when none are given), `info` about a
+model (inputs/outputs, opsets, operator histogram, parameters, and with --kernels which kernel
+each node gets). `python -m onnxfast` runs the demo model shipped in the package.
+
+Errors print one line (no traceback) and exit with status 1 (bad model/input) or 2 (usage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import sys
+import time
+
+import numpy as np
+
+DEMO_MODEL = os.path.join(os.path.dirname(__file__), "models", "demo_mlp.onnx")
+
+
+class CliError(Exception):
+    pass
+
+
+def _parse_dims(specs: list[str]) -> dict[str, int]:
+    out = {}
+    for s in specs or []:
+        name, sep, val = s.partition("=")
+        if not sep or not val.strip().lstrip("-").isdigit():
+            raise CliError(f"--dim expects NAME=INT, got '{s}'")
+        out[name] = int(val)
+    return out
+
+
+def random_inputs(sess, dims: dict[str, int] | None = None, batch: int = 1, seed: int = 0) -> dict:
+    """Random values for every input: symbolic dims from ``dims`` (else ``batch`` for the first axis, 1)."""
+    from . import dtypes
+
+    rng = np.random.default_rng(seed)
+    dims = dims or {}
+    feed = {}
+    for arg in sess.get_inputs():
+        if not arg.type.startswith("tensor("):
+            raise CliError(f"input '{arg.name}' has type {arg.type}; give it with --input")
+        shape = []
+        for i, d in enumerate(arg.shape or []):
+            if isinstance(d, int):
+                shape.append(d)
+            elif isinstance(d, str) and d in dims:
+                shape.append(dims[d])
+            else:
+                shape.append(batch if i == 0 else 1)
+        elem = arg.type[len("tensor(") : -1]
+        code = next((c for c in range(1, 27) if dtypes.type_name(c) == elem), None)
+        dt = dtypes.np_dtype(code) if code else np.float32
+        if elem == "string":
+            feed[arg.name] = np.full(shape, "a", dtype=object)
+        elif elem == "bool":
+            feed[arg.name] = rng.integers(0, 2, size=shape).astype(bool)
+        elif np.issubdtype(np.dtype(dt), np.integer):
+            feed[arg.name] = rng.integers(0, 10, size=shape).astype(dt)
+        else:
+            feed[arg.name] = rng.standard_normal(shape).astype(dt)
+    return feed
+
+
+def _load_inputs(specs: list[str]) -> dict:
+    feed = {}
+    for s in specs or []:
+        name, sep, path = s.partition("=")
+        if not sep:
+            raise CliError(f"--input expects NAME=FILE.npy, got '{s}'")
+        if not os.path.exists(path):
+            raise CliError(f"input file not found: '{path}'")
+        try:
+            feed[name] = np.load(path, allow_pickle=False)
+        except Exception as e:
+            raise CliError(f"cannot read '{path}' as a .npy file: {e}") from None
+    return feed
+
+
+def _session(path: str, threads: int | None = None):
+    from . import InferenceSession, SessionOptions
+
+    opts = SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    return InferenceSession(path, opts)
+
+
+def _summary(name: str, value) -> str:
+    if isinstance(value, np.ndarray):
+        head = np.array2string(value.reshape(-1)[:6], precision=4, separator=", ")
+        return f"{name}: {value.dtype}{list(value.shape)} {head}{' ...' if value.size > 6 else ''}"
+    return f"{name}: {type(value).__name__} {value!r:.80}"
+
+
+def cmd_run(args) -> int:
+    sess = _session(args.model)
+    feed = random_inputs(sess, _parse_dims(args.dim), batch=args.batch)
+    feed.update(_load_inputs(args.input))
+    names = [o.name for o in sess.get_outputs()]
+    outs = sess.run(None, feed)
+    times = []
+    for _ in range(max(0, args.runs)):
+        t = time.perf_counter()
+        sess.run(None, feed)
+        times.append(time.perf_counter() - t)
+    for n, v in zip(names, outs):
+        print(_summary(n, v))
+    if times:
+        t = np.array(times) * 1e3
+        print(f"latency over {len(t)} runs: mean {t.mean():.3f} ms, p50 {np.percentile(t, 50):.3f} ms, "
+              f"p90 {np.percentile(t, 90):.3f} ms")
+    if args.output_dir:
+        os.makedirs(args.output_dir, exist_ok=True)
+        for n, v in zip(names, outs):
+            if isinstance(v, np.ndarray):
+                safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in n)
+                np.save(os.path.join(args.output_dir, f"{safe}.npy"), v)
+        print(f"outputs saved to {args.output_dir}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    sess = _session(args.model)
+    m = sess._model
+    print(f"model: {args.model}")
+    print(f"producer: {m.producer_name} {m.producer_version}  ir_version: {m.ir_version}")
+    print("opsets: " + ", ".join(f"{d or 'ai.onnx'}={v}" for d, v in sorted(m.opsets.items())))
+    print("inputs:")
+    for a in sess.get_inputs():
+        print(f"  {a.name}: {a.type} {a.shape}")
+    print("outputs:")
+    for a in sess.get_outputs():
+        print(f"  {a.name}: {a.type} {a.shape}")
+    hist = collections.Counter(n.op_type for n in m.graph.nodes)
+    print(f"operators ({sum(hist.values())} nodes):")
+    for op_type, count in hist.most_common():
+        print(f"  {op_type}: {count}")
+    params = sum(int(a.size) for a in m.graph.initializers.values())
+    nbytes = sum(int(a.nbytes) for a in m.graph.initializers.values())
+    print(f"parameters: {params:,} in {len(m.graph.initializers)} initializers ({nbytes / 1e6:.2f} MB)")
+    if args.kernels:
+        print("kernels:")
+        for r in sess.kernel_listing():
+            where = f"{r['subgraph']}{r['node']}"
+            print(f"  {where}: {r['op_type']} -> {r['kernel']} on {r['provider']}")
+    return 0
+
+
+def cmd_demo(args=None) -> int:
+    from . import InferenceSession
+
+    sess = InferenceSession(DEMO_MODEL)
+    x = np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32)
+    logits, probs = sess.run(None, {"input": x})
+    times = []
+    for _ in range(200):
+        t = time.perf_counter()
+        sess.run(None, {"input": x})
+        times.append(time.perf_counter() - t)
+    print(f"onnxfast demo: {os.path.basename(DEMO_MODEL)} (MLP 16-32-8), batch of 4")
+    print(_summary("probabilities", probs))
+    print("predicted classes:", probs.argmax(axis=1).tolist())
+    t = np.array(times) * 1e6
+    print(f"latency: median {np.median(t):.1f} us, p90 {np.percentile(t, 90):.1f} us over {len(t)} runs")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="onnxfast", description="Run and inspect ONNX models with onnxfast.")
+    sub = p.add_subparsers(dest="command")
+    r = sub.add_parser("run", help="run a model (random inputs unless given)")
+    r.add_argument("model")
+    r.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="an input from a .npy file")
+    r.add_argument("--dim", action="append", metavar="NAME=INT", help="value of a symbolic dimension")
+    r.add_argument("--batch", type=int, default=1, help="size of unnamed/symbolic first axes (default 1)")
+    r.add_argument("--runs", type=int, default=10, help="timed runs after the first (default 10)")
+    r.add_argument("--output-dir", help="save outputs as NAME.npy here")
+    r.set_defaults(func=cmd_run)
+    i = sub.add_parser("info", help="describe a model")
+    i.add_argument("model")
+    i.add_argument("--kernels", action="store_true", help="list the kernel and provider of every node")
+    i.set_defaults(func=cmd_info)
+    d = sub.add_parser("demo", help="run the demo model shipped with onnxfast")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from .errors import OnnxfastError
+
+    try:
+        return args.func(args)
+    except CliError as e:
+        print(f"onnxfast: error: {e}", file=sys.stderr)
+        return 2
+    except (OnnxfastError, OSError, ValueError, TypeError) as e:
+        print(f"onnxfast: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

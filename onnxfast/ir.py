@@ -1,0 +1,352 @@
+"""The graph IR: Model, Graph, Node, ValueInfo.
+
+Built from a ModelProto: initializers become numpy arrays (see loader), model-local functions
+are inlined, nodes are topologically sorted, and the graph is checked (every value defined
+exactly once, no cycles). Types and shapes come from the model plus ONNX shape inference run
+on the weight-free proto; dimensions are ints, symbolic names (str) or None (unknown).
+Subgraphs (If/Loop/Scan bodies) are Graphs too and record which outer-scope names they read.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+
+from . import dtypes
+from .errors import InvalidModel
+from .loader import ExternalData, load_initializers
+from .registry import attribute_value
+
+Dim = "int | str | None"
+
+
+@dataclass
+class ValueInfo:
+    name: str
+    type: onnx.TypeProto | None = None
+
+    @property
+    def is_tensor(self) -> bool:
+        return self.type is None or self.type.WhichOneof("value") in (None, "tensor_type")
+
+    @property
+    def elem_type(self) -> int | None:
+        if self.type is not None and self.type.WhichOneof("value") == "tensor_type":
+            return self.type.tensor_type.elem_type or None
+        return None
+
+    @property
+    def is_optional(self) -> bool:
+        return self.type is not None and self.type.WhichOneof("value") == "optional_type"
+
+    @property
+    def shape(self) -> list | None:
+        """Dims as int / symbolic str / None; None when the rank is unknown."""
+        if self.type is None or self.type.WhichOneof("value") != "tensor_type":
+            return None
+        tt = self.type.tensor_type
+        if not tt.HasField("shape"):
+            return None
+        out: list = []
+        for d in tt.shape.dim:
+            w = d.WhichOneof("value")
+            out.append(d.dim_value if w == "dim_value" else d.dim_param if w == "dim_param" else None)
+        return out
+
+    @property
+    def type_str(self) -> str:
+        return dtypes.type_string(self.type) if self.type is not None else "unknown"
+
+
+@dataclass
+class Node:
+    op_type: str
+    domain: str
+    name: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any]
+    subgraphs: dict[str, "Graph"] = field(default_factory=dict)
+    # Outer-scope names read by this node's subgraphs (implicit inputs), in a fixed order.
+    implicit_inputs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Graph:
+    name: str
+    nodes: list[Node]
+    inputs: list[ValueInfo]
+    outputs: list[ValueInfo]
+    initializers: dict[str, np.ndarray]
+    value_info: dict[str, ValueInfo]
+    outer_refs: list[str] = field(default_factory=list)  # names this graph reads from enclosing scopes
+    doc: str = ""
+
+    def type_of(self, name: str) -> ValueInfo | None:
+        return self.value_info.get(name)
+
+
+@dataclass
+class Model:
+    graph: Graph
+    opsets: dict[str, int]
+    ir_version: int
+    producer_name: str = ""
+    producer_version: str = ""
+    domain: str = ""
+    model_version: int = 0
+    doc_string: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    graph_description: str = ""
+    proto: onnx.ModelProto | None = None  # weight-free after loading (see loader)
+
+
+class _Ctx:
+    def __init__(self, opsets, functions, external, release, types):
+        self.opsets = opsets
+        self.functions = functions
+        self.external = external
+        self.release = release
+        self.types = types  # name -> TypeProto from shape inference
+        self.counter = itertools.count()
+
+
+def build_model(proto: onnx.ModelProto, base_dir: str | None, release: bool) -> Model:
+    opsets: dict[str, int] = {}
+    for o in proto.opset_import:
+        opsets["" if o.domain == "ai.onnx" else o.domain] = int(o.version)
+    if "" not in opsets and proto.ir_version < 3:
+        opsets[""] = 1
+    functions = {(f.domain, f.name, getattr(f, "overload", "")): f for f in proto.functions}
+    external = ExternalData(base_dir)
+    ctx = _Ctx(opsets, functions, external, release, {})
+    # Initializers become numpy first (dropping the proto's bytes), then shape inference runs on
+    # the weight-free proto to type intermediate values.
+    graph_inits = load_initializers(proto.graph, external, release)
+    ctx.types = _infer_types(proto)
+    g = _build_graph(proto.graph, ctx, outer=set(), inits=graph_inits)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    return Model(
+        graph=g,
+        opsets=opsets,
+        ir_version=int(proto.ir_version),
+        producer_name=proto.producer_name,
+        producer_version=proto.producer_version,
+        domain=proto.domain,
+        model_version=int(proto.model_version),
+        doc_string=proto.doc_string,
+        metadata=meta,
+        graph_description=proto.graph.doc_string,
+        proto=proto,
+    )
+
+
+def _infer_types(proto: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
+    types: dict[str, onnx.TypeProto] = {}
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
+    except Exception:  # inference is advisory: kernels check types at run time
+        return types
+
+    def walk(g: onnx.GraphProto):
+        for vi in itertools.chain(g.value_info, g.output, g.input):
+            if vi.HasField("type"):
+                types.setdefault(vi.name, vi.type)
+        for n in g.node:
+            for a in n.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    walk(a.g)
+                elif a.type == onnx.AttributeProto.GRAPHS:
+                    for sg in a.graphs:
+                        walk(sg)
+
+    walk(inferred.graph)
+    return types
+
+
+def subgraph_outer_refs(g: onnx.GraphProto) -> list[str]:
+    """Names a graph proto (with its nested subgraphs) reads but does not define, in first-use order."""
+    defined = {vi.name for vi in g.input} | {t.name for t in g.initializer}
+    defined |= {st.values.name for st in g.sparse_initializer}
+    for n in g.node:
+        defined.update(o for o in n.output if o)
+    refs: list[str] = []
+    seen: set[str] = set()
+
+    def use(name: str):
+        if name and name not in defined and name not in seen:
+            seen.add(name)
+            refs.append(name)
+
+    for n in g.node:
+        for i in n.input:
+            use(i)
+        for a in n.attribute:
+            sgs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
+            for sg in sgs:
+                for r in subgraph_outer_refs(sg):
+                    use(r)
+    for o in g.output:
+        use(o.name)
+    return refs
+
+
+def _node_attrs(n: onnx.NodeProto) -> dict[str, Any]:
+    return {a.name: attribute_value(a) for a in n.attribute}
+
+
+def _inline_functions(nodes: list[onnx.NodeProto], ctx: _Ctx, depth: int = 0) -> list[onnx.NodeProto]:
+    """Replace calls of model-local functions by their bodies (recursively)."""
+    if not ctx.functions:
+        return nodes
+    if depth > 32:
+        raise InvalidModel("model-local functions call each other recursively (depth > 32)")
+    out: list[onnx.NodeProto] = []
+    for n in nodes:
+        key = (n.domain, n.op_type, getattr(n, "overload", ""))
+        f = ctx.functions.get(key)
+        if f is None:
+            out.append(n)
+            continue
+        prefix = f"{n.name or n.op_type}/{next(ctx.counter)}/"
+        rename = {}
+        for formal, actual in zip(f.input, n.input):
+            rename[formal] = actual
+        for formal in f.input[len(n.input) :]:
+            rename[formal] = ""
+        for formal, actual in zip(f.output, n.output):
+            rename[formal] = actual
+        given = {a.name: a for a in n.attribute}
+        defaults = {a.name: a for a in f.attribute_proto}
+        body: list[onnx.NodeProto] = []
+        for b in f.node:
+            nb = onnx.NodeProto()
+            nb.CopyFrom(b)
+            nb.name = prefix + (b.name or b.op_type)
+            del nb.input[:]
+            del nb.output[:]
+            nb.input.extend(rename.get(i, prefix + i) if i else "" for i in b.input)
+            nb.output.extend(rename.get(o, prefix + o) if o else "" for o in b.output)
+            new_attrs = []
+            for a in nb.attribute:
+                if a.ref_attr_name:
+                    src = given.get(a.ref_attr_name) or defaults.get(a.ref_attr_name)
+                    if src is None:
+                        continue  # attribute left unset: the schema default applies
+                    na = onnx.AttributeProto()
+                    na.CopyFrom(src)
+                    na.name = a.name
+                    new_attrs.append(na)
+                else:
+                    new_attrs.append(a)
+            del nb.attribute[:]
+            nb.attribute.extend(new_attrs)
+            body.append(nb)
+        # Functions may use their own opset versions; we run them at the model's.
+        out.extend(_inline_functions(body, ctx, depth + 1))
+    return out
+
+
+def _build_graph(gp: onnx.GraphProto, ctx: _Ctx, outer: set[str], inits=None) -> Graph:
+    if inits is None:
+        inits = load_initializers(gp, ctx.external, ctx.release)
+    value_info: dict[str, ValueInfo] = {}
+    for name, tp in ctx.types.items():
+        value_info[name] = ValueInfo(name, tp)
+    for vi in itertools.chain(gp.value_info, gp.input, gp.output):
+        if vi.HasField("type"):
+            value_info[vi.name] = ValueInfo(vi.name, vi.type)
+    inputs = [ValueInfo(vi.name, vi.type if vi.HasField("type") else None) for vi in gp.input]
+    outputs = [ValueInfo(vi.name, value_info.get(vi.name, ValueInfo(vi.name)).type) for vi in gp.output]
+    for name, arr in inits.items():
+        if name not in value_info:
+            code = dtypes.onnx_code(arr.dtype)
+            value_info[name] = ValueInfo(name, onnx.helper.make_tensor_type_proto(code, list(arr.shape)))
+
+    protos = _inline_functions(list(gp.node), ctx)
+    defined: dict[str, str] = {}
+    for vi in gp.input:
+        defined[vi.name] = "graph input"
+    for name in inits:
+        defined.setdefault(name, "initializer")
+    nodes: list[Node] = []
+    for i, n in enumerate(protos):
+        name = n.name or f"{n.op_type}_{i}"
+        attrs = _node_attrs(n)
+        node = Node(n.op_type, "" if n.domain == "ai.onnx" else n.domain, name, list(n.input), list(n.output), attrs)
+        implicit: list[str] = []
+        for a in n.attribute:
+            sgs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs) if a.type == onnx.AttributeProto.GRAPHS else []
+            for sg in sgs:
+                for r in subgraph_outer_refs(sg):
+                    if r not in implicit:
+                        implicit.append(r)
+        node.implicit_inputs = implicit
+        nodes.append(node)
+        for o in n.output:
+            if not o:
+                continue
+            if o in defined:
+                raise InvalidModel(f"value '{o}' is defined twice: by {defined[o]} and by node '{name}' ({n.op_type})")
+            defined[o] = f"node '{name}' ({n.op_type})"
+
+    # Subgraphs: built after the names of this scope are known.
+    scope = set(outer) | set(defined)
+    for node, n in zip(nodes, protos):
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                node.subgraphs[a.name] = _build_graph(a.g, ctx, scope)
+
+    nodes = _toposort(nodes, set(defined) - {o for nd in nodes for o in nd.outputs}, outer, gp.name)
+    for o in gp.output:
+        if o.name not in defined and o.name not in outer:
+            raise InvalidModel(f"graph output '{o.name}' is not produced by any node, input or initializer")
+    refs = [r for r in subgraph_outer_refs(gp) if r in outer]
+    return Graph(gp.name, nodes, inputs, outputs, inits, value_info, refs, gp.doc_string)
+
+
+def _toposort(nodes: list[Node], available: set[str], outer: set[str], gname: str) -> list[Node]:
+    producers: dict[str, int] = {}
+    for i, n in enumerate(nodes):
+        for o in n.outputs:
+            if o:
+                producers[o] = i
+    deps: list[set[int]] = []
+    users: dict[int, list[int]] = {}
+    for i, n in enumerate(nodes):
+        d: set[int] = set()
+        for name in itertools.chain(n.inputs, n.implicit_inputs):
+            if not name or name in available:
+                continue
+            p = producers.get(name)
+            if p is None:
+                if name in outer:
+                    continue
+                raise InvalidModel(
+                    f"node '{n.name}' ({n.op_type}) reads '{name}', which no node, graph input or "
+                    f"initializer{' or enclosing graph' if outer else ''} defines"
+                )
+            d.add(p)
+        deps.append(d)
+        for p in d:
+            users.setdefault(p, []).append(i)
+    indeg = [len(d) for d in deps]
+    ready = [i for i, k in enumerate(indeg) if k == 0]
+    heapq.heapify(ready)  # keep the model's own order among ready nodes
+    order: list[int] = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for u in users.get(i, []):
+            indeg[u] -= 1
+            if indeg[u] == 0:
+                heapq.heappush(ready, u)
+    if len(order) != len(nodes):
+        stuck = [nodes[i].name for i in range(len(nodes)) if indeg[i] > 0]
+        raise InvalidModel(f"graph '{gname}' has a cycle through nodes {stuck[:10]}")
+    return [nodes[i] for i in order]

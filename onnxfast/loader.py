@@ -1,0 +1,199 @@
+"""Model loading: path / bytes / ModelProto -> a checked ModelProto plus its initializers as
+numpy arrays.
+
+External data is memory-mapped and resolved relative to the model's folder; a location that
+leaves that folder (by a relative path or an absolute one) is refused. Once an initializer
+is a numpy array the protobuf's copy of its bytes is dropped (for protos we parsed ourselves),
+so peak memory at load stays near one copy of the weights.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from typing import Any
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import TensorProto, numpy_helper
+
+from . import dtypes
+from .errors import ExternalDataError, InvalidModel, ModelFileNotFound
+
+# Element types whose raw bytes are laid out exactly as the numpy array (no packing).
+_PACKED = {TensorProto.INT4, TensorProto.UINT4, 23, 25, 26}
+
+
+class ExternalData:
+    """Resolves and memory-maps the external data files of one model."""
+
+    def __init__(self, base_dir: str | None):
+        self.base_dir = base_dir
+        self._maps: dict[str, Any] = {}
+
+    def resolve(self, location: str, tensor_name: str) -> str:
+        if self.base_dir is None:
+            raise ExternalDataError(
+                f"initializer '{tensor_name}' stores its data in the external file '{location}', but the model "
+                "was not loaded from a path; set the session config entry "
+                "'session.model_external_initializers_file_folder_path' to the folder holding it"
+            )
+        if os.path.isabs(location) or location.startswith(("/", "\\")):
+            raise ExternalDataError(
+                f"initializer '{tensor_name}': external data location '{location}' is an absolute path; "
+                "external data must live inside the model's folder"
+            )
+        base = os.path.realpath(self.base_dir)
+        path = os.path.realpath(os.path.join(base, location))
+        if os.path.commonpath([base, path]) != base:
+            raise ExternalDataError(
+                f"initializer '{tensor_name}': external data location '{location}' points outside the model's "
+                f"folder '{self.base_dir}'"
+            )
+        if not os.path.isfile(path):
+            raise ModelFileNotFound(
+                f"initializer '{tensor_name}': external data file '{location}' not found in '{self.base_dir}'"
+            )
+        return path
+
+    def buffer(self, path: str):
+        m = self._maps.get(path)
+        if m is None:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+            self._maps[path] = m
+        return m
+
+    def read(self, t: TensorProto) -> np.ndarray:
+        info = {e.key: e.value for e in t.external_data}
+        location = info.get("location")
+        if not location:
+            raise ExternalDataError(f"initializer '{t.name}' is marked external but has no location")
+        path = self.resolve(location, t.name)
+        buf = self.buffer(path)
+        try:
+            offset = int(info.get("offset", 0))
+            length = int(info["length"]) if "length" in info else len(buf) - offset
+        except ValueError:
+            raise ExternalDataError(f"initializer '{t.name}': bad offset/length in its external data entry") from None
+        shape = tuple(int(d) for d in t.dims)
+        dt = dtypes.np_dtype(t.data_type)
+        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if t.data_type in _PACKED:
+            bits = 2 if t.data_type in (25, 26) else 4
+            need = (count * bits + 7) // 8
+        else:
+            need = count * dt.itemsize
+        if offset < 0 or length < need or offset + length > len(buf):
+            raise ExternalDataError(
+                f"initializer '{t.name}': external file '{location}' is truncated or the entry is inconsistent "
+                f"(needs {need} bytes at offset {offset}, file has {len(buf)})"
+            )
+        if t.data_type in _PACKED or t.data_type == TensorProto.STRING:
+            tmp = TensorProto()
+            tmp.CopyFrom(t)
+            tmp.ClearField("external_data")
+            tmp.data_location = TensorProto.DEFAULT
+            tmp.raw_data = bytes(buf[offset : offset + need])
+            return numpy_helper.to_array(tmp)
+        arr = np.frombuffer(buf, dtype=dt, count=count, offset=offset).reshape(shape)
+        return arr
+
+
+def tensor_to_numpy(t: TensorProto, external: ExternalData | None = None) -> np.ndarray:
+    """A TensorProto as a numpy array (ml_dtypes for bfloat16/float8/int4; object array of str for strings)."""
+    if t.data_location == TensorProto.EXTERNAL:
+        return (external or ExternalData(None)).read(t)
+    if t.data_type == TensorProto.UNDEFINED:
+        raise InvalidModel(f"tensor '{t.name}' has no element type")
+    shape = tuple(int(d) for d in t.dims)
+    if t.data_type == TensorProto.STRING:
+        vals = [s.decode("utf-8", errors="surrogateescape") for s in t.string_data]
+        arr = np.empty(len(vals), dtype=object)
+        arr[:] = vals
+        return arr.reshape(shape)
+    if t.HasField("raw_data") and t.data_type not in _PACKED:
+        dt = dtypes.np_dtype(t.data_type)
+        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if len(t.raw_data) != count * dt.itemsize:
+            raise InvalidModel(
+                f"tensor '{t.name}': raw data has {len(t.raw_data)} bytes, shape {list(shape)} of "
+                f"{dtypes.type_name(t.data_type)} needs {count * dt.itemsize}"
+            )
+        return np.frombuffer(t.raw_data, dtype=dt).reshape(shape).copy()
+    try:
+        arr = numpy_helper.to_array(t)
+    except Exception as e:  # inconsistent sizes etc.
+        raise InvalidModel(f"tensor '{t.name}' cannot be read: {e}") from None
+    if t.data_type != TensorProto.STRING:
+        want = dtypes.np_dtype(t.data_type)
+        if arr.dtype != want:
+            arr = arr.astype(want)
+    return arr
+
+
+def load_model(source, external_data_dir: str | None = None) -> tuple[onnx.ModelProto, str | None, bool]:
+    """Load a model. Returns (model, base folder for external data, whether we own the proto)."""
+    if isinstance(source, onnx.ModelProto):
+        return source, external_data_dir, False
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        model = _parse(data, "the model bytes")
+        return model, external_data_dir, True
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if not os.path.exists(path):
+            raise ModelFileNotFound(f"model file not found: '{path}'")
+        if os.path.isdir(path):
+            raise InvalidModel(f"'{path}' is a folder, not an ONNX model file")
+        with open(path, "rb") as f:
+            data = f.read()
+        model = _parse(data, f"'{path}'")
+        del data
+        base = external_data_dir or os.path.dirname(os.path.abspath(path))
+        return model, base, True
+    raise TypeError(
+        f"cannot load a model from {type(source).__name__}: pass a file path, the model's bytes or an onnx.ModelProto"
+    )
+
+
+def _parse(data: bytes, what: str) -> onnx.ModelProto:
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as e:
+        raise InvalidModel(f"{what} is not a valid ONNX model (corrupt or truncated protobuf): {e}") from None
+    if not model.HasField("graph") or model.ir_version == 0:
+        raise InvalidModel(f"{what} is not a valid ONNX model: it has no graph or no ir_version")
+    return model
+
+
+def load_initializers(graph: onnx.GraphProto, external: ExternalData, release: bool) -> dict[str, np.ndarray]:
+    """Initializers of one graph as numpy arrays; with ``release`` the proto's copy is dropped."""
+    out: dict[str, np.ndarray] = {}
+    for t in graph.initializer:
+        out[t.name] = tensor_to_numpy(t, external)
+        if release:
+            t.ClearField("raw_data")
+            t.ClearField("float_data")
+            t.ClearField("int32_data")
+            t.ClearField("int64_data")
+            t.ClearField("double_data")
+            t.ClearField("uint64_data")
+    for st in graph.sparse_initializer:
+        out[st.values.name] = sparse_to_dense(st, external)
+    return out
+
+
+def sparse_to_dense(st: onnx.SparseTensorProto, external: ExternalData | None = None) -> np.ndarray:
+    values = tensor_to_numpy(st.values, external)
+    idx = tensor_to_numpy(st.indices, external).astype(np.int64)
+    shape = tuple(int(d) for d in st.dims)
+    dense = np.zeros(shape, dtype=values.dtype)
+    if idx.ndim == 1:
+        dense.reshape(-1)[idx] = values
+    else:
+        dense[tuple(idx.T)] = values
+    return dense

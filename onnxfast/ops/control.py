@@ -1,0 +1,114 @@
+"""Control flow: If, Loop, Scan. Their bodies are compiled into native plans of their own
+(see planner.Subgraph); outer-scope values arrive as the node's trailing implicit inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import dtypes
+from ..errors import InvalidArgument
+from ..registry import KernelNode, op
+
+
+def _env(node: KernelNode, implicit_values) -> dict:
+    return dict(zip(node.context.get("implicit_inputs", []), implicit_values))
+
+
+def _result(outs):
+    return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+def _stack(items, axis: int, elem_type, node: KernelNode):
+    if items:
+        return np.stack(items, axis=axis)
+    dt = dtypes.np_dtype(elem_type) if elem_type else np.float32
+    return np.zeros((0,), dtype=dt)
+
+
+@op("If", since=1)
+def if_(node: KernelNode):
+    then_g = node.compile_subgraph("then_branch")
+    else_g = node.compile_subgraph("else_branch")
+
+    def run(cond, *implicit):
+        if cond is None or np.size(cond) != 1:
+            raise InvalidArgument(f"If node '{node.name}': cond must hold exactly one value, got {np.shape(cond)}")
+        branch = then_g if bool(np.asarray(cond).reshape(-1)[0]) else else_g
+        outs = branch.run([], _env(node, implicit))
+        return _result(outs)
+
+    return run
+
+
+@op("Loop", since=1)
+def loop(node: KernelNode):
+    body = node.compile_subgraph("body")
+    n_carried = node.num_inputs - 2
+
+    def run(M, cond, *rest):
+        carried = list(rest[:n_carried])
+        env = _env(node, rest[n_carried:])
+        max_trip = int(np.asarray(M).reshape(-1)[0]) if M is not None else None
+        keep = bool(np.asarray(cond).reshape(-1)[0]) if cond is not None else True
+        n_scan = node.num_outputs - n_carried
+        scans: list[list] = [[] for _ in range(n_scan)]
+        i = 0
+        while keep and (max_trip is None or i < max_trip):
+            outs = body.run([np.array(i, dtype=np.int64), np.array(keep), *carried], env)
+            keep = bool(np.asarray(outs[0]).reshape(-1)[0]) if outs[0] is not None else keep
+            carried = list(outs[1 : 1 + n_carried])
+            for k in range(n_scan):
+                scans[k].append(outs[1 + n_carried + k])
+            i += 1
+        types = body.output_types[1 + n_carried :]
+        stacked = [
+            _stack(s, 0, types[k] if k < len(types) else None, node) for k, s in enumerate(scans)
+        ]
+        return _result(carried + stacked)
+
+    return run
+
+
+@op("Scan", since=9)
+def scan(node: KernelNode):
+    body = node.compile_subgraph("body")
+    m = int(node.attr("num_scan_inputs"))
+    n_states = node.num_inputs - m
+    in_axes = list(node.attr("scan_input_axes", [0] * m))
+    in_dirs = list(node.attr("scan_input_directions", [0] * m))
+    k_out = node.num_outputs - n_states
+    out_axes = list(node.attr("scan_output_axes", [0] * k_out))
+    out_dirs = list(node.attr("scan_output_directions", [0] * k_out))
+
+    def run(*args):
+        states = list(args[:n_states])
+        scan_in = list(args[n_states : n_states + m])
+        env = _env(node, args[n_states + m :])
+        axes = [a + x.ndim if a < 0 else a for a, x in zip(in_axes, scan_in)]
+        lengths = {x.shape[a] for a, x in zip(axes, scan_in)}
+        if len(lengths) > 1:
+            raise InvalidArgument(f"Scan node '{node.name}': scan inputs have different lengths {sorted(lengths)}")
+        length = lengths.pop() if lengths else 0
+        outs_acc: list[list] = [[] for _ in range(k_out)]
+        for t in range(length):
+            slices = []
+            for x, a, d in zip(scan_in, axes, in_dirs):
+                idx = length - 1 - t if d else t
+                slices.append(np.take(x, idx, axis=a))
+            outs = body.run(states + slices, env)
+            states = list(outs[:n_states])
+            for k in range(k_out):
+                outs_acc[k].append(outs[n_states + k])
+        results = list(states)
+        types = body.output_types[n_states:]
+        for k in range(k_out):
+            items = outs_acc[k][::-1] if out_dirs[k] else outs_acc[k]
+            if items:
+                ax = out_axes[k]
+                ax = ax + items[0].ndim + 1 if ax < 0 else ax
+                results.append(np.stack(items, axis=ax))
+            else:
+                results.append(_stack([], 0, types[k] if k < len(types) else None, node))
+        return _result(results)
+
+    return run

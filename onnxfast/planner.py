@@ -1,0 +1,301 @@
+"""The planner: an IR graph + providers -> a native ``_core.Plan``.
+
+It assigns value ids (constants first), folds Constant nodes, partitions nodes between
+providers in the user's order (inserting device copies at boundaries), chooses each node's
+kernel (native when the registry has one for the node's element type and it is not disabled,
+else the numpy kernel), compiles subgraphs of control-flow nodes into plans of their own, and
+records what runs where for the kernel listing. Lifetimes are computed by ``Plan.finalize``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import _core, dtypes, ir
+from .errors import InvalidModel, UnsupportedOperator
+from .providers import CPUExecutionProvider, ExecutionProvider
+from .registry import REGISTRY, KernelNode, resolve_attributes, since_version
+
+log = logging.getLogger("onnxfast")
+
+_SIMPLE_ATTR = (int, float, str, list)
+
+
+@dataclass
+class PlanOptions:
+    disabled: set[str] = field(default_factory=set)  # {"native", "numpy", "native:MatMul", "numpy:Add", ...}
+    allow_prepack: bool = True
+    dim_overrides: dict[str, int] = field(default_factory=dict)
+
+    def allowed(self, kind: str, op_type: str) -> bool:
+        return kind not in self.disabled and f"{kind}:{op_type}" not in self.disabled
+
+
+@dataclass
+class KernelRecord:
+    node: str
+    op_type: str
+    domain: str
+    provider: str
+    kernel: str  # native | native:prepacked | numpy | control-flow | copy | constant
+    subgraph: str = ""
+
+
+class Subgraph:
+    """A compiled subgraph: ``run(formal_inputs, env)`` where env maps outer-scope names to values."""
+
+    def __init__(self, plan, formal_names: list[str], outer_names: list[str], name: str,
+                 output_types: list[int | None] | None = None):
+        self.plan = plan
+        self.output_types = output_types or []
+        self.formal_names = formal_names
+        self.outer_names = outer_names
+        self.name = name
+
+    def run(self, formals, env: dict[str, Any]) -> list:
+        args = list(formals) + [env.get(n) for n in self.outer_names]
+        return self.plan.run_positional(args)
+
+
+class Planner:
+    def __init__(self, model: ir.Model, providers: list[ExecutionProvider], options: PlanOptions):
+        self.model = model
+        self.providers = providers
+        self.options = options
+        self.records: list[KernelRecord] = []
+
+    # ------------------------------------------------------------------------------------------
+    def build(self) -> _core.Plan:
+        return self._build_graph(self.model.graph, outer=[], main=True, prefix="")
+
+    def _elem_type(self, graph: ir.Graph, consts: dict[str, np.ndarray], name: str) -> int | None:
+        if not name:
+            return None
+        if name in consts:
+            return dtypes.onnx_code(consts[name].dtype) or None
+        vi = graph.type_of(name)
+        return vi.elem_type if vi is not None else None
+
+    def _build_graph(self, graph: ir.Graph, outer: list[str], main: bool, prefix: str) -> _core.Plan:
+        plan = _core.Plan()
+        ids: dict[str, int] = {}
+        location: dict[str, int] = {}  # value -> device
+        consts: dict[str, np.ndarray] = {}
+        nid = 0
+
+        input_names = [vi.name for vi in graph.inputs]
+        overridable = [n for n in input_names if n in graph.initializers] if self.model.ir_version >= 4 else []
+        # Constants: initializers that are not graph inputs, and folded Constant nodes.
+        const_items: list[tuple[str, Any]] = []
+        for name, arr in graph.initializers.items():
+            if name not in input_names:
+                const_items.append((name, arr))
+        folded: set[int] = set()
+        for i, node in enumerate(graph.nodes):
+            if node.op_type == "Constant" and node.domain == "" and node.outputs and node.outputs[0]:
+                const_items.append((node.outputs[0], self._fold_constant(node)))
+                folded.add(i)
+        default_slots: dict[str, int] = {}
+        for name, value in const_items:
+            plan.add_constant(nid, value)
+            ids[name] = nid
+            consts[name] = value
+            location[name] = 0
+            nid += 1
+        for name in overridable:
+            plan.add_constant(nid, graph.initializers[name])
+            default_slots[name] = nid
+            nid += 1
+
+        def new_id(name: str) -> int:
+            nonlocal nid
+            ids[name] = nid
+            location[name] = 0
+            nid += 1
+            return nid - 1
+
+        # Inputs (graph inputs, then outer-scope names for subgraphs).
+        for vi in graph.inputs:
+            vid = new_id(vi.name)
+            if main:
+                shape = vi.shape
+                dims = None
+                if shape is not None:
+                    dims = []
+                    for d in shape:
+                        if isinstance(d, str) and d in self.options.dim_overrides:
+                            dims.append(int(self.options.dim_overrides[d]))
+                        else:
+                            dims.append(d if isinstance(d, int) and d > 0 else -1)
+                elem = vi.elem_type
+                plan.add_input(
+                    vi.name,
+                    vid,
+                    elem if (elem and vi.is_tensor) else -1,
+                    vi.is_tensor,
+                    dims if vi.is_tensor else None,
+                    vi.name in default_slots,
+                    default_slots.get(vi.name, -1),
+                    vi.is_optional,
+                )
+            else:
+                plan.add_input(vi.name, vid, -1, False, None, False, -1, True)
+        for name in outer:
+            vid = new_id(name)
+            plan.add_input(name, vid, -1, False, None, False, -1, True)
+
+        copies: dict[tuple[str, int], str] = {}
+
+        def value_on(name: str, device: int, for_node: str) -> int:
+            """Id of ``name`` as seen on ``device``; inserts a copy step when it lives elsewhere."""
+            if not name:
+                return -1
+            if name not in ids:
+                raise InvalidModel(f"node '{for_node}' reads '{name}', which is not defined")
+            src = location.get(name, 0)
+            if src == device:
+                return ids[name]
+            key = (name, device)
+            if key not in copies:
+                op = "MemcpyToDevice" if device != 0 else "MemcpyFromDevice"
+                cname = f"{name}@dev{device}"
+                kernel = _core.create_kernel(op, f"{op}_{name}", 1, {}, [None])
+                cid = new_id(cname)
+                location[cname] = device
+                plan.add_native_step(f"{op}_{name}", op, kernel, [ids[name]], [cid], src, device)
+                self.records.append(KernelRecord(f"{op}_{name}", op, "onnxfast", "copy", "native:copy", prefix))
+                copies[key] = cname
+            return ids[copies[key]]
+
+        for i, node in enumerate(graph.nodes):
+            if i in folded:
+                self.records.append(
+                    KernelRecord(node.name, node.op_type, node.domain, "CPUExecutionProvider", "constant", prefix)
+                )
+                continue
+            opset = self.model.opsets.get(node.domain)
+            if opset is None:
+                raise UnsupportedOperator(
+                    f"node '{node.name}' uses operator domain '{node.domain}' ({node.op_type}), which the model "
+                    "does not import (no opset_import entry)"
+                )
+            sv = since_version(node.op_type, opset, node.domain)
+            in_types = [self._elem_type(graph, consts, n) for n in node.inputs]
+            native_types = REGISTRY.native_dtypes(node.domain, node.op_type, sv)
+            first_type = in_types[0] if in_types else None
+            native_ok = (
+                native_types is not None
+                and first_type is not None
+                and first_type in native_types
+                and self.options.allowed("native", node.op_type)
+                and not node.subgraphs
+            )
+            factory = REGISTRY.factory(node.domain, node.op_type, sv)
+            numpy_ok = factory is not None and self.options.allowed("numpy", node.op_type)
+            provider = None
+            for p in self.providers:
+                if p.native_only and not native_ok:
+                    continue
+                if p.claims(node, native_ok):
+                    provider = p
+                    break
+            if provider is None or (not native_ok and not numpy_ok):
+                domain = node.domain or "ai.onnx"
+                if factory is None and native_types is None:
+                    why = "onnxfast has no kernel for it"
+                else:
+                    why = f"its kernels are disabled by the session options ({sorted(self.options.disabled)})"
+                raise UnsupportedOperator(
+                    f"operator '{node.op_type}' (domain '{domain}', opset {opset}) used by node '{node.name}' is "
+                    f"not supported: {why}"
+                )
+            device = provider.device
+            inputs = [value_on(n, device, node.name) for n in node.inputs]
+            implicit = [value_on(n, 0, node.name) for n in node.implicit_inputs]
+            for o in node.outputs:
+                if o:
+                    if o in ids:
+                        raise InvalidModel(f"value '{o}' is defined twice (node '{node.name}')")
+            if native_ok:
+                const_inputs = [consts.get(n) if n else None for n in node.inputs]
+                attrs = {k: v for k, v in node.attrs.items() if isinstance(v, _SIMPLE_ATTR)}
+                attrs = {
+                    k: v
+                    for k, v in resolve_attributes(node.op_type, node.domain, opset, attrs).items()
+                    if isinstance(v, _SIMPLE_ATTR)
+                }
+                kernel = _core.create_kernel(
+                    node.op_type, node.name, opset, attrs, const_inputs, self.options.allow_prepack
+                )
+                outputs = [new_id(o) if o else -1 for o in node.outputs]
+                for o in node.outputs:
+                    if o:
+                        location[o] = device
+                plan.add_native_step(node.name, node.op_type, kernel, inputs, outputs, device, device)
+                kind = kernel.describe()
+            else:
+                kn = KernelNode(
+                    op_type=node.op_type,
+                    domain=node.domain,
+                    name=node.name,
+                    opset=opset,
+                    since_version=sv,
+                    attrs=resolve_attributes(node.op_type, node.domain, opset, node.attrs),
+                    input_types=in_types,
+                    output_types=[self._elem_type(graph, consts, n) for n in node.outputs],
+                    const_inputs={k: consts[n] for k, n in enumerate(node.inputs) if n in consts},
+                    num_inputs=len(node.inputs),
+                    num_outputs=len(node.outputs),
+                    context={"implicit_inputs": list(node.implicit_inputs)},
+                )
+                if node.subgraphs:
+                    kn.compile_subgraph = self._subgraph_compiler(node, prefix)
+                try:
+                    fn = factory(kn)
+                except (InvalidModel, UnsupportedOperator, NotImplementedError):
+                    raise
+                except (ValueError, TypeError, KeyError) as e:
+                    raise InvalidModel(f"{node.op_type} node '{node.name}': {e}") from None
+                outputs = [new_id(o) if o else -1 for o in node.outputs]
+                plan.add_python_step(node.name, node.op_type, fn, inputs + implicit, outputs)
+                kind = "control-flow" if node.subgraphs else "numpy"
+            self.records.append(KernelRecord(node.name, node.op_type, node.domain, provider.name, kind, prefix))
+
+        outs = graph.outputs
+        for vi in outs:
+            if vi.name not in ids:
+                raise InvalidModel(f"graph output '{vi.name}' is not produced by any node")
+            vid = value_on(vi.name, 0, "graph output")
+            plan.add_output(vi.name, vid)
+        plan.finalize(nid)
+        return plan
+
+    def _fold_constant(self, node: ir.Node):
+        opset = self.model.opsets.get("", 1)
+        sv = since_version("Constant", opset, "")
+        factory = REGISTRY.factory("", "Constant", sv)
+        if factory is None:
+            raise UnsupportedOperator("no kernel for Constant")
+        kn = KernelNode("Constant", "", node.name, opset, sv, dict(node.attrs), [], [], num_outputs=1)
+        return factory(kn)()
+
+    def _subgraph_compiler(self, node: ir.Node, prefix: str):
+        def compile_subgraph(attr: str) -> Subgraph:
+            g = node.subgraphs.get(attr)
+            if g is None:
+                raise InvalidModel(f"{node.op_type} node '{node.name}' has no graph attribute '{attr}'")
+            sub_prefix = f"{prefix}{node.name}/{attr}/"
+            saved = self.providers
+            self.providers = [CPUExecutionProvider()]
+            try:
+                plan = self._build_graph(g, outer=list(g.outer_refs), main=False, prefix=sub_prefix)
+            finally:
+                self.providers = saved
+            return Subgraph(plan, [vi.name for vi in g.inputs], list(g.outer_refs), sub_prefix,
+                            [vi.elem_type for vi in g.outputs])
+
+        return compile_subgraph

@@ -1,0 +1,413 @@
+"""The session API users call: InferenceSession, NodeArg, ModelMetadata, OrtValue, IOBinding.
+
+Shapes and names follow onnxruntime so code switches by changing the import. ``run()`` makes
+exactly one call into the native plan, which validates the feed, runs every step with the GIL
+released and returns numpy arrays that own their memory.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import time
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+
+from . import dtypes, ir
+from .errors import InvalidArgument, InvalidType, NotImplementedFeature, OnnxfastWarning
+from .loader import load_model
+from .options import ExecutionMode, RunOptions, SessionOptions
+from .planner import Planner, PlanOptions
+from .providers import resolve
+
+log = logging.getLogger("onnxfast")
+_LEVELS = {0: logging.DEBUG, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR, 4: logging.CRITICAL}
+
+
+class NodeArg:
+    """A graph input or output: name, type string ('tensor(float)') and shape (ints, symbolic
+    names, None for unknown)."""
+
+    __slots__ = ("name", "type", "shape")
+
+    def __init__(self, name: str, type: str, shape):
+        self.name = name
+        self.type = type
+        self.shape = shape
+
+    def __repr__(self) -> str:
+        return f"NodeArg(name='{self.name}', type='{self.type}', shape={self.shape})"
+
+
+class ModelMetadata:
+    __slots__ = ("custom_metadata_map", "description", "domain", "graph_description", "graph_name",
+                 "producer_name", "version")
+
+    def __init__(self, m: ir.Model):
+        self.custom_metadata_map = dict(m.metadata)
+        self.description = m.doc_string
+        self.domain = m.domain
+        self.graph_description = m.graph_description
+        self.graph_name = m.graph.name
+        self.producer_name = m.producer_name
+        self.version = m.model_version
+
+
+def _node_arg(vi: ir.ValueInfo, overrides: dict[str, int]) -> NodeArg:
+    shape = vi.shape
+    if shape is not None:
+        shape = [overrides.get(d, d) if isinstance(d, str) else d for d in shape]
+    elif vi.type is not None and vi.type.WhichOneof("value") != "tensor_type":
+        shape = []
+    return NodeArg(vi.name, vi.type_str, shape)
+
+
+class InferenceSession:
+    """Runs an ONNX model. Drop-in for ``onnxruntime.InferenceSession``."""
+
+    def __init__(self, path_or_bytes, sess_options: SessionOptions | None = None, providers=None,
+                 provider_options=None, **kwargs):
+        t0 = time.perf_counter_ns()
+        if kwargs:
+            raise InvalidArgument(f"unexpected keyword arguments: {sorted(kwargs)}")
+        if sess_options is not None and not isinstance(sess_options, SessionOptions):
+            raise InvalidType(f"sess_options must be an onnxfast.SessionOptions, got {type(sess_options).__name__}")
+        self._sess_options = sess_options._copy() if sess_options is not None else SessionOptions()
+        opts = self._sess_options
+        if opts.log_severity_level >= 0:
+            log.setLevel(_LEVELS.get(opts.log_severity_level, logging.WARNING))
+        self._check_options(opts)
+        self._model_path = os.fspath(path_or_bytes) if isinstance(path_or_bytes, (str, os.PathLike)) else None
+        ext_dir = opts._config.get("session.model_external_initializers_file_folder_path")
+        proto, base_dir, owned = load_model(path_or_bytes, ext_dir)
+        if not owned:
+            copy = onnx.ModelProto()
+            copy.CopyFrom(proto)
+            proto = copy
+        if opts.optimized_model_filepath:
+            # No rewrite passes exist yet, so the "optimized" model is the model as loaded.
+            onnx.save(proto, opts.optimized_model_filepath)
+        self._model = ir.build_model(proto, base_dir, release=True)
+        for name, value in opts._initializers.items():
+            arr = value.numpy() if hasattr(value, "numpy") else np.asarray(value)
+            if name not in self._model.graph.initializers:
+                raise InvalidArgument(f"add_initializer: the model has no initializer named '{name}'")
+            self._model.graph.initializers[name] = arr
+        t1 = time.perf_counter_ns()
+        self._providers = resolve(providers, provider_options)
+        self._build()
+        t2 = time.perf_counter_ns()
+        self._profiling = bool(opts.enable_profiling)
+        self._profile_start_ns = time.time_ns()
+        self._profile_perf0 = time.perf_counter_ns()
+        self._session_events = [("model_loading", t0, t1 - t0), ("session_initialization", t1, t2 - t1)]
+        self._plan.profiling = self._profiling
+        log.info("session created in %.1f ms (%d nodes)", (t2 - t0) / 1e6, len(self._model.graph.nodes))
+
+    # -- construction -------------------------------------------------------------------------
+    @staticmethod
+    def _check_options(opts: SessionOptions) -> None:
+        if opts.intra_op_num_threads not in (0, 1):
+            warnings.warn(
+                f"intra_op_num_threads={opts.intra_op_num_threads}: onnxfast kernels run on the calling thread "
+                "until its thread pool lands; the value is not used yet",
+                OnnxfastWarning,
+                stacklevel=3,
+            )
+        if opts.execution_mode == ExecutionMode.ORT_PARALLEL:
+            warnings.warn("ExecutionMode.ORT_PARALLEL is not supported yet; nodes run sequentially",
+                          OnnxfastWarning, stacklevel=3)
+        if opts.intra_op_num_threads < 0 or opts.inter_op_num_threads < 0:
+            raise InvalidArgument("thread counts must be >= 0")
+
+    def _plan_options(self) -> PlanOptions:
+        cfg = self._sess_options._config
+        disabled = {s.strip() for s in cfg.get("onnxfast.disable_kernels", "").split(",") if s.strip()}
+        for d in disabled:
+            kind = d.split(":", 1)[0]
+            if kind not in ("native", "numpy"):
+                raise InvalidArgument(f"onnxfast.disable_kernels: '{d}' must start with 'native' or 'numpy'")
+        return PlanOptions(
+            disabled=disabled,
+            allow_prepack=cfg.get("session.disable_prepacking", "0") != "1",
+            dim_overrides=dict(self._sess_options._dim_overrides),
+        )
+
+    def _build(self) -> None:
+        planner = Planner(self._model, self._providers, self._plan_options())
+        self._plan = planner.build()
+        self._plan.denormal_as_zero = self._sess_options._config.get("session.set_denormal_as_zero", "0") == "1"
+        self._records = planner.records
+        g = self._model.graph
+        over = self._sess_options._dim_overrides
+        inits = g.initializers
+        self._inputs = [_node_arg(vi, over) for vi in g.inputs if vi.name not in inits]
+        self._overridable = [_node_arg(vi, over) for vi in g.inputs if vi.name in inits]
+        self._outputs = [_node_arg(vi, over) for vi in g.outputs]
+
+    # -- running -----------------------------------------------------------------------------
+    def run(self, output_names, input_feed, run_options=None):
+        """Run the model: ``output_names`` (None or [] for all), ``input_feed`` {name: array}."""
+        return self._plan.run(output_names or None, input_feed, run_options)
+
+    def run_with_ort_values(self, output_names, input_dict_ort_values, run_options=None):
+        feed = {k: (v.numpy() if isinstance(v, OrtValue) else v) for k, v in input_dict_ort_values.items()}
+        return [OrtValue(x) for x in self._plan.run(output_names or None, feed, run_options)]
+
+    def io_binding(self) -> "IOBinding":
+        return IOBinding(self)
+
+    def run_with_iobinding(self, iobinding: "IOBinding", run_options=None) -> None:
+        iobinding._run(run_options)
+
+    # -- introspection -----------------------------------------------------------------------
+    def get_inputs(self) -> list[NodeArg]:
+        return list(self._inputs)
+
+    def get_outputs(self) -> list[NodeArg]:
+        return list(self._outputs)
+
+    def get_overridable_initializers(self) -> list[NodeArg]:
+        return list(self._overridable)
+
+    def get_modelmeta(self) -> ModelMetadata:
+        return ModelMetadata(self._model)
+
+    def get_providers(self) -> list[str]:
+        return [p.name for p in self._providers]
+
+    def get_provider_options(self) -> dict[str, dict[str, str]]:
+        return {p.name: dict(p.options) for p in self._providers}
+
+    def set_providers(self, providers=None, provider_options=None) -> None:
+        self._providers = resolve(providers, provider_options)
+        self._build()
+        self._plan.profiling = self._profiling
+
+    def get_session_options(self) -> SessionOptions:
+        return self._sess_options
+
+    def kernel_listing(self) -> list[dict[str, str]]:
+        """What runs where: one entry per node (and per inserted copy) with its provider and kernel
+        ('native', 'native:prepacked', 'numpy', 'control-flow', 'constant', 'native:copy')."""
+        return [dict(r.__dict__) for r in self._records]
+
+    # -- profiling ---------------------------------------------------------------------------
+    def get_profiling_start_time_ns(self) -> int:
+        return self._profile_start_ns
+
+    def end_profiling(self) -> str:
+        """Stop profiling and write a Chrome-trace JSON array; returns its path ('' when off)."""
+        if not self._profiling:
+            return ""
+        events = self._plan.take_profile()
+        steps = self._plan.step_info()
+        prov = {}
+        for r in self._records:
+            if not r.subgraph:
+                prov[r.node] = r.provider
+        base = self._profile_perf0
+        pid = os.getpid()
+        out: list[dict[str, Any]] = []
+        for name, ts, dur in self._session_events:
+            out.append({"cat": "Session", "pid": pid, "tid": pid, "dur": max(0, dur // 1000),
+                        "ts": max(0, (ts - base) // 1000), "ph": "X", "name": name, "args": {}})
+        perf_to_steady = time.perf_counter_ns() - _monotonic_ns()
+        for e in events:
+            ts = (e["ts_ns"] + perf_to_steady - base) // 1000
+            if e["step"] < 0:
+                out.append({"cat": "Session", "pid": pid, "tid": e["tid"], "dur": e["dur_ns"] // 1000,
+                            "ts": ts, "ph": "X", "name": "model_run", "args": {}})
+                continue
+            st = steps[e["step"]]
+            ins = _type_shapes(e["in_shapes"], e["in_dtypes"])
+            outs = _type_shapes(e["out_shapes"], e["out_dtypes"])
+            out.append({
+                "cat": "Node", "pid": pid, "tid": e["tid"], "dur": e["dur_ns"] // 1000, "ts": ts, "ph": "X",
+                "name": f"{st['name']}_kernel_time",
+                "args": {
+                    "op_name": st["op_type"],
+                    "node_name": st["name"],
+                    "provider": prov.get(st["name"], "CPUExecutionProvider"),
+                    "kernel": st["kernel"],
+                    "input_type_shape": ins,
+                    "output_type_shape": outs,
+                    "activation_size": str(_nbytes(e["in_shapes"], e["in_dtypes"])),
+                    "output_size": str(_nbytes(e["out_shapes"], e["out_dtypes"])),
+                    "parameter_size": "0",
+                },
+            })
+        out.sort(key=lambda ev: ev["ts"])
+        stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+        path = f"{self._sess_options.profile_file_prefix}{stamp}_{os.getpid()}_{id(self) % 10000}.json"
+        with open(path, "w") as f:
+            json.dump(out, f)
+        self._profiling = False
+        self._plan.profiling = False
+        return path
+
+
+def _monotonic_ns() -> int:
+    # The native clock is steady_clock (CLOCK_MONOTONIC on Linux).
+    return time.monotonic_ns()
+
+
+def _type_shapes(shapes, codes) -> list[dict[str, list[int]]]:
+    return [{dtypes.type_name(c) if c else "unknown": list(s)} for s, c in zip(shapes, codes)]
+
+
+def _nbytes(shapes, codes) -> int:
+    total = 0
+    for s, c in zip(shapes, codes):
+        if c:
+            total += int(np.prod(s, dtype=np.int64)) * dtypes.np_dtype(c).itemsize
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+class OrtValue:
+    """A value handed to or returned by a session (CPU only): wraps a numpy array without copying."""
+
+    def __init__(self, value, device_type: str = "cpu", device_id: int = 0):
+        if device_type.lower() != "cpu":
+            raise NotImplementedFeature(f"device '{device_type}' is not available in this build (CPU only)")
+        self._value = value
+        self._device_id = device_id
+
+    @staticmethod
+    def ortvalue_from_numpy(numpy_obj, device_type: str = "cpu", device_id: int = 0) -> "OrtValue":
+        arr = numpy_obj if isinstance(numpy_obj, np.ndarray) else np.asarray(numpy_obj)
+        return OrtValue(arr, device_type, device_id)
+
+    @staticmethod
+    def ortvalue_from_shape_and_type(shape, element_type=np.float32, device_type: str = "cpu",
+                                     device_id: int = 0) -> "OrtValue":
+        return OrtValue(np.zeros(tuple(shape), dtype=element_type), device_type, device_id)
+
+    def numpy(self):
+        return self._value
+
+    def is_tensor(self) -> bool:
+        return isinstance(self._value, np.ndarray)
+
+    def is_tensor_sequence(self) -> bool:
+        return isinstance(self._value, list)
+
+    def has_value(self) -> bool:
+        return self._value is not None
+
+    def shape(self) -> list[int]:
+        return list(self._value.shape)
+
+    def data_type(self) -> str:
+        if isinstance(self._value, list):
+            inner = self._value[0] if self._value else np.zeros(0, np.float32)
+            return f"seq(tensor({dtypes.type_name(dtypes.onnx_code(inner.dtype))}))"
+        return f"tensor({dtypes.type_name(dtypes.onnx_code(self._value.dtype))})"
+
+    def element_type(self):
+        return self._value.dtype.type
+
+    def device_name(self) -> str:
+        return "cpu"
+
+    def data_ptr(self) -> int:
+        return int(self._value.ctypes.data)
+
+    def update_inplace(self, np_arr) -> None:
+        src = np.asarray(np_arr)
+        if src.shape != self._value.shape or src.dtype != self._value.dtype:
+            raise InvalidArgument(f"update_inplace: expected {self._value.dtype}{list(self._value.shape)}, "
+                                  f"got {src.dtype}{list(src.shape)}")
+        np.copyto(self._value, src)
+
+    def __repr__(self) -> str:
+        return f"OrtValue({self.data_type()}, shape={self.shape() if self.is_tensor() else None})"
+
+
+def _array_from_pointer(ptr: int, element_type, shape) -> np.ndarray:
+    dt = np.dtype(element_type)
+    n = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+    buf = (ctypes.c_char * n).from_address(int(ptr))
+    return np.frombuffer(buf, dtype=dt).reshape(tuple(shape))
+
+
+class IOBinding:
+    """Binds inputs and outputs of a session to arrays or buffers (CPU)."""
+
+    def __init__(self, session: InferenceSession):
+        self._sess = session
+        self._inputs: dict[str, Any] = {}
+        self._outputs: list[tuple[str, Any]] = []  # (name, target array or None)
+        self._results: list[OrtValue] = []
+
+    def _check_device(self, device_type: str) -> None:
+        if str(device_type).lower() != "cpu":
+            raise NotImplementedFeature(f"device '{device_type}' is not available in this build (CPU only)")
+
+    def bind_cpu_input(self, name: str, arr_on_cpu) -> None:
+        self._inputs[name] = arr_on_cpu
+
+    def bind_input(self, name: str, device_type, device_id, element_type, shape, buffer_ptr) -> None:
+        self._check_device(device_type)
+        self._inputs[name] = _array_from_pointer(buffer_ptr, element_type, shape)
+
+    def bind_ortvalue_input(self, name: str, ortvalue: OrtValue) -> None:
+        self._inputs[name] = ortvalue.numpy()
+
+    def bind_output(self, name: str, device_type="cpu", device_id=0, element_type=None, shape=None,
+                    buffer_ptr=None) -> None:
+        self._check_device(device_type)
+        known = [o.name for o in self._sess.get_outputs()]
+        if name not in known:
+            raise InvalidArgument(f"unknown output name '{name}'; the model's outputs are {known}")
+        target = None
+        if buffer_ptr is not None:
+            if element_type is None or shape is None:
+                raise InvalidArgument("bind_output with buffer_ptr needs element_type and shape")
+            target = _array_from_pointer(buffer_ptr, element_type, shape)
+        self._outputs = [(n, t) for n, t in self._outputs if n != name] + [(name, target)]
+
+    def bind_ortvalue_output(self, name: str, ortvalue: OrtValue) -> None:
+        self._outputs = [(n, t) for n, t in self._outputs if n != name] + [(name, ortvalue.numpy())]
+
+    def _run(self, run_options) -> None:
+        names = [n for n, _ in self._outputs] or [o.name for o in self._sess.get_outputs()]
+        results = self._sess._plan.run(names, dict(self._inputs), run_options)
+        out: list[OrtValue] = []
+        targets = dict(self._outputs)
+        for name, value in zip(names, results):
+            target = targets.get(name)
+            if target is not None:
+                if not isinstance(value, np.ndarray) or value.shape != target.shape or value.dtype != target.dtype:
+                    raise InvalidArgument(
+                        f"output '{name}': the bound buffer is {target.dtype}{list(target.shape)} but the result "
+                        f"is {getattr(value, 'dtype', type(value).__name__)}{list(getattr(value, 'shape', []))}"
+                    )
+                np.copyto(target, value)
+                value = target
+            out.append(OrtValue(value))
+        self._results = out
+
+    def get_outputs(self) -> list[OrtValue]:
+        return list(self._results)
+
+    def copy_outputs_to_cpu(self) -> list:
+        return [v.numpy().copy() if isinstance(v.numpy(), np.ndarray) else v.numpy() for v in self._results]
+
+    def clear_binding_inputs(self) -> None:
+        self._inputs.clear()
+
+    def clear_binding_outputs(self) -> None:
+        self._outputs.clear()
+
+    def synchronize_inputs(self) -> None:  # CPU: nothing to wait for
+        return None
+
+    def synchronize_outputs(self) -> None:
+        return None

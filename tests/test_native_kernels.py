@@ -1,0 +1,192 @@
+"""Native kernels (MatMul, Gemm, Conv, elementwise) against numpy / onnxruntime over edge sizes.
+
+Sessions run with the numpy kernels of these ops disabled, so a pass proves the native kernel
+computed the result (and the kernel listing says so)."""
+
+import itertools
+
+import numpy as np
+import pytest
+from conftest import F, make_model, vi
+from onnx import TensorProto, helper
+
+import onnxfast
+
+SIZES = [1, 2, 3, 5, 7, 8, 13, 16, 17, 31, 33]
+
+
+def native_session(model, ops=("MatMul", "Gemm", "Conv", "Add", "Sub", "Mul", "Div", "Relu")):
+    o = onnxfast.SessionOptions()
+    o.add_session_config_entry("onnxfast.disable_kernels", ",".join(f"numpy:{op}" for op in ops))
+    s = onnxfast.InferenceSession(model.SerializeToString(), o)
+    for r in s.kernel_listing():
+        if r["op_type"] in ops:
+            assert r["kernel"].startswith("native"), r
+    return s
+
+
+def numpy_session(model):
+    o = onnxfast.SessionOptions()
+    o.add_session_config_entry("onnxfast.disable_kernels", "native")
+    return onnxfast.InferenceSession(model.SerializeToString(), o)
+
+
+def ort_run(model, feed):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
+
+
+def close(a, b, k=1):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(1, k) ** 0.5)
+
+
+@pytest.mark.parametrize("m,k,n", [(m, k, n) for m, k, n in itertools.product(SIZES, [1, 7, 16, 17, 300], SIZES)][::3])
+def test_matmul_sizes(rng, m, k, n):
+    model = make_model([helper.make_node("MatMul", ["a", "b"], ["c"])], [vi("a"), vi("b")], [vi("c")])
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    close(native_session(model).run(None, {"a": a, "b": b})[0], a @ b, k)
+
+
+@pytest.mark.parametrize("sa,sb", [
+    ((0, 4), (4, 3)), ((3, 0), (0, 5)), ((5,), (5, 3)), ((4, 5), (5,)), ((7,), (7,)),
+    ((2, 3, 4, 5), (5, 6)), ((2, 1, 4, 5), (3, 5, 6)), ((1, 4, 5), (2, 3, 5, 6)), ((6, 1, 8), (6, 8, 2)),
+])
+def test_matmul_batched_and_1d(rng, sa, sb):
+    model = make_model([helper.make_node("MatMul", ["a", "b"], ["c"])], [vi("a"), vi("b")], [vi("c")])
+    a = rng.standard_normal(sa).astype(np.float32)
+    b = rng.standard_normal(sb).astype(np.float32)
+    got = native_session(model).run(None, {"a": a, "b": b})[0]
+    ref = np.matmul(a, b)
+    assert got.shape == ref.shape
+    close(got, ref, sa[-1])
+
+
+@pytest.mark.parametrize("k,n", [(1, 1), (17, 33), (300, 70), (768, 64)])
+def test_matmul_constant_weight_is_prepacked(rng, k, n):
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    model = make_model([helper.make_node("MatMul", ["a", "w"], ["c"])], [vi("a")], [vi("c")], initializers=[("w", w)])
+    s = native_session(model)
+    assert s.kernel_listing()[0]["kernel"] == "native:prepacked"
+    for shape in [(1, k), (5, k), (2, 3, k), (0, k)]:
+        a = rng.standard_normal(shape).astype(np.float32)
+        close(s.run(None, {"a": a})[0], a @ w, k)
+
+
+@pytest.mark.parametrize("ta,tb", [(0, 0), (0, 1), (1, 0), (1, 1)])
+@pytest.mark.parametrize("cshape", [None, (), (1,), (9,), (6, 1), (6, 9)])
+@pytest.mark.parametrize("const_b", [False, True])
+def test_gemm(rng, ta, tb, cshape, const_b):
+    m, k, n = 6, 11, 9
+    a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
+    inputs = ["a", "b"] + (["c"] if cshape is not None else [])
+    feed = {"a": a}
+    inits = []
+    if const_b:
+        inits.append(("b", b))
+    else:
+        feed["b"] = b
+    c = None
+    if cshape is not None:
+        c = rng.standard_normal(cshape).astype(np.float32)
+        feed["c"] = c
+    node = helper.make_node("Gemm", inputs, ["y"], alpha=0.5, beta=2.0, transA=ta, transB=tb)
+    model = make_model([node], [vi(x) for x in feed], [vi("y")], initializers=inits)
+    got = native_session(model).run(None, feed)[0]
+    ref = 0.5 * ((a.T if ta else a) @ (b.T if tb else b))
+    if c is not None:
+        ref = ref + 2.0 * c
+    close(got, ref, k)
+
+
+CONV_CASES = [
+    dict(x=(1, 3, 8, 8), w=(4, 3, 3, 3)),
+    dict(x=(2, 3, 9, 7), w=(5, 3, 3, 2), strides=[2, 1], pads=[1, 0, 1, 1]),
+    dict(x=(1, 4, 10, 10), w=(4, 1, 3, 3), group=4, pads=[1, 1, 1, 1]),  # depthwise
+    dict(x=(1, 6, 7, 7), w=(4, 3, 3, 3), group=2, dilations=[2, 2]),
+    dict(x=(1, 8, 5, 5), w=(16, 8, 1, 1)),  # pointwise
+    dict(x=(1, 3, 11, 11), w=(2, 3, 5, 5), auto_pad="SAME_UPPER", strides=[2, 2]),
+    dict(x=(1, 3, 11, 10), w=(2, 3, 4, 4), auto_pad="SAME_LOWER"),
+    dict(x=(1, 3, 6, 6), w=(2, 3, 3, 3), auto_pad="VALID"),
+    dict(x=(2, 3, 17), w=(4, 3, 5), strides=[3], pads=[2, 1]),  # 1-D
+    dict(x=(1, 2, 5, 6, 7), w=(3, 2, 3, 2, 3), pads=[1, 0, 1, 1, 1, 0]),  # 3-D
+    dict(x=(0, 3, 8, 8), w=(4, 3, 3, 3)),  # empty batch
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "x" + "x".join(map(str, c["x"])))
+@pytest.mark.parametrize("bias", [False, True])
+def test_conv_against_onnxruntime(rng, case, bias):
+    case = dict(case)
+    xs, ws = case.pop("x"), case.pop("w")
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    inits = [("w", w)]
+    inputs = ["x", "w"]
+    if bias:
+        inits.append(("b", rng.standard_normal(ws[0]).astype(np.float32)))
+        inputs.append("b")
+    model = make_model([helper.make_node("Conv", inputs, ["y"], **case)], [vi("x")], [vi("y")], initializers=inits)
+    got = native_session(model).run(None, {"x": x})[0]
+    ref = ort_run(model, {"x": x})[0]
+    assert got.shape == ref.shape
+    close(got, ref, int(np.prod(ws[1:])))
+
+
+@pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.int64])
+@pytest.mark.parametrize("sa,sb", [
+    ((), ()), ((5,), ()), ((), (5,)), ((3, 4), (4,)), ((3, 1), (1, 4)), ((2, 3, 4), (3, 1)),
+    ((2, 1, 4), (1, 3, 1)), ((0, 3), (3,)), ((17,), (17,)), ((4, 1, 1, 5), (1, 3, 2, 1)),
+])
+def test_binary_broadcast(rng, op, dtype, sa, sb):
+    code = onnxfast.dtypes.onnx_code(dtype)
+    model = make_model([helper.make_node(op, ["a", "b"], ["c"])], [vi("a", code), vi("b", code)], [vi("c", code)])
+    if np.issubdtype(dtype, np.integer):
+        a = rng.integers(-50, 50, sa).astype(dtype)
+        b = rng.integers(1, 9, sb).astype(dtype)
+    else:
+        a = rng.standard_normal(sa).astype(dtype)
+        b = (rng.random(sb) + 0.5).astype(dtype)
+    got = native_session(model).run(None, {"a": a, "b": b})[0]
+    if op == "Div" and np.issubdtype(dtype, np.integer):
+        ref = (np.trunc(a.astype(np.float64) / b)).astype(dtype)
+    else:
+        ref = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[op](a, b)
+    assert got.dtype == ref.dtype and got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, rtol=1e-6)
+
+
+@pytest.mark.parametrize("op,ref", [
+    ("Relu", lambda x: np.maximum(x, 0)), ("Sigmoid", lambda x: 1 / (1 + np.exp(-x))), ("Tanh", np.tanh),
+    ("Exp", np.exp), ("Abs", np.abs), ("Neg", np.negative),
+])
+@pytest.mark.parametrize("n", [0, 1, 7, 16, 17, 1000])
+def test_unary(rng, op, ref, n):
+    model = make_model([helper.make_node(op, ["x"], ["y"])], [vi("x")], [vi("y")])
+    x = (rng.standard_normal(n) * 5).astype(np.float32)
+    np.testing.assert_allclose(native_session(model, (op,)).run(None, {"x": x})[0], ref(x), rtol=2e-6, atol=1e-7)
+
+
+def test_numpy_and_native_agree_on_a_small_cnn(rng):
+    w1 = rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3
+    w2 = rng.standard_normal((8 * 6 * 6, 10)).astype(np.float32) * 0.1
+    model = make_model(
+        [
+            helper.make_node("Conv", ["x", "w1"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2]),
+            helper.make_node("Relu", ["c"], ["r"]),
+            helper.make_node("Flatten", ["r"], ["f"]),
+            helper.make_node("Gemm", ["f", "w2"], ["y"]),
+        ],
+        [vi("x", F, ["n", 3, 12, 12])],
+        [vi("y")],
+        initializers=[("w1", w1), ("w2", w2)],
+    )
+    x = rng.standard_normal((2, 3, 12, 12)).astype(np.float32)
+    a = native_session(model).run(None, {"x": x})[0]
+    b = numpy_session(model).run(None, {"x": x})[0]
+    assert all(r["kernel"] == "numpy" for r in numpy_session(model).kernel_listing())
+    close(a, b, 27)
+    assert TensorProto.FLOAT == 1
