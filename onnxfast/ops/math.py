@@ -946,3 +946,179 @@ def trilu_14(node):
         return np.triu(x, kk) if upper else np.tril(x, kk)
 
     return run
+
+
+# ----------------------------------------------------------------------------------------------
+# quantization
+
+
+def _q_param(p, x_shape, axis, block_size, node, what):
+    """Broadcastable view of a scale / zero point for per-tensor, per-axis or blocked quantization."""
+    p = np.asarray(p)
+    r = len(x_shape)
+    if p.size == 1 and p.ndim <= 1:
+        return p.reshape(())
+    a = normalize_axis(axis, r, node)
+    if block_size and block_size > 0:
+        if p.ndim != r:
+            invalid(node, f"{what} of shape {p.shape} must have rank {r} for blocked quantization")
+        rep = np.repeat(p, block_size, axis=a)
+        return rep[tuple(slice(0, x_shape[a]) if i == a else slice(None) for i in range(r))]
+    if p.ndim == 1:
+        if p.shape[0] != x_shape[a]:
+            invalid(node, f"{what} has {p.shape[0]} entries but axis {a} of the input has {x_shape[a]}")
+        return p.reshape((-1,) + (1,) * (r - 1 - a))
+    if p.shape == tuple(x_shape):
+        return p
+    invalid(node, f"{what} shape {p.shape} is not valid for input shape {tuple(x_shape)}")
+
+
+_INT_RANGE_CODES = {
+    TensorProto.UINT4: (0, 15),
+    TensorProto.INT4: (-8, 7),
+}
+if hasattr(TensorProto, "UINT2"):
+    _INT_RANGE_CODES[TensorProto.UINT2] = (0, 3)
+    _INT_RANGE_CODES[TensorProto.INT2] = (-2, 1)
+
+
+def _quantize(q, out_dt, saturate, zp=None):
+    """``q`` = x / scale (float); round, add zero point, saturate into ``out_dt``."""
+    from ..dtypes import onnx_code
+
+    code = onnx_code(out_dt)
+    if code in _F8_MAX or out_dt in _ML_FLOATS:
+        v = q.astype(np.float32)
+        if zp is not None:
+            v = v + zp.astype(np.float32)
+        return cast_array(v, code, saturate) if code else v.astype(out_dt)
+    v = np.rint(q)
+    if zp is not None:
+        v = v + zp.astype(np.float64 if v.dtype == np.float64 else np.float32)
+    if code in _INT_RANGE_CODES:
+        lo, hi = _INT_RANGE_CODES[code]
+    else:
+        info = np.iinfo(out_dt)
+        lo, hi = info.min, info.max
+    return np.clip(v, lo, hi).astype(out_dt)
+
+
+@op("QuantizeLinear", since=10)
+def quantize_linear_10(node):
+    sv = node.since_version
+    axis = int(node.attr("axis", 1)) if sv >= 13 else 1
+    block = int(node.attr("block_size", 0)) if sv >= 21 else 0
+    saturate = bool(node.attr("saturate", 1)) if sv >= 19 else True
+    out_code = int(node.attr("output_dtype", 0)) if sv >= 21 else 0
+    precision = int(node.attr("precision", 0)) if sv >= 25 else 0
+
+    def run(x, scale, zp=None):
+        if zp is not None:
+            out_dt = zp.dtype
+        elif out_code:
+            out_dt = np_dtype(out_code)
+        else:
+            out_dt = np.dtype(np.uint8)
+        pd = np_dtype(precision) if precision else scale.dtype
+        if pd in _ML_FLOATS or pd == np.float16:
+            pd = np.dtype(np.float32)
+        s = _q_param(scale, x.shape, axis, block, node, "y_scale").astype(pd)
+        z = _q_param(zp, x.shape, axis, block, node, "y_zero_point") if zp is not None else None
+        q = x.astype(pd) / s
+        if z is not None and z.dtype in _ML_FLOATS:
+            z = z.astype(np.float32)
+        elif z is not None and z.dtype.kind == "V":
+            z = z.astype(np.float32)
+        return _quantize(q, out_dt, saturate, None if z is None else z.astype(np.float32) if z.dtype not in (np.float32, np.float64) else z)
+
+    return run
+
+
+@op("DequantizeLinear", since=10)
+def dequantize_linear_10(node):
+    sv = node.since_version
+    axis = int(node.attr("axis", 1)) if sv >= 13 else 1
+    block = int(node.attr("block_size", 0)) if sv >= 21 else 0
+    out_code = int(node.attr("output_dtype", 0)) if sv >= 23 else 0
+
+    def run(x, scale, zp=None):
+        out_dt = np_dtype(out_code) if out_code else scale.dtype
+        cd = np.float64 if scale.dtype == np.float64 else np.float32
+        v = x.astype(cd)
+        if zp is not None:
+            v = v - _q_param(zp, x.shape, axis, block, node, "x_zero_point").astype(cd)
+        y = v * _q_param(scale, x.shape, axis, block, node, "x_scale").astype(cd)
+        return y.astype(out_dt)
+
+    return run
+
+
+@op("DynamicQuantizeLinear", since=11)
+def dynamic_quantize_linear_11(node):
+    def run(x):
+        xf = x.astype(np.float32)
+        mx = max(float(xf.max()) if xf.size else 0.0, 0.0)
+        mn = min(float(xf.min()) if xf.size else 0.0, 0.0)
+        scale = np.float32((mx - mn) / 255.0)
+        if scale == 0:
+            zp = np.uint8(0)
+            y = np.zeros(x.shape, dtype=np.uint8)
+        else:
+            zp = np.uint8(np.clip(np.rint(np.float32(0 - mn) / scale), 0, 255))
+            y = np.clip(np.rint(xf / scale) + float(zp), 0, 255).astype(np.uint8)
+        return y, np.array(scale, dtype=np.float32), np.array(zp, dtype=np.uint8)
+
+    return run
+
+
+def _requantize(acc, real_scale, y_zp, out_dt):
+    v = np.rint(acc.astype(np.float64) * real_scale)
+    if y_zp is not None:
+        v = v + y_zp.astype(np.float64)
+    info = np.iinfo(out_dt)
+    return np.clip(v, info.min, info.max).astype(out_dt)
+
+
+@op("QLinearMatMul", since=10)
+def qlinear_matmul_10(node):
+    def run(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp=None):
+        A = a.astype(np.int64)
+        B = b.astype(np.int64)
+        az = np.asarray(a_zp).astype(np.int64)
+        bz = np.asarray(b_zp).astype(np.int64)
+        asc = np.asarray(a_scale).astype(np.float64)
+        if az.size > 1:
+            az = az.reshape(az.shape + (1,)) if az.ndim == a.ndim - 1 else az.reshape(-1, 1)
+        if asc.size > 1:
+            asc = asc.reshape(asc.shape + (1,)) if asc.ndim == a.ndim - 1 else asc.reshape(-1, 1)
+        acc = np.matmul(A - az, B - bz)
+        real = asc * np.asarray(b_scale).astype(np.float64) / np.asarray(y_scale).astype(np.float64)
+        out_dt = y_zp.dtype if y_zp is not None else a.dtype
+        return _requantize(acc, real, y_zp, out_dt)
+
+    return run
+
+
+@op("QLinearConv", since=10)
+def qlinear_conv_10(node):
+    from .nn import _geom_attrs, conv_nd
+
+    group = int(node.attr("group", 1))
+    kernel = node.attr("kernel_shape", None)
+
+    def run(x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp=None, bias=None):
+        nsp = x.ndim - 2
+        strides, dilations, pads, auto_pad = _geom_attrs(node, nsp, kernel)
+        X = x.astype(np.int64) - np.asarray(x_zp).astype(np.int64).reshape(())
+        wz = np.asarray(w_zp).astype(np.int64)
+        W = w.astype(np.int64) - (wz.reshape((-1,) + (1,) * (w.ndim - 1)) if wz.size > 1 else wz.reshape(()))
+        acc = conv_nd(node, X, W, None, kernel, strides, dilations, pads, auto_pad, group)
+        if bias is not None:
+            acc = acc + bias.astype(np.int64).reshape((1, -1) + (1,) * nsp)
+        ws = np.asarray(w_scale).astype(np.float64)
+        ws = ws.reshape((1, -1) + (1,) * nsp) if ws.size > 1 else ws.reshape(())
+        real = float(np.asarray(x_scale).reshape(-1)[0]) * ws / float(np.asarray(y_scale).reshape(-1)[0])
+        out_dt = y_zp.dtype if y_zp is not None else x.dtype
+        return _requantize(acc, real, None if y_zp is None else np.asarray(y_zp).reshape(()), out_dt)
+
+    return run

@@ -79,6 +79,19 @@ def _windows(xp, kernel, strides, dilations, out):
     return w[tuple(idx)]
 
 
+def _window_reduce(xp, kernel, strides, dilations, out, fn):
+    """Reduce the windows with a binary ufunc, one kernel offset at a time (fast strided views)."""
+    acc = None
+    for kidx in itertools.product(*[range(k) for k in kernel]):
+        sl = tuple(slice(k * d, k * d + (o - 1) * s + 1, s) for k, d, o, s in zip(kidx, dilations, out, strides))
+        v = xp[(slice(None), slice(None)) + sl]
+        if acc is None:
+            acc = v.copy()
+        else:
+            fn(acc, v, out=acc)
+    return acc
+
+
 def _pad_spatial(x, pb, pe, value):
     if not any(pb) and not any(pe):
         return x
@@ -128,6 +141,17 @@ def conv_nd(node, x, w, b, kernel, strides, dilations, pads, auto_pad, group):
         y = cols @ w.reshape(M, C * Kp).T  # N*P, M
         y = y.reshape((N,) + tuple(out) + (M,))
         y = np.moveaxis(y, -1, 1)
+    elif Cg == 1:
+        # depthwise-like: accumulate one kernel offset at a time (cheap, no im2col copy)
+        wg = w.reshape(group, Mg, Kp)
+        y = np.zeros((N, group, Mg) + tuple(out), dtype=np.result_type(x.dtype, w.dtype))
+        xs = xp.reshape((N, group, 1) + xp.shape[2:])
+        for ki, kidx in enumerate(itertools.product(*[range(k) for k in kernel])):
+            sl = tuple(
+                slice(k * d, k * d + (o - 1) * s + 1, s) for k, d, o, s in zip(kidx, dilations, out, strides)
+            )
+            y += xs[(slice(None), slice(None), slice(None)) + sl] * wg[:, :, ki].reshape((1, group, Mg) + (1,) * nsp)
+        y = y.reshape((N, M) + tuple(out))
     else:
         win2 = win.reshape((N, group, Cg) + tuple(out) + tuple(kernel))
         win2 = np.ascontiguousarray(win2).reshape(N, group, Cg, P, Kp)
@@ -237,15 +261,17 @@ def conv_transpose_1(node):
             oshape = [f - a - c for f, a, c in zip(full, pb, pe)]
         buf_shape = [max(f, pb_ + o) for f, pb_, o in zip(full, pb, oshape)]
         out = np.zeros((N, M) + tuple(buf_shape), dtype=cd)
-        xg = x.reshape((N, group, Cg) + tuple(ins))
-        wg = w.reshape((group, Cg, Mg) + tuple(kernel))
-        for kidx in itertools.product(*[range(k) for k in kernel]):
-            wk = wg[(slice(None), slice(None), slice(None)) + kidx]  # g, Cg, Mg
-            contrib = np.einsum("ngc...,gcm->ngm...", xg, wk, optimize=True).reshape((N, M) + tuple(ins))
+        Kp = math.prod(kernel)
+        P = math.prod(ins)
+        xg = x.reshape(N, group, Cg, P)
+        wt = w.reshape(group, Cg, Mg * Kp).transpose(0, 2, 1)  # g, Mg*Kp, Cg
+        cols = np.matmul(wt, xg).reshape((N, group, Mg, Kp) + tuple(ins))
+        cols = cols.reshape((N, M, Kp) + tuple(ins))
+        for ki, kidx in enumerate(itertools.product(*[range(k) for k in kernel])):
             sl = tuple(
                 slice(k * d, k * d + (i - 1) * s + 1, s) for k, d, i, s in zip(kidx, dilations, ins, strides)
             )
-            out[(slice(None), slice(None)) + sl] += contrib
+            out[(slice(None), slice(None)) + sl] += cols[:, :, ki]
         y = out[(slice(None), slice(None)) + tuple(slice(a, a + o) for a, o in zip(pb, oshape))]
         if b is not None:
             y = y + b.astype(cd).reshape((1, M) + (1,) * nsp)
@@ -289,12 +315,11 @@ def maxpool_1(node):
         strides, dilations, pb, pe, extra, out = _pool_setup(node, x, kernel, ceil_mode)
         pe2 = [a + b for a, b in zip(pe, extra)]
         xp = _pad_spatial(xx, pb, pe2, _min_value(cd))
-        win = _windows(xp, kernel, strides, dilations, out)
         nsp = len(kernel)
-        kaxes = tuple(range(2 + nsp, 2 + 2 * nsp))
-        y = win.max(axis=kaxes).astype(dt, copy=False)
+        y = _window_reduce(xp, kernel, strides, dilations, out, np.maximum).astype(dt, copy=False)
         if node.num_outputs < 2:
             return y
+        win = _windows(xp, kernel, strides, dilations, out)
         N, C = x.shape[:2]
         P = math.prod(out)
         Kp = math.prod(kernel)
@@ -336,7 +361,7 @@ def avgpool_1(node):
         xp = _pad_spatial(xx, pb, pe2, 0)
         nsp = len(kernel)
         kaxes = tuple(range(2 + nsp, 2 + 2 * nsp))
-        s = _windows(xp, kernel, strides, dilations, out).sum(axis=kaxes)
+        s = _window_reduce(xp, kernel, strides, dilations, out, np.add)
         # divisor: number of valid positions in every window
         mshape = (1, 1) + x.shape[2:]
         if include_pad:

@@ -956,3 +956,222 @@ def space_to_depth_1(node):
         return y.reshape(b, c * bs * bs, h // bs, w // bs)
 
     return run
+
+
+# ----------------------------------------------------------------------------------------------
+# Resize, Upsample
+
+
+def _src_coords(mode, out_len, in_len, scale, roi_pair):
+    """Source coordinate for each output index (float64) and the extrapolation mask (or None)."""
+    x = np.arange(out_len, dtype=np.float64)
+    out_w = scale * in_len
+    mask = None
+    if mode == "align_corners":
+        src = np.zeros_like(x) if out_w == 1 else x * (in_len - 1) / (out_w - 1)
+    elif mode == "asymmetric":
+        src = x / scale
+    elif mode == "tf_crop_and_resize":
+        r0, r1 = roi_pair
+        if out_w == 1:
+            src = np.full_like(x, (r1 - r0) * (in_len - 1) / 2)
+        else:
+            src = x * (r1 - r0) * (in_len - 1) / (out_w - 1)
+        src = src + r0 * (in_len - 1)
+        mask = (src < 0) | (src > in_len - 1)
+    elif mode == "pytorch_half_pixel":
+        src = np.full_like(x, -0.5) if out_w == 1 else (x + 0.5) / scale - 0.5
+    elif mode == "half_pixel":
+        src = (x + 0.5) / scale - 0.5
+    elif mode == "half_pixel_symmetric":
+        adjustment = out_len / out_w
+        center = in_len / 2
+        offset = center * (1 - adjustment)
+        src = offset + (x + 0.5) / scale - 0.5
+    else:
+        raise errors.InvalidArgument(f"unknown coordinate_transformation_mode {mode!r}")
+    return src, mask
+
+
+def _nearest_index(src, nearest_mode, in_len):
+    fl = np.floor(src)
+    frac = src - fl
+    if nearest_mode == "round_prefer_floor":
+        up = frac > 0.5
+    elif nearest_mode == "round_prefer_ceil":
+        up = frac >= 0.5
+    elif nearest_mode == "floor":
+        up = np.zeros(src.shape, dtype=bool)
+    elif nearest_mode == "ceil":
+        up = frac > 0
+    else:
+        raise errors.InvalidArgument(f"unknown nearest_mode {nearest_mode!r}")
+    idx = fl.astype(np.int64) + up
+    return np.clip(idx, 0, in_len - 1)
+
+
+def _cubic_kernel(u, a):
+    u = np.abs(u)
+    u2 = u * u
+    u3 = u2 * u
+    return np.where(
+        u <= 1,
+        (a + 2) * u3 - (a + 3) * u2 + 1,
+        np.where(u < 2, a * u3 - 5 * a * u2 + 8 * a * u - 4 * a, 0.0),
+    )
+
+
+def _taps(src, in_len, scale, mode, antialias, cubic_a, exclude_outside):
+    se = min(scale, 1.0) if antialias else 1.0
+    fl = np.floor(src)
+    ratio = src - fl
+    ratio = np.where(ratio == 0, 1.0, ratio)
+    base = (src - ratio).astype(np.int64)  # so that ratio is in (0, 1]
+    support = 1.0 if mode == "linear" else 2.0
+    start = int(math.floor(-support / se)) + 1
+    n = 2 - 2 * start
+    k = np.arange(start, start + n)
+    idx = base[:, None] + k[None, :]
+    u = (k[None, :] - ratio[:, None]) * se
+    if mode == "linear":
+        w = np.clip(1 - np.abs(u), 0, 1)
+    else:
+        w = _cubic_kernel(u, cubic_a)
+    if antialias:
+        w = w / w.sum(axis=1, keepdims=True)
+    if exclude_outside:
+        w = np.where((idx < 0) | (idx >= in_len), 0.0, w)
+        w = w / w.sum(axis=1, keepdims=True)
+    return np.clip(idx, 0, in_len - 1), w
+
+
+def _resize(node, x, scales, sizes, roi, axes, p):
+    r = x.ndim
+    ax = list(range(r)) if axes is None else list(normalize_axes(axes, r, node))
+    in_shape = x.shape
+    roi_full = None
+    if roi is not None and np.asarray(roi).size:
+        rv = [float(v) for v in np.asarray(roi).reshape(-1)]
+        if len(rv) == 2 * len(ax):
+            roi_full = [0.0] * r + [1.0] * r
+            for i, a in enumerate(ax):
+                roi_full[a] = rv[i]
+                roi_full[r + a] = rv[len(ax) + i]
+        elif len(rv) == 2 * r:
+            roi_full = rv
+    if sizes is not None:
+        if len(sizes) != len(ax):
+            invalid(node, f"sizes {sizes} must have one entry per resized axis {ax}")
+        sc = {a: sizes[i] / in_shape[a] for i, a in enumerate(ax)}
+        out = {a: int(sizes[i]) for i, a in enumerate(ax)}
+        policy = p["keep_aspect_ratio_policy"]
+        if policy != "stretch":
+            s = min(sc.values()) if policy == "not_larger" else max(sc.values())
+            sc = {a: s for a in ax}
+            out = {a: int(s * in_shape[a] + 0.5) for a in ax}
+    elif scales is not None:
+        if len(scales) != len(ax):
+            invalid(node, f"scales {scales} must have one entry per resized axis {ax}")
+        if any(s <= 0 for s in scales):
+            invalid(node, f"scales {scales} must be positive")
+        sc = {a: float(scales[i]) for i, a in enumerate(ax)}
+        out = {a: int(math.floor(sc[a] * in_shape[a] + 1e-9 * 0)) for a in ax}
+    else:
+        invalid(node, "one of scales or sizes must be given")
+    out_shape = [out.get(i, in_shape[i]) for i in range(r)]
+    check_alloc(out_shape, x.dtype, node)
+    dt = x.dtype
+    mode = p["mode"]
+    ctm = p["coordinate_transformation_mode"]
+    if mode == "nearest":
+        y = x
+    else:
+        cd = np.float64 if dt == np.float64 else np.float32
+        y = x.astype(cd)
+    extrap_mask = None
+    for a in ax:
+        s, o, n_in = sc[a], out[a], in_shape[a]
+        roi_pair = (roi_full[a], roi_full[r + a]) if roi_full is not None else (0.0, 1.0)
+        if math.isclose(s, 1.0) and o == n_in and ctm != "tf_crop_and_resize":
+            continue
+        src, mask = _src_coords(ctm, o, n_in, s, roi_pair)
+        if mode == "nearest":
+            y = np.take(y, _nearest_index(src, p["nearest_mode"], n_in), axis=a)
+        elif mode in ("linear", "cubic"):
+            idx, w = _taps(src, n_in, s, mode, p["antialias"], p["cubic_coeff_a"], p["exclude_outside"])
+            wshape = [1] * r
+            wshape[a] = o
+            acc = None
+            for j in range(idx.shape[1]):
+                term = np.take(y, idx[:, j], axis=a) * w[:, j].astype(y.dtype).reshape(wshape)
+                acc = term if acc is None else acc + term
+            y = acc
+        else:
+            invalid(node, f"unknown mode {mode!r}")
+        if mask is not None and mask.any():
+            mshape = [1] * r
+            mshape[a] = o
+            m = mask.reshape(mshape)
+            extrap_mask = m if extrap_mask is None else (extrap_mask | m)
+    if extrap_mask is not None:
+        y = np.where(extrap_mask, np.asarray(p["extrapolation_value"]).astype(y.dtype), y)
+    if y.dtype != dt:
+        if dt.kind in "iu":
+            info = np.iinfo(dt)
+            y = np.clip(np.rint(y), info.min, info.max)
+        y = y.astype(dt)
+    return np.ascontiguousarray(y)
+
+
+def _resize_params(node):
+    v = node.since_version
+    p = {
+        "mode": node.attr("mode", "nearest"),
+        "coordinate_transformation_mode": node.attr("coordinate_transformation_mode", "half_pixel") if v >= 11 else "asymmetric",
+        "nearest_mode": node.attr("nearest_mode", "round_prefer_floor") if v >= 11 else "floor",
+        "cubic_coeff_a": float(node.attr("cubic_coeff_a", -0.75)),
+        "exclude_outside": bool(node.attr("exclude_outside", 0)),
+        "extrapolation_value": float(node.attr("extrapolation_value", 0.0)),
+        "antialias": bool(node.attr("antialias", 0)) if v >= 18 else False,
+        "keep_aspect_ratio_policy": node.attr("keep_aspect_ratio_policy", "stretch") if v >= 18 else "stretch",
+    }
+    if p["mode"] == "bilinear":
+        p["mode"] = "linear"
+    return p
+
+
+@op("Resize", since=10)
+def resize_10(node):
+    p = _resize_params(node)
+    axes = node.attr("axes", None) if node.since_version >= 18 else None
+
+    def run(x, *rest):
+        if node.since_version < 11:
+            roi, scales, sizes = None, rest[0], None
+        else:
+            roi = rest[0] if len(rest) > 0 else None
+            scales = rest[1] if len(rest) > 1 else None
+            sizes = rest[2] if len(rest) > 2 else None
+        sc = [float(v) for v in scales.reshape(-1)] if scales is not None and scales.size else None
+        sz = ints_of(sizes) if sizes is not None and sizes.size else None
+        if sc is not None and sz is not None:
+            invalid(node, "only one of scales and sizes may be given")
+        return _resize(node, x, sc, sz, roi, axes, p)
+
+    return run
+
+
+@op("Upsample", since=1)
+def upsample_1(node):
+    p = _resize_params(node)
+    p["coordinate_transformation_mode"] = "asymmetric"
+    p["nearest_mode"] = "floor"
+    attr_scales = node.attr("scales", None)
+    if node.since_version < 7:
+        attr_scales = [1.0, 1.0, float(node.attr("height_scale", 1.0)), float(node.attr("width_scale", 1.0))]
+
+    def run(x, scales=None):
+        sc = attr_scales if scales is None else [float(v) for v in scales.reshape(-1)]
+        return _resize(node, x, sc, None, None, None, p)
+
+    return run
