@@ -12,7 +12,7 @@ from onnx import TensorProto
 from .. import errors
 from ..dtypes import np_dtype
 from ..registry import REGISTRY, op
-from ._common import check_alloc, invalid, normalize_axis, out_dtype
+from ._common import invalid, normalize_axis
 
 try:  # optional: faster and exact erf
     from scipy.special import erf as _scipy_erf  # type: ignore
@@ -784,7 +784,7 @@ def castlike_15(node):
 
 
 def _low_precision(dt) -> bool:
-    return dt in _ML_FLOATS
+    return dt in _ML_FLOATS or dt == np.float16
 
 
 @op("MatMul", since=1)

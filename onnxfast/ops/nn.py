@@ -8,7 +8,6 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .. import errors
 from ..registry import REGISTRY, op
 from ._common import invalid, normalize_axes, normalize_axis
 

@@ -1175,3 +1175,272 @@ def upsample_1(node):
         return _resize(node, x, sc, None, None, None, p)
 
     return run
+
+
+# ----------------------------------------------------------------------------------------------
+# CenterCropPad, BitCast, MaxUnpool, Col2Im
+
+
+@op("CenterCropPad", since=18)
+def center_crop_pad_18(node):
+    axes_attr = node.attr("axes", None)
+
+    def run(x, shape):
+        s = ints_of(shape)
+        ax = list(range(x.ndim)) if axes_attr is None else list(normalize_axes(axes_attr, x.ndim, node))
+        if len(s) != len(ax):
+            invalid(node, f"shape {s} must have one entry per axis {ax}")
+        out_shape = list(x.shape)
+        src = [slice(None)] * x.ndim
+        dst = [slice(None)] * x.ndim
+        for a, t in zip(ax, s):
+            d = x.shape[a]
+            out_shape[a] = t
+            if t < d:
+                b = (d - t) // 2
+                src[a] = slice(b, b + t)
+            elif t > d:
+                b = (t - d) // 2
+                dst[a] = slice(b, b + d)
+        check_alloc(out_shape, x.dtype, node)
+        out = np.zeros(out_shape, dtype=x.dtype)
+        out[tuple(dst)] = x[tuple(src)]
+        return out
+
+    return run
+
+
+@op("BitCast", since=26)
+def bitcast_26(node):
+    to = int(node.attr("to"))
+    dt = np_dtype(to)
+
+    def run(x):
+        if x.dtype == object or dt == object:
+            invalid(node, "BitCast does not support strings", errors.InvalidType)
+        if x.dtype.itemsize != dt.itemsize:
+            invalid(node, f"cannot bit-cast {x.dtype} to {dt}: different bit widths", errors.InvalidType)
+        return np.ascontiguousarray(x).view(dt).reshape(x.shape)
+
+    return run
+
+
+@op("MaxUnpool", since=9)
+def maxunpool_9(node):
+    kernel = node.attr("kernel_shape")
+    strides_a = node.attr("strides", None)
+    pads_a = node.attr("pads", None)
+
+    def run(x, indices, output_shape=None):
+        nsp = x.ndim - 2
+        strides = strides_a or [1] * nsp
+        pads = pads_a or [0] * (2 * nsp)
+        inferred = list(x.shape[:2]) + [
+            (x.shape[2 + i] - 1) * strides[i] + kernel[i] - pads[i] - pads[nsp + i] for i in range(nsp)
+        ]
+        oshape = ints_of(output_shape) if output_shape is not None else inferred
+        if len(oshape) != x.ndim or any(o < i for o, i in zip(oshape, inferred)):
+            invalid(node, f"output_shape {oshape} is smaller than the inferred shape {inferred}")
+        check_alloc(oshape, x.dtype, node)
+        if indices.shape != x.shape:
+            invalid(node, f"indices shape {indices.shape} differs from X shape {x.shape}")
+        flat = np.zeros(math.prod(inferred), dtype=x.dtype)
+        idx = check_indices(indices.reshape(-1), flat.size, node, 0)
+        flat[idx] = x.reshape(-1)
+        y = flat.reshape(inferred)
+        if list(oshape) == inferred:
+            return y
+        out = np.zeros(oshape, dtype=x.dtype)
+        out[tuple(slice(0, i) for i in inferred)] = y
+        return out
+
+    return run
+
+
+@op("Col2Im", since=18)
+def col2im_18(node):
+    def run(x, image_shape, block_shape):
+        img = ints_of(image_shape)
+        blk = ints_of(block_shape)
+        n = len(img)
+        strides = node.attr("strides", None) or [1] * n
+        dil = node.attr("dilations", None) or [1] * n
+        pads = node.attr("pads", None) or [0] * (2 * n)
+        N, CK, L = x.shape
+        K = math.prod(blk)
+        if CK % K:
+            invalid(node, f"input dimension 1 ({CK}) is not a multiple of the block size {K}")
+        C = CK // K
+        padded = [img[i] + pads[i] + pads[n + i] for i in range(n)]
+        outs = [(padded[i] - dil[i] * (blk[i] - 1) - 1) // strides[i] + 1 for i in range(n)]
+        if math.prod(outs) != L:
+            invalid(node, f"input has {L} blocks, expected {math.prod(outs)} for image {img} and block {blk}")
+        buf = np.zeros([N, C] + padded, dtype=x.dtype)
+        cols = x.reshape([N, C, K] + outs)
+        for ki, kidx in enumerate(np.ndindex(*blk)):
+            sl = tuple(slice(k * d, k * d + (o - 1) * s + 1, s) for k, d, o, s in zip(kidx, dil, outs, strides))
+            buf[(slice(None), slice(None)) + sl] += cols[:, :, ki]
+        return np.ascontiguousarray(buf[(slice(None), slice(None)) + tuple(slice(pads[i], pads[i] + img[i]) for i in range(n))])
+
+    return run
+
+
+# ----------------------------------------------------------------------------------------------
+# strings
+
+
+def _str_array(vals, shape):
+    out = np.empty(len(vals), dtype=object)
+    out[:] = vals
+    return out.reshape(shape)
+
+
+@op("StringConcat", since=20)
+def string_concat_20(node):
+    def run(x, y):
+        try:
+            b = np.broadcast(x, y)
+        except ValueError:
+            invalid(node, f"shapes {x.shape} and {y.shape} do not broadcast")
+        return _str_array([str(a) + str(c) for a, c in b], b.shape)
+
+    return run
+
+
+@op("RegexFullMatch", since=20)
+def regex_full_match_20(node):
+    import re
+
+    pattern = node.attr("pattern", "")
+    try:
+        rx = re.compile(pattern)
+    except re.error as e:
+        node.fail(f"invalid pattern {pattern!r}: {e}")
+
+    def run(x):
+        return np.array([rx.fullmatch(str(s)) is not None for s in x.reshape(-1)], dtype=np.bool_).reshape(x.shape)
+
+    return run
+
+
+@op("StringSplit", since=20)
+def string_split_20(node):
+    delim = node.attr("delimiter", None) or None
+    maxsplit = node.attr("maxsplit", None)
+    ms = -1 if maxsplit is None else int(maxsplit)
+
+    def run(x):
+        parts = [str(s).split(delim, ms) for s in x.reshape(-1)]
+        if delim is None:
+            parts = [p for p in parts]
+        width = max((len(p) for p in parts), default=0)
+        counts = np.array([len(p) for p in parts], dtype=np.int64).reshape(x.shape)
+        vals = []
+        for p in parts:
+            vals.extend(p + [""] * (width - len(p)))
+        return _str_array(vals, x.shape + (width,)), counts
+
+    return run
+
+
+@op("StringNormalizer", since=10)
+def string_normalizer_10(node):
+    action = node.attr("case_change_action", "NONE")
+    sensitive = bool(node.attr("is_case_sensitive", 0))
+    stop = node.attr("stopwords", None) or []
+    stop_set = set(stop) if sensitive else {s.lower() for s in stop}
+
+    def run(x):
+        if x.ndim == 2 and x.shape[0] != 1 or x.ndim > 2:
+            invalid(node, f"input must have shape [C] or [1, C], got {x.shape}")
+        vals = [str(s) for s in x.reshape(-1)]
+        if stop_set:
+            vals = [v for v in vals if (v if sensitive else v.lower()) not in stop_set]
+        if action == "LOWER":
+            vals = [v.lower() for v in vals]
+        elif action == "UPPER":
+            vals = [v.upper() for v in vals]
+        if not vals:
+            vals = [""]
+        shape = (len(vals),) if x.ndim == 1 else (1, len(vals))
+        return _str_array(vals, shape)
+
+    return run
+
+
+# ----------------------------------------------------------------------------------------------
+# random generators
+
+
+def _rng(node):
+    seed = node.attr("seed", None)
+    if seed is None:
+        return np.random.default_rng()
+    return np.random.default_rng(np.frombuffer(np.float32(seed).tobytes(), dtype=np.uint32)[0])
+
+
+def _random_factory(kind, like):
+    def factory(node):
+        rng = _rng(node)
+        dcode = node.attr("dtype", None)
+        shape_attr = node.attr("shape", None)
+        if kind == "uniform":
+            lo, hi = float(node.attr("low", 0.0)), float(node.attr("high", 1.0))
+        else:
+            mean, scale = float(node.attr("mean", 0.0)), float(node.attr("scale", 1.0))
+
+        def run(x=None):
+            if like:
+                shape = x.shape
+                dt = np_dtype(dcode) if dcode is not None else x.dtype
+            else:
+                shape = tuple(shape_attr)
+                dt = np_dtype(dcode if dcode is not None else TensorProto.FLOAT)
+            check_alloc(shape, dt, node)
+            if kind == "uniform":
+                v = rng.uniform(lo, hi, size=shape)
+            else:
+                v = rng.normal(mean, scale, size=shape)
+            return np.asarray(v).astype(dt)
+
+        return run
+
+    return factory
+
+
+REGISTRY.register("RandomUniform", _random_factory("uniform", False), since=1)
+REGISTRY.register("RandomNormal", _random_factory("normal", False), since=1)
+REGISTRY.register("RandomUniformLike", _random_factory("uniform", True), since=1)
+REGISTRY.register("RandomNormalLike", _random_factory("normal", True), since=1)
+
+
+@op("Bernoulli", since=15)
+def bernoulli_15(node):
+    rng = _rng(node)
+    dcode = node.attr("dtype", None)
+
+    def run(x):
+        dt = np_dtype(dcode) if dcode is not None else x.dtype
+        return (rng.uniform(size=x.shape) < x.astype(np.float64)).astype(dt)
+
+    return run
+
+
+@op("Multinomial", since=7)
+def multinomial_7(node):
+    rng = _rng(node)
+    n = int(node.attr("sample_size", 1))
+    dt = np_dtype(int(node.attr("dtype", TensorProto.INT32)))
+
+    def run(x):
+        if x.ndim != 2:
+            invalid(node, f"input must be 2-D [batch, classes], got {x.shape}")
+        logits = x.astype(np.float64)
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        cdf = np.cumsum(p, axis=1)
+        cdf /= cdf[:, -1:]
+        u = rng.uniform(size=(x.shape[0], n))
+        out = np.stack([np.searchsorted(cdf[b], u[b], side="right") for b in range(x.shape[0])])
+        return np.minimum(out, x.shape[1] - 1).astype(dt)
+
+    return run
