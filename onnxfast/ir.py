@@ -20,7 +20,7 @@ import onnx
 from . import dtypes
 from .errors import InvalidModel
 from .loader import ExternalData, load_initializers
-from .registry import attribute_value
+from .registry import REGISTRY, attribute_value, schema_for
 
 Dim = "int | str | None"
 
@@ -200,55 +200,134 @@ def _node_attrs(n: onnx.NodeProto) -> dict[str, Any]:
     return {a.name: attribute_value(a) for a in n.attribute}
 
 
+def _call_body(n: onnx.NodeProto, f: onnx.FunctionProto, ctx: _Ctx) -> list[onnx.NodeProto]:
+    """The nodes of function ``f`` instantiated for call ``n`` (values renamed, attributes bound)."""
+    prefix = f"{n.name or n.op_type}/{next(ctx.counter)}/"
+    rename = {}
+    for formal, actual in zip(f.input, n.input):
+        rename[formal] = actual
+    for formal in f.input[len(n.input) :]:
+        rename[formal] = ""
+    for formal, actual in zip(f.output, n.output):
+        rename[formal] = actual
+    given = {a.name: a for a in n.attribute}
+    defaults = {a.name: a for a in f.attribute_proto}
+    caller = schema_for(n.op_type, ctx.opsets.get("" if n.domain == "ai.onnx" else n.domain, 0), n.domain)
+    if caller is not None:  # schema functions: the operator's own attribute defaults
+        for name, a in caller.attributes.items():
+            if name not in defaults and a.default_value is not None and a.default_value.name:
+                d = onnx.AttributeProto()
+                d.CopyFrom(a.default_value)
+                defaults[name] = d
+
+    def local(name: str) -> str:
+        return rename.get(name, prefix + name) if name else ""
+
+    def rename_graph(g: onnx.GraphProto) -> None:
+        # Function bodies are closed: every name in a nested graph is function-local.
+        for v in list(g.input) + list(g.output) + list(g.value_info):
+            v.name = local(v.name)
+        for t in g.initializer:
+            t.name = local(t.name)
+        for nd in g.node:
+            nd.input[:] = [local(i) for i in nd.input]
+            nd.output[:] = [local(o) for o in nd.output]
+            for a in nd.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    rename_graph(a.g)
+                elif a.type == onnx.AttributeProto.GRAPHS:
+                    for sg in a.graphs:
+                        rename_graph(sg)
+    for o in f.opset_import:
+        dom = "" if o.domain == "ai.onnx" else o.domain
+        ctx.opsets.setdefault(dom, int(o.version))
+    body: list[onnx.NodeProto] = []
+    for b in f.node:
+        nb = onnx.NodeProto()
+        nb.CopyFrom(b)
+        nb.name = prefix + (b.name or b.op_type)
+        del nb.input[:]
+        del nb.output[:]
+        nb.input.extend(local(i) for i in b.input)
+        nb.output.extend(local(o) for o in b.output)
+        new_attrs = []
+        for a in nb.attribute:
+            if a.ref_attr_name:
+                src = given.get(a.ref_attr_name) or defaults.get(a.ref_attr_name)
+                if src is None:
+                    continue  # attribute left unset: the schema default applies
+                na = onnx.AttributeProto()
+                na.CopyFrom(src)
+                na.name = a.name
+                new_attrs.append(na)
+            else:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    rename_graph(a.g)
+                elif a.type == onnx.AttributeProto.GRAPHS:
+                    for sg in a.graphs:
+                        rename_graph(sg)
+                new_attrs.append(a)
+        del nb.attribute[:]
+        nb.attribute.extend(new_attrs)
+        body.append(nb)
+    return body
+
+
+def _schema_function(n: onnx.NodeProto, ctx: _Ctx) -> onnx.FunctionProto | None:
+    """The function body the ONNX schema defines for an operator we have no kernel for."""
+    domain = "" if n.domain == "ai.onnx" else n.domain
+    opset = ctx.opsets.get(domain)
+    if opset is None:
+        return None
+    schema = schema_for(n.op_type, opset, domain)
+    if schema is None:
+        return None
+    data = b""
+    try:
+        if schema.has_function:
+            versions = [v for v in schema.function_opset_versions if v <= opset]
+            if versions:
+                data = schema.get_function_with_opset_version(max(versions))
+        elif schema.has_context_dependent_function:
+            types = []
+            for i in n.input:
+                tp = ctx.types.get(i) if i else onnx.TypeProto()
+                if tp is None:
+                    return None  # the body depends on input types we do not know
+                types.append(tp.SerializeToString())
+            versions = [v for v in schema.context_dependent_function_opset_versions if v <= opset]
+            nb = n.SerializeToString()
+            if versions:
+                data = schema.get_context_dependent_function_with_opset_version(max(versions), nb, types)
+            else:
+                data = schema.get_context_dependent_function(nb, types)
+    except Exception:  # the schema could not build a body for this node
+        return None
+    if not data:
+        return None
+    f = onnx.FunctionProto()
+    f.ParseFromString(data)
+    return f
+
+
 def _inline_functions(nodes: list[onnx.NodeProto], ctx: _Ctx, depth: int = 0) -> list[onnx.NodeProto]:
-    """Replace calls of model-local functions by their bodies (recursively)."""
-    if not ctx.functions:
-        return nodes
+    """Replace calls of model-local functions by their bodies, and operators without a kernel by
+    the function body their schema defines (recursively)."""
     if depth > 32:
-        raise InvalidModel("model-local functions call each other recursively (depth > 32)")
+        raise InvalidModel("functions call each other recursively (depth > 32)")
     out: list[onnx.NodeProto] = []
     for n in nodes:
         key = (n.domain, n.op_type, getattr(n, "overload", ""))
         f = ctx.functions.get(key)
         if f is None:
+            domain = "" if n.domain == "ai.onnx" else n.domain
+            if not REGISTRY.knows(domain, n.op_type):
+                f = _schema_function(n, ctx)
+        if f is None:
             out.append(n)
             continue
-        prefix = f"{n.name or n.op_type}/{next(ctx.counter)}/"
-        rename = {}
-        for formal, actual in zip(f.input, n.input):
-            rename[formal] = actual
-        for formal in f.input[len(n.input) :]:
-            rename[formal] = ""
-        for formal, actual in zip(f.output, n.output):
-            rename[formal] = actual
-        given = {a.name: a for a in n.attribute}
-        defaults = {a.name: a for a in f.attribute_proto}
-        body: list[onnx.NodeProto] = []
-        for b in f.node:
-            nb = onnx.NodeProto()
-            nb.CopyFrom(b)
-            nb.name = prefix + (b.name or b.op_type)
-            del nb.input[:]
-            del nb.output[:]
-            nb.input.extend(rename.get(i, prefix + i) if i else "" for i in b.input)
-            nb.output.extend(rename.get(o, prefix + o) if o else "" for o in b.output)
-            new_attrs = []
-            for a in nb.attribute:
-                if a.ref_attr_name:
-                    src = given.get(a.ref_attr_name) or defaults.get(a.ref_attr_name)
-                    if src is None:
-                        continue  # attribute left unset: the schema default applies
-                    na = onnx.AttributeProto()
-                    na.CopyFrom(src)
-                    na.name = a.name
-                    new_attrs.append(na)
-                else:
-                    new_attrs.append(a)
-            del nb.attribute[:]
-            nb.attribute.extend(new_attrs)
-            body.append(nb)
-        # Functions may use their own opset versions; we run them at the model's.
-        out.extend(_inline_functions(body, ctx, depth + 1))
+        # Functions may use their own opset versions; their nodes run at the model's.
+        out.extend(_inline_functions(_call_body(n, f, ctx), ctx, depth + 1))
     return out
 
 
@@ -266,7 +345,9 @@ def _build_graph(gp: onnx.GraphProto, ctx: _Ctx, outer: set[str], inits=None) ->
     for name, arr in inits.items():
         if name not in value_info:
             code = dtypes.onnx_code(arr.dtype)
-            value_info[name] = ValueInfo(name, onnx.helper.make_tensor_type_proto(code, list(arr.shape)))
+            tp = onnx.helper.make_tensor_type_proto(code, list(arr.shape))
+            value_info[name] = ValueInfo(name, tp)
+            ctx.types.setdefault(name, tp)
 
     protos = _inline_functions(list(gp.node), ctx)
     defined: dict[str, str] = {}

@@ -88,7 +88,7 @@ class Planner:
         nid = 0
 
         input_names = [vi.name for vi in graph.inputs]
-        overridable = [n for n in input_names if n in graph.initializers] if self.model.ir_version >= 4 else []
+        overridable = [n for n in input_names if n in graph.initializers]
         # Constants: initializers that are not graph inputs, and folded Constant nodes.
         const_items: list[tuple[str, Any]] = []
         for name, arr in graph.initializers.items():

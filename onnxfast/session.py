@@ -143,6 +143,7 @@ class InferenceSession:
         self._plan = planner.build()
         self._plan.denormal_as_zero = self._sess_options._config.get("session.set_denormal_as_zero", "0") == "1"
         self._records = planner.records
+        self._numpy_steps = any(r.kernel in ("numpy", "control-flow") for r in self._records)
         g = self._model.graph
         over = self._sess_options._dim_overrides
         inits = g.initializers
@@ -153,11 +154,15 @@ class InferenceSession:
     # -- running -----------------------------------------------------------------------------
     def run(self, output_names, input_feed, run_options=None):
         """Run the model: ``output_names`` (None or [] for all), ``input_feed`` {name: array}."""
+        if self._numpy_steps:
+            # numpy kernels must not print floating-point warnings (NaN/inf results are valid data)
+            with np.errstate(all="ignore"):
+                return self._plan.run(output_names or None, input_feed, run_options)
         return self._plan.run(output_names or None, input_feed, run_options)
 
     def run_with_ort_values(self, output_names, input_dict_ort_values, run_options=None):
         feed = {k: (v.numpy() if isinstance(v, OrtValue) else v) for k, v in input_dict_ort_values.items()}
-        return [OrtValue(x) for x in self._plan.run(output_names or None, feed, run_options)]
+        return [OrtValue(x) for x in self.run(output_names, feed, run_options)]
 
     def io_binding(self) -> "IOBinding":
         return IOBinding(self)
@@ -378,7 +383,7 @@ class IOBinding:
 
     def _run(self, run_options) -> None:
         names = [n for n, _ in self._outputs] or [o.name for o in self._sess.get_outputs()]
-        results = self._sess._plan.run(names, dict(self._inputs), run_options)
+        results = self._sess.run(names, dict(self._inputs), run_options)
         out: list[OrtValue] = []
         targets = dict(self._outputs)
         for name, value in zip(names, results):

@@ -91,9 +91,23 @@ int dtype_code_of(py::handle arr) {
   return it->second;
 }
 
+static PyObject* PyArray_FromAny_proxy(py::handle obj) {
+  static PyObject* asarray = py::object(py::module_::import("numpy").attr("asarray")).release().ptr();
+  PyObject* r = PyObject_CallOneArg(asarray, obj.ptr());
+  if (!r) throw py::error_already_set();
+  return r;
+}
+
 bool numpy_to_tensor(py::handle obj, Tensor& t, bool copy_if_needed) {
-  if (!py::isinstance<py::array>(obj)) return false;
-  py::array arr = py::reinterpret_borrow<py::array>(obj);
+  py::array arr;
+  if (py::isinstance<py::array>(obj)) {
+    arr = py::reinterpret_borrow<py::array>(obj);
+  } else {
+    // numpy scalars (np.float32(1), results of reductions) are 0-d tensors
+    static PyObject* generic = py::object(py::module_::import("numpy").attr("generic")).release().ptr();
+    if (!PyObject_IsInstance(obj.ptr(), generic)) return false;
+    arr = py::reinterpret_steal<py::array>(PyArray_FromAny_proxy(obj));
+  }
   int code = dtype_code_of(arr);
   if (code <= 0 || code == kString || dtype_itemsize(code) == 0) return false;
   auto* proxy = py::detail::array_proxy(arr.ptr());

@@ -412,8 +412,11 @@ _act("Gelu", _make_gelu, since=20)
 @op("PRelu", since=1)
 def prelu(node):
     label = f"{node.op_type} node '{node.name}'"
+    legacy = node.since_version < 7  # before opset 7: a 1-D slope is per channel (axis 1)
 
     def run(x, slope):
+        if legacy and slope.ndim == 1 and x.ndim >= 2 and slope.shape[0] == x.shape[1] and slope.shape[0] != 1:
+            slope = slope.reshape((-1,) + (1,) * (x.ndim - 2))
         try:
             y = np.where(x < 0, x * slope, x)
         except ValueError:

@@ -877,12 +877,9 @@ def unique_11(node):
             first = first[order]
             counts = counts[order]
             inv = rank[inv]
-        return (
-            u,
-            first.astype(np.int64),
-            inv.astype(np.int64),
-            counts.astype(np.int64),
-        )
+        outs = (u, first.astype(np.int64), inv.astype(np.int64), counts.astype(np.int64))
+        k = node.num_outputs or 4
+        return outs[0] if k == 1 else outs[:k]
 
     return run
 
