@@ -5,6 +5,8 @@
 #include <pybind11/stl.h>
 
 #include "../core/executor.h"
+#include "../cpu/cpu.h"
+#include "../kernels/gemm_tiers.h"
 
 namespace py = pybind11;
 using namespace onnxfast;
@@ -107,6 +109,20 @@ PYBIND11_MODULE(_core, m) {
   m.def("native_kernels", []() {
     py::dict d;
     for (auto& kv : kernel_table()) d[py::str(kv.first)] = py::cast(kv.second.dtypes);
+    return d;
+  });
+  m.def("cpu_info", []() {
+    const CpuFeatures& f = cpu_features();
+    py::dict d;
+    d["avx2"] = f.avx2;
+    d["fma"] = f.fma;
+    d["avx512f"] = f.avx512f;
+    d["avx512bw"] = f.avx512bw;
+    d["avx512vnni"] = f.avx512vnni;
+    d["avx512bf16"] = f.avx512bf16;
+    d["best_isa"] = isa_name(best_isa());
+    d["isa"] = isa_name(active_isa());
+    d["gemm"] = gemm_tier().name;
     return d;
   });
   m.def("build_info", []() {

@@ -7,15 +7,16 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "../cpu/cpu.h"
+#include "gemm_tiers.h"
 #include "kernel.h"
 
 namespace onnxfast {
 namespace {
 
-constexpr int64_t kMR = 6;
-constexpr int64_t kNR = 16;
-constexpr int64_t kKC = 256;
-constexpr int64_t kMC = 96;
+constexpr int64_t kNR = 16;   // panel width (all tiers)
+constexpr int64_t kKC = 256;  // K block
+constexpr int64_t kMCStrips = 8;  // A strips per M block
 
 std::shared_ptr<float> alloc_floats(size_t n) {
   void* p = std::aligned_alloc(64, std::max<size_t>(64, ((n * sizeof(float) + 63) / 64) * 64));
@@ -25,46 +26,85 @@ std::shared_ptr<float> alloc_floats(size_t n) {
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
-// acc[MR][NR] += Apanel[k][MR] * Bpanel[k][NR]
-inline void micro_kernel(int64_t kc, const float* __restrict a, const float* __restrict b, float* __restrict c,
-                         int64_t ldc, int64_t mr, int64_t nr, float alpha) {
-  float acc[kMR][kNR];
-  for (int i = 0; i < kMR; ++i)
-    for (int j = 0; j < kNR; ++j) acc[i][j] = 0.f;
+// Portable micro-kernel: up to 4 rows x 16 columns with GCC/Clang vector extensions (SSE2 on
+// x86-64 baseline, NEON on aarch64), so it vectorizes without any ISA flag.
+typedef float v4f __attribute__((vector_size(16)));
+
+template <int R>
+void portable_kern(int64_t kc, const float* __restrict a, int64_t as, const float* __restrict b, float* __restrict c,
+                   int64_t ldc, int64_t nr, float alpha) {
+  v4f acc[R][4];
+  for (int i = 0; i < R; ++i)
+    for (int j = 0; j < 4; ++j) acc[i][j] = v4f{0.f, 0.f, 0.f, 0.f};
   for (int64_t k = 0; k < kc; ++k) {
-    const float* bk = b + k * kNR;
-    const float* ak = a + k * kMR;
-    for (int i = 0; i < kMR; ++i) {
-      const float av = ak[i];
-      for (int j = 0; j < kNR; ++j) acc[i][j] += av * bk[j];
+    v4f bv[4];
+    std::memcpy(bv, b + k * kNR, sizeof(bv));
+    const float* ak = a + k * as;
+    for (int i = 0; i < R; ++i) {
+      const float s = ak[i];
+      const v4f av = {s, s, s, s};
+      for (int j = 0; j < 4; ++j) acc[i][j] += av * bv[j];
     }
   }
-  if (mr == kMR && nr == kNR) {
-    for (int i = 0; i < kMR; ++i)
-      for (int j = 0; j < kNR; ++j) c[i * ldc + j] += alpha * acc[i][j];
-  } else {
-    for (int64_t i = 0; i < mr; ++i)
-      for (int64_t j = 0; j < nr; ++j) c[i * ldc + j] += alpha * acc[i][j];
+  for (int i = 0; i < R; ++i) {
+    float out[kNR];
+    std::memcpy(out, acc[i], sizeof(out));
+    float* ci = c + i * ldc;
+    for (int64_t j = 0; j < nr; ++j) ci[j] += alpha * out[j];
   }
 }
 
-// Pack rows [m0, m0+mc) x cols [k0, k0+kc) of op(A) into strips of kMR rows: strip[k][kMR].
-void pack_a(bool transA, const float* A, int64_t lda, int64_t m0, int64_t mc, int64_t k0, int64_t kc, float* out) {
-  for (int64_t i0 = 0; i0 < mc; i0 += kMR) {
-    int64_t mr = std::min(kMR, mc - i0);
-    float* strip = out + i0 * kc;
-    for (int64_t k = 0; k < kc; ++k) {
-      float* dst = strip + k * kMR;
-      for (int64_t i = 0; i < mr; ++i) {
-        int64_t r = m0 + i0 + i, col = k0 + k;
-        dst[i] = transA ? A[col * lda + r] : A[r * lda + col];
-      }
-      for (int64_t i = mr; i < kMR; ++i) dst[i] = 0.f;
-    }
+void portable_micro(int64_t rows, int64_t kc, const float* a, int64_t as, const float* b0, const float*, float* c,
+                    int64_t ldc, int64_t nr, float alpha) {
+  switch (rows) {
+    case 1: portable_kern<1>(kc, a, as, b0, c, ldc, nr, alpha); break;
+    case 2: portable_kern<2>(kc, a, as, b0, c, ldc, nr, alpha); break;
+    case 3: portable_kern<3>(kc, a, as, b0, c, ldc, nr, alpha); break;
+    default: portable_kern<4>(kc, a, as, b0, c, ldc, nr, alpha); break;
   }
+}
+
+// Pack rows [m0, m0+mc) x cols [k0, k0+kc) of op(A) into strips of mr rows: strip[k][mr].
+void pack_a(bool transA, const float* A, int64_t lda, int64_t m0, int64_t mc, int64_t k0, int64_t kc, int64_t mr,
+            float* out) {
+  for (int64_t i0 = 0; i0 < mc; i0 += mr) {
+    int64_t rows = std::min(mr, mc - i0);
+    float* strip = out + i0 * kc;
+    if (!transA) {
+      for (int64_t i = 0; i < rows; ++i) {
+        const float* src = A + (m0 + i0 + i) * lda + k0;
+        for (int64_t k = 0; k < kc; ++k) strip[k * mr + i] = src[k];
+      }
+    } else {
+      for (int64_t k = 0; k < kc; ++k) {
+        const float* src = A + (k0 + k) * lda + m0 + i0;
+        for (int64_t i = 0; i < rows; ++i) strip[k * mr + i] = src[i];
+      }
+    }
+    for (int64_t k = 0; k < kc && rows < mr; ++k)
+      for (int64_t i = rows; i < mr; ++i) strip[k * mr + i] = 0.f;
+  }
+}
+
+GemmTier select_tier() {
+#if defined(__x86_64__) || defined(_M_X64)
+  switch (active_isa()) {
+    case Isa::kAvx512: return gemm_tier_avx512();
+    case Isa::kAvx2: return gemm_tier_avx2();
+    default: break;
+  }
+#endif
+  return gemm_tier_portable();
 }
 
 }  // namespace
+
+GemmTier gemm_tier_portable() { return GemmTier{"portable", 4, 1, &portable_micro}; }
+
+const GemmTier& gemm_tier() {
+  static const GemmTier t = select_tier();
+  return t;
+}
 
 PackedB sgemm_pack_b(bool transB, int64_t K, int64_t N, const float* B, int64_t ldb) {
   PackedB p;
@@ -105,20 +145,23 @@ void sgemm_packed(bool transA, int64_t M, int64_t N, int64_t K, float alpha, con
       for (int64_t j = 0; j < N; ++j) row[j] *= beta;
   }
   if (K == 0 || alpha == 0.f) return;
+  const GemmTier& tier = gemm_tier();
+  const int64_t mr = tier.mr, mc_max = mr * kMCStrips, step = kNR * tier.panels;
   int64_t np = round_up(N, kNR);
-  std::shared_ptr<float> abuf = alloc_floats(static_cast<size_t>(round_up(kMC, kMR) * kKC));
+  std::shared_ptr<float> abuf = alloc_floats(static_cast<size_t>(mc_max * kKC));
   for (int64_t k0 = 0; k0 < K; k0 += kKC) {
     int64_t kc = std::min(kKC, K - k0);
     const float* bblk = B.data.get() + k0 * np;
-    for (int64_t m0 = 0; m0 < M; m0 += kMC) {
-      int64_t mc = std::min(kMC, M - m0);
-      pack_a(transA, A, lda, m0, mc, k0, kc, abuf.get());
-      for (int64_t j0 = 0; j0 < N; j0 += kNR) {
-        int64_t nr = std::min(kNR, N - j0);
-        const float* panel = bblk + j0 * kc;
-        for (int64_t i0 = 0; i0 < mc; i0 += kMR) {
-          int64_t mr = std::min(kMR, mc - i0);
-          micro_kernel(kc, abuf.get() + i0 * kc, panel, C + (m0 + i0) * ldc + j0, ldc, mr, nr, alpha);
+    for (int64_t m0 = 0; m0 < M; m0 += mc_max) {
+      int64_t mc = std::min(mc_max, M - m0);
+      pack_a(transA, A, lda, m0, mc, k0, kc, mr, abuf.get());
+      for (int64_t j0 = 0; j0 < N; j0 += step) {
+        int64_t nr = std::min(step, N - j0);
+        const float* p0 = bblk + j0 * kc;
+        const float* p1 = nr > kNR ? p0 + kNR * kc : nullptr;
+        for (int64_t i0 = 0; i0 < mc; i0 += mr) {
+          tier.kernel(std::min(mr, mc - i0), kc, abuf.get() + i0 * kc, mr, p0, p1, C + (m0 + i0) * ldc + j0, ldc, nr,
+                      alpha);
         }
       }
     }

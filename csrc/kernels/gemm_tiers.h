@@ -1,0 +1,30 @@
+// SGEMM micro-kernels per ISA tier, sharing one packing layout:
+//   B: panels of 16 columns, [kc][16] floats each, zero-padded, 64-byte aligned;
+//   A: strips of `mr` rows, [kc][mr] floats each, zero-padded.
+// A micro-kernel computes C[rows x nr] += alpha * A_strip * [panel0 | panel1] for rows <= mr;
+// panel1 is null when the tier uses one panel per call or the last panel is reached.
+#pragma once
+#include <cstdint>
+
+namespace onnxfast {
+
+using GemmMicroKernel = void (*)(int64_t rows, int64_t kc, const float* a, int64_t a_stride, const float* b0,
+                                 const float* b1, float* c, int64_t ldc, int64_t nr, float alpha);
+
+struct GemmTier {
+  const char* name;
+  int64_t mr;      // rows per A strip
+  int64_t panels;  // 16-column panels per micro-kernel call (1 or 2)
+  GemmMicroKernel kernel;
+};
+
+GemmTier gemm_tier_portable();
+#if defined(__x86_64__) || defined(_M_X64)
+GemmTier gemm_tier_avx2();
+GemmTier gemm_tier_avx512();
+#endif
+
+// The tier for this CPU (capped by ONNXFAST_ISA), chosen once.
+const GemmTier& gemm_tier();
+
+}  // namespace onnxfast
