@@ -1,6 +1,7 @@
-"""The `onnxfast` command: `run` a model (random inputs when none are given), `info` about a
-model (inputs/outputs, opsets, operator histogram, parameters, and with --kernels which kernel
-each node gets). `python -m onnxfast` runs the demo model shipped in the package.
+"""The `onnxfast` command: `run` a model (random inputs when none are given), `bench` its latency
+(against onnxruntime, interleaved, with an operator profile), `info` about a model
+(inputs/outputs, opsets, operator histogram, parameters, and with --kernels which kernel each
+node gets). `python -m onnxfast` runs the demo model shipped in the package.
 
 Errors print one line (no traceback) and exit with status 1 (bad model/input) or 2 (usage).
 """
@@ -122,6 +123,86 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _parse_shapes(specs: list[str]) -> dict[str, list[int]]:
+    out = {}
+    for s in specs or []:
+        name, sep, dims = s.partition("=")
+        try:
+            shape = [int(d) for d in dims.replace("x", ",").split(",") if d.strip()]
+        except ValueError:
+            shape = None
+        if not sep or shape is None:
+            raise CliError(f"--shape expects NAME=D1,D2,... (or D1xD2), got '{s}'")
+        out[name] = shape
+    return out
+
+
+def cmd_bench(args) -> int:
+    from . import InferenceSession, SessionOptions
+    from .benchmark import interleaved, summary, top_operators
+
+    if args.runs < 1 or args.warmup < 0 or args.batch < 1 or (args.threads is not None and args.threads < 0):
+        raise CliError("--runs and --batch must be >= 1, --warmup and --threads >= 0")
+    opts = SessionOptions()
+    if args.threads:
+        opts.intra_op_num_threads = args.threads
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sess = InferenceSession(args.model, opts)
+    feed = random_inputs(sess, _parse_dims(args.dim), batch=args.batch)
+    for name, shape in _parse_shapes(args.shape).items():
+        if name not in feed:
+            raise CliError(f"--shape: the model has no input '{name}'; inputs: {list(feed)}")
+        dt = feed[name].dtype
+        feed[name] = (np.random.default_rng(1).standard_normal(shape).astype(dt) if dt.kind == "f"
+                      else np.ones(shape, dtype=dt))
+    runners = {"onnxfast": lambda: sess.run(None, feed)}
+    if args.compare:
+        if args.compare != "onnxruntime":
+            raise CliError(f"--compare supports 'onnxruntime', got '{args.compare}'")
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise CliError("--compare onnxruntime needs the onnxruntime package (pip install onnxruntime)") from None
+        so = ort.SessionOptions()
+        if args.threads:
+            so.intra_op_num_threads = args.threads
+        ref = ort.InferenceSession(args.model, so, providers=["CPUExecutionProvider"])
+        runners["onnxruntime"] = lambda: ref.run(None, feed)
+    shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in feed.items())
+    print(f"benchmark: {args.model}  inputs: {shapes}  warm-up {args.warmup}, {args.runs} runs"
+          + (", interleaved with onnxruntime" if args.compare else ""))
+    times = interleaved(runners, warmup=args.warmup, runs=args.runs, progress=not args.no_progress)
+    stats = {n: summary(t) for n, t in times.items()}
+    print(f"{'runtime':<12} {'mean ms':>10} {'p50 ms':>10} {'p90 ms':>10} {'p99 ms':>10}")
+    for n, st in stats.items():
+        print(f"{n:<12} {st['mean']:>10.3f} {st['p50']:>10.3f} {st['p90']:>10.3f} {st['p99']:>10.3f}")
+    if "onnxruntime" in stats:
+        ratio = stats["onnxfast"]["p50"] / stats["onnxruntime"]["p50"]
+        print(f"ratio onnxfast/onnxruntime (p50): {ratio:.3f}  ({'faster' if ratio < 1 else 'slower'})")
+    if args.profile:
+        import os
+        import tempfile
+
+        popts = SessionOptions()
+        popts.enable_profiling = True
+        popts.profile_file_prefix = os.path.join(tempfile.mkdtemp(prefix="onnxfast_bench_"), "profile_")
+        if args.threads:
+            popts.intra_op_num_threads = args.threads
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            psess = InferenceSession(args.model, popts)
+        for _ in range(max(1, min(args.runs, 10))):
+            psess.run(None, feed)
+        path = psess.end_profiling()
+        print(f"operators by time ({path}):")
+        for op, ms, calls, share in top_operators(path, args.top):
+            print(f"  {op:<24} {ms:>10.3f} ms  {calls:>6} calls  {share * 100:5.1f}%")
+    return 0
+
+
 def cmd_info(args) -> int:
     sess = _session(args.model)
     m = sess._model
@@ -183,6 +264,19 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("model")
     i.add_argument("--kernels", action="store_true", help="list the kernel and provider of every node")
     i.set_defaults(func=cmd_info)
+    b = sub.add_parser("bench", help="measure latency (optionally against onnxruntime, interleaved)")
+    b.add_argument("model")
+    b.add_argument("--threads", type=int, default=None, help="intra-op threads (default: runtime default)")
+    b.add_argument("--batch", type=int, default=1, help="size of symbolic first axes (default 1)")
+    b.add_argument("--shape", action="append", metavar="NAME=D1,D2,...", help="explicit shape of an input")
+    b.add_argument("--dim", action="append", metavar="NAME=INT", help="value of a symbolic dimension")
+    b.add_argument("--compare", metavar="RUNTIME", help="also measure this runtime (onnxruntime)")
+    b.add_argument("--warmup", type=int, default=3, help="warm-up runs, not timed (default 3)")
+    b.add_argument("--runs", type=int, default=20, help="timed runs (default 20)")
+    b.add_argument("--profile", action="store_true", help="print the operators that take the most time")
+    b.add_argument("--top", type=int, default=10, help="operators listed by --profile (default 10)")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.set_defaults(func=cmd_bench)
     d = sub.add_parser("demo", help="run the demo model shipped with onnxfast")
     d.set_defaults(func=cmd_demo)
     return p

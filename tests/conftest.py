@@ -38,3 +38,13 @@ def session(model, **kw):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+# The real-model zoo lives in benchmarks/models; make it importable without shadowing the
+# installed onnxfast (the repository root goes last on sys.path).
+import pathlib as _pathlib  # noqa: E402
+import sys as _sys  # noqa: E402
+
+_ROOT = str(_pathlib.Path(__file__).resolve().parents[1])
+if _ROOT not in _sys.path:
+    _sys.path.append(_ROOT)

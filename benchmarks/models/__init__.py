@@ -1,0 +1,1 @@
+"""Real-model zoo: scripts that build and export models into a cache folder (never committed)."""

@@ -1,0 +1,88 @@
+"""Real models, onnxfast vs onnxruntime, side by side in one process.
+
+For each model x threads {1, 2} x batch {1, 8}: pytest-benchmark times onnxfast's run; before
+every timed round, the setup runs onnxruntime once (timed by hand), so the two runtimes
+interleave and machine drift hits both. extra_info holds onnxruntime's median and the ratio
+onnxfast/onnxruntime, which ci/bench_gate.py gates on and ci/bench_report.py tabulates.
+
+    pytest benchmarks/test_models.py --benchmark-only --benchmark-autosave
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+from benchmarks.models import zoo
+
+import onnxfast
+
+ort = pytest.importorskip("onnxruntime")
+
+ROUNDS = {False: 30, True: 8}  # per model size (slow models get fewer rounds)
+
+
+def sessions(path: str, threads: int):
+    o = onnxfast.SessionOptions()
+    o.intra_op_num_threads = threads
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # onnxfast's pool is not there yet: threads>1 warns
+        fast = onnxfast.InferenceSession(path, o)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    ref = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    return fast, ref
+
+
+def batch_feed(inputs: dict, batch: int) -> dict:
+    out = {}
+    for k, v in inputs.items():
+        reps = -(-batch // v.shape[0])
+        out[k] = np.concatenate([v] * reps)[:batch] if reps > 1 else v[:batch]
+    return out
+
+
+def run_pair(benchmark, path: str, feed: dict, threads: int, rounds: int, group: str) -> None:
+    fast, ref = sessions(path, threads)
+    ort_times: list[float] = []
+
+    def setup():
+        t = time.perf_counter()
+        ref.run(None, feed)
+        ort_times.append(time.perf_counter() - t)
+
+    for _ in range(2):  # warm-up, excluded
+        fast.run(None, feed)
+        ref.run(None, feed)
+    benchmark.group = group
+    benchmark.pedantic(lambda: fast.run(None, feed), setup=setup, rounds=rounds, iterations=1, warmup_rounds=0)
+    stats = getattr(benchmark, "stats", None)
+    if stats is not None and ort_times:
+        fast_median = stats.stats.median
+        ort_median = float(np.median(ort_times))
+        benchmark.extra_info.update({
+            "onnxruntime_median_s": ort_median,
+            "onnxfast_median_s": fast_median,
+            "ratio": fast_median / ort_median,
+            "threads": threads,
+        })
+
+
+PARAMS = [pytest.param(name, marks=[pytest.mark.slow] if spec.slow else [], id=name)
+          for name, spec in zoo.ZOO.items()]
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("name", PARAMS)
+def test_model(benchmark, name, threads, batch):
+    spec = zoo.ZOO[name]
+    for mod in {"torch": ["torch", "onnxscript"], "sklearn": ["skl2onnx"], "lightgbm": ["onnxmltools"]}[spec.family]:
+        pytest.importorskip(mod)
+    c = zoo.get(name)
+    feed = batch_feed(c.inputs, batch)
+    rounds = 1 if benchmark.disabled else ROUNDS[spec.slow]
+    run_pair(benchmark, str(c.path), feed, threads, rounds, f"{name} threads={threads} batch={batch}")
