@@ -21,6 +21,9 @@ from onnx import TensorProto, numpy_helper
 from . import dtypes
 from .errors import ExternalDataError, InvalidModel, ModelFileNotFound
 
+# Initializers up to this size keep their protobuf copy (shape inference reads their values).
+_KEEP_BYTES = 16384
+
 # Element types whose raw bytes are laid out exactly as the numpy array (no packing).
 _PACKED = {TensorProto.INT4, TensorProto.UINT4, 23, 25, 26}
 
@@ -175,7 +178,8 @@ def load_initializers(graph: onnx.GraphProto, external: ExternalData, release: b
     out: dict[str, np.ndarray] = {}
     for t in graph.initializer:
         out[t.name] = tensor_to_numpy(t, external)
-        if release:
+        # Small tensors (shapes, axes, scalars) keep their bytes: shape inference reads them.
+        if release and out[t.name].nbytes > _KEEP_BYTES:
             t.ClearField("raw_data")
             t.ClearField("float_data")
             t.ClearField("int32_data")

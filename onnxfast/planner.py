@@ -187,15 +187,13 @@ class Planner:
             in_types = [self._elem_type(graph, consts, n) for n in node.inputs]
             native_types = REGISTRY.native_dtypes(node.domain, node.op_type, sv)
             first_type = in_types[0] if in_types else None
-            native_ok = (
-                native_types is not None
-                and first_type is not None
-                and first_type in native_types
-                and self.options.allowed("native", node.op_type)
-                and not node.subgraphs
-            )
+            native_allowed = (native_types is not None and self.options.allowed("native", node.op_type)
+                              and not node.subgraphs)
+            native_ok = native_allowed and first_type is not None and first_type in native_types
             factory = REGISTRY.factory(node.domain, node.op_type, sv)
             numpy_ok = factory is not None and self.options.allowed("numpy", node.op_type)
+            # Input type unknown at plan time: native kernel chosen per run by type, numpy otherwise.
+            by_type = native_allowed and first_type is None and numpy_ok
             provider = None
             for p in self.providers:
                 if p.native_only and not native_ok:
@@ -220,7 +218,7 @@ class Planner:
                 if o:
                     if o in ids:
                         raise InvalidModel(f"value '{o}' is defined twice (node '{node.name}')")
-            if native_ok:
+            if native_ok or (by_type and device == 0):
                 const_inputs = [consts.get(n) if n else None for n in node.inputs]
                 attrs = {k: v for k, v in node.attrs.items() if isinstance(v, _SIMPLE_ATTR)}
                 attrs = {
@@ -235,31 +233,13 @@ class Planner:
                 for o in node.outputs:
                     if o:
                         location[o] = device
-                plan.add_native_step(node.name, node.op_type, kernel, inputs, outputs, device, device)
-                kind = kernel.describe()
+                fallback = self._numpy_kernel(node, factory, opset, sv, in_types, graph, consts, prefix) \
+                    if not native_ok else None
+                plan.add_native_step(node.name, node.op_type, kernel, inputs, outputs, device, device,
+                                     fallback, list(native_types) if fallback is not None else [])
+                kind = kernel.describe() + ("|numpy" if fallback is not None else "")
             else:
-                kn = KernelNode(
-                    op_type=node.op_type,
-                    domain=node.domain,
-                    name=node.name,
-                    opset=opset,
-                    since_version=sv,
-                    attrs=resolve_attributes(node.op_type, node.domain, opset, node.attrs),
-                    input_types=in_types,
-                    output_types=[self._elem_type(graph, consts, n) for n in node.outputs],
-                    const_inputs={k: consts[n] for k, n in enumerate(node.inputs) if n in consts},
-                    num_inputs=len(node.inputs),
-                    num_outputs=len(node.outputs),
-                    context={"implicit_inputs": list(node.implicit_inputs)},
-                )
-                if node.subgraphs:
-                    kn.compile_subgraph = self._subgraph_compiler(node, prefix)
-                try:
-                    fn = factory(kn)
-                except (InvalidModel, UnsupportedOperator, NotImplementedError):
-                    raise
-                except (ValueError, TypeError, KeyError) as e:
-                    raise InvalidModel(f"{node.op_type} node '{node.name}': {e}") from None
+                fn = self._numpy_kernel(node, factory, opset, sv, in_types, graph, consts, prefix)
                 outputs = [new_id(o) if o else -1 for o in node.outputs]
                 plan.add_python_step(node.name, node.op_type, fn, inputs + implicit, outputs)
                 kind = "control-flow" if node.subgraphs else "numpy"
@@ -273,6 +253,31 @@ class Planner:
             plan.add_output(vi.name, vid)
         plan.finalize(nid)
         return plan
+
+    def _numpy_kernel(self, node: ir.Node, factory, opset: int, sv: int, in_types, graph: ir.Graph,
+                      consts: dict, prefix: str):
+        kn = KernelNode(
+            op_type=node.op_type,
+            domain=node.domain,
+            name=node.name,
+            opset=opset,
+            since_version=sv,
+            attrs=resolve_attributes(node.op_type, node.domain, opset, node.attrs),
+            input_types=in_types,
+            output_types=[self._elem_type(graph, consts, n) for n in node.outputs],
+            const_inputs={k: consts[n] for k, n in enumerate(node.inputs) if n in consts},
+            num_inputs=len(node.inputs),
+            num_outputs=len(node.outputs),
+            context={"implicit_inputs": list(node.implicit_inputs)},
+        )
+        if node.subgraphs:
+            kn.compile_subgraph = self._subgraph_compiler(node, prefix)
+        try:
+            return factory(kn)
+        except (InvalidModel, UnsupportedOperator, NotImplementedError):
+            raise
+        except (ValueError, TypeError, KeyError) as e:
+            raise InvalidModel(f"{node.op_type} node '{node.name}': {e}") from None
 
     def _fold_constant(self, node: ir.Node):
         opset = self.model.opsets.get("", 1)

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 
-from . import dtypes, ir
+from . import _core, dtypes, ir
 from .errors import InvalidArgument, InvalidType, NotImplementedFeature, OnnxfastWarning
 from .loader import load_model
 from .options import ExecutionMode, RunOptions, SessionOptions
@@ -112,13 +112,6 @@ class InferenceSession:
     # -- construction -------------------------------------------------------------------------
     @staticmethod
     def _check_options(opts: SessionOptions) -> None:
-        if opts.intra_op_num_threads not in (0, 1):
-            warnings.warn(
-                f"intra_op_num_threads={opts.intra_op_num_threads}: onnxfast kernels run on the calling thread "
-                "until its thread pool lands; the value is not used yet",
-                OnnxfastWarning,
-                stacklevel=3,
-            )
         if opts.execution_mode == ExecutionMode.ORT_PARALLEL:
             warnings.warn("ExecutionMode.ORT_PARALLEL is not supported yet; nodes run sequentially",
                           OnnxfastWarning, stacklevel=3)
@@ -141,9 +134,16 @@ class InferenceSession:
     def _build(self) -> None:
         planner = Planner(self._model, self._providers, self._plan_options())
         self._plan = planner.build()
-        self._plan.denormal_as_zero = self._sess_options._config.get("session.set_denormal_as_zero", "0") == "1"
+        cfg = self._sess_options._config
+        self._plan.denormal_as_zero = cfg.get("session.set_denormal_as_zero", "0") == "1"
+        # Sessions asking for the same number of threads share one pool (no oversubscription).
+        threads = int(self._sess_options.intra_op_num_threads) or _core.default_num_threads()
+        self._pool = _core.shared_pool(threads)
+        if cfg.get("session.intra_op.allow_spinning", "1") == "0":
+            self._pool.set_spin_us(0)
+        self._plan.pool = self._pool
         self._records = planner.records
-        self._numpy_steps = any(r.kernel in ("numpy", "control-flow") for r in self._records)
+        self._numpy_steps = any("numpy" in r.kernel or r.kernel == "control-flow" for r in self._records)
         g = self._model.graph
         over = self._sess_options._dim_overrides
         inits = g.initializers

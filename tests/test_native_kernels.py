@@ -190,3 +190,16 @@ def test_numpy_and_native_agree_on_a_small_cnn(rng):
     assert all(r["kernel"] == "numpy" for r in numpy_session(model).kernel_listing())
     close(a, b, 27)
     assert TensorProto.FLOAT == 1
+
+
+def test_native_or_numpy_chosen_per_run_when_types_are_unknown():
+    # Inputs without an element type: the plan cannot know which kernel fits, so the native
+    # kernel runs when input 0 is float32 and the numpy kernel otherwise.
+    model = make_model([helper.make_node("Add", ["a", "b"], ["c"])], [vi("a", 0), vi("b", 0)], [vi("c", 0)])
+    s = onnxfast.InferenceSession(model.SerializeToString())
+    assert s.kernel_listing()[0]["kernel"] == "native|numpy"
+    for dt in (np.float32, np.int8, np.float16, np.int64):
+        a = np.arange(6, dtype=dt).reshape(2, 3)
+        out = s.run(None, {"a": a, "b": a})[0]
+        assert out.dtype == dt
+        np.testing.assert_array_equal(out, a + a)

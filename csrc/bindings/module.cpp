@@ -169,6 +169,29 @@ PYBIND11_MODULE(_core, m) {
       py::arg("op_type"), py::arg("node_name"), py::arg("opset"), py::arg("attrs"), py::arg("const_inputs"),
       py::arg("allow_prepack") = true);
 
+  py::class_<ThreadPool, std::shared_ptr<ThreadPool>>(m, "ThreadPool")
+      .def_property_readonly("num_threads", &ThreadPool::num_threads)
+      .def("set_spin_us", &ThreadPool::set_spin_us);
+  m.def("shared_pool", &shared_pool, py::arg("num_threads"),
+        "The process-wide pool for this many threads (0: the CPUs this process may use).");
+  m.def("default_num_threads", &ThreadPool::default_num_threads);
+  m.def(
+      "test_parallel_sum",
+      [](std::shared_ptr<ThreadPool> pool, int64_t n, int64_t grain) {
+        // Testing aid: every index visited exactly once, from several threads.
+        std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+        {
+          py::gil_scoped_release rel;
+          pool->parallel_for(n, grain, [&](int64_t b, int64_t e) {
+            for (int64_t i = b; i < e; ++i) hits[i].fetch_add(1);
+          });
+        }
+        int64_t bad = 0;
+        for (auto& h : hits) bad += h.load() != 1;
+        return bad;
+      },
+      py::arg("pool"), py::arg("n"), py::arg("grain") = 1);
+
   py::class_<RunOptions>(m, "RunOptions")
       .def(py::init<>())
       .def_readwrite("log_severity_level", &RunOptions::log_severity_level)
@@ -213,11 +236,15 @@ PYBIND11_MODULE(_core, m) {
       .def(
           "add_native_step",
           [](Plan& p, const std::string& name, const std::string& op, const PyKernel& k, std::vector<int> ins,
-             std::vector<int> outs, int in_dev, int out_dev) {
+             std::vector<int> outs, int in_dev, int out_dev, py::object fallback, std::vector<int> native_dtypes) {
             Step s;
             s.name = name;
             s.op_type = op;
             s.kernel = k.k;
+            if (!fallback.is_none()) {
+              s.pyfn = fallback;
+              s.native_dtypes = std::move(native_dtypes);
+            }
             s.inputs = std::move(ins);
             s.outputs = std::move(outs);
             s.in_device = in_dev;
@@ -225,7 +252,8 @@ PYBIND11_MODULE(_core, m) {
             p.add_step(std::move(s));
           },
           py::arg("name"), py::arg("op_type"), py::arg("kernel"), py::arg("inputs"), py::arg("outputs"),
-          py::arg("in_device") = 0, py::arg("out_device") = 0)
+          py::arg("in_device") = 0, py::arg("out_device") = 0, py::arg("fallback") = py::none(),
+          py::arg("native_dtypes") = std::vector<int>{})
       .def(
           "add_python_step",
           [](Plan& p, const std::string& name, const std::string& op, py::object fn, std::vector<int> ins,
@@ -244,6 +272,7 @@ PYBIND11_MODULE(_core, m) {
       .def("run_positional", &Plan::run_positional)
       .def_readwrite("profiling", &Plan::profiling)
       .def_readwrite("denormal_as_zero", &Plan::denormal_as_zero)
+      .def_readwrite("pool", &Plan::pool)
       .def("take_profile", &Plan::take_profile)
       .def("num_steps", &Plan::num_steps)
       .def("step_info", [](const Plan& p) {
@@ -253,7 +282,8 @@ PYBIND11_MODULE(_core, m) {
           py::dict d;
           d["name"] = s.name;
           d["op_type"] = s.op_type;
-          d["kernel"] = s.kernel ? s.kernel->describe() : std::string("python");
+          d["kernel"] = s.kernel ? (s.pyfn ? s.kernel->describe() + "|numpy" : s.kernel->describe())
+                                 : std::string("python");
           d["inputs"] = py::cast(s.inputs);
           d["outputs"] = py::cast(s.outputs);
           d["release"] = py::cast(s.release);

@@ -412,6 +412,7 @@ py::list Plan::run(py::object output_names, py::object feed, py::object run_opti
     py::gil_scoped_release release;
     try {
       DenormalGuard dz(denormal_as_zero);
+      PoolScope ps(pool.get(), denormal_as_zero);
       execute(r, order, ro);
     } catch (...) {
       err = std::current_exception();
@@ -475,6 +476,9 @@ py::list Plan::run_positional(py::sequence inputs) {
   {
     py::gil_scoped_release release;
     try {
+      DenormalGuard dz(denormal_as_zero);
+      // A subgraph runs on the pool of the run that called it.
+      PoolScope ps(pool ? pool.get() : current_pool(), denormal_as_zero);
       execute(r, full_order_, nullptr);
     } catch (...) {
       err = std::current_exception();
@@ -501,7 +505,14 @@ void Plan::execute(Run& r, const std::vector<int>& order, RunOptions* ro) const 
     if (ro && ro->terminate.load(std::memory_order_relaxed))
       fail(ErrorKind::kTerminated, "run() was terminated: RunOptions.terminate is set");
     int64_t t0 = prof ? now_ns() : 0;
-    if (st.kernel) {
+    bool use_native = static_cast<bool>(st.kernel);
+    if (use_native && st.pyfn) {
+      // Types were unknown at plan time: the native kernel runs when input 0's type is one it takes.
+      const Value* v0 = (!st.inputs.empty() && st.inputs[0] >= 0) ? &r.get(st.inputs[0]) : nullptr;
+      use_native = v0 && v0->kind == Value::kTensor &&
+                   std::find(st.native_dtypes.begin(), st.native_dtypes.end(), v0->t.dtype) != st.native_dtypes.end();
+    }
+    if (use_native) {
       ins.clear();
       for (int v : st.inputs) {
         if (v < 0) {

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "../kernels/kernel.h"
+#include "../threadpool/threadpool.h"
 #include "tensor.h"
 
 namespace onnxfast {
@@ -56,7 +57,8 @@ struct InputSpec {
 struct Step {
   std::string name, op_type;
   std::shared_ptr<Kernel> kernel;  // native
-  py::object pyfn;                 // Python kernel
+  py::object pyfn;                 // Python kernel (with a native kernel: the fallback for other types)
+  std::vector<int> native_dtypes;  // with both: element types of input 0 the native kernel takes
   std::vector<int> inputs, outputs;  // -1 = omitted optional
   std::vector<int> release;          // values that die after this step
   int in_device = 0, out_device = 0;
@@ -94,6 +96,7 @@ class Plan {
 
   bool profiling = false;
   bool denormal_as_zero = false;
+  std::shared_ptr<ThreadPool> pool;  // intra-op pool (null: single-threaded)
   py::list take_profile();
 
  private:

@@ -6,6 +6,7 @@
 
 #include "gemm.h"
 #include "kernel.h"
+#include "../threadpool/threadpool.h"
 
 namespace onnxfast {
 namespace {
@@ -113,41 +114,61 @@ class ConvKernel : public Kernel {
     bool pointwise = k_size == 1;
     for (size_t i = 0; i < sd && pointwise; ++i)
       pointwise = g.strides[i] == 1 && g.pad_begin[i] == 0 && g.pad_end[i] == 0;
-    std::vector<float> col;
-    if (!pointwise) col.resize(static_cast<size_t>(kdim * out_size));
     const float* x = X.ptr<float>();
     const float* w = W.ptr<float>();
     float* y = Y.ptr<float>();
-    for (int64_t n = 0; n < g.N; ++n) {
-      for (int64_t gr = 0; gr < g.group; ++gr) {
-        const float* xg = x + (n * g.C + gr * Cg) * in_size;
-        const float* src = xg;
-        if (!pointwise) {
-          im2col(g, xg, Cg, col.data());
-          src = col.data();
-        }
-        float* yg = y + (n * g.M + gr * Mg) * out_size;
-        sgemm(false, false, Mg, out_size, kdim, 1.f, w + gr * Mg * kdim, kdim, src, out_size, 0.f, yg, out_size);
-        if (bias) {
-          for (int64_t m = 0; m < Mg; ++m) {
-            float b = bias[gr * Mg + m];
-            float* row = yg + m * out_size;
-            for (int64_t j = 0; j < out_size; ++j) row[j] += b;
-          }
+    auto one_group = [&](int64_t n, int64_t gr, float* col, bool parallel_im2col) {
+      const float* xg = x + (n * g.C + gr * Cg) * in_size;
+      const float* src = xg;
+      if (!pointwise) {
+        im2col(g, xg, Cg, col, parallel_im2col);
+        src = col;
+      }
+      float* yg = y + (n * g.M + gr * Mg) * out_size;
+      sgemm(false, false, Mg, out_size, kdim, 1.f, w + gr * Mg * kdim, kdim, src, out_size, 0.f, yg, out_size);
+      if (bias) {
+        for (int64_t m = 0; m < Mg; ++m) {
+          float b = bias[gr * Mg + m];
+          float* row = yg + m * out_size;
+          for (int64_t j = 0; j < out_size; ++j) row[j] += b;
         }
       }
+    };
+    const size_t col_size = pointwise ? 0 : static_cast<size_t>(kdim * out_size);
+    if (g.group > 1) {
+      // Grouped / depthwise: groups in parallel, each with its own column buffer.
+      double cost = 2.0 * Mg * out_size * kdim + static_cast<double>(col_size);
+      parallel_for(g.N * g.group, cost, [&](int64_t b, int64_t e) {
+        std::vector<float> col(col_size);
+        for (int64_t t = b; t < e; ++t) one_group(t / g.group, t % g.group, col.data(), false);
+      });
+    } else {
+      std::vector<float> col(col_size);
+      for (int64_t n = 0; n < g.N; ++n) one_group(n, 0, col.data(), true);
     }
   }
 
  private:
   // col[(c, kpos), opos] for one image and one group.
-  static void im2col(const ConvGeom& g, const float* x, int64_t Cg, float* col) {
+  static void im2col(const ConvGeom& g, const float* x, int64_t Cg, float* col, bool parallel) {
+    if (parallel) {
+      int64_t per_channel = shape_numel(g.k_sp) * shape_numel(g.out_sp);
+      parallel_for(Cg, static_cast<double>(per_channel), [&](int64_t b, int64_t e) {
+        im2col_channels(g, x, b, e, col);
+      });
+    } else {
+      im2col_channels(g, x, 0, Cg, col);
+    }
+  }
+
+  // Channels [c0, c1) of one image and one group into their rows of `col`.
+  static void im2col_channels(const ConvGeom& g, const float* x, int64_t c0, int64_t c1, float* col) {
     size_t sd = g.in_sp.size();
     int64_t in_size = shape_numel(g.in_sp), out_size = shape_numel(g.out_sp), k_size = shape_numel(g.k_sp);
     if (sd == 2) {
       int64_t H = g.in_sp[0], Wd = g.in_sp[1], OH = g.out_sp[0], OW = g.out_sp[1];
       int64_t KH = g.k_sp[0], KW = g.k_sp[1];
-      for (int64_t c = 0; c < Cg; ++c) {
+      for (int64_t c = c0; c < c1; ++c) {
         const float* xc = x + c * in_size;
         for (int64_t kh = 0; kh < KH; ++kh) {
           for (int64_t kw = 0; kw < KW; ++kw) {
@@ -173,7 +194,7 @@ class ConvKernel : public Kernel {
     }
     // Generic N-d path.
     std::vector<int64_t> kidx(sd), oidx(sd);
-    for (int64_t c = 0; c < Cg; ++c) {
+    for (int64_t c = c0; c < c1; ++c) {
       const float* xc = x + c * in_size;
       for (int64_t kp = 0; kp < k_size; ++kp) {
         int64_t rem = kp;

@@ -1,11 +1,13 @@
 // Elementwise kernels: broadcasting binary arithmetic (Add, Sub, Mul, Div, Max/Min-free for now)
 // over float/double/int32/int64, and float unary activations. Broadcasting collapses the
 // output index space to as few dimensions as possible, then runs a contiguous inner loop.
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
 
 #include "kernel.h"
+#include "../threadpool/threadpool.h"
 
 namespace onnxfast {
 namespace {
@@ -53,16 +55,21 @@ BroadcastPlan make_plan(const Shape& out, const Shape& a, const Shape& b) {
   return p;
 }
 
+// Rows [o0, o1) of the collapsed outer index space.
 template <typename T, typename Op>
-void run_binary(const BroadcastPlan& p, const T* a, const T* b, T* c, Op op) {
+void run_binary_rows(const BroadcastPlan& p, const T* a, const T* b, T* c, Op op, int64_t o0, int64_t o1) {
   size_t n = p.dims.size();
   int64_t inner = p.dims[n - 1];
   int64_t ia = p.sa[n - 1], ib = p.sb[n - 1];
-  int64_t outer = 1;
-  for (size_t i = 0; i + 1 < n; ++i) outer *= p.dims[i];
   std::vector<int64_t> idx(n, 0);
-  int64_t oa = 0, ob = 0;
-  for (int64_t o = 0; o < outer; ++o) {
+  int64_t oa = 0, ob = 0, rem = o0;
+  for (size_t d = n - 1; d-- > 0;) {
+    idx[d] = rem % p.dims[d];
+    rem /= p.dims[d];
+    oa += idx[d] * p.sa[d];
+    ob += idx[d] * p.sb[d];
+  }
+  for (int64_t o = o0; o < o1; ++o) {
     const T* pa = a + oa;
     const T* pb = b + ob;
     T* pc = c + o * inner;
@@ -78,7 +85,6 @@ void run_binary(const BroadcastPlan& p, const T* a, const T* b, T* c, Op op) {
       const T v = op(pa[0], pb[0]);
       for (int64_t j = 0; j < inner; ++j) pc[j] = v;
     }
-    // advance the outer multi-index
     for (size_t d = n - 1; d-- > 0;) {
       if (++idx[d] < p.dims[d]) {
         oa += p.sa[d];
@@ -90,6 +96,29 @@ void run_binary(const BroadcastPlan& p, const T* a, const T* b, T* c, Op op) {
       idx[d] = 0;
     }
   }
+}
+
+template <typename T, typename Op>
+void run_binary(const BroadcastPlan& p, const T* a, const T* b, T* c, Op op) {
+  size_t n = p.dims.size();
+  int64_t inner = p.dims[n - 1];
+  int64_t outer = 1;
+  for (size_t i = 0; i + 1 < n; ++i) outer *= p.dims[i];
+  if (outer == 1 && inner >= 65536) {
+    // One long row: split it into chunks (same broadcast pattern on every chunk).
+    const int64_t ia = p.sa[0], ib = p.sb[0];
+    const int64_t chunk = 16384;
+    parallel_for((inner + chunk - 1) / chunk, chunk * 0.3, [&](int64_t cb, int64_t ce) {
+      for (int64_t t = cb; t < ce; ++t) {
+        int64_t j0 = t * chunk, j1 = std::min(inner, j0 + chunk);
+        for (int64_t j = j0; j < j1; ++j) c[j] = op(a[ia ? j : 0], b[ib ? j : 0]);
+      }
+    });
+    return;
+  }
+  parallel_for(outer, std::max<double>(1.0, inner * 0.3), [&](int64_t o0, int64_t o1) {
+    run_binary_rows<T>(p, a, b, c, op, o0, o1);
+  });
 }
 
 enum class BinOp { kAdd, kSub, kMul, kDiv };
@@ -140,15 +169,15 @@ class BinaryKernel : public Kernel {
           for (int64_t i = 0; i < nb && !has_m1; ++i) has_m1 = pb[i] == T(-1);
           if (has_min && has_m1) {
             // Check the exact pairs only when both values are present somewhere.
-            bool overflow = false;
+            std::atomic<bool> overflow{false};
             run_binary<T>(p, pa, pb, pc, [&overflow](T x, T y) {
               if (x == std::numeric_limits<T>::lowest() && y == T(-1)) {
-                overflow = true;
+                overflow.store(true, std::memory_order_relaxed);
                 return T(0);
               }
               return T(x / y);
             });
-            if (overflow)
+            if (overflow.load())
               fail(ErrorKind::kOverflow, name_ + ": integer division overflows (" +
                                              std::to_string(std::numeric_limits<T>::lowest()) + " / -1)");
           } else {
@@ -179,7 +208,17 @@ class UnaryKernel : public Kernel {
   void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
     const float* x = in[0]->ptr<float>();
     float* y = out[0]->ptr<float>();
-    const int64_t n = in[0]->numel();
+    const int64_t total = in[0]->numel();
+    const int64_t chunk = 8192;
+    const double cost = (op_ == UnOp::kRelu || op_ == UnOp::kNeg || op_ == UnOp::kAbs) ? 0.3 * chunk : 4.0 * chunk;
+    parallel_for((total + chunk - 1) / chunk, cost, [&](int64_t cb, int64_t ce) {
+      int64_t lo = cb * chunk, hi = std::min(total, ce * chunk);
+      apply(x + lo, y + lo, hi - lo);
+    });
+  }
+
+ private:
+  void apply(const float* x, float* y, int64_t n) const {
     const float alpha = alpha_;
     switch (op_) {
       case UnOp::kRelu: for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.f ? x[i] : 0.f; break;
@@ -200,7 +239,6 @@ class UnaryKernel : public Kernel {
     }
   }
 
- private:
   UnOp op_;
   std::string name_;
   float alpha_;

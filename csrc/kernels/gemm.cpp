@@ -10,6 +10,7 @@
 #include "../cpu/cpu.h"
 #include "gemm_tiers.h"
 #include "kernel.h"
+#include "../threadpool/threadpool.h"
 
 namespace onnxfast {
 namespace {
@@ -147,25 +148,39 @@ void sgemm_packed(bool transA, int64_t M, int64_t N, int64_t K, float alpha, con
   if (K == 0 || alpha == 0.f) return;
   const GemmTier& tier = gemm_tier();
   const int64_t mr = tier.mr, mc_max = mr * kMCStrips, step = kNR * tier.panels;
-  int64_t np = round_up(N, kNR);
-  std::shared_ptr<float> abuf = alloc_floats(static_cast<size_t>(mc_max * kKC));
-  for (int64_t k0 = 0; k0 < K; k0 += kKC) {
-    int64_t kc = std::min(kKC, K - k0);
-    const float* bblk = B.data.get() + k0 * np;
-    for (int64_t m0 = 0; m0 < M; m0 += mc_max) {
-      int64_t mc = std::min(mc_max, M - m0);
-      pack_a(transA, A, lda, m0, mc, k0, kc, mr, abuf.get());
-      for (int64_t j0 = 0; j0 < N; j0 += step) {
-        int64_t nr = std::min(step, N - j0);
-        const float* p0 = bblk + j0 * kc;
-        const float* p1 = nr > kNR ? p0 + kNR * kc : nullptr;
-        for (int64_t i0 = 0; i0 < mc; i0 += mr) {
-          tier.kernel(std::min(mr, mc - i0), kc, abuf.get() + i0 * kc, mr, p0, p1, C + (m0 + i0) * ldc + j0, ldc, nr,
-                      alpha);
+  const int64_t np = round_up(N, kNR);
+  // Tasks: (M block, N chunk) tiles, each computing its C tile over all of K, so every output
+  // element is summed by one thread in a fixed order (results do not depend on the threads).
+  const int64_t nchunk = step * 4;
+  const int64_t mtiles = (M + mc_max - 1) / mc_max, ntiles = (N + nchunk - 1) / nchunk;
+  const double flops_per_task = 2.0 * std::min(M, mc_max) * std::min(N, nchunk) * K;
+  parallel_for(mtiles * ntiles, flops_per_task / 64.0, [&](int64_t tb, int64_t te) {
+    thread_local std::shared_ptr<float> abuf;
+    thread_local size_t abuf_size = 0;
+    size_t need = static_cast<size_t>(mc_max * kKC);
+    if (abuf_size < need) {
+      abuf = alloc_floats(need);
+      abuf_size = need;
+    }
+    for (int64_t t = tb; t < te; ++t) {
+      int64_t m0 = (t / ntiles) * mc_max, n0 = (t % ntiles) * nchunk;
+      int64_t mc = std::min(mc_max, M - m0), n1 = std::min(N, n0 + nchunk);
+      for (int64_t k0 = 0; k0 < K; k0 += kKC) {
+        int64_t kc = std::min(kKC, K - k0);
+        const float* bblk = B.data.get() + k0 * np;
+        pack_a(transA, A, lda, m0, mc, k0, kc, mr, abuf.get());
+        for (int64_t j0 = n0; j0 < n1; j0 += step) {
+          int64_t nr = std::min(step, n1 - j0);
+          const float* p0 = bblk + j0 * kc;
+          const float* p1 = nr > kNR ? p0 + kNR * kc : nullptr;
+          for (int64_t i0 = 0; i0 < mc; i0 += mr) {
+            tier.kernel(std::min(mr, mc - i0), kc, abuf.get() + i0 * kc, mr, p0, p1, C + (m0 + i0) * ldc + j0, ldc,
+                        nr, alpha);
+          }
         }
       }
     }
-  }
+  });
 }
 
 void sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,

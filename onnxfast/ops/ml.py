@@ -1,0 +1,713 @@
+"""Kernels of the ai.onnx.ml domain (traditional ML, as exported by skl2onnx and friends)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import errors
+from ..registry import op
+from ._common import invalid, node_label
+
+ML = "ai.onnx.ml"
+
+
+def _strs(x):
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in x]
+
+
+def _obj(vals):
+    out = np.empty(len(vals), dtype=object)
+    out[:] = vals
+    return out
+
+
+def _float_in(x):
+    """Numeric ML inputs (int or float) as a float array (double stays double)."""
+    x = np.asarray(x)
+    if x.dtype == np.float64:
+        return x
+    if x.dtype.kind in "iub" or x.dtype.kind == "f":
+        return x.astype(np.float32)
+    raise errors.InvalidType(f"expected a numeric tensor, got {x.dtype}")
+
+
+# ----------------------------------------------------------------------------------------------
+# simple transforms
+
+
+@op("ArrayFeatureExtractor", since=1, domain=ML)
+def array_feature_extractor_1(node):
+    def run(X, Y):
+        idx = np.asarray(Y).reshape(-1).astype(np.int64)
+        d = X.shape[-1] if X.ndim else 0
+        if idx.size and (idx.min() < 0 or idx.max() >= d):
+            bad = int(idx[(idx < 0) | (idx >= d)][0])
+            raise errors.IndexOutOfRange(
+                f"{node_label(node)}: index {bad} is out of range for the last dimension of size {d}")
+        out = X[..., idx]
+        if X.ndim == 1:
+            out = out.reshape(1, -1)
+        return out
+
+    return run
+
+
+@op("Binarizer", since=1, domain=ML)
+def binarizer_1(node):
+    thr = float(node.attr("threshold", 0.0))
+
+    def run(X):
+        return (X > X.dtype.type(thr)).astype(X.dtype)
+
+    return run
+
+
+@op("Normalizer", since=1, domain=ML)
+def normalizer_1(node):
+    norm = node.attr("norm", "MAX")
+    if norm not in ("MAX", "L1", "L2"):
+        invalid(node, f"norm must be MAX, L1 or L2, got {norm!r}", errors.InvalidModel)
+
+    def run(X):
+        x = _float_in(X)
+        x2 = x.reshape(1, -1) if x.ndim == 1 else x
+        if norm == "MAX":
+            d = np.max(x2, axis=1, keepdims=True)
+        elif norm == "L1":
+            d = np.sum(np.abs(x2), axis=1, keepdims=True)
+        else:
+            d = np.sqrt(np.sum(x2 * x2, axis=1, keepdims=True))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            y = np.where(d != 0, x2 / np.where(d != 0, d, 1), x2)
+        return y.reshape(x.shape).astype(np.float32)
+
+    return run
+
+
+@op("Scaler", since=1, domain=ML)
+def scaler_1(node):
+    scale = np.asarray(node.attr("scale", [1.0]), dtype=np.float32)
+    offset = np.asarray(node.attr("offset", [0.0]), dtype=np.float32)
+
+    def run(X):
+        x = _float_in(X).astype(np.float32)
+        c = x.shape[-1] if x.ndim else 1
+        for name, v in (("scale", scale), ("offset", offset)):
+            if v.size not in (1, c):
+                invalid(node, f"{name} has {v.size} values for {c} features")
+        return ((x - offset) * scale).astype(np.float32)
+
+    return run
+
+
+@op("Imputer", since=1, domain=ML)
+def imputer_1(node):
+    fvals = node.attr("imputed_value_floats", None)
+    ivals = node.attr("imputed_value_int64s", None)
+    rf = float(node.attr("replaced_value_float", 0.0))
+    ri = int(node.attr("replaced_value_int64", 0))
+
+    def run(X):
+        if X.dtype.kind == "f":
+            if not fvals:
+                invalid(node, "imputed_value_floats is needed for a float input", errors.InvalidModel)
+            v = np.asarray(fvals, dtype=X.dtype)
+            bad = np.isnan(X) if math.isnan(rf) else (X == X.dtype.type(rf))
+        else:
+            if not ivals:
+                invalid(node, "imputed_value_int64s is needed for an integer input", errors.InvalidModel)
+            v = np.asarray(ivals, dtype=X.dtype)
+            bad = X == ri
+        c = X.shape[-1] if X.ndim else 1
+        if v.size not in (1, c):
+            invalid(node, f"{v.size} imputed values for {c} features")
+        return np.where(bad, v, X).astype(X.dtype, copy=False)
+
+    return run
+
+
+@op("OneHotEncoder", since=1, domain=ML)
+def onehotencoder_1(node):
+    cs = node.attr("cats_strings", None)
+    ci = node.attr("cats_int64s", None)
+    zeros = bool(node.attr("zeros", 1))
+    if (cs is None) == (ci is None):
+        invalid(node, "exactly one of cats_int64s and cats_strings must be given", errors.InvalidModel)
+    cats = _strs(cs) if cs is not None else [int(v) for v in ci]
+    table = {k: i for i, k in enumerate(cats)}
+
+    def run(X):
+        if cs is not None:
+            keys = _strs(np.asarray(X).reshape(-1).tolist())
+        else:
+            keys = [int(v) for v in np.asarray(X).reshape(-1).tolist()]
+        pos = np.fromiter((table.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+        if not zeros and (pos < 0).any():
+            raise errors.InvalidArgument(
+                f"{node_label(node)}: value {keys[int(np.argmax(pos < 0))]!r} is not a known category (zeros=0)")
+        out = np.zeros((len(keys), len(cats)), dtype=np.float32)
+        ok = pos >= 0
+        out[np.nonzero(ok)[0], pos[ok]] = 1.0
+        return out.reshape(tuple(X.shape) + (len(cats),))
+
+    return run
+
+
+@op("CategoryMapper", since=1, domain=ML)
+def categorymapper_1(node):
+    cs = _strs(node.attr("cats_strings", []) or [])
+    ci = [int(v) for v in node.attr("cats_int64s", []) or []]
+    if len(cs) != len(ci):
+        invalid(node, "cats_strings and cats_int64s must have the same length", errors.InvalidModel)
+    s2i = dict(zip(cs, ci))
+    i2s = dict(zip(ci, cs))
+    dint = int(node.attr("default_int64", -1))
+    dstr = node.attr("default_string", "_Unused")
+
+    def run(X):
+        flat = np.asarray(X).reshape(-1).tolist()
+        if X.dtype == object or X.dtype.kind in "US":
+            out = np.fromiter((s2i.get(k, dint) for k in _strs(flat)), dtype=np.int64, count=len(flat))
+        else:
+            out = _obj([i2s.get(int(k), dstr) for k in flat])
+        return out.reshape(X.shape)
+
+    return run
+
+
+# ----------------------------------------------------------------------------------------------
+# LabelEncoder
+
+
+def _le_lookup(keys, values, default, out_dtype):
+    """Return fn(x) mapping an array through keys -> values (vectorized for numeric keys)."""
+    if keys.dtype == object:
+        table = dict(zip(_strs(keys.tolist()), values.tolist()))
+
+        def fn(x):
+            flat = _strs(np.asarray(x).reshape(-1).tolist())
+            vals = [table.get(k, default) for k in flat]
+            out = _obj(vals) if out_dtype == object else np.asarray(vals, dtype=out_dtype)
+            return out.reshape(np.shape(x))
+
+        return fn
+    order = np.argsort(keys, kind="stable")
+    sk = keys[order]
+    sv = values[order]
+    nan_val = None
+    if sk.dtype.kind == "f" and np.isnan(sk).any():
+        nan_val = sv[np.isnan(sk)][0]
+
+    def fn(x):
+        x = np.asarray(x)
+        xk = x.astype(sk.dtype, copy=False) if x.dtype.kind in "iuf" else x
+        pos = np.searchsorted(sk, xk)
+        posc = np.clip(pos, 0, max(len(sk) - 1, 0))
+        if len(sk):
+            hit = sk[posc] == xk
+            res = np.where(hit, sv[posc], np.asarray(default, dtype=sv.dtype) if out_dtype != object else default)
+        else:
+            hit = np.zeros(x.shape, bool)
+            res = np.full(x.shape, default, dtype=out_dtype)
+        if nan_val is not None and xk.dtype.kind == "f":
+            res = np.where(np.isnan(xk), nan_val, res)
+        if out_dtype == object:
+            r = np.empty(x.shape, dtype=object)
+            r[...] = res
+            return r
+        return res.astype(out_dtype, copy=False)
+
+    return fn
+
+
+@op("LabelEncoder", since=1, domain=ML)
+def labelencoder_1(node):
+    sv = node.since_version
+    if sv < 2:
+        classes = _obj(_strs(node.attr("classes_strings", []) or []))
+        dint = int(node.attr("default_int64", -1))
+        dstr = node.attr("default_string", "_Unused")
+        s2i = {k: i for i, k in enumerate(classes.tolist())}
+
+        def run1(X):
+            flat = np.asarray(X).reshape(-1).tolist()
+            if X.dtype == object or X.dtype.kind in "US":
+                out = np.fromiter((s2i.get(k, dint) for k in _strs(flat)), dtype=np.int64, count=len(flat))
+            else:
+                n = len(classes)
+                out = _obj([classes[int(i)] if 0 <= int(i) < n else dstr for i in flat])
+            return out.reshape(X.shape)
+
+        return run1
+    a = node.attrs
+    keys = values = None
+    if a.get("keys_tensor") is not None:
+        keys = np.asarray(a["keys_tensor"]).reshape(-1)
+    for name, dt in (("keys_strings", object), ("keys_int64s", np.int64), ("keys_floats", np.float32)):
+        if a.get(name) is not None:
+            keys = _obj(_strs(a[name])) if dt is object else np.asarray(a[name], dtype=dt)
+    default = None
+    if a.get("values_tensor") is not None:
+        values = np.asarray(a["values_tensor"]).reshape(-1)
+        out_dt = values.dtype
+        dt_ = a.get("default_tensor")
+        if dt_ is not None:
+            default = np.asarray(dt_).reshape(-1)[0]
+            default = default.item() if out_dt != object else default
+        elif out_dt == object:
+            default = "_Unused"
+        elif out_dt.kind == "f":
+            default = -0.0
+        else:
+            default = -1
+    for name, dt, dname in (("values_strings", object, "default_string"), ("values_int64s", np.int64, "default_int64"),
+                            ("values_floats", np.float32, "default_float")):
+        if a.get(name) is not None:
+            values = _obj(_strs(a[name])) if dt is object else np.asarray(a[name], dtype=dt)
+            out_dt = np.dtype(dt)
+            default = a.get(dname)
+    if keys is None or values is None:
+        invalid(node, "keys and values must be given", errors.InvalidModel)
+    if keys.shape[0] != values.shape[0]:
+        invalid(node, f"{keys.shape[0]} keys but {values.shape[0]} values", errors.InvalidModel)
+    if keys.dtype.kind in "US":
+        keys = _obj(_strs(keys.tolist()))
+    if values.dtype.kind in "US":
+        values = _obj(_strs(values.tolist()))
+        out_dt = np.dtype(object)
+    fn = _le_lookup(keys, values, default, out_dt if out_dt != np.dtype(object) else object)
+
+    def run(X):
+        return fn(X)
+
+    return run
+
+
+# ----------------------------------------------------------------------------------------------
+# post transforms
+
+
+def _erfinv(y):
+    """Inverse error function (Giles' single-precision approximation, as ONNX Runtime uses)."""
+    y = np.asarray(y, dtype=np.float64)
+    w = -np.log((1.0 - y) * (1.0 + y))
+    small = w < 5.0
+    ws = w - 2.5
+    p1 = 2.81022636e-08
+    for c in (3.43273939e-07, -3.5233877e-06, -4.39150654e-06, 0.00021858087, -0.00125372503,
+              -0.00417768164, 0.246640727, 1.50140941):
+        p1 = c + p1 * ws
+    wl = np.sqrt(np.maximum(w, 0)) - 3.0
+    p2 = -0.000200214257
+    for c in (0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773, -0.0076224613,
+              0.00943887047, 1.00167406, 2.83297682):
+        p2 = c + p2 * wl
+    return np.where(small, p1, p2) * y
+
+
+def _post(name, s):
+    """Apply a post transform to scores s (N, C) (float64)."""
+    if name in ("NONE", 0):
+        return s
+    if name in ("LOGISTIC", 2):
+        return 1.0 / (1.0 + np.exp(-s))
+    if name in ("SOFTMAX", 1):
+        m = np.max(s, axis=1, keepdims=True)
+        e = np.exp(s - m)
+        return e / e.sum(axis=1, keepdims=True)
+    if name in ("SOFTMAX_ZERO", 3):
+        m = np.max(s, axis=1, keepdims=True)
+        e = np.where(s != 0, np.exp(s - m), 0.0)
+        tot = e.sum(axis=1, keepdims=True)
+        return np.where(tot > 0, e / np.where(tot > 0, tot, 1), 0.0)
+    if name in ("PROBIT", 4):
+        return math.sqrt(2) * _erfinv(2 * s - 1)
+    raise errors.InvalidModel(f"unknown post_transform {name!r}")
+
+
+def _check_post(node, name):
+    if name not in ("NONE", "LOGISTIC", "SOFTMAX", "SOFTMAX_ZERO", "PROBIT", 0, 1, 2, 3, 4):
+        invalid(node, f"unknown post_transform {name!r}", errors.InvalidModel)
+
+
+# ----------------------------------------------------------------------------------------------
+# linear models
+
+
+@op("LinearRegressor", since=1, domain=ML)
+def linearregressor_1(node):
+    coef = np.asarray(node.attr("coefficients", []), dtype=np.float64)
+    targets = int(node.attr("targets", 1))
+    icpt = node.attr("intercepts", None)
+    post = node.attr("post_transform", "NONE")
+    _check_post(node, post)
+    if targets <= 0 or coef.size % targets:
+        invalid(node, f"{coef.size} coefficients do not split into {targets} targets", errors.InvalidModel)
+    W = coef.reshape(targets, -1)
+    b = np.asarray(icpt, dtype=np.float64) if icpt else np.zeros(targets)
+
+    def run(X):
+        x = _float_in(X).astype(np.float64)
+        x = x.reshape(1, -1) if x.ndim == 1 else x.reshape(x.shape[0], -1)
+        if x.shape[1] != W.shape[1]:
+            invalid(node, f"X has {x.shape[1]} features, the model {W.shape[1]}")
+        return _post(post, x @ W.T + b).astype(np.float32)
+
+    return run
+
+
+@op("LinearClassifier", since=1, domain=ML)
+def linearclassifier_1(node):
+    coef = np.asarray(node.attr("coefficients", []), dtype=np.float64)
+    icpt = node.attr("intercepts", None)
+    post = node.attr("post_transform", "NONE")
+    _check_post(node, post)
+    li = node.attr("classlabels_ints", None)
+    ls = node.attr("classlabels_strings", None)
+    labels = _obj(_strs(ls)) if ls else np.asarray(li if li else [], dtype=np.int64)
+    nlab = len(labels)
+    nclass = len(icpt) if icpt else (nlab if nlab else 1)
+    if nclass <= 0 or coef.size % nclass:
+        invalid(node, f"{coef.size} coefficients do not split into {nclass} classes", errors.InvalidModel)
+    W = coef.reshape(nclass, -1)
+    b = np.asarray(icpt, dtype=np.float64) if icpt else np.zeros(nclass)
+
+    def run(X):
+        x = _float_in(X).astype(np.float64)
+        x = x.reshape(1, -1) if x.ndim == 1 else x.reshape(x.shape[0], -1)
+        if x.shape[1] != W.shape[1]:
+            invalid(node, f"X has {x.shape[1]} features, the model {W.shape[1]}")
+        s = x @ W.T + b
+        if nclass == 1 and nlab == 2:  # binary: one score for the positive class
+            s1 = s[:, 0]
+            # ONNX Runtime's convention: [1 - p, p], p the raw score unless LOGISTIC/PROBIT
+            p = _post(post, s)[:, 0] if post in ("LOGISTIC", "PROBIT") else s1
+            scores = np.stack([1 - p, p], axis=1)
+            lab = labels[(s1 > 0).astype(np.int64)]
+        else:
+            scores = _post(post, s)
+            lab = labels[np.argmax(s, axis=1)] if nlab else np.argmax(s, axis=1).astype(np.int64)
+        return lab, scores.astype(np.float32)
+
+    return run
+
+
+# ----------------------------------------------------------------------------------------------
+# ZipMap
+
+
+@op("ZipMap", since=1, domain=ML)
+def zipmap_1(node):
+    ls = node.attr("classlabels_strings", None)
+    li = node.attr("classlabels_int64s", None)
+    if (ls is None) == (li is None):
+        invalid(node, "exactly one of classlabels_strings and classlabels_int64s must be given", errors.InvalidModel)
+    labels = _strs(ls) if ls is not None else [int(v) for v in li]
+
+    def run(X):
+        x = np.asarray(X, dtype=np.float32)
+        x = x.reshape(1, -1) if x.ndim == 1 else x
+        if x.ndim != 2 or x.shape[1] != len(labels):
+            invalid(node, f"X of shape {X.shape} does not have {len(labels)} columns")
+        return [dict(zip(labels, row)) for row in x.tolist()]
+
+    return run
+
+
+# ----------------------------------------------------------------------------------------------
+# tree ensembles
+
+_MODES = {"BRANCH_LEQ": 0, "BRANCH_LT": 1, "BRANCH_GTE": 2, "BRANCH_GT": 3, "BRANCH_EQ": 4, "BRANCH_NEQ": 5,
+          "BRANCH_MEMBER": 6, "LEAF": 7}
+
+
+class _Forest:
+    """Flattened trees: arrays over all nodes; a leaf is a node with mode 7.
+
+    Evaluation walks every (sample, tree) pair one level per step, vectorized."""
+
+    def __init__(self, feat, mode, split, true_id, false_id, missing_true, roots, members=None):
+        self.feat = np.asarray(feat, dtype=np.int64)
+        self.mode = np.asarray(mode, dtype=np.int64)
+        self.split = np.asarray(split, dtype=np.float64)
+        self.true_id = np.asarray(true_id, dtype=np.int64)
+        self.false_id = np.asarray(false_id, dtype=np.int64)
+        self.missing_true = np.asarray(missing_true, dtype=bool)
+        self.roots = np.asarray(roots, dtype=np.int64)
+        self.members = members or {}  # node -> sorted array of members
+
+    def leaves(self, X):
+        """X (N, F) float64 -> leaf node index per (sample, tree): (N, T)."""
+        n = X.shape[0]
+        cur = np.broadcast_to(self.roots, (n, len(self.roots))).copy()
+        rows = np.arange(n)[:, None]
+        for _ in range(len(self.mode) + 1):
+            m = self.mode[cur]
+            active = m != 7
+            if not active.any():
+                return cur
+            f = self.feat[cur]
+            v = X[rows, np.where(active, f, 0)]
+            s = self.split[cur]
+            with np.errstate(invalid="ignore"):
+                cond = np.select(
+                    [m == 0, m == 1, m == 2, m == 3, m == 4, m == 5],
+                    [v <= s, v < s, v >= s, v > s, v == s, v != s], default=False)
+            if self.members:
+                for nd, vals in self.members.items():
+                    at = cur == nd
+                    if at.any():
+                        cond = np.where(at, np.isin(v, vals), cond)
+            cond = cond | (np.isnan(v) & self.missing_true[cur])
+            nxt = np.where(cond, self.true_id[cur], self.false_id[cur])
+            cur = np.where(active, nxt, cur)
+        raise errors.InvalidModel("tree ensemble has a cycle")
+
+
+@op("TreeEnsemble", since=5, domain=ML)
+def treeensemble_5(node):
+    a = node.attrs
+
+    def arr(name, dt, required=True):
+        v = a.get(name)
+        if v is None:
+            if required:
+                invalid(node, f"attribute {name} is required", errors.InvalidModel)
+            return None
+        return np.asarray(v, dtype=dt).reshape(-1)
+
+    splits = arr("nodes_splits", np.float64)
+    feats = arr("nodes_featureids", np.int64)
+    modes = arr("nodes_modes", np.int64)
+    tids = arr("nodes_truenodeids", np.int64)
+    fids = arr("nodes_falsenodeids", np.int64)
+    tleaf = arr("nodes_trueleafs", np.int64).astype(bool)
+    fleaf = arr("nodes_falseleafs", np.int64).astype(bool)
+    ltarget = arr("leaf_targetids", np.int64)
+    lweight = arr("leaf_weights", np.float64)
+    roots = arr("tree_roots", np.int64)
+    mvt = arr("nodes_missing_value_tracks_true", np.int64, False)
+    memb = arr("membership_values", np.float64, False)
+    n_targets = int(a.get("n_targets") or (int(ltarget.max()) + 1 if ltarget.size else 1))
+    agg = int(a.get("aggregate_function", 1))
+    post = int(a.get("post_transform", 0))
+    _check_post(node, post)
+    nn_ = len(modes)
+    if not all(len(v) == nn_ for v in (splits, feats, tids, fids, tleaf, fleaf)):
+        invalid(node, "the nodes_* attributes must all have the same length", errors.InvalidModel)
+    nl = len(lweight)
+    # unified index space: nodes [0, nn_), leaves [nn_, nn_ + nl)
+    mode_u = np.concatenate([modes, np.full(nl, 7)])
+    t_u = np.concatenate([np.where(tleaf, tids + nn_, tids), np.zeros(nl, np.int64)])
+    f_u = np.concatenate([np.where(fleaf, fids + nn_, fids), np.zeros(nl, np.int64)])
+    if (t_u[:nn_].max(initial=0) >= nn_ + nl) or (f_u[:nn_].max(initial=0) >= nn_ + nl):
+        invalid(node, "a node points past the nodes/leaves", errors.InvalidModel)
+    roots_u = roots.copy()
+    for i, r in enumerate(roots):  # a tree that is a single leaf
+        if tleaf[r] and fleaf[r] and tids[r] == fids[r]:
+            roots_u[i] = tids[r] + nn_
+    members = {}
+    if (modes == 6).any():
+        if memb is None:
+            invalid(node, "BRANCH_MEMBER nodes need membership_values", errors.InvalidModel)
+        groups, curg = [], []
+        for v in memb:
+            if np.isnan(v):
+                groups.append(np.asarray(sorted(curg)))
+                curg = []
+            else:
+                curg.append(v)
+        mnodes = np.nonzero(modes == 6)[0]  # in the order BRANCH_MEMBER appears in nodes_modes
+        if len(groups) < len(mnodes):
+            invalid(node, "membership_values has fewer sets than there are BRANCH_MEMBER nodes", errors.InvalidModel)
+        members = {int(nd): groups[i] for i, nd in enumerate(mnodes)}
+    forest = _Forest(np.concatenate([feats, np.zeros(nl, np.int64)]), mode_u,
+                     np.concatenate([splits, np.zeros(nl)]), t_u, f_u,
+                     np.concatenate([mvt.astype(bool) if mvt is not None else np.zeros(nn_, bool),
+                                     np.zeros(nl, bool)]), roots_u, members)
+
+    def run(X):
+        dt = X.dtype
+        x = X.astype(np.float64).reshape(X.shape[0], -1) if X.ndim > 1 else X.astype(np.float64).reshape(1, -1)
+        if x.shape[1] and feats.size and feats.max() >= x.shape[1]:
+            invalid(node, f"a node tests feature {int(feats.max())} of an input with {x.shape[1]} features")
+        lv = forest.leaves(x) - nn_  # (N, T) leaf indices
+        w = lweight[lv]
+        t = ltarget[lv]
+        n = x.shape[0]
+        rows = np.broadcast_to(np.arange(n)[:, None], t.shape)
+        if agg in (0, 1):
+            out = np.zeros((n, n_targets))
+            np.add.at(out, (rows, t), w)
+            if agg == 0:
+                out /= len(roots)
+        elif agg == 2:
+            out = np.full((n, n_targets), np.finfo(dt).max if dt.kind == "f" else np.inf, dtype=np.float64)
+            np.minimum.at(out, (rows, t), w)
+        elif agg == 3:
+            out = np.full((n, n_targets), np.finfo(dt).min if dt.kind == "f" else -np.inf, dtype=np.float64)
+            np.maximum.at(out, (rows, t), w)
+        else:
+            invalid(node, f"unknown aggregate_function {agg}", errors.InvalidModel)
+        return _post(post, out).astype(dt if dt.kind == "f" else np.float32)
+
+    return run
+
+
+def _legacy_tree(node, prefix):
+    """Shared parsing of TreeEnsembleRegressor/Classifier: a _Forest and leaf-contribution lists."""
+    a = node.attrs
+
+    def get(name, dt):
+        t = a.get(name + "_as_tensor")
+        v = t if t is not None else a.get(name)
+        return None if v is None else np.asarray(v, dtype=dt).reshape(-1)
+
+    treeids = get("nodes_treeids", np.int64)
+    nodeids = get("nodes_nodeids", np.int64)
+    feats = get("nodes_featureids", np.int64)
+    values = get("nodes_values", np.float64)
+    modes = [m.decode() if isinstance(m, bytes) else m for m in (a.get("nodes_modes") or [])]
+    tids = get("nodes_truenodeids", np.int64)
+    fids = get("nodes_falsenodeids", np.int64)
+    mvt = get("nodes_missing_value_tracks_true", np.int64)
+    if treeids is None or nodeids is None or not modes:
+        invalid(node, "nodes_treeids, nodes_nodeids and nodes_modes are required", errors.InvalidModel)
+    n = len(treeids)
+    if values is None:
+        values = np.zeros(n)
+    if feats is None:
+        feats = np.zeros(n, np.int64)
+    key = {(int(t), int(i)): k for k, (t, i) in enumerate(zip(treeids, nodeids))}
+    try:
+        mode_i = np.asarray([_MODES[m] for m in modes], dtype=np.int64)
+    except KeyError as e:
+        invalid(node, f"unknown node mode {e.args[0]!r}", errors.InvalidModel)
+
+    def resolve(ids):
+        out = np.zeros(n, np.int64)
+        for k in range(n):
+            if mode_i[k] == 7:
+                continue
+            kk = key.get((int(treeids[k]), int(ids[k])))
+            if kk is None:
+                invalid(node, f"node ({treeids[k]}, {nodeids[k]}) points to missing node {ids[k]}", errors.InvalidModel)
+            out[k] = kk
+        return out
+
+    t_u = resolve(tids)
+    f_u = resolve(fids)
+    trees = sorted(set(int(t) for t in treeids))
+    roots = []
+    for t in trees:  # the root: the node of the tree no other node points to
+        members = [k for k in range(n) if treeids[k] == t]
+        pointed = set(t_u[[k for k in members if mode_i[k] != 7]].tolist()) | set(
+            f_u[[k for k in members if mode_i[k] != 7]].tolist())
+        root = next((k for k in members if k not in pointed), members[0])
+        roots.append(root)
+    forest = _Forest(feats, mode_i, values, t_u, f_u,
+                     mvt.astype(bool) if mvt is not None else np.zeros(n, bool), roots)
+    # contributions: leaf node index -> list of (target/class id, weight)
+    ct = get(prefix + "_treeids", np.int64)
+    cn = get(prefix + "_nodeids", np.int64)
+    cid = get(prefix + "_ids", np.int64)
+    cw = get(prefix + "_weights", np.float64)
+    if ct is None or cn is None or cid is None or cw is None:
+        invalid(node, f"{prefix}_treeids/_nodeids/_ids/_weights are required", errors.InvalidModel)
+    leaf_idx = np.asarray([key.get((int(t), int(i)), -1) for t, i in zip(ct, cn)], dtype=np.int64)
+    if (leaf_idx < 0).any():
+        invalid(node, f"{prefix}_nodeids names a node that does not exist", errors.InvalidModel)
+    return forest, leaf_idx, cid, cw, len(trees), n
+
+
+def _tree_scores(forest, leaf_idx, cid, cw, ntrees, nnodes, x, nout, agg="SUM"):
+    """Aggregate the contributions of the reached leaves -> (N, nout) float64 and has-score mask."""
+    lv = forest.leaves(x)  # (N, T) node indices
+    n = x.shape[0]
+    # one-hot of reached leaves: (N, nnodes) counts
+    hits = np.zeros((n, nnodes))
+    np.add.at(hits, (np.broadcast_to(np.arange(n)[:, None], lv.shape), lv), 1.0)
+    contrib = np.zeros((nnodes, nout))
+    has = np.zeros((nnodes, nout), bool)
+    if agg in ("SUM", "AVERAGE"):
+        np.add.at(contrib, (leaf_idx, cid), cw)
+        has[leaf_idx, cid] = True
+        s = hits @ contrib
+        if agg == "AVERAGE":
+            s /= ntrees
+    else:
+        # min / max over the reached leaves' contributions
+        fill = np.inf if agg == "MIN" else -np.inf
+        s = np.full((n, nout), fill)
+        for li, c, w in zip(leaf_idx, cid, cw):
+            reached = hits[:, li] > 0
+            s[:, c] = np.where(reached, (np.minimum if agg == "MIN" else np.maximum)(s[:, c], w), s[:, c])
+        has[leaf_idx, cid] = True
+        s = np.where(np.isinf(s), 0.0, s)
+    has_s = (hits > 0) @ has.astype(np.float64) > 0
+    return s, has_s
+
+
+@op("TreeEnsembleRegressor", since=1, domain=ML)
+def treeensembleregressor_1(node):
+    forest, leaf_idx, cid, cw, ntrees, nnodes = _legacy_tree(node, "target")
+    ntargets = int(node.attr("n_targets", int(cid.max()) + 1 if cid.size else 1))
+    agg = node.attr("aggregate_function", "SUM")
+    if agg not in ("SUM", "AVERAGE", "MIN", "MAX"):
+        invalid(node, f"unknown aggregate_function {agg!r}", errors.InvalidModel)
+    post = node.attr("post_transform", "NONE")
+    _check_post(node, post)
+    bt = node.attrs.get("base_values_as_tensor")
+    base = np.asarray(bt if bt is not None else (node.attr("base_values", None) or []), dtype=np.float64).reshape(-1)
+
+    def run(X):
+        x = _float_in(X).astype(np.float64)
+        x = x.reshape(1, -1) if x.ndim == 1 else x.reshape(x.shape[0], -1)
+        s, _ = _tree_scores(forest, leaf_idx, cid, cw, ntrees, nnodes, x, ntargets, agg)
+        if base.size:
+            s = s + base
+        return _post(post, s).astype(np.float32)
+
+    return run
+
+
+@op("TreeEnsembleClassifier", since=1, domain=ML)
+def treeensembleclassifier_1(node):
+    forest, leaf_idx, cid, cw, ntrees, nnodes = _legacy_tree(node, "class")
+    ls = node.attr("classlabels_strings", None)
+    li = node.attr("classlabels_int64s", None)
+    labels = _obj(_strs(ls)) if ls else np.asarray(li or [], dtype=np.int64)
+    nclass = len(labels)
+    if nclass == 0:
+        invalid(node, "classlabels_int64s or classlabels_strings is required", errors.InvalidModel)
+    post = node.attr("post_transform", "NONE")
+    _check_post(node, post)
+    bt = node.attrs.get("base_values_as_tensor")
+    base = np.asarray(bt if bt is not None else (node.attr("base_values", None) or []), dtype=np.float64).reshape(-1)
+    # two classes scored through class 0 only: ONNX Runtime's binary convention (the score is the positive class's)
+    binary = nclass == 2 and set(cid.tolist()) == {0}
+
+    def run(X):
+        x = _float_in(X).astype(np.float64)
+        x = x.reshape(1, -1) if x.ndim == 1 else x.reshape(x.shape[0], -1)
+        s, has = _tree_scores(forest, leaf_idx, cid, cw, ntrees, nnodes, x, nclass)
+        if not binary:
+            if base.size:
+                s = s + base
+            lab = labels[np.argmax(s, axis=1)]
+            return lab, _post(post, s).astype(np.float32)
+        # binary case: the weights score one class only (ONNX Runtime's convention)
+        score = s[:, 0] + (base[0] if base.size else 0.0)
+        lab = labels[(score > 0).astype(np.int64)]
+        if post in ("NONE", 0):
+            z = np.stack([-score, score], axis=1)
+        elif post in ("LOGISTIC", 2, "PROBIT", 4):
+            p = _post(post, score[:, None])[:, 0]
+            z = np.stack([1 - p, p], axis=1)
+        else:
+            z = _post(post, np.stack([-score, score], axis=1))
+        return lab, z.astype(np.float32)
+
+    return run
