@@ -339,6 +339,11 @@ ZOO: dict[str, Spec] = {
     "bert_base_torchscript": Spec(lambda f: _build_bert(False, f), slow=True, family="torch"),
     "gpt2": Spec(_build_gpt2, slow=True, family="torch"),
     "lstm": Spec(_build_lstm, slow=False, family="torch"),
+    "sklearn_logreg": Spec(lambda f: _build_sklearn("logreg", f), slow=False, family="sklearn"),
+    "sklearn_random_forest": Spec(lambda f: _build_sklearn("random_forest", f), slow=False, family="sklearn"),
+    "sklearn_gradient_boosting": Spec(lambda f: _build_sklearn("gradient_boosting", f), slow=False,
+                                      family="sklearn"),
+    "lightgbm": Spec(_build_lightgbm, slow=False, family="lightgbm"),
 }
 
 
