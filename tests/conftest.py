@@ -1,50 +1,21 @@
-"""Shared helpers: tiny models built with onnx.helper."""
+"""Shared fixtures. Model-building helpers live in onnx_helpers.py (conftest modules of tests/ and
+benchmarks/ share the module name 'conftest', so nothing is imported from here)."""
 
 from __future__ import annotations
 
+import pathlib
+import sys
+
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
-F = TensorProto.FLOAT
-
-
-def vi(name, elem=F, shape=None):
-    return helper.make_tensor_value_info(name, elem, shape)
-
-
-def make_model(nodes, inputs, outputs, initializers=(), opset=18, ir_version=9, functions=(), extra_opsets=()):
-    graph = helper.make_graph(
-        nodes,
-        "test_graph",
-        inputs,
-        outputs,
-        [numpy_helper.from_array(np.asarray(a), n) if not isinstance(a, onnx.TensorProto) else a
-         for n, a in initializers],
-    )
-    opsets = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, v) for d, v in extra_opsets]
-    m = helper.make_model(graph, opset_imports=opsets, functions=list(functions))
-    m.ir_version = ir_version
-    return m
-
-
-def session(model, **kw):
-    import onnxfast
-
-    return onnxfast.InferenceSession(model.SerializeToString() if isinstance(model, onnx.ModelProto) else model, **kw)
+# The real-model zoo lives in benchmarks/models; make it importable without shadowing the
+# installed onnxfast (the repository root goes last on sys.path).
+_ROOT = str(pathlib.Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:
+    sys.path.append(_ROOT)
 
 
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
-
-
-# The real-model zoo lives in benchmarks/models; make it importable without shadowing the
-# installed onnxfast (the repository root goes last on sys.path).
-import pathlib as _pathlib  # noqa: E402
-import sys as _sys  # noqa: E402
-
-_ROOT = str(_pathlib.Path(__file__).resolve().parents[1])
-if _ROOT not in _sys.path:
-    _sys.path.append(_ROOT)

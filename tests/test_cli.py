@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 import onnx
-from conftest import F, make_model, vi
+from onnx_helpers import F, make_model, vi
 from onnx import helper
 
 from onnxfast.cli import DEMO_MODEL, main

@@ -3,7 +3,7 @@
 import numpy as np
 import onnx
 import pytest
-from conftest import F, make_model, session, vi
+from onnx_helpers import F, make_model, session, vi
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxfast

@@ -4,7 +4,7 @@ optional values at the API, Constant folding."""
 import numpy as np
 import onnx
 import pytest
-from conftest import F, make_model, session, vi
+from onnx_helpers import F, make_model, session, vi
 from onnx import TensorProto, helper
 
 I64 = TensorProto.INT64

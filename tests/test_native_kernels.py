@@ -7,7 +7,7 @@ import itertools
 
 import numpy as np
 import pytest
-from conftest import F, make_model, vi
+from onnx_helpers import F, make_model, vi
 from onnx import TensorProto, helper
 
 import onnxfast

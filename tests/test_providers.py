@@ -3,7 +3,7 @@ copies at the device boundaries, and outputs are unchanged."""
 
 import numpy as np
 import pytest
-from conftest import F, make_model, session, vi
+from onnx_helpers import F, make_model, session, vi
 from onnx import helper
 
 import onnxfast

@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import onnx
 import pytest
-from conftest import F, make_model, session, vi
+from onnx_helpers import F, make_model, session, vi
 from onnx import TensorProto, helper
 
 import onnxfast

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import F, make_model, vi
+from onnx_helpers import F, make_model, vi
 from onnx import helper
 
 import onnxfast

@@ -3,7 +3,7 @@
 import threading
 
 import numpy as np
-from conftest import F, make_model, vi
+from onnx_helpers import F, make_model, vi
 from onnx import helper
 
 import onnxfast

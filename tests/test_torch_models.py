@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxscript")
 
-from models.torch_models import MODEL_NAMES, export, input_shape  # noqa: E402
+from small_torch_models import MODEL_NAMES, export, input_shape  # noqa: E402
 
 import onnxfast  # noqa: E402
 

@@ -112,3 +112,58 @@ def scan(node: KernelNode):
         return _result(results)
 
     return run
+
+
+@op("Scan", since=8)
+def scan_8(node: KernelNode):
+    """Scan-8: a leading batch axis on states and scan inputs, optional sequence_lens first."""
+    body = node.compile_subgraph("body")
+    m = int(node.attr("num_scan_inputs"))
+    n_explicit = node.num_inputs - 1  # minus sequence_lens
+    n_states = n_explicit - m
+    dirs = list(node.attr("directions", [0] * m))
+    k_out = node.num_outputs - n_states
+
+    def run(seq_lens, *args):
+        states0 = list(args[:n_states])
+        scan_in = list(args[n_states : n_states + m])
+        env = _env(node, args[n_states + m :])
+        batch = (scan_in[0].shape[0] if scan_in else states0[0].shape[0])
+        max_len = scan_in[0].shape[1] if scan_in else 0
+        lens = (np.asarray(seq_lens).reshape(-1).astype(np.int64) if seq_lens is not None
+                else np.full(batch, max_len, np.int64))
+        if lens.shape[0] != batch or (lens < 0).any() or (lens > max_len).any():
+            raise InvalidArgument(f"Scan node '{node.name}': sequence_lens {lens.tolist()} do not fit batch {batch} "
+                                  f"and length {max_len}")
+        final_states = [[] for _ in range(n_states)]
+        outs_acc: list[list] = [[] for _ in range(k_out)]
+        for b in range(batch):
+            states = [s[b] for s in states0]
+            steps: list[list] = [[] for _ in range(k_out)]
+            for t in range(int(lens[b])):
+                slices = [x[b, (int(lens[b]) - 1 - t) if d else t] for x, d in zip(scan_in, dirs)]
+                outs = body.run(states + slices, env)
+                states = list(outs[:n_states])
+                for k in range(k_out):
+                    steps[k].append(np.asarray(outs[n_states + k]))
+            for i in range(n_states):
+                final_states[i].append(np.asarray(states[i]))
+            for k in range(k_out):
+                outs_acc[k].append(steps[k])
+        results = [np.stack(s) for s in final_states]
+        for k in range(k_out):
+            per_batch = outs_acc[k]
+            proto = next((s[0] for s in per_batch if s), None)
+            if proto is None:
+                elem = body.output_types[n_states + k] if n_states + k < len(body.output_types) else None
+                dt = dtypes.np_dtype(elem) if elem else np.float32
+                results.append(np.zeros((batch, max_len), dtype=dt))
+                continue
+            out = np.zeros((batch, max_len) + proto.shape, dtype=proto.dtype)
+            for b, s in enumerate(per_batch):
+                if s:
+                    out[b, : len(s)] = np.stack(s)
+            results.append(out)
+        return _result(results)
+
+    return run
