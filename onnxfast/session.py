@@ -21,6 +21,7 @@ import onnx
 from . import _core, dtypes, ir
 from .errors import InvalidArgument, InvalidType, NotImplementedFeature, OnnxfastWarning
 from .loader import load_model
+from .optimizer import optimize
 from .options import ExecutionMode, RunOptions, SessionOptions
 from .planner import Planner, PlanOptions
 from .providers import resolve
@@ -90,9 +91,10 @@ class InferenceSession:
             copy.CopyFrom(proto)
             proto = copy
         if opts.optimized_model_filepath:
-            # No rewrite passes exist yet, so the "optimized" model is the model as loaded.
+            # Saved as loaded: onnxfast's rewrites use internal operators other runtimes cannot run.
             onnx.save(proto, opts.optimized_model_filepath)
         self._model = ir.build_model(proto, base_dir, release=True)
+        self._optimizations = optimize(self._model, int(opts.graph_optimization_level))
         for name, value in opts._initializers.items():
             arr = value.numpy() if hasattr(value, "numpy") else np.asarray(value)
             if name not in self._model.graph.initializers:

@@ -23,7 +23,7 @@ def test_info_with_kernels(capsys):
     assert "input: tensor(float) ['batch', 16]" in out
     assert "Gemm: 1" in out and "parameters: 808" in out
     assert "fc1: Gemm -> native:prepacked on CPUExecutionProvider" in out
-    assert "softmax: Softmax -> numpy on CPUExecutionProvider" in out
+    assert "softmax: Softmax -> native on CPUExecutionProvider" in out
 
 
 def test_run_random_and_given_inputs(tmp_path, capsys):

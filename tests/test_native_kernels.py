@@ -203,3 +203,56 @@ def test_native_or_numpy_chosen_per_run_when_types_are_unknown():
         out = s.run(None, {"a": a, "b": a})[0]
         assert out.dtype == dt
         np.testing.assert_array_equal(out, a + a)
+
+
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
+@pytest.mark.parametrize("opset", [11, 13])
+@pytest.mark.parametrize("shape,axis", [((1,), -1), ((3, 17), -1), ((2, 3, 5), 1), ((2, 3, 5), 0), ((4, 128, 128), -1),
+                                         ((2, 0, 3), -1), ((5, 1), 1)])
+def test_softmax(rng, op, opset, shape, axis):
+    model = make_model([helper.make_node(op, ["x"], ["y"], axis=axis)], [vi("x")], [vi("y")], opset=opset)
+    x = (rng.standard_normal(shape) * 4).astype(np.float32)
+    got = native_session(model, (op,)).run(None, {"x": x})[0]
+    ref = ort_run(model, {"x": x})[0]
+    np.testing.assert_allclose(got, ref, rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize("shape,axis,sshape", [
+    ((2, 5, 768), -1, (768,)), ((3, 7), 1, (7,)), ((2, 3, 4, 5), 2, (4, 5)), ((2, 3, 4, 5), -2, (1, 5)),
+    ((4, 33), -1, (1,)), ((1, 1), -1, (1,)),
+])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_layer_normalization(rng, shape, axis, sshape, with_bias):
+    inputs = ["x", "s"] + (["b"] if with_bias else [])
+    inits = [("s", rng.standard_normal(sshape).astype(np.float32))]
+    if with_bias:
+        inits.append(("b", rng.standard_normal(sshape).astype(np.float32)))
+    node = helper.make_node("LayerNormalization", inputs, ["y", "mean", "inv"], axis=axis, epsilon=1e-3)
+    model = make_model([node], [vi("x")], [vi("y"), vi("mean"), vi("inv")], initializers=inits, opset=18)
+    x = (rng.standard_normal(shape) * 3 + 1).astype(np.float32)
+    got = native_session(model, ("LayerNormalization",)).run(None, {"x": x})
+    ref = ort_run(model, {"x": x})
+    for g, r in zip(got, ref):
+        assert g.shape == r.shape
+        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+@pytest.mark.parametrize("n", [0, 1, 15, 16, 17, 100000])
+def test_gelu(rng, approximate, n):
+    model = make_model([helper.make_node("Gelu", ["x"], ["y"], approximate=approximate)], [vi("x")], [vi("y")],
+                       opset=20)
+    x = (rng.standard_normal(n) * 4).astype(np.float32)
+    got = native_session(model, ("Gelu",)).run(None, {"x": x})[0]
+    ref = numpy_session(model).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("op", ["Erf", "Tanh", "Sigmoid", "Exp"])
+def test_vector_math_accuracy(op):
+    x = np.concatenate([np.linspace(-12, 12, 20001), np.linspace(-1e-3, 1e-3, 101)]).astype(np.float32)
+    model = make_model([helper.make_node(op, ["x"], ["y"])], [vi("x")], [vi("y")])
+    got = native_session(model, (op,)).run(None, {"x": x})[0].astype(np.float64)
+    ref = numpy_session(model).run(None, {"x": x.astype(np.float32)})[0].astype(np.float64)
+    big = np.abs(ref) > 1e-30
+    assert np.max(np.abs(got - ref)[big] / np.abs(ref[big])) < 2e-6

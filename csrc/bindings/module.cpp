@@ -7,6 +7,7 @@
 #include "../core/executor.h"
 #include "../cpu/cpu.h"
 #include "../kernels/gemm_tiers.h"
+#include "../kernels/vecmath.h"
 
 namespace py = pybind11;
 using namespace onnxfast;
@@ -99,6 +100,7 @@ PYBIND11_MODULE(_core, m) {
   register_gemm_kernels();
   register_conv_kernels();
   register_device_kernels();
+  register_normalization_kernels();
   register_error_translator();
 
   m.def("register_dtype", &register_numpy_dtype, py::arg("dtype"), py::arg("code"), py::arg("name"));
@@ -123,6 +125,7 @@ PYBIND11_MODULE(_core, m) {
     d["best_isa"] = isa_name(best_isa());
     d["isa"] = isa_name(active_isa());
     d["gemm"] = gemm_tier().name;
+    d["vecmath"] = vecmath().name;
     return d;
   });
   m.def("build_info", []() {

@@ -6,6 +6,7 @@
 
 #include "gemm.h"
 #include "kernel.h"
+#include "vecmath.h"
 #include "../threadpool/threadpool.h"
 
 namespace onnxfast {
@@ -16,10 +17,26 @@ struct ConvGeom {
   Shape in_sp, k_sp, out_sp, strides, dil, pad_begin, pad_end;
 };
 
+// Epilogue of a fused convolution (onnxfast::FusedConv): y = act(conv + bias + residual).
+enum class Act { kNone, kRelu, kClip, kLeakyRelu, kSigmoid, kTanh };
+
+Act parse_act(const std::string& s, const std::string& who) {
+  if (s.empty() || s == "None") return Act::kNone;
+  if (s == "Relu") return Act::kRelu;
+  if (s == "Clip") return Act::kClip;
+  if (s == "LeakyRelu") return Act::kLeakyRelu;
+  if (s == "Sigmoid") return Act::kSigmoid;
+  if (s == "Tanh") return Act::kTanh;
+  kernel_fail(who + ": unknown fused activation '" + s + "'");
+}
+
 class ConvKernel : public Kernel {
  public:
   explicit ConvKernel(const KernelArgs& a)
-      : name_("Conv '" + a.node_name + "'"),
+      : name_(a.op_type + " '" + a.node_name + "'"),
+        act_(parse_act(a.get_string("activation", ""), a.op_type + " '" + a.node_name + "'")),
+        act_params_(a.attrs.count("activation_params") ? a.attrs.at("activation_params").floats
+                                                       : std::vector<double>{}),
         auto_pad_(a.get_string("auto_pad", "NOTSET")),
         group_(a.get_int("group", 1)),
         kernel_shape_(a.get_ints("kernel_shape")),
@@ -27,7 +44,10 @@ class ConvKernel : public Kernel {
         dilations_(a.get_ints("dilations")),
         pads_(a.get_ints("pads")) {
     if (group_ < 1) kernel_fail(name_ + ": group must be >= 1, got " + std::to_string(group_));
+    if (a.attrs.count("activation_params") && a.attrs.at("activation_params").kind == AttrValue::kInts)
+      for (int64_t v : a.attrs.at("activation_params").ints) act_params_.push_back(static_cast<double>(v));
   }
+  std::string describe() const override { return act_ == Act::kNone ? "native" : "native:fused"; }
 
   ConvGeom geometry(const Tensor& X, const Tensor& W) const {
     if (X.rank() < 3) kernel_fail(name_ + ": input X must be N x C x D1 x ..., got shape " + shape_str(X.shape));
@@ -98,12 +118,19 @@ class ConvKernel : public Kernel {
     out[0].dtype = kFloat;
     out[0].shape = {g.N, g.M};
     for (int64_t d : g.out_sp) out[0].shape.push_back(d);
+    if (in.size() > 3 && in[3]) {
+      expect_dtype(*in[3], kFloat, (name_ + " residual input").c_str());
+      if (in[3]->shape != out[0].shape)
+        kernel_fail(name_ + ": residual input of shape " + shape_str(in[3]->shape) + " differs from the output " +
+                    shape_str(out[0].shape));
+    }
   }
 
   void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
     const Tensor& X = *in[0];
     const Tensor& W = *in[1];
     const float* bias = (in.size() > 2 && in[2]) ? in[2]->ptr<float>() : nullptr;
+    const float* residual = (in.size() > 3 && in[3]) ? in[3]->ptr<float>() : nullptr;
     Tensor& Y = *out[0];
     if (Y.numel() == 0) return;
     ConvGeom g = geometry(X, W);
@@ -126,13 +153,9 @@ class ConvKernel : public Kernel {
       }
       float* yg = y + (n * g.M + gr * Mg) * out_size;
       sgemm(false, false, Mg, out_size, kdim, 1.f, w + gr * Mg * kdim, kdim, src, out_size, 0.f, yg, out_size);
-      if (bias) {
-        for (int64_t m = 0; m < Mg; ++m) {
-          float b = bias[gr * Mg + m];
-          float* row = yg + m * out_size;
-          for (int64_t j = 0; j < out_size; ++j) row[j] += b;
-        }
-      }
+      const float* res = residual ? residual + (n * g.M + gr * Mg) * out_size : nullptr;
+      for (int64_t m = 0; m < Mg; ++m)
+        epilogue(yg + m * out_size, out_size, bias ? bias[gr * Mg + m] : 0.f, res ? res + m * out_size : nullptr);
     };
     const size_t col_size = pointwise ? 0 : static_cast<size_t>(kdim * out_size);
     if (g.group > 1) {
@@ -149,6 +172,33 @@ class ConvKernel : public Kernel {
   }
 
  private:
+  // row = act(row + b + residual_row), one output channel.
+  void epilogue(float* row, int64_t n, float b, const float* res) const {
+    if (b != 0.f)
+      for (int64_t j = 0; j < n; ++j) row[j] += b;
+    if (res)
+      for (int64_t j = 0; j < n; ++j) row[j] += res[j];
+    switch (act_) {
+      case Act::kNone: break;
+      case Act::kRelu:
+        for (int64_t j = 0; j < n; ++j) row[j] = row[j] > 0.f ? row[j] : 0.f;
+        break;
+      case Act::kClip: {
+        const float lo = act_params_.size() > 0 ? static_cast<float>(act_params_[0]) : -3.4028235e38f;
+        const float hi = act_params_.size() > 1 ? static_cast<float>(act_params_[1]) : 3.4028235e38f;
+        for (int64_t j = 0; j < n; ++j) row[j] = row[j] < lo ? lo : (row[j] > hi ? hi : row[j]);
+        break;
+      }
+      case Act::kLeakyRelu: {
+        const float alpha = act_params_.empty() ? 0.01f : static_cast<float>(act_params_[0]);
+        for (int64_t j = 0; j < n; ++j) row[j] = row[j] >= 0.f ? row[j] : alpha * row[j];
+        break;
+      }
+      case Act::kSigmoid: vecmath().sigmoid(row, row, n); break;
+      case Act::kTanh: vecmath().tanh(row, row, n); break;
+    }
+  }
+
   // col[(c, kpos), opos] for one image and one group.
   static void im2col(const ConvGeom& g, const float* x, int64_t Cg, float* col, bool parallel) {
     if (parallel) {
@@ -220,7 +270,10 @@ class ConvKernel : public Kernel {
     }
   }
 
-  std::string name_, auto_pad_;
+  std::string name_;
+  Act act_;
+  std::vector<double> act_params_;
+  std::string auto_pad_;
   int64_t group_;
   Shape kernel_shape_, strides_, dilations_, pads_;
 };
@@ -229,6 +282,8 @@ class ConvKernel : public Kernel {
 
 void register_conv_kernels() {
   register_kernel("Conv", {kFloat}, [](const KernelArgs& a) { return std::make_unique<ConvKernel>(a); });
+  // Conv + bias + optional residual (input 3) + activation, created by the conv-activation fusion.
+  register_kernel("FusedConv", {kFloat}, [](const KernelArgs& a) { return std::make_unique<ConvKernel>(a); });
 }
 
 }  // namespace onnxfast

@@ -263,16 +263,12 @@ void register_elementwise_kernels() {
                                            static_cast<float>(a.get_float("alpha", 0.01)));
     });
   };
-  un("Relu", UnOp::kRelu);
+  un("Relu", UnOp::kRelu);  // Exp, Erf, Tanh, Sigmoid: vectorized in normalization.cpp
   un("LeakyRelu", UnOp::kLeakyRelu);
-  un("Sigmoid", UnOp::kSigmoid);
-  un("Tanh", UnOp::kTanh);
-  un("Exp", UnOp::kExp);
   un("Log", UnOp::kLog);
   un("Sqrt", UnOp::kSqrt);
   un("Neg", UnOp::kNeg);
   un("Abs", UnOp::kAbs);
-  un("Erf", UnOp::kErf);
 }
 
 }  // namespace onnxfast

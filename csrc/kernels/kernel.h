@@ -72,6 +72,7 @@ void register_elementwise_kernels();
 void register_gemm_kernels();
 void register_conv_kernels();
 void register_device_kernels();
+void register_normalization_kernels();
 
 // Helpers shared by kernels.
 [[noreturn]] void kernel_fail(const std::string& msg);

@@ -1125,3 +1125,5 @@ def qlinear_conv_10(node):
         return _requantize(acc, real, None if y_zp is None else np.asarray(y_zp).reshape(()), out_dt)
 
     return run
+
+REGISTRY.register_native("Gelu", since=20)  # csrc/kernels/normalization.cpp

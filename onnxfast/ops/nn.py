@@ -722,3 +722,8 @@ def dropout_1(node):
         return y, mask if sv >= 10 else mask.astype(x.dtype)
 
     return run
+
+# Native float32 kernels (csrc/kernels/normalization.cpp).
+REGISTRY.register_native("Softmax", since=1)
+REGISTRY.register_native("LogSoftmax", since=1)
+REGISTRY.register_native("LayerNormalization", since=17)

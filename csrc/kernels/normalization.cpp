@@ -1,0 +1,218 @@
+// Softmax / LogSoftmax (opset < 13: softmax over the flattened trailing dims; >= 13: one axis),
+// LayerNormalization (with the optional Mean / InvStdDev outputs) and Gelu, float32, on the
+// vecmath row functions of the CPU's tier, parallel over rows.
+#include <algorithm>
+#include <vector>
+
+#include "../threadpool/threadpool.h"
+#include "kernel.h"
+#include "vecmath.h"
+
+namespace onnxfast {
+namespace {
+
+int64_t norm_axis(int64_t axis, int64_t rank, const std::string& who) {
+  int64_t a = axis < 0 ? axis + rank : axis;
+  if (a < 0 || a >= std::max<int64_t>(rank, 1))
+    kernel_fail(who + ": axis " + std::to_string(axis) + " is out of range for rank " + std::to_string(rank));
+  return a;
+}
+
+class SoftmaxKernel : public Kernel {
+ public:
+  SoftmaxKernel(const KernelArgs& a, bool log)
+      : name_(a.op_type + " '" + a.node_name + "'"),
+        log_(log),
+        legacy_(a.opset < 13),
+        axis_(a.get_int("axis", a.opset < 13 ? 1 : -1)) {}
+
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    if (in.empty() || !in[0]) kernel_fail(name_ + " needs an input");
+    expect_dtype(*in[0], kFloat, (name_ + " input").c_str());
+    if (in[0]->rank() > 0) norm_axis(axis_, in[0]->rank(), name_);
+    out.resize(1);
+    out[0] = {kFloat, in[0]->shape};
+  }
+
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    const Tensor& X = *in[0];
+    if (X.numel() == 0) return;
+    const float* x = X.ptr<float>();
+    float* y = out[0]->ptr<float>();
+    const VecMath& vm = vecmath();
+    if (X.rank() == 0) {
+      y[0] = log_ ? 0.f : 1.f;
+      return;
+    }
+    int64_t a = norm_axis(axis_, X.rank(), name_);
+    int64_t outer = 1, n = 1, inner = 1;
+    for (int64_t i = 0; i < a; ++i) outer *= X.shape[i];
+    if (legacy_) {
+      for (int64_t i = a; i < X.rank(); ++i) n *= X.shape[i];
+    } else {
+      n = X.shape[a];
+      for (int64_t i = a + 1; i < X.rank(); ++i) inner *= X.shape[i];
+    }
+    if (inner == 1) {
+      parallel_for(outer, 8.0 * n, [&](int64_t b, int64_t e) {
+        for (int64_t r = b; r < e; ++r) vm.softmax_row(x + r * n, y + r * n, n, log_);
+      });
+      return;
+    }
+    // Softmax over a middle axis: gather each column into a contiguous row.
+    parallel_for(outer * inner, 10.0 * n, [&](int64_t b, int64_t e) {
+      std::vector<float> row(n), res(n);
+      for (int64_t t = b; t < e; ++t) {
+        int64_t o = t / inner, i = t % inner;
+        const float* base = x + o * n * inner + i;
+        for (int64_t k = 0; k < n; ++k) row[k] = base[k * inner];
+        vm.softmax_row(row.data(), res.data(), n, log_);
+        float* dst = y + o * n * inner + i;
+        for (int64_t k = 0; k < n; ++k) dst[k * inner] = res[k];
+      }
+    });
+  }
+
+ private:
+  std::string name_;
+  bool log_, legacy_;
+  int64_t axis_;
+};
+
+// Values of a tensor broadcast to `n` trailing elements (the normalized shape), or null.
+std::vector<float> broadcast_tail(const Tensor* t, const Shape& norm_shape, const std::string& who, const char* what) {
+  std::vector<float> out;
+  if (!t) return out;
+  expect_dtype(*t, kFloat, (who + " " + what).c_str());
+  int64_t n = shape_numel(norm_shape);
+  if (t->rank() > static_cast<int64_t>(norm_shape.size()))
+    kernel_fail(who + ": " + what + " of shape " + shape_str(t->shape) + " has more dimensions than the normalized " +
+                "shape " + shape_str(norm_shape));
+  Shape b = broadcast_shapes(norm_shape, t->shape, (who + " " + what).c_str());
+  if (b != norm_shape)
+    kernel_fail(who + ": " + what + " of shape " + shape_str(t->shape) + " does not broadcast to " +
+                shape_str(norm_shape));
+  out.resize(static_cast<size_t>(n));
+  const float* src = t->ptr<float>();
+  size_t r = norm_shape.size(), tr = t->shape.size();
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t rem = i, off = 0, stride = 1;
+    for (size_t d = r; d-- > 0;) {
+      int64_t idx = rem % norm_shape[d];
+      rem /= norm_shape[d];
+      size_t td = d + tr - r;
+      if (d + tr >= r) {
+        int64_t dim = t->shape[td];
+        off += (dim == 1 ? 0 : idx) * stride;
+        stride *= dim;
+      }
+    }
+    out[static_cast<size_t>(i)] = src[off];
+  }
+  return out;
+}
+
+class LayerNormKernel : public Kernel {
+ public:
+  explicit LayerNormKernel(const KernelArgs& a)
+      : name_("LayerNormalization '" + a.node_name + "'"),
+        axis_(a.get_int("axis", -1)),
+        eps_(static_cast<float>(a.get_float("epsilon", 1e-5))) {}
+
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    if (in.size() < 2 || !in[0] || !in[1]) kernel_fail(name_ + " needs X and Scale");
+    expect_dtype(*in[0], kFloat, (name_ + " input X").c_str());
+    int64_t a = norm_axis(axis_, in[0]->rank(), name_);
+    Shape stat = in[0]->shape;
+    for (int64_t i = a; i < in[0]->rank(); ++i) stat[i] = 1;
+    out.resize(3);
+    out[0] = {kFloat, in[0]->shape};
+    out[1] = {kFloat, stat};
+    out[2] = {kFloat, stat};
+  }
+
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    const Tensor& X = *in[0];
+    int64_t a = norm_axis(axis_, X.rank(), name_);
+    Shape norm(X.shape.begin() + a, X.shape.end());
+    std::vector<float> gamma = broadcast_tail(in[1], norm, name_, "Scale");
+    std::vector<float> beta = broadcast_tail(in.size() > 2 ? in[2] : nullptr, norm, name_, "B");
+    int64_t n = shape_numel(norm), rows = shape_numel(Shape(X.shape.begin(), X.shape.begin() + a));
+    if (n == 0 || rows == 0) return;
+    const float* x = X.ptr<float>();
+    float* y = out[0]->ptr<float>();
+    float* mean = out.size() > 1 && out[1] ? out[1]->ptr<float>() : nullptr;
+    float* inv = out.size() > 2 && out[2] ? out[2]->ptr<float>() : nullptr;
+    const VecMath& vm = vecmath();
+    const float* g = gamma.data();
+    const float* bt = beta.empty() ? nullptr : beta.data();
+    parallel_for(rows, 6.0 * n, [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r)
+        vm.layernorm_row(x + r * n, y + r * n, n, g, bt, eps_, mean ? mean + r : nullptr, inv ? inv + r : nullptr);
+    });
+  }
+
+ private:
+  std::string name_;
+  int64_t axis_;
+  float eps_;
+};
+
+enum class MathOp { kExp, kErf, kTanh, kSigmoid, kGelu, kGeluTanh };
+
+class VecMathKernel : public Kernel {
+ public:
+  VecMathKernel(MathOp op, std::string name) : op_(op), name_(std::move(name)) {}
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    if (in.empty() || !in[0]) kernel_fail(name_ + " needs an input");
+    expect_dtype(*in[0], kFloat, (name_ + " input").c_str());
+    out.resize(1);
+    out[0] = {kFloat, in[0]->shape};
+  }
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    const float* x = in[0]->ptr<float>();
+    float* y = out[0]->ptr<float>();
+    const int64_t total = in[0]->numel();
+    const int64_t chunk = 4096;
+    const VecMath& vm = vecmath();
+    parallel_for((total + chunk - 1) / chunk, 3.0 * chunk, [&](int64_t cb, int64_t ce) {
+      int64_t lo = cb * chunk, n = std::min(total, ce * chunk) - lo;
+      switch (op_) {
+        case MathOp::kExp: vm.exp(x + lo, y + lo, n); break;
+        case MathOp::kErf: vm.erf(x + lo, y + lo, n); break;
+        case MathOp::kTanh: vm.tanh(x + lo, y + lo, n); break;
+        case MathOp::kSigmoid: vm.sigmoid(x + lo, y + lo, n); break;
+        case MathOp::kGelu: vm.gelu(x + lo, y + lo, n, false); break;
+        case MathOp::kGeluTanh: vm.gelu(x + lo, y + lo, n, true); break;
+      }
+    });
+  }
+
+ private:
+  MathOp op_;
+  std::string name_;
+};
+
+}  // namespace
+
+void register_normalization_kernels() {
+  register_kernel("Softmax", {kFloat}, [](const KernelArgs& a) { return std::make_unique<SoftmaxKernel>(a, false); });
+  register_kernel("LogSoftmax", {kFloat},
+                  [](const KernelArgs& a) { return std::make_unique<SoftmaxKernel>(a, true); });
+  register_kernel("LayerNormalization", {kFloat},
+                  [](const KernelArgs& a) { return std::make_unique<LayerNormKernel>(a); });
+  auto vm = [](const char* name, MathOp op) {
+    register_kernel(name, {kFloat}, [op](const KernelArgs& a) {
+      MathOp o = op;
+      if (o == MathOp::kGelu && a.get_string("approximate", "none") == "tanh") o = MathOp::kGeluTanh;
+      return std::make_unique<VecMathKernel>(o, a.op_type + " '" + a.node_name + "'");
+    });
+  };
+  vm("Exp", MathOp::kExp);
+  vm("Erf", MathOp::kErf);
+  vm("Tanh", MathOp::kTanh);
+  vm("Sigmoid", MathOp::kSigmoid);
+  vm("Gelu", MathOp::kGelu);
+}
+
+}  // namespace onnxfast

@@ -1,0 +1,26 @@
+// A table of float32 row functions (exp, erf, tanh, sigmoid, gelu, softmax, layer norm), one
+// implementation per ISA tier from the same source (vecmath_impl.h), chosen once at start-up.
+#pragma once
+#include <cstdint>
+
+namespace onnxfast {
+
+struct VecMath {
+  const char* name;
+  void (*exp)(const float* x, float* y, int64_t n);
+  void (*erf)(const float* x, float* y, int64_t n);
+  void (*tanh)(const float* x, float* y, int64_t n);
+  void (*sigmoid)(const float* x, float* y, int64_t n);
+  void (*gelu)(const float* x, float* y, int64_t n, bool tanh_approx);
+  void (*softmax_row)(const float* x, float* y, int64_t n, bool log_softmax);
+  void (*layernorm_row)(const float* x, float* y, int64_t n, const float* gamma, const float* beta, float eps,
+                        float* mean_out, float* invstd_out);
+};
+
+const VecMath& vecmath();  // for this CPU, capped by ONNXFAST_ISA
+
+namespace vec_portable { VecMath table(); }
+namespace vec_avx2 { VecMath table(); }
+namespace vec_avx512 { VecMath table(); }
+
+}  // namespace onnxfast

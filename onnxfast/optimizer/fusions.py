@@ -1,0 +1,119 @@
+"""Fusions of several nodes into one kernel.
+
+``fuse_conv_activation``: Conv [-> Add(residual)] [-> Relu | LeakyRelu | Clip | Sigmoid | Tanh]
+becomes one ``onnxfast::FusedConv`` node, whose native kernel applies bias, residual and
+activation while the output tile is still in cache.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto
+
+from .. import ir
+
+FUSED_DOMAIN = "onnxfast"
+_ACTS = {"Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh"}
+
+
+def _uses(graph: ir.Graph) -> dict[str, int]:
+    n: dict[str, int] = {}
+    for node in graph.nodes:
+        for name in list(node.inputs) + list(node.implicit_inputs):
+            if name:
+                n[name] = n.get(name, 0) + 1
+    for o in graph.outputs:
+        n[o.name] = n.get(o.name, 0) + 1_000_000  # graph outputs must stay
+    return n
+
+
+def _float32(graph: ir.Graph, name: str) -> bool:
+    if name in graph.initializers:
+        return graph.initializers[name].dtype == np.float32
+    vi = graph.type_of(name)
+    return vi is not None and vi.elem_type == TensorProto.FLOAT
+
+
+def _activation(node: ir.Node, graph: ir.Graph, opset: int) -> tuple[str, list[float]] | None:
+    if node.domain != "" or node.op_type not in _ACTS:
+        return None
+    if node.op_type == "LeakyRelu":
+        return "LeakyRelu", [float(node.attrs.get("alpha", 0.01))]
+    if node.op_type == "Clip":
+        if opset < 11:
+            return "Clip", [float(node.attrs.get("min", -3.4028234663852886e38)),
+                            float(node.attrs.get("max", 3.4028234663852886e38))]
+        bounds = []
+        for i, dflt in ((1, -3.4028234663852886e38), (2, 3.4028234663852886e38)):
+            name = node.inputs[i] if len(node.inputs) > i else ""
+            if not name:
+                bounds.append(dflt)
+            elif name in graph.initializers and graph.initializers[name].size == 1:
+                bounds.append(float(graph.initializers[name].reshape(-1)[0]))
+            else:
+                return None  # bounds computed at run time: not fusable
+        return "Clip", bounds
+    return node.op_type, []
+
+
+def fuse_conv_activation(graph: ir.Graph, model: ir.Model) -> bool:
+    changed = False
+    while _fuse_one_conv(graph, model):
+        changed = True
+    return changed
+
+
+def _fuse_one_conv(graph: ir.Graph, model: ir.Model) -> bool:
+    opset = model.opsets.get("", 1)
+    uses = _uses(graph)
+    consumers: dict[str, ir.Node] = {}
+    for node in graph.nodes:
+        for name in node.inputs:
+            if name:
+                consumers.setdefault(name, node)
+
+    def only_consumer(name: str) -> ir.Node | None:
+        return consumers.get(name) if uses.get(name, 0) == 1 else None
+
+    for conv in graph.nodes:
+        if conv.op_type != "Conv" or conv.domain != "" or len(conv.outputs) != 1:
+            continue
+        if not conv.inputs or not _float32(graph, conv.inputs[0]):
+            continue
+        out = conv.outputs[0]
+        chain, residual, act = [conv], "", None
+        nxt = only_consumer(out)
+        if nxt is not None and nxt.op_type == "Add" and nxt.domain == "" and len(nxt.inputs) == 2:
+            other = nxt.inputs[1] if nxt.inputs[0] == out else nxt.inputs[0]
+            if other != out and _float32(graph, other) and _same_static_shape(graph, other, out):
+                residual = other
+                chain.append(nxt)
+                nxt = only_consumer(nxt.outputs[0])
+            else:
+                nxt = None
+        if nxt is not None:
+            act = _activation(nxt, graph, opset)
+            if act is not None:
+                chain.append(nxt)
+        if len(chain) == 1:
+            continue
+        attrs = dict(conv.attrs)
+        attrs["activation"] = act[0] if act else "None"
+        attrs["activation_params"] = [float(v) for v in act[1]] if act else []
+        inputs = (list(conv.inputs) + ["", ""])[:3] + ([residual] if residual else [])
+        fused = ir.Node("FusedConv", FUSED_DOMAIN, conv.name, inputs, [chain[-1].outputs[0]], attrs)
+        # The fused node takes the place of the last node of the chain: all its inputs exist by then.
+        graph.nodes[graph.nodes.index(chain[-1])] = fused
+        for n in chain[:-1]:
+            graph.nodes.remove(n)
+        model.opsets.setdefault(FUSED_DOMAIN, 1)
+        return True
+    return False
+
+
+def _same_static_shape(graph: ir.Graph, a: str, b: str) -> bool:
+    va, vb = graph.type_of(a), graph.type_of(b)
+    if va is None or vb is None:
+        return False
+    sa, sb = va.shape, vb.shape
+    return sa is not None and sb is not None and None not in sa and sa == sb
