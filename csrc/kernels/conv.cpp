@@ -2,6 +2,8 @@
 // as im2col + SGEMM; a 1x1/stride-1/no-pad convolution skips im2col. The blocked-layout
 // direct convolutions come with the ISA kernels.
 #include <algorithm>
+#include <cstdlib>
+#include <memory>
 #include <cstring>
 
 #include "gemm.h"
@@ -46,8 +48,18 @@ class ConvKernel : public Kernel {
     if (group_ < 1) kernel_fail(name_ + ": group must be >= 1, got " + std::to_string(group_));
     if (a.attrs.count("activation_params") && a.attrs.at("activation_params").kind == AttrValue::kInts)
       for (int64_t v : a.attrs.at("activation_params").ints) act_params_.push_back(static_cast<double>(v));
+    if (a.const_inputs.size() > 1 && a.const_inputs[1] && a.allow_prepack) {
+      const Tensor& w = *a.const_inputs[1];
+      if (w.dtype == kFloat && w.rank() >= 3 && w.shape[0] % group_ == 0) {
+        packed_w_ = pack_weights(w);
+        packed_shape_ = w.shape;
+      }
+    }
   }
-  std::string describe() const override { return act_ == Act::kNone ? "native" : "native:fused"; }
+  std::string describe() const override {
+    std::string d = act_ == Act::kNone ? "native" : "native:fused";
+    return packed_w_.empty() ? d : d + ":prepacked";
+  }
 
   ConvGeom geometry(const Tensor& X, const Tensor& W) const {
     if (X.rank() < 3) kernel_fail(name_ + ": input X must be N x C x D1 x ..., got shape " + shape_str(X.shape));
@@ -134,41 +146,62 @@ class ConvKernel : public Kernel {
     Tensor& Y = *out[0];
     if (Y.numel() == 0) return;
     ConvGeom g = geometry(X, W);
-    size_t sd = g.in_sp.size();
-    int64_t in_size = shape_numel(g.in_sp), out_size = shape_numel(g.out_sp), k_size = shape_numel(g.k_sp);
-    int64_t Cg = g.C / g.group, Mg = g.M / g.group;
-    int64_t kdim = Cg * k_size;
-    bool pointwise = k_size == 1;
-    for (size_t i = 0; i < sd && pointwise; ++i)
-      pointwise = g.strides[i] == 1 && g.pad_begin[i] == 0 && g.pad_end[i] == 0;
-    const float* x = X.ptr<float>();
-    const float* w = W.ptr<float>();
-    float* y = Y.ptr<float>();
-    auto one_group = [&](int64_t n, int64_t gr, float* col, bool parallel_im2col) {
-      const float* xg = x + (n * g.C + gr * Cg) * in_size;
-      const float* src = xg;
-      if (!pointwise) {
-        im2col(g, xg, Cg, col, parallel_im2col);
-        src = col;
-      }
-      float* yg = y + (n * g.M + gr * Mg) * out_size;
-      sgemm(false, false, Mg, out_size, kdim, 1.f, w + gr * Mg * kdim, kdim, src, out_size, 0.f, yg, out_size);
-      const float* res = residual ? residual + (n * g.M + gr * Mg) * out_size : nullptr;
-      for (int64_t m = 0; m < Mg; ++m)
-        epilogue(yg + m * out_size, out_size, bias ? bias[gr * Mg + m] : 0.f, res ? res + m * out_size : nullptr);
-    };
-    const size_t col_size = pointwise ? 0 : static_cast<size_t>(kdim * out_size);
-    if (g.group > 1) {
-      // Grouped / depthwise: groups in parallel, each with its own column buffer.
-      double cost = 2.0 * Mg * out_size * kdim + static_cast<double>(col_size);
-      parallel_for(g.N * g.group, cost, [&](int64_t b, int64_t e) {
-        std::vector<float> col(col_size);
-        for (int64_t t = b; t < e; ++t) one_group(t / g.group, t % g.group, col.data(), false);
-      });
-    } else {
-      std::vector<float> col(col_size);
-      for (int64_t n = 0; n < g.N; ++n) one_group(n, 0, col.data(), true);
+    const int64_t Cg = g.C / g.group, Mg = g.M / g.group;
+    if (g.in_sp.size() == 2 && Cg == 1 && Mg == 1 && g.group > 1) {
+      depthwise(g, X.ptr<float>(), W.ptr<float>(), bias, residual, Y.ptr<float>());
+      return;
     }
+    std::vector<PackedA> fresh;
+    const std::vector<PackedA>* wp = &packed_w_;
+    if (packed_w_.empty() || packed_shape_ != W.shape) {
+      fresh = pack_weights(W);
+      wp = &fresh;
+    }
+    const int64_t out_size = shape_numel(g.out_sp), in_size = shape_numel(g.in_sp);
+    const int64_t kdim = Cg * shape_numel(g.k_sp);
+    // Tasks: (image, group, chunk of output positions). Each task packs its columns of the
+    // im2col matrix one K block at a time straight into GEMM panels (cache-sized, no full
+    // im2col buffer), multiplies by the pre-packed weights, then runs the epilogue on the tile.
+    // Enough tasks for the pool: split output positions into chunks of up to 192 and, when the
+    // image is small, the output channels into blocks (each a multiple of the GEMM strip height).
+    ThreadPool* pool = current_pool();
+    const int64_t threads = pool ? pool->num_threads() : 1;
+    const int64_t want = 4 * threads;
+    int64_t chunk = std::min<int64_t>(192, ((out_size + 15) / 16) * 16);
+    while (chunk > 48 && g.N * g.group * ((out_size + chunk - 1) / chunk) < want) chunk = ((chunk / 2 + 15) / 16) * 16;
+    const int64_t nchunks = (out_size + chunk - 1) / chunk;
+    const int64_t mr = (*wp)[0].mr;
+    int64_t mblock = ((Mg + mr - 1) / mr) * mr;
+    while (mblock > 4 * mr && g.N * g.group * nchunks * ((Mg + mblock - 1) / mblock) < want)
+      mblock = ((mblock / 2 + mr - 1) / mr) * mr;
+    const int64_t mblocks = (Mg + mblock - 1) / mblock;
+    const float* x = X.ptr<float>();
+    float* y = Y.ptr<float>();
+    const double cost = 2.0 * std::min(Mg, mblock) * chunk * kdim / 48.0;
+    parallel_for(g.N * g.group * nchunks * mblocks, cost, [&](int64_t tb, int64_t te) {
+      // GEMM panels are read with aligned vector loads: 64-byte aligned buffer.
+      const size_t bytes = static_cast<size_t>(kGemmKC * ((chunk + 15) / 16) * 16) * sizeof(float);
+      std::unique_ptr<float, void (*)(void*)> buf(static_cast<float*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64)),
+                                                  &std::free);
+      if (!buf) fail(ErrorKind::kAllocation, name_ + ": out of memory for the column buffer");
+      for (int64_t t = tb; t < te; ++t) {
+        const int64_t mb = t % mblocks, rest = t / mblocks;
+        const int64_t ci = rest % nchunks, gr = (rest / nchunks) % g.group, n = rest / (nchunks * g.group);
+        const int64_t j0 = ci * chunk, nc = std::min(chunk, out_size - j0);
+        const int64_t m0 = mb * mblock, m1 = std::min(Mg, m0 + mblock);
+        const float* xg = x + (n * g.C + gr * Cg) * in_size;
+        float* yt = y + (n * g.M + gr * Mg) * out_size + j0;
+        for (int64_t m = m0; m < m1; ++m) std::fill(yt + m * out_size, yt + m * out_size + nc, 0.f);
+        for (int64_t k0 = 0; k0 < kdim; k0 += kGemmKC) {
+          const int64_t kc = std::min(kGemmKC, kdim - k0);
+          pack_columns(g, xg, k0, kc, j0, nc, buf.get());
+          sgemm_kblock((*wp)[gr], m0, m1, k0, kc, buf.get(), nc, yt, out_size);
+        }
+        const float* res = residual ? residual + (n * g.M + gr * Mg) * out_size + j0 : nullptr;
+        for (int64_t m = m0; m < m1; ++m)
+          epilogue(yt + m * out_size, nc, bias ? bias[gr * Mg + m] : 0.f, res ? res + m * out_size : nullptr);
+      }
+    });
   }
 
  private:
@@ -199,75 +232,135 @@ class ConvKernel : public Kernel {
     }
   }
 
-  // col[(c, kpos), opos] for one image and one group.
-  static void im2col(const ConvGeom& g, const float* x, int64_t Cg, float* col, bool parallel) {
-    if (parallel) {
-      int64_t per_channel = shape_numel(g.k_sp) * shape_numel(g.out_sp);
-      parallel_for(Cg, static_cast<double>(per_channel), [&](int64_t b, int64_t e) {
-        im2col_channels(g, x, b, e, col);
-      });
-    } else {
-      im2col_channels(g, x, 0, Cg, col);
-    }
+  std::vector<PackedA> pack_weights(const Tensor& W) const {
+    const int64_t M = W.shape[0], per = shape_numel(Shape(W.shape.begin() + 1, W.shape.end()));
+    const int64_t Mg = M / group_;
+    std::vector<PackedA> out;
+    for (int64_t gr = 0; gr < group_; ++gr) out.push_back(sgemm_pack_a(Mg, per, W.ptr<float>() + gr * Mg * per, per));
+    return out;
   }
 
-  // Channels [c0, c1) of one image and one group into their rows of `col`.
-  static void im2col_channels(const ConvGeom& g, const float* x, int64_t c0, int64_t c1, float* col) {
-    size_t sd = g.in_sp.size();
-    int64_t in_size = shape_numel(g.in_sp), out_size = shape_numel(g.out_sp), k_size = shape_numel(g.k_sp);
+  // Rows [k0, k0+kc) x output positions [j0, j0+nc) of one image's and group's im2col matrix,
+  // written in packed GEMM panel order (see packed_b_index).
+  static void pack_columns(const ConvGeom& g, const float* x, int64_t k0, int64_t kc, int64_t j0, int64_t nc,
+                           float* buf) {
+    const size_t sd = g.in_sp.size();
+    const int64_t k_size = shape_numel(g.k_sp), in_size = shape_numel(g.in_sp);
     if (sd == 2) {
-      int64_t H = g.in_sp[0], Wd = g.in_sp[1], OH = g.out_sp[0], OW = g.out_sp[1];
-      int64_t KH = g.k_sp[0], KW = g.k_sp[1];
-      for (int64_t c = c0; c < c1; ++c) {
+      // Per kernel tap, the source offset of every output position of the chunk (-1: padding);
+      // then each im2col row is a gather through that table into 16-wide panel rows.
+      const int64_t H = g.in_sp[0], Wd = g.in_sp[1], OW = g.out_sp[1];
+      const int64_t KW = g.k_sp[1], sh = g.strides[0], sw = g.strides[1];
+      thread_local std::vector<int32_t> table;
+      table.resize(static_cast<size_t>(k_size * nc));
+      for (int64_t tap = 0; tap < k_size; ++tap) {
+        const int64_t kh = tap / KW, kw = tap % KW;
+        const int64_t hoff = kh * g.dil[0] - g.pad_begin[0], woff = kw * g.dil[1] - g.pad_begin[1];
+        int32_t* row = table.data() + tap * nc;
+        for (int64_t j = 0; j < nc; ++j) {
+          const int64_t p = j0 + j, ih = (p / OW) * sh + hoff, iw = (p % OW) * sw + woff;
+          row[j] = (ih >= 0 && ih < H && iw >= 0 && iw < Wd) ? static_cast<int32_t>(ih * Wd + iw) : -1;
+        }
+      }
+      // Panels whose 16 sources are consecutive and inside the image (most of them at stride 1)
+      // are plain 64-byte copies.
+      const int64_t npanels = (nc + 15) / 16;
+      thread_local std::vector<int32_t> run_start;
+      run_start.assign(static_cast<size_t>(k_size * npanels), -1);
+      for (int64_t tap = 0; tap < k_size; ++tap) {
+        const int32_t* row = table.data() + tap * nc;
+        for (int64_t pj = 0; pj < npanels; ++pj) {
+          if (pj * 16 + 16 > nc) continue;
+          const int32_t* r = row + pj * 16;
+          bool ok = r[0] >= 0;
+          for (int l = 1; l < 16 && ok; ++l) ok = r[l] == r[0] + l;
+          if (ok) run_start[tap * npanels + pj] = r[0];
+        }
+      }
+      for (int64_t kk = 0; kk < kc; ++kk) {
+        const int64_t k = k0 + kk, c = k / k_size, tap = k % k_size;
         const float* xc = x + c * in_size;
-        for (int64_t kh = 0; kh < KH; ++kh) {
-          for (int64_t kw = 0; kw < KW; ++kw) {
-            float* dst = col + ((c * KH + kh) * KW + kw) * out_size;
-            for (int64_t oh = 0; oh < OH; ++oh) {
-              int64_t ih = oh * g.strides[0] - g.pad_begin[0] + kh * g.dil[0];
-              float* drow = dst + oh * OW;
-              if (ih < 0 || ih >= H) {
-                std::memset(drow, 0, sizeof(float) * OW);
-                continue;
-              }
-              const float* srow = xc + ih * Wd;
-              int64_t sw = g.strides[1], off = kw * g.dil[1] - g.pad_begin[1];
-              for (int64_t ow = 0; ow < OW; ++ow) {
-                int64_t iw = ow * sw + off;
-                drow[ow] = (iw >= 0 && iw < Wd) ? srow[iw] : 0.f;
-              }
-            }
+        const int32_t* idx = table.data() + tap * nc;
+        const int32_t* runs = run_start.data() + tap * npanels;
+        for (int64_t pj = 0; pj < npanels; ++pj) {
+          float* dst = buf + pj * 16 * kc + kk * 16;
+          if (runs[pj] >= 0) {
+            std::memcpy(dst, xc + runs[pj], 16 * sizeof(float));
+            continue;
+          }
+          const int64_t j = pj * 16, lanes = std::min<int64_t>(16, nc - j);
+          for (int64_t l = 0; l < lanes; ++l) {
+            const int32_t o = idx[j + l];
+            dst[l] = o >= 0 ? xc[o] : 0.f;
           }
         }
       }
       return;
     }
-    // Generic N-d path.
-    std::vector<int64_t> kidx(sd), oidx(sd);
-    for (int64_t c = c0; c < c1; ++c) {
+    std::vector<int64_t> kidx(sd);
+    for (int64_t kk = 0; kk < kc; ++kk) {
+      const int64_t k = k0 + kk, c = k / k_size;
+      int64_t rem = k % k_size;
+      for (size_t d = sd; d-- > 0;) {
+        kidx[d] = rem % g.k_sp[d];
+        rem /= g.k_sp[d];
+      }
       const float* xc = x + c * in_size;
-      for (int64_t kp = 0; kp < k_size; ++kp) {
-        int64_t rem = kp;
+      for (int64_t j = 0; j < nc; ++j) {
+        int64_t r2 = j0 + j, off = 0, stride = 1;
+        bool inside = true;
         for (size_t d = sd; d-- > 0;) {
-          kidx[d] = rem % g.k_sp[d];
-          rem /= g.k_sp[d];
+          const int64_t o = r2 % g.out_sp[d];
+          r2 /= g.out_sp[d];
+          const int64_t i = o * g.strides[d] - g.pad_begin[d] + kidx[d] * g.dil[d];
+          if (i < 0 || i >= g.in_sp[d]) inside = false;
+          off += i * stride;
+          stride *= g.in_sp[d];
         }
-        float* dst = col + (c * k_size + kp) * out_size;
-        for (int64_t op = 0; op < out_size; ++op) {
-          int64_t r2 = op, off = 0, stride = 1;
-          bool inside = true;
-          for (size_t d = sd; d-- > 0;) {
-            int64_t o = r2 % g.out_sp[d];
-            r2 /= g.out_sp[d];
-            int64_t i = o * g.strides[d] - g.pad_begin[d] + kidx[d] * g.dil[d];
-            if (i < 0 || i >= g.in_sp[d]) inside = false;
-            off += i * stride;
-            stride *= g.in_sp[d];
-          }
-          dst[op] = inside ? xc[off] : 0.f;
-        }
+        buf[packed_b_index(j, kk, kc)] = inside ? xc[off] : 0.f;
       }
     }
+  }
+
+  // Depthwise 2-D convolution (one input and one output channel per group), computed directly:
+  // for each kernel tap, a multiply-add over the contiguous run of valid output columns.
+  void depthwise(const ConvGeom& g, const float* x, const float* w, const float* bias, const float* residual,
+                 float* y) const {
+    const int64_t H = g.in_sp[0], Wd = g.in_sp[1], OH = g.out_sp[0], OW = g.out_sp[1];
+    const int64_t KH = g.k_sp[0], KW = g.k_sp[1], sh = g.strides[0], sw = g.strides[1];
+    const int64_t C = g.C;
+    parallel_for(g.N * C, 2.0 * OH * OW * KH * KW, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        const int64_t c = t % C;
+        const float* xc = x + t * H * Wd;
+        const float* wc = w + c * KH * KW;
+        float* yc = y + t * OH * OW;
+        for (int64_t oh = 0; oh < OH; ++oh) {
+          float* yr = yc + oh * OW;
+          std::fill(yr, yr + OW, 0.f);
+          for (int64_t kh = 0; kh < KH; ++kh) {
+            const int64_t ih = oh * sh - g.pad_begin[0] + kh * g.dil[0];
+            if (ih < 0 || ih >= H) continue;
+            const float* xr = xc + ih * Wd;
+            for (int64_t kw = 0; kw < KW; ++kw) {
+              const float wv = wc[kh * KW + kw];
+              const int64_t off = kw * g.dil[1] - g.pad_begin[1];
+              // valid ow: 0 <= ow*sw + off < Wd
+              int64_t lo = off >= 0 ? 0 : (-off + sw - 1) / sw;
+              int64_t hi = (Wd - 1 - off) >= 0 ? (Wd - 1 - off) / sw + 1 : 0;
+              hi = std::min(hi, OW);
+              if (sw == 1) {
+                const float* src = xr + off;
+                for (int64_t ow = lo; ow < hi; ++ow) yr[ow] += wv * src[ow];
+              } else {
+                for (int64_t ow = lo; ow < hi; ++ow) yr[ow] += wv * xr[ow * sw + off];
+              }
+            }
+          }
+          epilogue(yr, OW, bias ? bias[c] : 0.f, residual ? residual + t * OH * OW + oh * OW : nullptr);
+        }
+      }
+    });
   }
 
   std::string name_;
@@ -276,6 +369,8 @@ class ConvKernel : public Kernel {
   std::string auto_pad_;
   int64_t group_;
   Shape kernel_shape_, strides_, dilations_, pads_;
+  std::vector<PackedA> packed_w_;  // per group, when the weight is a constant
+  Shape packed_shape_;
 };
 
 }  // namespace

@@ -15,8 +15,8 @@
 namespace onnxfast {
 namespace {
 
-constexpr int64_t kNR = 16;   // panel width (all tiers)
-constexpr int64_t kKC = 256;  // K block
+constexpr int64_t kNR = kGemmPanel;  // panel width (all tiers)
+constexpr int64_t kKC = kGemmKC;     // K block
 constexpr int64_t kMCStrips = 8;  // A strips per M block
 
 std::shared_ptr<float> alloc_floats(size_t n) {
@@ -181,6 +181,35 @@ void sgemm_packed(bool transA, int64_t M, int64_t N, int64_t K, float alpha, con
       }
     }
   });
+}
+
+PackedA sgemm_pack_a(int64_t M, int64_t K, const float* A, int64_t lda) {
+  const GemmTier& tier = gemm_tier();
+  PackedA p;
+  p.M = M;
+  p.K = K;
+  p.mr = tier.mr;
+  p.mpad = round_up(std::max<int64_t>(M, 1), tier.mr);
+  p.data = alloc_floats(static_cast<size_t>(p.mpad * std::max<int64_t>(K, 1)));
+  for (int64_t k0 = 0; k0 < K; k0 += kKC) {
+    int64_t kc = std::min(kKC, K - k0);
+    pack_a(false, A, lda, 0, M, k0, kc, tier.mr, p.data.get() + k0 * p.mpad);
+  }
+  return p;
+}
+
+void sgemm_kblock(const PackedA& A, int64_t m0, int64_t m1, int64_t k0, int64_t kc, const float* Bblock, int64_t nc,
+                  float* C, int64_t ldc) {
+  const GemmTier& tier = gemm_tier();
+  const int64_t mr = A.mr, step = kNR * tier.panels;
+  const float* ablk = A.data.get() + k0 * A.mpad;
+  for (int64_t j0 = 0; j0 < nc; j0 += step) {
+    int64_t nr = std::min(step, nc - j0);
+    const float* p0 = Bblock + (j0 / kNR) * kNR * kc;
+    const float* p1 = nr > kNR ? p0 + kNR * kc : nullptr;
+    for (int64_t i0 = m0; i0 < m1; i0 += mr)
+      tier.kernel(std::min(mr, m1 - i0), kc, ablk + i0 * kc, mr, p0, p1, C + i0 * ldc + j0, ldc, nr, 1.f);
+  }
 }
 
 void sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,

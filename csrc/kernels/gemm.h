@@ -18,6 +18,24 @@ PackedB sgemm_pack_b(bool transB, int64_t K, int64_t N, const float* B, int64_t 
 void sgemm_packed(bool transA, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                   const PackedB& B, float beta, float* C, int64_t ldc);
 
+// A packed once into the tier's row strips, K-block major: block k0 starts at k0 * round_up(M, mr),
+// strip i0 of it at + i0 * kc. Used for constant convolution weights.
+struct PackedA {
+  int64_t M = 0, K = 0, mr = 0, mpad = 0;
+  std::shared_ptr<float> data;
+};
+PackedA sgemm_pack_a(int64_t M, int64_t K, const float* A, int64_t lda);
+
+constexpr int64_t kGemmKC = 256;     // K block
+constexpr int64_t kGemmPanel = 16;   // B panel width
+// Offset of column j's panel in a packed B block of kc rows: (j / 16) * 16 * kc, lane j % 16.
+inline int64_t packed_b_index(int64_t j, int64_t k, int64_t kc) { return (j >> 4) * 16 * kc + k * 16 + (j & 15); }
+
+// C[m0:m1, 0:nc] += A[m0:m1, k0:k0+kc] * Bblock, with Bblock packed as above (kc rows, nc columns);
+// m0 must be a multiple of A.mr. C points at row 0.
+void sgemm_kblock(const PackedA& A, int64_t m0, int64_t m1, int64_t k0, int64_t kc, const float* Bblock, int64_t nc,
+                  float* C, int64_t ldc);
+
 void sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 

@@ -14,10 +14,17 @@ from ..dtypes import np_dtype
 from ..registry import REGISTRY, op
 from ._common import invalid, normalize_axis
 
-try:  # optional: faster and exact erf
-    from scipy.special import erf as _scipy_erf  # type: ignore
-except Exception:  # pragma: no cover - scipy is not a dependency
-    _scipy_erf = None
+_SCIPY_ERF = []  # scipy.special.erf once looked up (imported lazily: it is slow to import and starts BLAS threads)
+
+
+def _scipy_erf():
+    if not _SCIPY_ERF:
+        try:
+            from scipy.special import erf as f  # type: ignore
+        except Exception:  # scipy is not a dependency
+            f = None
+        _SCIPY_ERF.append(f)
+    return _SCIPY_ERF[0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -100,8 +107,10 @@ def _binary_factory(name, fn, since=1, bool_out=False, check=None):
 
 
 def _erf(x):
-    if _scipy_erf is not None:
-        return _scipy_erf(x)
+    if np.asarray(x).dtype == np.float64:  # double precision: scipy when present
+        f = _scipy_erf()
+        if f is not None:
+            return f(x)
     # Fallback: series for small |x|, Abramowitz-Stegun 7.1.26-like continued approx for the rest.
     x64 = np.asarray(x, dtype=np.float64)
     ax = np.abs(x64)
