@@ -130,6 +130,7 @@ class InferenceSession:
         return PlanOptions(
             disabled=disabled,
             allow_prepack=cfg.get("session.disable_prepacking", "0") != "1",
+            fold_constants=int(self._sess_options.graph_optimization_level) >= 1,
             dim_overrides=dict(self._sess_options._dim_overrides),
         )
 
