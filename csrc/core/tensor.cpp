@@ -60,9 +60,14 @@ std::shared_ptr<Storage> Storage::allocate(size_t nbytes, const std::string& wha
                                      std::to_string(max_allocation_bytes()) + " bytes)");
   }
   auto s = std::make_shared<Storage>();
-  size_t rounded = ((nbytes + 63) / 64) * 64;
-  if (rounded == 0) rounded = 64;
-  void* p = std::aligned_alloc(64, rounded);
+  // Small buffers come from malloc (16-byte aligned, fast path); larger ones are 64-byte aligned.
+  void* p;
+  if (nbytes <= 4096) {
+    p = std::malloc(nbytes ? nbytes : 1);
+  } else {
+    size_t rounded = ((nbytes + 63) / 64) * 64;
+    p = std::aligned_alloc(64, rounded);
+  }
   if (!p) fail(ErrorKind::kAllocation, what + ": could not allocate " + std::to_string(nbytes) + " bytes");
   s->data = p;
   s->nbytes = nbytes;

@@ -271,18 +271,8 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const Fn& fn, bool denor
   }
 }
 
-void parallel_for(int64_t n, double cost_per_item, const ThreadPool::Fn& fn) {
-  ThreadPool* p = t_pool;
-  if (!p || p->num_threads() <= 1 || n <= 1) {
-    if (n > 0) fn(0, n);
-    return;
-  }
-  // Blocks of at least ~10 us of work; loops below ~20 us total run inline.
-  double total = cost_per_item * static_cast<double>(n);
-  if (total < 20000.0) {
-    fn(0, n);
-    return;
-  }
+void parallel_for_pool(ThreadPool* p, int64_t n, double cost_per_item, const ThreadPool::Fn& fn) {
+  // Blocks of at least ~10 us of work.
   int64_t grain = std::max<int64_t>(1, static_cast<int64_t>(10000.0 / std::max(cost_per_item, 1e-3)));
   p->parallel_for(n, grain, fn, t_daz);
 }

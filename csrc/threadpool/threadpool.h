@@ -82,8 +82,20 @@ class PoolScope {
 };
 
 // parallel_for on the current pool, or inline. `cost` is the work per item in rough
-// nanoseconds-of-one-thread units: loops under ~20 us in total stay single-threaded.
-void parallel_for(int64_t n, double cost_per_item, const ThreadPool::Fn& fn);
+// nanoseconds-of-one-thread units: loops under ~20 us in total stay single-threaded (and are
+// called directly, without wrapping the body in a std::function).
+void parallel_for_pool(ThreadPool* p, int64_t n, double cost_per_item, const ThreadPool::Fn& fn);
+
+template <typename F>
+inline void parallel_for(int64_t n, double cost_per_item, F&& fn) {
+  if (n <= 0) return;
+  ThreadPool* p = current_pool();
+  if (!p || p->num_threads() <= 1 || n <= 1 || cost_per_item * static_cast<double>(n) < 20000.0) {
+    fn(int64_t(0), n);
+    return;
+  }
+  parallel_for_pool(p, n, cost_per_item, ThreadPool::Fn(std::forward<F>(fn)));
+}
 
 // Process-wide pools shared by sessions asking for the same number of threads.
 std::shared_ptr<ThreadPool> shared_pool(int num_threads);
