@@ -9,7 +9,18 @@ This module re-exports the public API; see docs/ARCHITECTURE.md for how the piec
 
 from __future__ import annotations
 
-from . import _core, dtypes, errors
+import os as _os
+
+try:
+    from . import _core
+except ImportError as _e:  # pragma: no cover - depends on how the package was put on sys.path
+    raise ImportError(
+        f"onnxfast's compiled core (_core) is missing from {_os.path.dirname(__file__)}: this is probably the "
+        "source tree shadowing the installed package (run from another folder), or a build that did not "
+        "finish (pip install . / ci/dev_build.sh)"
+    ) from _e
+
+from . import dtypes, errors  # noqa: E402
 
 dtypes.register_with_core(_core)
 _core.set_error_classes(errors.NATIVE_CLASSES)
