@@ -107,3 +107,17 @@ print("child", os.waitstatus_to_exitcode(status))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "child 0"
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_denormals_as_zero_in_every_thread(threads):
+    m = make_model([helper.make_node("Mul", ["x", "one"], ["y"])], [vi("x", F, [None])], [vi("y", F, [None])],
+                   initializers=[("one", np.ones(1, np.float32))])
+    x = np.full(1 << 20, 1e-40, np.float32)  # large enough to run on every pool thread
+    o = onnxfast.SessionOptions()
+    o.intra_op_num_threads = threads
+    assert np.all(onnxfast.InferenceSession(m.SerializeToString(), o).run(None, {"x": x})[0] == np.float32(1e-40))
+    o.add_session_config_entry("session.set_denormal_as_zero", "1")
+    assert np.all(onnxfast.InferenceSession(m.SerializeToString(), o).run(None, {"x": x})[0] == 0)
+    # the caller's own floating-point mode is restored after the run
+    assert np.float32(1e-40) * np.float32(1) != 0

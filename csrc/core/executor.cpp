@@ -7,10 +7,7 @@
 #include <thread>
 #include <unordered_map>
 
-#if defined(__x86_64__) || defined(_M_X64)
-#include <xmmintrin.h>
-#endif
-
+#include "../cpu/cpu.h"
 #include "errors.h"
 
 namespace onnxfast {
@@ -39,29 +36,6 @@ std::string names_list(const std::vector<std::string>& names) {
   return s + "]";
 }
 
-class DenormalGuard {
- public:
-  explicit DenormalGuard(bool on) {
-#if defined(__x86_64__) || defined(_M_X64)
-    if (on) {
-      saved_ = _mm_getcsr();
-      _mm_setcsr(saved_ | 0x8040);  // FTZ | DAZ
-      active_ = true;
-    }
-#else
-    (void)on;
-#endif
-  }
-  ~DenormalGuard() {
-#if defined(__x86_64__) || defined(_M_X64)
-    if (active_) _mm_setcsr(saved_);
-#endif
-  }
-
- private:
-  unsigned saved_ = 0;
-  bool active_ = false;
-};
 
 }  // namespace
 
@@ -411,7 +385,7 @@ py::list Plan::run(py::object output_names, py::object feed, py::object run_opti
   {
     py::gil_scoped_release release;
     try {
-      DenormalGuard dz(denormal_as_zero);
+      DenormalScope dz(denormal_as_zero);
       PoolScope ps(pool.get(), denormal_as_zero);
       execute(r, order, ro);
     } catch (...) {
@@ -476,7 +450,7 @@ py::list Plan::run_positional(py::sequence inputs) {
   {
     py::gil_scoped_release release;
     try {
-      DenormalGuard dz(denormal_as_zero);
+      DenormalScope dz(denormal_as_zero);
       // A subgraph runs on the pool of the run that called it.
       PoolScope ps(pool ? pool.get() : current_pool(), denormal_as_zero);
       execute(r, full_order_, nullptr);

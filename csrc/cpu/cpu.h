@@ -4,6 +4,10 @@
 #pragma once
 #include <string>
 
+#if defined(__x86_64__) || defined(_M_X64)
+#include <xmmintrin.h>
+#endif
+
 namespace onnxfast {
 
 struct CpuFeatures {
@@ -18,5 +22,32 @@ const CpuFeatures& cpu_features();
 Isa best_isa();     // what the CPU supports
 Isa active_isa();   // best_isa capped by ONNXFAST_ISA (read once)
 const char* isa_name(Isa isa);
+
+// Flush denormals to zero (FTZ and DAZ in MXCSR) on this thread while in scope, when asked.
+class DenormalScope {
+ public:
+  explicit DenormalScope(bool on) {
+#if defined(__x86_64__) || defined(_M_X64)
+    if (on) {
+      saved_ = _mm_getcsr();
+      _mm_setcsr(saved_ | 0x8040);
+      active_ = true;
+    }
+#else
+    (void)on;
+#endif
+  }
+  ~DenormalScope() {
+#if defined(__x86_64__) || defined(_M_X64)
+    if (active_) _mm_setcsr(saved_);
+#endif
+  }
+  DenormalScope(const DenormalScope&) = delete;
+  DenormalScope& operator=(const DenormalScope&) = delete;
+
+ private:
+  unsigned saved_ = 0;
+  bool active_ = false;
+};
 
 }  // namespace onnxfast

@@ -1,5 +1,7 @@
 #include "threadpool.h"
 
+#include "../cpu/cpu.h"
+
 #include <sched.h>
 #include <unistd.h>
 
@@ -56,29 +58,6 @@ struct AtFork {
 };
 AtFork g_atfork;
 
-class DazScope {
- public:
-  explicit DazScope(bool on) {
-#if defined(__x86_64__) || defined(_M_X64)
-    if (on) {
-      saved_ = _mm_getcsr();
-      _mm_setcsr(saved_ | 0x8040);
-      active_ = true;
-    }
-#else
-    (void)on;
-#endif
-  }
-  ~DazScope() {
-#if defined(__x86_64__) || defined(_M_X64)
-    if (active_) _mm_setcsr(saved_);
-#endif
-  }
-
- private:
-  unsigned saved_ = 0;
-  bool active_ = false;
-};
 
 int cgroup_cpu_limit() {
   // cgroup v2: "max 100000" or "200000 100000"; v1: cfs_quota_us / cfs_period_us
@@ -225,7 +204,7 @@ bool ThreadPool::take(int self, int64_t& b, int64_t& e) {
 
 void ThreadPool::work(int self) {
   t_in_task = true;
-  DazScope dz(daz_);
+  DenormalScope dz(daz_);
   int64_t b, e;
   while (take(self, b, e)) (*fn_)(b, e);
   t_in_task = false;

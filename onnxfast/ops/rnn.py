@@ -193,16 +193,20 @@ def rnn_1(node):
             h = h0[d]
             for t in _steps(st, d, seq):
                 hn = f(_clip(st, xw[t] + h @ Rt))
-                if mask is not None:
-                    hn = np.where(mask[t], hn, 0)
-                    h = np.where(mask[t], hn, h)
-                else:
-                    h = hn
+                hn, h = _masked(mask, t, hn, h)
                 Y[t, d] = hn
             hs.append(h)
         return _finish(st, Y, [np.stack(hs)], X.dtype)
 
     return run
+
+
+def _masked(mask, t, hn, h):
+    """Step t's output and carried state: rows past their sequence length output 0 and keep h."""
+    if mask is None:
+        return hn, hn
+    hn = np.where(mask[t], hn, 0)
+    return hn, np.where(mask[t], hn, h)
 
 
 @op("GRU", since=1)
@@ -232,11 +236,7 @@ def gru_1(node):
                 else:
                     hh = g(_clip(st, a[:, 2 * H:] + (r * h) @ Rh + rbh))
                 hn = (1 - z) * hh + z * h
-                if mask is not None:
-                    hn = np.where(mask[t], hn, 0)
-                    h = np.where(mask[t], hn, h)
-                else:
-                    h = hn
+                hn, h = _masked(mask, t, hn, h)
                 Y[t, d] = hn
             hs.append(h)
         return _finish(st, Y, [np.stack(hs)], X.dtype)
