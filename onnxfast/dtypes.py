@@ -50,7 +50,9 @@ def np_dtype(code: int) -> np.dtype:
     try:
         return _TABLE[code][0]
     except KeyError:
-        raise ValueError(f"unknown ONNX element type {code}") from None
+        from .errors import InvalidModel
+
+        raise InvalidModel(f"unknown ONNX element type {code}") from None
 
 
 def onnx_code(dtype) -> int:

@@ -177,7 +177,12 @@ def load_initializers(graph: onnx.GraphProto, external: ExternalData, release: b
     """Initializers of one graph as numpy arrays; with ``release`` the proto's copy is dropped."""
     out: dict[str, np.ndarray] = {}
     for t in graph.initializer:
-        out[t.name] = tensor_to_numpy(t, external)
+        try:
+            out[t.name] = tensor_to_numpy(t, external)
+        except InvalidModel as e:
+            if t.name in str(e):
+                raise
+            raise type(e)(f"initializer '{t.name}': {e}") from None
         # Small tensors (shapes, axes, scalars) keep their bytes: shape inference reads them.
         if release and out[t.name].nbytes > _KEEP_BYTES:
             t.ClearField("raw_data")

@@ -269,3 +269,39 @@ def test_kernel_error_names_node():
     with pytest.raises(ValueError, match="reshaper"):
         s.run(None, {"x": np.ones(6, np.float32), "shape": np.array([4], np.int64)})
     assert issubclass(errors.InvalidArgument, errors.OnnxfastError)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_mutated_models_raise_python_errors(tmp_path, seed):
+    """Random byte mutations of a model: session creation and a run either work or raise an
+    onnxfast error (never a crash, a hang or a bare exception from a dependency)."""
+    import subprocess
+    import sys
+
+    code = r"""
+import random, sys, warnings
+import onnxfast
+from onnxfast.cli import DEMO_MODEL, random_inputs
+from onnxfast.errors import OnnxfastError
+warnings.simplefilter("ignore")
+data = open(DEMO_MODEL, "rb").read()
+rng = random.Random(int(sys.argv[1]))
+bad = 0
+for _ in range(150):
+    b = bytearray(data)
+    for _ in range(rng.randint(1, 8)):
+        b[rng.randrange(len(b))] = rng.randrange(256)
+    try:
+        s = onnxfast.InferenceSession(bytes(b))
+        s.run(None, random_inputs(s))
+    except OnnxfastError:
+        pass
+    except Exception as e:
+        bad += 1
+        print(type(e).__name__, e)
+print("bad", bad)
+"""
+    r = subprocess.run([sys.executable, "-c", code, str(seed)], capture_output=True, text=True, timeout=300,
+                       cwd=tmp_path)
+    assert r.returncode == 0, f"seed {seed}: exit {r.returncode}\n{r.stderr[-2000:]}"
+    assert r.stdout.strip().endswith("bad 0"), f"seed {seed}:\n{r.stdout[-2000:]}"
