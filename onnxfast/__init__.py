@@ -26,7 +26,7 @@ dtypes.register_with_core(_core)
 _core.set_error_classes(errors.NATIVE_CLASSES)
 _core.set_error_hook(errors.wrap_kernel_error)
 
-from . import ops  # noqa: E402  (registers every kernel)
+from . import ops  # noqa: E402,F401  (registers every kernel)
 from .ops import control  # noqa: E402,F401
 from .options import (  # noqa: E402
     ExecutionMode,

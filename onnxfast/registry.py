@@ -18,7 +18,6 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import numpy as np
 import onnx
 import onnx.defs
 
@@ -112,11 +111,6 @@ def op(op_type: str, since: int = 1, domain: str = ""):
     return deco
 
 
-def elementwise(op_type: str, fn: Callable, since: int = 1, domain: str = "") -> None:
-    """Register a stateless kernel whose factory ignores the node (``fn`` is the kernel)."""
-    REGISTRY.register(op_type, lambda node: fn, domain=domain, since=since)
-
-
 @functools.lru_cache(maxsize=None)
 def _schema(op_type: str, opset: int, domain: str):
     try:
@@ -181,7 +175,3 @@ def resolve_attributes(op_type: str, domain: str, opset: int, given: dict[str, A
                 out[name] = attribute_value(a.default_value)
     return out
 
-
-def as_array(x, dtype=None) -> np.ndarray:
-    a = np.asarray(x)
-    return a if dtype is None else a.astype(dtype, copy=False)

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 import warnings
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -22,7 +22,7 @@ from . import _core, dtypes, ir
 from .errors import InvalidArgument, InvalidType, NotImplementedFeature, OnnxfastWarning
 from .loader import load_model
 from .optimizer import optimize
-from .options import ExecutionMode, RunOptions, SessionOptions
+from .options import ExecutionMode, SessionOptions
 from .planner import Planner, PlanOptions
 from .providers import resolve
 

@@ -1,7 +1,6 @@
 """Every error a user can hit is a standard Python exception naming the culprit."""
 
 import numpy as np
-import onnx
 import pytest
 from onnx_helpers import F, make_model, session, vi
 from onnx import TensorProto, helper, numpy_helper
