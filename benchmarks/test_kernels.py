@@ -56,6 +56,18 @@ def _ort(data: bytes, threads: int):
     return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
 
 
+def settle() -> None:
+    """Let the peer's worker threads stop spinning before onnxfast's timed round: OpenBLAS and
+    onnxruntime spin after each call (up to ~0.1 s) and would otherwise take the cores onnxfast's
+    pool runs on. onnxfast's own workers sleep ~50 us after a run, so the peer needs no such pause."""
+    if not BENCHMARK_DISABLED[0]:
+        time.sleep(SETTLE_S)
+
+
+SETTLE_S = 0.15
+BENCHMARK_DISABLED = [False]
+
+
 def _pair(benchmark, group: str, fast_fn, peer_fn, rounds: int, flops: float | None = None, peer: str = "onnxruntime"):
     peer_times: list[float] = []
 
@@ -63,7 +75,9 @@ def _pair(benchmark, group: str, fast_fn, peer_fn, rounds: int, flops: float | N
         t = time.perf_counter()
         peer_fn()
         peer_times.append(time.perf_counter() - t)
+        settle()
 
+    BENCHMARK_DISABLED[0] = benchmark.disabled
     for _ in range(2):
         fast_fn()
         peer_fn()
