@@ -1,3 +1,4 @@
+// Plan::run: feed validation, the step loop (native kernels / Python callbacks), outputs; numpy <-> tensor.
 #include "executor.h"
 
 #include <algorithm>

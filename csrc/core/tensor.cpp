@@ -1,3 +1,4 @@
+// Tensor and Storage: allocation (with the max-allocation guard), dtype tables, shape helpers.
 #include "tensor.h"
 
 #include <Python.h>

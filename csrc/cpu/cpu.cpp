@@ -1,3 +1,4 @@
+// CPU feature detection and the ISA tier (see cpu.h).
 #include "cpu.h"
 
 #include <cstdlib>

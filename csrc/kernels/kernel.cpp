@@ -1,3 +1,4 @@
+// The native kernel table and helpers shared by kernels (attributes, dtype checks, broadcasting).
 #include "kernel.h"
 
 #include <algorithm>

@@ -1,3 +1,4 @@
+// Chooses the vecmath table for the CPU tier once.
 #include "vecmath.h"
 
 #include "../cpu/cpu.h"

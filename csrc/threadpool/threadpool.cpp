@@ -1,3 +1,4 @@
+// The work-stealing pool (see threadpool.h), the per-run current pool, shared pools, fork handling.
 #include "threadpool.h"
 
 #include "../cpu/cpu.h"
