@@ -158,15 +158,22 @@ def _infer_types(proto: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
             if vi.HasField("type"):
                 types.setdefault(vi.name, vi.type)
         for n in g.node:
-            for a in n.attribute:
-                if a.type == onnx.AttributeProto.GRAPH:
-                    walk(a.g)
-                elif a.type == onnx.AttributeProto.GRAPHS:
-                    for sg in a.graphs:
-                        walk(sg)
+            for sg in node_subgraphs(n):
+                walk(sg)
 
     walk(inferred.graph)
     return types
+
+
+def node_subgraphs(n: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The graphs held in a node's attributes (If branches, Loop/Scan bodies, ...)."""
+    out: list[onnx.GraphProto] = []
+    for a in n.attribute:
+        if a.type == onnx.AttributeProto.GRAPH:
+            out.append(a.g)
+        elif a.type == onnx.AttributeProto.GRAPHS:
+            out.extend(a.graphs)
+    return out
 
 
 def subgraph_outer_refs(g: onnx.GraphProto) -> list[str]:
@@ -186,11 +193,9 @@ def subgraph_outer_refs(g: onnx.GraphProto) -> list[str]:
     for n in g.node:
         for i in n.input:
             use(i)
-        for a in n.attribute:
-            sgs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
-            for sg in sgs:
-                for r in subgraph_outer_refs(sg):
-                    use(r)
+        for sg in node_subgraphs(n):
+            for r in subgraph_outer_refs(sg):
+                use(r)
     for o in g.output:
         use(o.name)
     return refs
@@ -232,12 +237,8 @@ def _call_body(n: onnx.NodeProto, f: onnx.FunctionProto, ctx: _Ctx) -> list[onnx
         for nd in g.node:
             nd.input[:] = [local(i) for i in nd.input]
             nd.output[:] = [local(o) for o in nd.output]
-            for a in nd.attribute:
-                if a.type == onnx.AttributeProto.GRAPH:
-                    rename_graph(a.g)
-                elif a.type == onnx.AttributeProto.GRAPHS:
-                    for sg in a.graphs:
-                        rename_graph(sg)
+            for sg in node_subgraphs(nd):
+                rename_graph(sg)
     for o in f.opset_import:
         dom = "" if o.domain == "ai.onnx" else o.domain
         ctx.opsets.setdefault(dom, int(o.version))
@@ -261,12 +262,9 @@ def _call_body(n: onnx.NodeProto, f: onnx.FunctionProto, ctx: _Ctx) -> list[onnx
                 na.name = a.name
                 new_attrs.append(na)
             else:
-                if a.type == onnx.AttributeProto.GRAPH:
-                    rename_graph(a.g)
-                elif a.type == onnx.AttributeProto.GRAPHS:
-                    for sg in a.graphs:
-                        rename_graph(sg)
                 new_attrs.append(a)
+        for sg in node_subgraphs(nb):
+            rename_graph(sg)
         del nb.attribute[:]
         nb.attribute.extend(new_attrs)
         body.append(nb)
@@ -361,12 +359,10 @@ def _build_graph(gp: onnx.GraphProto, ctx: _Ctx, outer: set[str], inits=None) ->
         attrs = _node_attrs(n)
         node = Node(n.op_type, "" if n.domain == "ai.onnx" else n.domain, name, list(n.input), list(n.output), attrs)
         implicit: list[str] = []
-        for a in n.attribute:
-            sgs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs) if a.type == onnx.AttributeProto.GRAPHS else []
-            for sg in sgs:
-                for r in subgraph_outer_refs(sg):
-                    if r not in implicit:
-                        implicit.append(r)
+        for sg in node_subgraphs(n):
+            for r in subgraph_outer_refs(sg):
+                if r not in implicit:
+                    implicit.append(r)
         node.implicit_inputs = implicit
         nodes.append(node)
         for o in n.output:

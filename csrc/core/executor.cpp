@@ -142,6 +142,20 @@ py::object tensor_to_numpy(const Tensor& t, bool readonly_view, bool force_copy)
   return std::move(view);
 }
 
+// A Python value into a value slot: numeric arrays become tensors (no copy), anything else
+// (strings, sequences, maps, None for an empty optional) is kept as a Python object.
+static void assign_value(Value& slot, py::handle obj, bool external) {
+  Tensor t;
+  if (numpy_to_tensor(obj, t, true)) {
+    t.storage->external = external;
+    slot.kind = Value::kTensor;
+    slot.t = std::move(t);
+  } else {
+    slot.kind = Value::kObject;
+    slot.obj = py::reinterpret_borrow<py::object>(obj);
+  }
+}
+
 void set_error_hook(py::object hook) {
   Py_XDECREF(g_error_hook);
   g_error_hook = hook.release().ptr();
@@ -190,15 +204,7 @@ void Plan::add_constant(int id, py::object value) {
   if (id != static_cast<int>(constants_.size()))
     fail(ErrorKind::kRuntime, "constants must be added in id order");
   Value v;
-  Tensor t;
-  if (numpy_to_tensor(value, t, true)) {
-    t.storage->external = true;
-    v.kind = Value::kTensor;
-    v.t = std::move(t);
-  } else {
-    v.kind = Value::kObject;
-    v.obj = value;
-  }
+  assign_value(v, value, true);
   constants_.push_back(std::move(v));
 }
 
@@ -436,16 +442,7 @@ py::list Plan::run_positional(py::sequence inputs) {
       // Unset optional values inside subgraphs stay empty.
       continue;
     }
-    Value& slot = r.at(s.value);
-    Tensor t;
-    if (numpy_to_tensor(h, t, true)) {
-      slot.kind = Value::kTensor;
-      t.storage->external = true;
-      slot.t = std::move(t);
-    } else {
-      slot.kind = Value::kObject;
-      slot.obj = py::reinterpret_borrow<py::object>(h);
-    }
+    assign_value(r.at(s.value), h, true);
   }
   std::exception_ptr err;
   {
@@ -568,17 +565,7 @@ void Plan::execute(Run& r, const std::vector<int>& order, RunOptions* ro) const 
       }
       size_t nout = st.outputs.size();
       if (nout == 1) {
-        if (st.outputs[0] >= 0) {
-          Value& ov = r.at(st.outputs[0]);
-          Tensor t;
-          if (numpy_to_tensor(res, t, true)) {
-            ov.kind = Value::kTensor;
-            ov.t = std::move(t);
-          } else {
-            ov.kind = Value::kObject;
-            ov.obj = res;
-          }
-        }
+        if (st.outputs[0] >= 0) assign_value(r.at(st.outputs[0]), res, false);
       } else {
         py::sequence seq = py::reinterpret_borrow<py::sequence>(res);
         size_t got = static_cast<size_t>(py::len(seq));
@@ -588,18 +575,9 @@ void Plan::execute(Run& r, const std::vector<int>& order, RunOptions* ro) const 
           if (k >= got)
             fail(ErrorKind::kRuntime, st.op_type + " '" + st.name + "': kernel returned " + std::to_string(got) +
                                           " outputs, output " + std::to_string(k) + " is needed");
-          Value& ov = r.at(o);
           py::object item = seq[k];
-          Tensor t;
-          if (item.is_none()) {
-            ov.kind = Value::kEmpty;
-          } else if (numpy_to_tensor(item, t, true)) {
-            ov.kind = Value::kTensor;
-            ov.t = std::move(t);
-          } else {
-            ov.kind = Value::kObject;
-            ov.obj = item;
-          }
+          if (item.is_none()) r.at(o).kind = Value::kEmpty;  // an omitted optional output
+          else assign_value(r.at(o), item, false);
         }
       }
       // Release dead Python-object values while we hold the GIL.

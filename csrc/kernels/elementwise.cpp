@@ -193,54 +193,29 @@ class BinaryKernel : public Kernel {
   std::string name_;
 };
 
-enum class UnOp { kRelu, kSigmoid, kTanh, kExp, kLog, kSqrt, kNeg, kAbs, kErf, kLeakyRelu };
+enum class UnOp { kRelu, kLeakyRelu, kLog, kSqrt, kNeg, kAbs };
 
-class UnaryKernel : public Kernel {
+class UnaryKernel : public FloatUnaryKernel {
  public:
-  UnaryKernel(UnOp op, std::string name, float alpha = 0.f) : op_(op), name_(std::move(name)), alpha_(alpha) {}
-  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
-    if (in.empty() || !in[0]) kernel_fail(name_ + " needs one input");
-    expect_dtype(*in[0], kFloat, (name_ + " input").c_str());
-    out.resize(1);
-    out[0].dtype = kFloat;
-    out[0].shape = in[0]->shape;
-  }
-  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
-    const float* x = in[0]->ptr<float>();
-    float* y = out[0]->ptr<float>();
-    const int64_t total = in[0]->numel();
-    const int64_t chunk = 8192;
-    const double cost = (op_ == UnOp::kRelu || op_ == UnOp::kNeg || op_ == UnOp::kAbs) ? 0.3 * chunk : 4.0 * chunk;
-    parallel_for((total + chunk - 1) / chunk, cost, [&](int64_t cb, int64_t ce) {
-      int64_t lo = cb * chunk, hi = std::min(total, ce * chunk);
-      apply(x + lo, y + lo, hi - lo);
-    });
-  }
+  UnaryKernel(UnOp op, std::string name, float alpha)
+      : FloatUnaryKernel(std::move(name), (op == UnOp::kLog || op == UnOp::kSqrt) ? 4.0 : 0.3),
+        op_(op),
+        alpha_(alpha) {}
 
  private:
-  void apply(const float* x, float* y, int64_t n) const {
+  void apply(const float* x, float* y, int64_t n) const override {
     const float alpha = alpha_;
     switch (op_) {
       case UnOp::kRelu: for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.f ? x[i] : 0.f; break;
       case UnOp::kLeakyRelu: for (int64_t i = 0; i < n; ++i) y[i] = x[i] >= 0.f ? x[i] : alpha * x[i]; break;
-      case UnOp::kSigmoid:
-        for (int64_t i = 0; i < n; ++i) {
-          float v = x[i];
-          y[i] = v >= 0.f ? 1.f / (1.f + std::exp(-v)) : std::exp(v) / (1.f + std::exp(v));
-        }
-        break;
-      case UnOp::kTanh: for (int64_t i = 0; i < n; ++i) y[i] = std::tanh(x[i]); break;
-      case UnOp::kExp: for (int64_t i = 0; i < n; ++i) y[i] = std::exp(x[i]); break;
       case UnOp::kLog: for (int64_t i = 0; i < n; ++i) y[i] = std::log(x[i]); break;
       case UnOp::kSqrt: for (int64_t i = 0; i < n; ++i) y[i] = std::sqrt(x[i]); break;
       case UnOp::kNeg: for (int64_t i = 0; i < n; ++i) y[i] = -x[i]; break;
       case UnOp::kAbs: for (int64_t i = 0; i < n; ++i) y[i] = std::fabs(x[i]); break;
-      case UnOp::kErf: for (int64_t i = 0; i < n; ++i) y[i] = std::erf(x[i]); break;
     }
   }
 
   UnOp op_;
-  std::string name_;
   float alpha_;
 };
 

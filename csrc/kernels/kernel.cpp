@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include "../threadpool/threadpool.h"
+
 namespace onnxfast {
 
 std::map<std::string, KernelEntry>& kernel_table() {
@@ -35,6 +37,24 @@ std::vector<int64_t> KernelArgs::get_ints(const std::string& name) const {
   auto it = attrs.find(name);
   if (it == attrs.end() || it->second.kind != AttrValue::kInts) return {};
   return it->second.ints;
+}
+
+void FloatUnaryKernel::infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const {
+  if (in.empty() || !in[0]) kernel_fail(name_ + " needs one input");
+  expect_dtype(*in[0], kFloat, (name_ + " input").c_str());
+  out.resize(1);
+  out[0] = {kFloat, in[0]->shape};
+}
+
+void FloatUnaryKernel::compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const {
+  const float* x = in[0]->ptr<float>();
+  float* y = out[0]->ptr<float>();
+  const int64_t total = in[0]->numel();
+  const int64_t chunk = 4096;
+  parallel_for((total + chunk - 1) / chunk, cost_ * chunk, [&](int64_t cb, int64_t ce) {
+    const int64_t lo = cb * chunk;
+    apply(x + lo, y + lo, std::min(total, ce * chunk) - lo);
+  });
 }
 
 void kernel_fail(const std::string& msg) { fail(ErrorKind::kInvalidArgument, msg); }

@@ -57,6 +57,23 @@ class Kernel {
   virtual std::string describe() const { return "native"; }
 };
 
+// Base of float32 elementwise unary kernels: output shaped like the input, computed in chunks
+// in parallel; subclasses implement apply() on one contiguous chunk.
+class FloatUnaryKernel : public Kernel {
+ public:
+  FloatUnaryKernel(std::string name, double cost_per_element)
+      : name_(std::move(name)), cost_(cost_per_element) {}
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override;
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override;
+
+ protected:
+  virtual void apply(const float* x, float* y, int64_t n) const = 0;
+  std::string name_;
+
+ private:
+  double cost_;
+};
+
 using KernelFactory = std::function<std::unique_ptr<Kernel>(const KernelArgs&)>;
 
 struct KernelEntry {

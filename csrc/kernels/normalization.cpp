@@ -160,37 +160,24 @@ class LayerNormKernel : public Kernel {
 
 enum class MathOp { kExp, kErf, kTanh, kSigmoid, kGelu, kGeluTanh };
 
-class VecMathKernel : public Kernel {
+class VecMathKernel : public FloatUnaryKernel {
  public:
-  VecMathKernel(MathOp op, std::string name) : op_(op), name_(std::move(name)) {}
-  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
-    if (in.empty() || !in[0]) kernel_fail(name_ + " needs an input");
-    expect_dtype(*in[0], kFloat, (name_ + " input").c_str());
-    out.resize(1);
-    out[0] = {kFloat, in[0]->shape};
-  }
-  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
-    const float* x = in[0]->ptr<float>();
-    float* y = out[0]->ptr<float>();
-    const int64_t total = in[0]->numel();
-    const int64_t chunk = 4096;
-    const VecMath& vm = vecmath();
-    parallel_for((total + chunk - 1) / chunk, 3.0 * chunk, [&](int64_t cb, int64_t ce) {
-      int64_t lo = cb * chunk, n = std::min(total, ce * chunk) - lo;
-      switch (op_) {
-        case MathOp::kExp: vm.exp(x + lo, y + lo, n); break;
-        case MathOp::kErf: vm.erf(x + lo, y + lo, n); break;
-        case MathOp::kTanh: vm.tanh(x + lo, y + lo, n); break;
-        case MathOp::kSigmoid: vm.sigmoid(x + lo, y + lo, n); break;
-        case MathOp::kGelu: vm.gelu(x + lo, y + lo, n, false); break;
-        case MathOp::kGeluTanh: vm.gelu(x + lo, y + lo, n, true); break;
-      }
-    });
-  }
+  VecMathKernel(MathOp op, std::string name) : FloatUnaryKernel(std::move(name), 3.0), op_(op) {}
 
  private:
+  void apply(const float* x, float* y, int64_t n) const override {
+    const VecMath& vm = vecmath();
+    switch (op_) {
+      case MathOp::kExp: vm.exp(x, y, n); break;
+      case MathOp::kErf: vm.erf(x, y, n); break;
+      case MathOp::kTanh: vm.tanh(x, y, n); break;
+      case MathOp::kSigmoid: vm.sigmoid(x, y, n); break;
+      case MathOp::kGelu: vm.gelu(x, y, n, false); break;
+      case MathOp::kGeluTanh: vm.gelu(x, y, n, true); break;
+    }
+  }
+
   MathOp op_;
-  std::string name_;
 };
 
 }  // namespace

@@ -336,6 +336,15 @@ def _check_post(node, name):
 # linear models
 
 
+def _linear_scores(node, X, W, b):
+    """X (n, features) or (features,) times W (outputs, features) plus b, in float64."""
+    x = _float_in(X).astype(np.float64)
+    x = x.reshape(1, -1) if x.ndim == 1 else x.reshape(x.shape[0], -1)
+    if x.shape[1] != W.shape[1]:
+        invalid(node, f"X has {x.shape[1]} features, the model {W.shape[1]}")
+    return x @ W.T + b
+
+
 @op("LinearRegressor", since=1, domain=ML)
 def linearregressor_1(node):
     coef = np.asarray(node.attr("coefficients", []), dtype=np.float64)
@@ -349,11 +358,7 @@ def linearregressor_1(node):
     b = np.asarray(icpt, dtype=np.float64) if icpt else np.zeros(targets)
 
     def run(X):
-        x = _float_in(X).astype(np.float64)
-        x = x.reshape(1, -1) if x.ndim == 1 else x.reshape(x.shape[0], -1)
-        if x.shape[1] != W.shape[1]:
-            invalid(node, f"X has {x.shape[1]} features, the model {W.shape[1]}")
-        return _post(post, x @ W.T + b).astype(np.float32)
+        return _post(post, _linear_scores(node, X, W, b)).astype(np.float32)
 
     return run
 
@@ -375,11 +380,7 @@ def linearclassifier_1(node):
     b = np.asarray(icpt, dtype=np.float64) if icpt else np.zeros(nclass)
 
     def run(X):
-        x = _float_in(X).astype(np.float64)
-        x = x.reshape(1, -1) if x.ndim == 1 else x.reshape(x.shape[0], -1)
-        if x.shape[1] != W.shape[1]:
-            invalid(node, f"X has {x.shape[1]} features, the model {W.shape[1]}")
-        s = x @ W.T + b
+        s = _linear_scores(node, X, W, b)
         if nclass == 1 and nlab == 2:  # binary: one score for the positive class
             s1 = s[:, 0]
             # ONNX Runtime's convention: [1 - p, p], p the raw score unless LOGISTIC/PROBIT
