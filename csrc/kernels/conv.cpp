@@ -191,11 +191,12 @@ class ConvKernel : public Kernel {
         const int64_t m0 = mb * mblock, m1 = std::min(Mg, m0 + mblock);
         const float* xg = x + (n * g.C + gr * Cg) * in_size;
         float* yt = y + (n * g.M + gr * Mg) * out_size + j0;
-        for (int64_t m = m0; m < m1; ++m) std::fill(yt + m * out_size, yt + m * out_size + nc, 0.f);
+        if (kdim == 0)
+          for (int64_t m = m0; m < m1; ++m) std::fill(yt + m * out_size, yt + m * out_size + nc, 0.f);
         for (int64_t k0 = 0; k0 < kdim; k0 += kGemmKC) {
           const int64_t kc = std::min(kGemmKC, kdim - k0);
           pack_columns(g, xg, k0, kc, j0, nc, buf.get());
-          sgemm_kblock((*wp)[gr], m0, m1, k0, kc, buf.get(), nc, yt, out_size);
+          sgemm_kblock((*wp)[gr], m0, m1, k0, kc, buf.get(), nc, yt, out_size, k0 == 0 ? 0.f : 1.f);
         }
         const float* res = residual ? residual + (n * g.M + gr * Mg) * out_size + j0 : nullptr;
         for (int64_t m = m0; m < m1; ++m)

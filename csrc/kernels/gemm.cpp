@@ -1,6 +1,9 @@
-// Portable blocked SGEMM (packed B panels, packed A strips, register-blocked micro-kernel)
-// and the MatMul / Gemm kernels built on it. ISA-specific micro-kernels come later and will
-// plug in under the same packing.
+// Blocked SGEMM and the MatMul / Gemm kernels built on it.
+//
+// Layout: B is packed into 16-column panels per K block (pre-packed once for constant weights,
+// or per task into a thread-local buffer that stays in L2); A is read in place (row-major) or,
+// when transposed, packed into the tier's row strips. The micro-kernels (gemm_tiers.h) are
+// per ISA tier; this file holds the portable one, the packing and the threaded driver.
 #include "gemm.h"
 
 #include <algorithm>
@@ -17,7 +20,8 @@ namespace {
 
 constexpr int64_t kNR = kGemmPanel;  // panel width (all tiers)
 constexpr int64_t kKC = kGemmKC;     // K block
-constexpr int64_t kMCStrips = 8;  // A strips per M block
+constexpr int64_t kNCMax = 1024;     // columns per task: a kc x nc B block (1 MiB) stays in L2
+constexpr int64_t kMCMaxStrips = 64; // A strips per task before threads ask for more tasks
 
 std::shared_ptr<float> alloc_floats(size_t n) {
   void* p = std::aligned_alloc(64, std::max<size_t>(64, ((n * sizeof(float) + 63) / 64) * 64));
@@ -25,24 +29,35 @@ std::shared_ptr<float> alloc_floats(size_t n) {
   return std::shared_ptr<float>(static_cast<float*>(p), [](float* q) { std::free(q); });
 }
 
+// Grow-only per-thread scratch buffers (slot 0: B block, slot 1: A block).
+float* scratch(int slot, size_t n) {
+  thread_local std::shared_ptr<float> buf[2];
+  thread_local size_t size[2] = {0, 0};
+  if (size[slot] < n) {
+    buf[slot] = alloc_floats(n);
+    size[slot] = n;
+  }
+  return buf[slot].get();
+}
+
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+inline int64_t ceil_div(int64_t x, int64_t m) { return (x + m - 1) / m; }
 
 // Portable micro-kernel: up to 4 rows x 16 columns with GCC/Clang vector extensions (SSE2 on
 // x86-64 baseline, NEON on aarch64), so it vectorizes without any ISA flag.
 typedef float v4f __attribute__((vector_size(16)));
 
-template <int R>
+template <int R, bool Rows>
 void portable_kern(int64_t kc, const float* __restrict a, int64_t as, const float* __restrict b, float* __restrict c,
-                   int64_t ldc, int64_t nr, float alpha) {
+                   int64_t ldc, int64_t nr, float alpha, float beta) {
   v4f acc[R][4];
   for (int i = 0; i < R; ++i)
     for (int j = 0; j < 4; ++j) acc[i][j] = v4f{0.f, 0.f, 0.f, 0.f};
   for (int64_t k = 0; k < kc; ++k) {
     v4f bv[4];
     std::memcpy(bv, b + k * kNR, sizeof(bv));
-    const float* ak = a + k * as;
     for (int i = 0; i < R; ++i) {
-      const float s = ak[i];
+      const float s = Rows ? a[i * as + k] : a[k * as + i];
       const v4f av = {s, s, s, s};
       for (int j = 0; j < 4; ++j) acc[i][j] += av * bv[j];
     }
@@ -51,18 +66,28 @@ void portable_kern(int64_t kc, const float* __restrict a, int64_t as, const floa
     float out[kNR];
     std::memcpy(out, acc[i], sizeof(out));
     float* ci = c + i * ldc;
-    for (int64_t j = 0; j < nr; ++j) ci[j] += alpha * out[j];
+    if (beta == 0.f)
+      for (int64_t j = 0; j < nr; ++j) ci[j] = alpha * out[j];
+    else
+      for (int64_t j = 0; j < nr; ++j) ci[j] = alpha * out[j] + beta * ci[j];
   }
 }
 
-void portable_micro(int64_t rows, int64_t kc, const float* a, int64_t as, const float* b0, const float*, float* c,
-                    int64_t ldc, int64_t nr, float alpha) {
+template <bool Rows>
+void portable_dispatch(int64_t rows, int64_t kc, const float* a, int64_t as, const float* b0, float* c, int64_t ldc,
+                       int64_t nr, float alpha, float beta) {
   switch (rows) {
-    case 1: portable_kern<1>(kc, a, as, b0, c, ldc, nr, alpha); break;
-    case 2: portable_kern<2>(kc, a, as, b0, c, ldc, nr, alpha); break;
-    case 3: portable_kern<3>(kc, a, as, b0, c, ldc, nr, alpha); break;
-    default: portable_kern<4>(kc, a, as, b0, c, ldc, nr, alpha); break;
+    case 1: portable_kern<1, Rows>(kc, a, as, b0, c, ldc, nr, alpha, beta); break;
+    case 2: portable_kern<2, Rows>(kc, a, as, b0, c, ldc, nr, alpha, beta); break;
+    case 3: portable_kern<3, Rows>(kc, a, as, b0, c, ldc, nr, alpha, beta); break;
+    default: portable_kern<4, Rows>(kc, a, as, b0, c, ldc, nr, alpha, beta); break;
   }
+}
+
+void portable_micro(int64_t rows, int64_t kc, const float* a, int64_t as, bool a_rows, const float* b0, const float*,
+                    float* c, int64_t ldc, int64_t nr, float alpha, float beta) {
+  if (a_rows) portable_dispatch<true>(rows, kc, a, as, b0, c, ldc, nr, alpha, beta);
+  else portable_dispatch<false>(rows, kc, a, as, b0, c, ldc, nr, alpha, beta);
 }
 
 // Pack rows [m0, m0+mc) x cols [k0, k0+kc) of op(A) into strips of mr rows: strip[k][mr].
@@ -87,6 +112,50 @@ void pack_a(bool transA, const float* A, int64_t lda, int64_t m0, int64_t mc, in
   }
 }
 
+// Pack rows [k0, k0+kc) x columns [n0, n1) of op(B) into 16-column panels of kc rows each
+// (zero-padded to a whole panel); n0 is a multiple of 16.
+void pack_b_block(bool transB, const float* B, int64_t ldb, int64_t k0, int64_t kc, int64_t n0, int64_t n1,
+                  float* out) {
+  const int64_t nfull = (n1 - n0) / kNR * kNR;  // columns in whole panels
+  if (!transB) {
+    // Groups of 8 panels: each source row contributes 512 contiguous bytes, and each of the 8
+    // panels is written front to back (sequential streams rather than 16 KiB strides).
+    constexpr int64_t kGroup = 8 * kNR;
+    for (int64_t g = 0; g < nfull; g += kGroup) {
+      const int64_t ge = std::min(nfull, g + kGroup);
+      for (int64_t k = 0; k < kc; ++k) {
+        const float* src = B + (k0 + k) * ldb + n0;
+        float* dst = out + k * kNR;
+        for (int64_t j = g; j < ge; j += kNR) std::memcpy(dst + j * kc, src + j, sizeof(float) * kNR);
+      }
+    }
+    for (int64_t k = 0; k < kc; ++k) {
+      const float* src = B + (k0 + k) * ldb + n0;
+      float* dst = out + k * kNR;
+      if (nfull < n1 - n0) {
+        float* t = dst + nfull * kc;
+        const int64_t nr = n1 - n0 - nfull;
+        for (int64_t j = 0; j < nr; ++j) t[j] = src[nfull + j];
+        for (int64_t j = nr; j < kNR; ++j) t[j] = 0.f;
+      }
+    }
+    return;
+  }
+  // Column j of op(B) is row j of B: read each row forward, write one lane of every panel row.
+  for (int64_t j0 = n0; j0 < n1; j0 += kNR) {
+    float* panel = out + (j0 - n0) * kc;
+    const int64_t nr = std::min(kNR, n1 - j0);
+    for (int64_t j = 0; j < kNR; ++j) {
+      if (j < nr) {
+        const float* src = B + (j0 + j) * ldb + k0;
+        for (int64_t k = 0; k < kc; ++k) panel[k * kNR + j] = src[k];
+      } else {
+        for (int64_t k = 0; k < kc; ++k) panel[k * kNR + j] = 0.f;
+      }
+    }
+  }
+}
+
 GemmTier select_tier() {
 #if defined(__x86_64__) || defined(_M_X64)
   switch (active_isa()) {
@@ -96,6 +165,113 @@ GemmTier select_tier() {
   }
 #endif
   return gemm_tier_portable();
+}
+
+int current_threads() {
+  ThreadPool* p = current_pool();
+  return p ? p->num_threads() : 1;
+}
+
+// C = beta * C over an M x N block (beta == 0 writes zeros, never reads C).
+void scale_c(int64_t M, int64_t N, float beta, float* C, int64_t ldc) {
+  if (beta == 1.f) return;
+  for (int64_t i = 0; i < M; ++i) {
+    float* row = C + i * ldc;
+    if (beta == 0.f) std::memset(row, 0, sizeof(float) * N);
+    else
+      for (int64_t j = 0; j < N; ++j) row[j] *= beta;
+  }
+}
+
+// Small-M GEMM with B read in place (no packing): each row of C accumulates alpha * A[i,k] * B[k,:]
+// over k, in column chunks so threads split N. For M = 1 this is GEMV at memory speed.
+void gemm_rows_direct(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
+                      int64_t ldb, float beta, float* C, int64_t ldc) {
+  constexpr int64_t kChunk = 256;
+  parallel_for(ceil_div(N, kChunk), 2.0 * M * K * kChunk / 16.0, [&](int64_t cb, int64_t ce) {
+    float acc[kChunk];
+    for (int64_t c = cb; c < ce; ++c) {
+      const int64_t j0 = c * kChunk, nc = std::min(kChunk, N - j0);
+      for (int64_t i = 0; i < M; ++i) {
+        std::memset(acc, 0, sizeof(acc));
+        const float* a = A + i * lda;
+        for (int64_t k = 0; k < K; ++k) {
+          const float av = a[k];
+          const float* b = B + k * ldb + j0;
+          for (int64_t j = 0; j < nc; ++j) acc[j] += av * b[j];
+        }
+        float* ci = C + i * ldc + j0;
+        if (beta == 0.f)
+          for (int64_t j = 0; j < nc; ++j) ci[j] = alpha * acc[j];
+        else
+          for (int64_t j = 0; j < nc; ++j) ci[j] = alpha * acc[j] + beta * ci[j];
+      }
+    }
+  });
+}
+
+// The threaded driver. B is either pre-packed (pb) or raw (B, ldb, transB) and then packed per task.
+void gemm_driver(bool transA, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                 const PackedB* pb, bool transB, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (K == 0 || alpha == 0.f) {
+    scale_c(M, N, beta, C, ldc);
+    return;
+  }
+  const GemmTier& tier = gemm_tier();
+  const int64_t mr = tier.mr, step = kNR * tier.panels;
+  const int64_t P = current_threads();
+  // Task grid: mb x nb tiles of C, each computed over all of K by one thread, so every output
+  // element is summed in the same order whatever the grid (results do not depend on threads).
+  int64_t nb = ceil_div(N, kNCMax), mb = ceil_div(M, mr * kMCMaxStrips);
+  if (P > 1) {
+    const int64_t want = 4 * P;
+    // Splitting N is free (A is read in place); splitting M re-packs a fed B once more per block.
+    if (mb * nb < want) nb = std::max(nb, std::min(ceil_div(want, mb), ceil_div(N, 2 * step)));
+    if (mb * nb < want) mb = std::max(mb, std::min(ceil_div(want, nb), ceil_div(M, mr)));
+    if ((mb * nb) % P != 0 && ceil_div(N, nb + 1) >= step) nb = round_up(nb, P);
+  }
+  const int64_t nc = round_up(ceil_div(N, nb), step), mc = round_up(ceil_div(M, mb), mr);
+  nb = ceil_div(N, nc);
+  mb = ceil_div(M, mc);
+  const int64_t np_all = pb ? round_up(N, kNR) : 0;
+  const double cost = 2.0 * std::min(M, mc) * std::min(N, nc) * K / 64.0;
+  // Row-major A is read in place unless its row stride is a multiple of 4 KiB (all rows of a strip
+  // would then map to the same L1 sets) and the tile is wide enough to amortize packing.
+  const bool pack_wide_a = !transA && lda % 1024 == 0 && nc >= 4 * step && K > kKC / 4;
+  parallel_for(mb * nb, cost, [&](int64_t tb, int64_t te) {
+    float* bbuf = pb ? nullptr : scratch(0, static_cast<size_t>(kKC * round_up(nc, kNR)));
+    float* abuf = transA || pack_wide_a ? scratch(1, static_cast<size_t>(kKC * mc)) : nullptr;
+    for (int64_t t = tb; t < te; ++t) {
+      const int64_t m0 = (t / nb) * mc, n0 = (t % nb) * nc;
+      const int64_t m1 = std::min(M, m0 + mc), n1 = std::min(N, n0 + nc);
+      for (int64_t k0 = 0; k0 < K; k0 += kKC) {
+        const int64_t kc = std::min(kKC, K - k0);
+        const float* bblk;
+        if (pb) {
+          bblk = pb->data.get() + k0 * np_all + n0 * kc;
+        } else {
+          pack_b_block(transB, B, ldb, k0, kc, n0, n1, bbuf);
+          bblk = bbuf;
+        }
+        // A: packed into strips when transposed or 4 KiB-strided (see pack_wide_a), else in place.
+        const bool packed_a = transA || pack_wide_a;
+        if (packed_a) pack_a(transA, A, lda, m0, m1 - m0, k0, kc, mr, abuf);
+        const float b = k0 == 0 ? beta : 1.f;
+        for (int64_t i0 = m0; i0 < m1; i0 += mr) {
+          const int64_t rows = std::min(mr, m1 - i0);
+          const float* a = packed_a ? abuf + (i0 - m0) * kc : A + i0 * lda + k0;
+          const int64_t as = packed_a ? mr : lda;
+          for (int64_t j0 = n0; j0 < n1; j0 += step) {
+            const int64_t nr = std::min(step, n1 - j0);
+            const float* p0 = bblk + (j0 - n0) * kc;
+            const float* p1 = nr > kNR ? p0 + kNR * kc : nullptr;
+            tier.kernel(rows, kc, a, as, !packed_a, p0, p1, C + i0 * ldc + j0, ldc, nr, alpha, b);
+          }
+        }
+      }
+    }
+  });
 }
 
 }  // namespace
@@ -111,76 +287,17 @@ PackedB sgemm_pack_b(bool transB, int64_t K, int64_t N, const float* B, int64_t 
   PackedB p;
   p.K = K;
   p.N = N;
-  int64_t np = round_up(std::max<int64_t>(N, 1), kNR);
+  const int64_t np = round_up(std::max<int64_t>(N, 1), kNR);
   p.data = alloc_floats(static_cast<size_t>(np * std::max<int64_t>(K, 1)));
-  float* out = p.data.get();
-  // Layout: for each K block, for each panel: kc x kNR floats.
-  for (int64_t k0 = 0; k0 < K; k0 += kKC) {
-    int64_t kc = std::min(kKC, K - k0);
-    float* blk = out + k0 * np;
-    for (int64_t j0 = 0; j0 < np; j0 += kNR) {
-      float* panel = blk + j0 * kc;
-      int64_t nr = std::min(kNR, N - j0);
-      for (int64_t k = 0; k < kc; ++k) {
-        float* dst = panel + k * kNR;
-        if (!transB) {
-          const float* src = B + (k0 + k) * ldb + j0;
-          for (int64_t j = 0; j < nr; ++j) dst[j] = src[j];
-        } else {
-          for (int64_t j = 0; j < nr; ++j) dst[j] = B[(j0 + j) * ldb + k0 + k];
-        }
-        for (int64_t j = std::max<int64_t>(nr, 0); j < kNR; ++j) dst[j] = 0.f;
-      }
-    }
-  }
+  // Layout: for each K block, the panels of all columns (kc x 16 floats each).
+  for (int64_t k0 = 0; k0 < K; k0 += kKC)
+    pack_b_block(transB, B, ldb, k0, std::min(kKC, K - k0), 0, np, p.data.get() + k0 * np);
   return p;
 }
 
 void sgemm_packed(bool transA, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                   const PackedB& B, float beta, float* C, int64_t ldc) {
-  if (M == 0 || N == 0) return;
-  for (int64_t i = 0; i < M; ++i) {
-    float* row = C + i * ldc;
-    if (beta == 0.f) std::memset(row, 0, sizeof(float) * N);
-    else if (beta != 1.f)
-      for (int64_t j = 0; j < N; ++j) row[j] *= beta;
-  }
-  if (K == 0 || alpha == 0.f) return;
-  const GemmTier& tier = gemm_tier();
-  const int64_t mr = tier.mr, mc_max = mr * kMCStrips, step = kNR * tier.panels;
-  const int64_t np = round_up(N, kNR);
-  // Tasks: (M block, N chunk) tiles, each computing its C tile over all of K, so every output
-  // element is summed by one thread in a fixed order (results do not depend on the threads).
-  const int64_t nchunk = step * 4;
-  const int64_t mtiles = (M + mc_max - 1) / mc_max, ntiles = (N + nchunk - 1) / nchunk;
-  const double flops_per_task = 2.0 * std::min(M, mc_max) * std::min(N, nchunk) * K;
-  parallel_for(mtiles * ntiles, flops_per_task / 64.0, [&](int64_t tb, int64_t te) {
-    thread_local std::shared_ptr<float> abuf;
-    thread_local size_t abuf_size = 0;
-    size_t need = static_cast<size_t>(mc_max * kKC);
-    if (abuf_size < need) {
-      abuf = alloc_floats(need);
-      abuf_size = need;
-    }
-    for (int64_t t = tb; t < te; ++t) {
-      int64_t m0 = (t / ntiles) * mc_max, n0 = (t % ntiles) * nchunk;
-      int64_t mc = std::min(mc_max, M - m0), n1 = std::min(N, n0 + nchunk);
-      for (int64_t k0 = 0; k0 < K; k0 += kKC) {
-        int64_t kc = std::min(kKC, K - k0);
-        const float* bblk = B.data.get() + k0 * np;
-        pack_a(transA, A, lda, m0, mc, k0, kc, mr, abuf.get());
-        for (int64_t j0 = n0; j0 < n1; j0 += step) {
-          int64_t nr = std::min(step, n1 - j0);
-          const float* p0 = bblk + j0 * kc;
-          const float* p1 = nr > kNR ? p0 + kNR * kc : nullptr;
-          for (int64_t i0 = 0; i0 < mc; i0 += mr) {
-            tier.kernel(std::min(mr, mc - i0), kc, abuf.get() + i0 * kc, mr, p0, p1, C + (m0 + i0) * ldc + j0, ldc,
-                        nr, alpha);
-          }
-        }
-      }
-    }
-  });
+  gemm_driver(transA, M, N, K, alpha, A, lda, &B, false, nullptr, 0, beta, C, ldc);
 }
 
 PackedA sgemm_pack_a(int64_t M, int64_t K, const float* A, int64_t lda) {
@@ -199,7 +316,7 @@ PackedA sgemm_pack_a(int64_t M, int64_t K, const float* A, int64_t lda) {
 }
 
 void sgemm_kblock(const PackedA& A, int64_t m0, int64_t m1, int64_t k0, int64_t kc, const float* Bblock, int64_t nc,
-                  float* C, int64_t ldc) {
+                  float* C, int64_t ldc, float beta) {
   const GemmTier& tier = gemm_tier();
   const int64_t mr = A.mr, step = kNR * tier.panels;
   const float* ablk = A.data.get() + k0 * A.mpad;
@@ -208,19 +325,19 @@ void sgemm_kblock(const PackedA& A, int64_t m0, int64_t m1, int64_t k0, int64_t 
     const float* p0 = Bblock + (j0 / kNR) * kNR * kc;
     const float* p1 = nr > kNR ? p0 + kNR * kc : nullptr;
     for (int64_t i0 = m0; i0 < m1; i0 += mr)
-      tier.kernel(std::min(mr, m1 - i0), kc, ablk + i0 * kc, mr, p0, p1, C + i0 * ldc + j0, ldc, nr, 1.f);
+      tier.kernel(std::min(mr, m1 - i0), kc, ablk + i0 * kc, mr, false, p0, p1, C + i0 * ldc + j0, ldc, nr, 1.f,
+                  beta);
   }
 }
 
 void sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  if (M == 0 || N == 0) return;
-  if (K == 0 || alpha == 0.f) {
-    sgemm_packed(transA, M, N, 0, alpha, A, lda, PackedB{}, beta, C, ldc);
+  if (M <= 0 || N <= 0) return;
+  if (!transA && !transB && M <= 2 && K > 0) {
+    gemm_rows_direct(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
-  PackedB p = sgemm_pack_b(transB, K, N, B, ldb);
-  sgemm_packed(transA, M, N, K, alpha, A, lda, p, beta, C, ldc);
+  gemm_driver(transA, M, N, K, alpha, A, lda, nullptr, transB, B, ldb, beta, C, ldc);
 }
 
 namespace {

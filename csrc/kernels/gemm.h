@@ -33,8 +33,9 @@ inline int64_t packed_b_index(int64_t j, int64_t k, int64_t kc) { return (j >> 4
 
 // C[m0:m1, 0:nc] += A[m0:m1, k0:k0+kc] * Bblock, with Bblock packed as above (kc rows, nc columns);
 // m0 must be a multiple of A.mr. C points at row 0.
+// beta scales what C held (0: overwrite without reading, 1: accumulate).
 void sgemm_kblock(const PackedA& A, int64_t m0, int64_t m1, int64_t k0, int64_t kc, const float* Bblock, int64_t nc,
-                  float* C, int64_t ldc);
+                  float* C, int64_t ldc, float beta = 1.f);
 
 void sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);

@@ -1,5 +1,5 @@
 // AVX-512 SGEMM micro-kernel: up to 12 rows x 32 columns (24 zmm accumulators), two packed
-// 16-column panels per call; masked loads/stores for column tails.
+// 16-column panels per call; A packed or read in place; masked loads/stores for column tails.
 // Compiled with -mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma; only called on such CPUs.
 #include <immintrin.h>
 
@@ -12,58 +12,67 @@ inline __mmask16 mask_of(int64_t n) {
   return n >= 16 ? static_cast<__mmask16>(0xFFFF) : n <= 0 ? 0 : static_cast<__mmask16>((1u << n) - 1);
 }
 
-template <int R, bool Two>
+template <int R, bool Two, bool Rows>
 void kern(int64_t kc, const float* a, int64_t as, const float* b0, const float* b1, float* c, int64_t ldc, int64_t nr,
-          float alpha) {
+          float alpha, float beta) {
   __m512 acc0[R], acc1[R];
   for (int i = 0; i < R; ++i) {
     acc0[i] = _mm512_setzero_ps();
     if (Two) acc1[i] = _mm512_setzero_ps();
   }
+  if (beta != 0.f)  // C is read at the end: start fetching its lines now
+    for (int i = 0; i < R; ++i) {
+      _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+      if (Two) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16), _MM_HINT_T0);
+    }
   for (int64_t k = 0; k < kc; ++k) {
     const __m512 v0 = _mm512_load_ps(b0 + k * 16);
     __m512 v1 = _mm512_setzero_ps();
     if (Two) v1 = _mm512_load_ps(b1 + k * 16);
-    const float* ak = a + k * as;
 #pragma GCC unroll 12
     for (int i = 0; i < R; ++i) {
-      const __m512 av = _mm512_set1_ps(ak[i]);
+      const __m512 av = _mm512_set1_ps(Rows ? a[i * as + k] : a[k * as + i]);
       acc0[i] = _mm512_fmadd_ps(av, v0, acc0[i]);
       if (Two) acc1[i] = _mm512_fmadd_ps(av, v1, acc1[i]);
     }
   }
-  const __m512 va = _mm512_set1_ps(alpha);
+  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
   const __mmask16 m0 = mask_of(nr), m1 = mask_of(nr - 16);
   for (int i = 0; i < R; ++i) {
     float* ci = c + i * ldc;
-    _mm512_mask_storeu_ps(ci, m0, _mm512_fmadd_ps(acc0[i], va, _mm512_maskz_loadu_ps(m0, ci)));
-    if (Two) _mm512_mask_storeu_ps(ci + 16, m1, _mm512_fmadd_ps(acc1[i], va, _mm512_maskz_loadu_ps(m1, ci + 16)));
+    __m512 r0 = _mm512_mul_ps(acc0[i], va), r1 = _mm512_setzero_ps();
+    if (Two) r1 = _mm512_mul_ps(acc1[i], va);
+    if (beta != 0.f) {
+      r0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m0, ci), vb, r0);
+      if (Two) r1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m1, ci + 16), vb, r1);
+    }
+    _mm512_mask_storeu_ps(ci, m0, r0);
+    if (Two) _mm512_mask_storeu_ps(ci + 16, m1, r1);
   }
 }
 
-template <bool Two>
+template <bool Two, bool Rows>
 void dispatch(int64_t rows, int64_t kc, const float* a, int64_t as, const float* b0, const float* b1, float* c,
-              int64_t ldc, int64_t nr, float alpha) {
+              int64_t ldc, int64_t nr, float alpha, float beta) {
   switch (rows) {
-    case 1: kern<1, Two>(kc, a, as, b0, b1, c, ldc, nr, alpha); break;
-    case 2: kern<2, Two>(kc, a, as, b0, b1, c, ldc, nr, alpha); break;
-    case 3: kern<3, Two>(kc, a, as, b0, b1, c, ldc, nr, alpha); break;
-    case 4: kern<4, Two>(kc, a, as, b0, b1, c, ldc, nr, alpha); break;
-    case 5: kern<5, Two>(kc, a, as, b0, b1, c, ldc, nr, alpha); break;
-    case 6: kern<6, Two>(kc, a, as, b0, b1, c, ldc, nr, alpha); break;
-    case 7: kern<7, Two>(kc, a, as, b0, b1, c, ldc, nr, alpha); break;
-    case 8: kern<8, Two>(kc, a, as, b0, b1, c, ldc, nr, alpha); break;
-    case 9: kern<9, Two>(kc, a, as, b0, b1, c, ldc, nr, alpha); break;
-    case 10: kern<10, Two>(kc, a, as, b0, b1, c, ldc, nr, alpha); break;
-    case 11: kern<11, Two>(kc, a, as, b0, b1, c, ldc, nr, alpha); break;
-    default: kern<12, Two>(kc, a, as, b0, b1, c, ldc, nr, alpha); break;
+#define ONNXFAST_CASE(R) \
+  case R: kern<R, Two, Rows>(kc, a, as, b0, b1, c, ldc, nr, alpha, beta); break;
+    ONNXFAST_CASE(1) ONNXFAST_CASE(2) ONNXFAST_CASE(3) ONNXFAST_CASE(4) ONNXFAST_CASE(5) ONNXFAST_CASE(6)
+    ONNXFAST_CASE(7) ONNXFAST_CASE(8) ONNXFAST_CASE(9) ONNXFAST_CASE(10) ONNXFAST_CASE(11)
+#undef ONNXFAST_CASE
+    default: kern<12, Two, Rows>(kc, a, as, b0, b1, c, ldc, nr, alpha, beta); break;
   }
 }
 
-void micro(int64_t rows, int64_t kc, const float* a, int64_t as, const float* b0, const float* b1, float* c,
-           int64_t ldc, int64_t nr, float alpha) {
-  if (b1) dispatch<true>(rows, kc, a, as, b0, b1, c, ldc, nr, alpha);
-  else dispatch<false>(rows, kc, a, as, b0, b1, c, ldc, nr, alpha);
+void micro(int64_t rows, int64_t kc, const float* a, int64_t as, bool a_rows, const float* b0, const float* b1,
+           float* c, int64_t ldc, int64_t nr, float alpha, float beta) {
+  if (a_rows) {
+    if (b1) dispatch<true, true>(rows, kc, a, as, b0, b1, c, ldc, nr, alpha, beta);
+    else dispatch<false, true>(rows, kc, a, as, b0, b1, c, ldc, nr, alpha, beta);
+  } else {
+    if (b1) dispatch<true, false>(rows, kc, a, as, b0, b1, c, ldc, nr, alpha, beta);
+    else dispatch<false, false>(rows, kc, a, as, b0, b1, c, ldc, nr, alpha, beta);
+  }
 }
 
 }  // namespace

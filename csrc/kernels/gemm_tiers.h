@@ -1,15 +1,18 @@
 // SGEMM micro-kernels per ISA tier, sharing one packing layout:
 //   B: panels of 16 columns, [kc][16] floats each, zero-padded, 64-byte aligned;
-//   A: strips of `mr` rows, [kc][mr] floats each, zero-padded.
-// A micro-kernel computes C[rows x nr] += alpha * A_strip * [panel0 | panel1] for rows <= mr;
-// panel1 is null when the tier uses one panel per call or the last panel is reached.
+//   A: either packed strips of `mr` rows ([kc][mr] floats, element (i, k) at a[k * as + i]) or
+//      plain row-major rows (element (i, k) at a[i * as + k], `a_rows` true) — the driver reads
+//      non-transposed A in place and packs only transposed A and convolution weights.
+// A micro-kernel computes C[rows x nr] = alpha * A_strip * [panel0 | panel1] + beta * C for
+// rows <= mr (beta == 0 writes C without reading it); panel1 is null when the tier uses one panel
+// per call or the last panel is reached.
 #pragma once
 #include <cstdint>
 
 namespace onnxfast {
 
-using GemmMicroKernel = void (*)(int64_t rows, int64_t kc, const float* a, int64_t a_stride, const float* b0,
-                                 const float* b1, float* c, int64_t ldc, int64_t nr, float alpha);
+using GemmMicroKernel = void (*)(int64_t rows, int64_t kc, const float* a, int64_t as, bool a_rows, const float* b0,
+                                 const float* b1, float* c, int64_t ldc, int64_t nr, float alpha, float beta);
 
 struct GemmTier {
   const char* name;
