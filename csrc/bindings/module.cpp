@@ -94,8 +94,19 @@ py::list run_kernel(const PyKernel& pk, py::sequence inputs, int nout) {
 
 }  // namespace
 
+namespace {
+// Storage owners are numpy arrays: drop the reference under the GIL, from whatever thread.
+void release_py_owner(PyObject* owner) {
+  if (!Py_IsInitialized()) return;
+  PyGILState_STATE st = PyGILState_Ensure();
+  Py_DECREF(owner);
+  PyGILState_Release(st);
+}
+}  // namespace
+
 PYBIND11_MODULE(_core, m) {
   m.doc() = "onnxfast native core: tensors, kernels and the executor";
+  set_owner_release(&release_py_owner);
   register_elementwise_kernels();
   register_gemm_kernels();
   register_conv_kernels();
@@ -122,6 +133,8 @@ PYBIND11_MODULE(_core, m) {
     d["avx512bw"] = f.avx512bw;
     d["avx512vnni"] = f.avx512vnni;
     d["avx512bf16"] = f.avx512bf16;
+    d["neon"] = f.neon;
+    d["sve"] = f.sve;
     d["best_isa"] = isa_name(best_isa());
     d["isa"] = isa_name(active_isa());
     d["gemm"] = gemm_tier().name;

@@ -1,8 +1,6 @@
 // Tensor and Storage: allocation (with the max-allocation guard), dtype tables, shape helpers.
 #include "tensor.h"
 
-#include <Python.h>
-
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -23,7 +21,10 @@ size_t default_max_alloc() {
   return static_cast<size_t>(pages) * static_cast<size_t>(page);
 }
 std::atomic<size_t> g_max_alloc{default_max_alloc()};
+std::atomic<OwnerRelease> g_owner_release{nullptr};
 }  // namespace
+
+void set_owner_release(OwnerRelease fn) { g_owner_release.store(fn); }
 
 size_t dtype_itemsize(int dtype) {
   return (dtype >= 0 && dtype < kMaxDType) ? g_itemsize[dtype] : 0;
@@ -44,11 +45,7 @@ void set_max_allocation_bytes(size_t n) { g_max_alloc.store(n); }
 
 Storage::~Storage() {
   if (owner) {
-    if (Py_IsInitialized()) {
-      PyGILState_STATE st = PyGILState_Ensure();
-      Py_DECREF(owner);
-      PyGILState_Release(st);
-    }
+    if (OwnerRelease fn = g_owner_release.load()) fn(owner);
   } else if (owned) {
     std::free(data);
   }

@@ -1,6 +1,7 @@
 // Tensor: a contiguous native buffer with dtype, shape and device tag.
-// Storage either owns aligned memory or keeps a Python object (a numpy array) alive; in the
-// latter case releasing it takes the GIL, so tensors may be dropped from any thread.
+// Storage either owns aligned memory or keeps a Python object (a numpy array) alive; the
+// bindings install the hook that releases such an owner (taking the GIL), so tensors may be
+// dropped from any thread and this file stays free of Python (C++ unit tests, cross builds).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -19,6 +20,10 @@ using Shape = std::vector<int64_t>;
 // before touching memory, so a malicious model cannot trigger the OOM killer.
 size_t max_allocation_bytes();
 void set_max_allocation_bytes(size_t n);
+
+// Releases a Storage's owner object; installed once by the Python bindings.
+using OwnerRelease = void (*)(PyObject* owner);
+void set_owner_release(OwnerRelease fn);
 
 struct Storage {
   void* data = nullptr;

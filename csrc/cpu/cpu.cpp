@@ -8,6 +8,10 @@
 #include <cpuid.h>
 #define ONNXFAST_X86 1
 #endif
+#if defined(__aarch64__) && defined(__linux__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#endif
 
 namespace onnxfast {
 
@@ -48,6 +52,12 @@ CpuFeatures detect() {
       f.avx512bf16 = a & (1u << 5);
     }
   }
+#endif
+#if defined(__aarch64__) && defined(__linux__)
+  const unsigned long hw = getauxval(AT_HWCAP);
+  f.neon = hw & HWCAP_ASIMD;
+  f.fp16 = hw & HWCAP_ASIMDHP;
+  f.sve = hw & HWCAP_SVE;
 #endif
   return f;
 }

@@ -175,7 +175,7 @@ inline lanes_t exp_lanes(lanes_t x) {
 // 1 / d: on AVX-512 a 14-bit estimate refined by one Newton step (about 1 ulp), else a division.
 inline lanes_t recip_lanes(lanes_t d) {
 #if defined(__AVX512F__)
-  const lanes_t r = _mm512_rcp14_ps(d);
+  const lanes_t r = _mm512_maskz_rcp14_ps(0xFFFF, d);  // (the unmasked form trips -Wmaybe-uninitialized in GCC 12)
   return r * (2.f - d * r);
 #else
   return 1.f / d;
