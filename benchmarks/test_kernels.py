@@ -57,14 +57,15 @@ def _ort(data: bytes, threads: int):
 
 
 def settle() -> None:
-    """Let the peer's worker threads stop spinning before onnxfast's timed round: OpenBLAS and
-    onnxruntime spin after each call (up to ~0.1 s) and would otherwise take the cores onnxfast's
-    pool runs on. onnxfast's own workers sleep ~50 us after a run, so the peer needs no such pause."""
+    """Let worker threads stop spinning between timed calls: OpenBLAS spins for about 2^28 cycles
+    (~0.12 s here) after each call and onnxruntime's pool spins too; they would otherwise take the
+    cores onnxfast's pool runs on. The pause comes before both sides' timed calls, so each starts
+    from the same idle state (caches and clocks alike)."""
     if not BENCHMARK_DISABLED[0]:
         time.sleep(SETTLE_S)
 
 
-SETTLE_S = 0.15
+SETTLE_S = 0.25
 BENCHMARK_DISABLED = [False]
 
 
@@ -72,6 +73,7 @@ def _pair(benchmark, group: str, fast_fn, peer_fn, rounds: int, flops: float | N
     peer_times: list[float] = []
 
     def setup():
+        settle()
         t = time.perf_counter()
         peer_fn()
         peer_times.append(time.perf_counter() - t)
@@ -110,20 +112,13 @@ def test_gemm_vs_numpy(benchmark, mkn, const, threads):
                   [("b", b)] if const else [])
     s = _fast(data, threads)
     feed = {"a": a} if const else {"a": a, "b": b}
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        threadpool_limits = None
+    from threadpoolctl import threadpool_limits
 
-    def numpy_mm():
-        if threadpool_limits is not None:
-            with threadpool_limits(threads, user_api="blas"):
-                return a @ b
-        return a @ b
-
-    benchmark.extra_info["blas"] = _blas()
-    _pair(benchmark, f"gemm {m}x{k}x{n} {'const' if const else 'fed'} t{threads}", lambda: s.run(None, feed),
-          numpy_mm, rounds=10, flops=2.0 * m * k * n, peer="numpy")
+    # numpy's BLAS gets the same thread count for the whole case (set outside the timed calls).
+    with threadpool_limits(threads, user_api="blas"):
+        benchmark.extra_info["blas"] = _blas()
+        _pair(benchmark, f"gemm {m}x{k}x{n} {'const' if const else 'fed'} t{threads}", lambda: s.run(None, feed),
+              lambda: a @ b, rounds=10, flops=2.0 * m * k * n, peer="numpy")
 
 
 @pytest.mark.parametrize("threads", [1, 2])

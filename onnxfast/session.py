@@ -11,6 +11,7 @@ import ctypes
 import json
 import logging
 import os
+import threading
 import time
 import warnings
 from typing import Any
@@ -57,6 +58,49 @@ class ModelMetadata:
         self.graph_name = m.graph.name
         self.producer_name = m.producer_name
         self.version = m.model_version
+
+
+class _BlasLimit:
+    """numpy's BLAS threads must not fight the session's pool: while any run that has numpy-
+    implemented steps is in flight, the BLAS libraries numpy loaded (found with threadpoolctl) run
+    single-threaded; the first run in saves their thread counts, the last one out restores them.
+    About 4 us per run; only sessions with numpy steps pay it."""
+
+    _lock = threading.Lock()
+    _depth = 0
+    _saved: list = []
+    _libs: list | None = None
+
+    @classmethod
+    def _blas_libs(cls) -> list:
+        if cls._libs is None:
+            try:
+                from threadpoolctl import ThreadpoolController
+
+                cls._libs = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+            except Exception:  # threadpoolctl missing or unable to inspect: nothing to limit
+                cls._libs = []
+        return cls._libs
+
+    def __enter__(self):
+        with self._lock:
+            if _BlasLimit._depth == 0:
+                libs = self._blas_libs()
+                _BlasLimit._saved = [c.get_num_threads() for c in libs]
+                for c in libs:
+                    c.set_num_threads(1)
+            _BlasLimit._depth += 1
+
+    def __exit__(self, *exc):
+        with self._lock:
+            _BlasLimit._depth -= 1
+            if _BlasLimit._depth == 0:
+                for c, n in zip(self._blas_libs(), _BlasLimit._saved):
+                    c.set_num_threads(n)
+        return False
+
+
+_BLAS_LIMIT = _BlasLimit()
 
 
 def _node_arg(vi: ir.ValueInfo, overrides: dict[str, int]) -> NodeArg:
@@ -147,6 +191,7 @@ class InferenceSession:
         self._plan.pool = self._pool
         self._records = planner.records
         self._numpy_steps = any("numpy" in r.kernel or r.kernel == "control-flow" for r in self._records)
+        self._limit_blas = self._numpy_steps and cfg.get("session.limit_blas_threads", "1") != "0"
         g = self._model.graph
         over = self._sess_options._dim_overrides
         inits = g.initializers
@@ -160,6 +205,9 @@ class InferenceSession:
         if self._numpy_steps:
             # numpy kernels must not print floating-point warnings (NaN/inf results are valid data)
             with np.errstate(all="ignore"):
+                if self._limit_blas:
+                    with _BLAS_LIMIT:
+                        return self._plan.run(output_names or None, input_feed, run_options)
                 return self._plan.run(output_names or None, input_feed, run_options)
         return self._plan.run(output_names or None, input_feed, run_options)
 

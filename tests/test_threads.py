@@ -3,6 +3,7 @@
 import threading
 
 import numpy as np
+import pytest
 from onnx_helpers import F, make_model, vi
 from onnx import helper
 
@@ -58,3 +59,37 @@ def test_results_are_deterministic(rng):
     first = sess.run(None, {"x": x})[0]
     for _ in range(10):
         assert np.array_equal(sess.run(None, {"x": x})[0], first)
+
+
+def test_numpy_steps_run_with_blas_limited_and_restored():
+    """numpy-implemented nodes run with numpy's BLAS at one thread (so it does not fight the
+    session's pool); the caller's setting is back after the run, also after a failing run."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from onnxfast.session import _BLAS_LIMIT, _BlasLimit
+
+    libs = _BlasLimit._blas_libs()
+    if not libs:
+        pytest.skip("numpy has no BLAS library threadpoolctl can control")
+    before = [c.get_num_threads() for c in libs]
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        outer = [c.get_num_threads() for c in libs]
+        with _BLAS_LIMIT:
+            assert [c.get_num_threads() for c in libs] == [1] * len(libs)
+            with _BLAS_LIMIT:  # nested / concurrent runs keep the limit until the last one leaves
+                pass
+            assert [c.get_num_threads() for c in libs] == [1] * len(libs)
+        assert [c.get_num_threads() for c in libs] == outer
+        # A float64 MatMul is a numpy kernel: the session limits BLAS around its run.
+        from onnx import TensorProto, helper
+
+        m = make_model([helper.make_node("MatMul", ["a", "b"], ["c"])],
+                       [vi("a", TensorProto.DOUBLE, [64, 64]), vi("b", TensorProto.DOUBLE, [64, 64])],
+                       [vi("c", TensorProto.DOUBLE)])
+        s = onnxfast.InferenceSession(m.SerializeToString())
+        assert s._limit_blas
+        a = np.ones((64, 64))
+        np.testing.assert_allclose(s.run(None, {"a": a, "b": a})[0], a @ a)
+        with pytest.raises(onnxfast.errors.OnnxfastError):
+            s.run(None, {"a": a, "b": np.ones((3, 3))})
+        assert [c.get_num_threads() for c in libs] == outer
+    assert [c.get_num_threads() for c in libs] == before
