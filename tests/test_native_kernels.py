@@ -256,3 +256,79 @@ def test_vector_math_accuracy(op):
     ref = numpy_session(model).run(None, {"x": x.astype(np.float32)})[0].astype(np.float64)
     big = np.abs(ref) > 1e-30
     assert np.max(np.abs(got - ref)[big] / np.abs(ref[big])) < 2e-6
+
+
+# ---- float16 / bfloat16 MatMul, Gemm, Conv (widened to float32 inside the native kernels) ----
+
+def _half_types():
+    import ml_dtypes
+
+    return [(np.float16, TensorProto.FLOAT16, 2.0 ** -10), (ml_dtypes.bfloat16, TensorProto.BFLOAT16, 2.0 ** -7)]
+
+
+@pytest.mark.parametrize("half", range(2), ids=["float16", "bfloat16"])
+def test_half_conversions_are_exact_and_round_to_nearest_even(half):
+    """Every 16-bit pattern through MatMul with K=1: times 1 it comes back unchanged (subnormals,
+    infinities; NaNs stay NaN); times 1.3 (exact in float32) it is rounded like numpy/ml_dtypes'
+    float32 -> half cast (round to nearest even, overflow to inf, subnormal results)."""
+    dt, elem, _ = _half_types()[half]
+    bits = np.arange(65536, dtype=np.uint16)
+    a = bits.view(dt).reshape(-1, 1)
+    for scale in (1.0, 1.3):
+        b = np.array([[scale]], dtype=dt)
+        model = make_model([helper.make_node("MatMul", ["a", "b"], ["y"])], [vi("a", elem, [65536, 1])],
+                           [vi("y", elem)], initializers=[("b", helper.make_tensor("b", elem, [1, 1], b.view(np.uint16).tobytes(), raw=True))])
+        got = native_session(model, ("MatMul",)).run(None, {"a": a})[0]
+        assert got.dtype == dt
+        with np.errstate(all="ignore"):  # NaN / inf patterns are part of the sweep
+            ref = (a.astype(np.float32) * np.float32(b.astype(np.float32)[0, 0])).astype(dt)
+        gn, rn = np.isnan(got.astype(np.float32)), np.isnan(ref.astype(np.float32))
+        np.testing.assert_array_equal(gn, rn)
+        # equal as numbers (bit for bit except the sign of zero: a GEMM sum of -0 is +0)
+        np.testing.assert_array_equal(got.astype(np.float32)[~gn], ref.astype(np.float32)[~rn])
+
+
+@pytest.mark.parametrize("half", range(2), ids=["float16", "bfloat16"])
+@pytest.mark.parametrize("const_b", [False, True])
+@pytest.mark.parametrize("mkn", [(1, 7, 5), (17, 33, 40), (64, 300, 70)], ids=str)
+def test_half_matmul_and_gemm(rng, half, const_b, mkn):
+    dt, elem, ulp = _half_types()[half]
+    m, k, n = mkn
+    a = rng.standard_normal((m, k)).astype(dt)
+    b = rng.standard_normal((k, n)).astype(dt)
+    c = rng.standard_normal((n,)).astype(dt)
+    inits = [("b", helper.make_tensor("b", elem, [k, n], b.view(np.uint16).tobytes(), raw=True))] if const_b else []
+    ins = [vi("a", elem, [m, k])] + ([] if const_b else [vi("b", elem, [k, n])])
+    feed = {"a": a} if const_b else {"a": a, "b": b}
+    ref32 = a.astype(np.float32) @ b.astype(np.float32)
+    mm = make_model([helper.make_node("MatMul", ["a", "b"], ["y"])], ins, [vi("y", elem)], initializers=inits)
+    gm = make_model([helper.make_node("Gemm", ["a", "b", "c"], ["y"], alpha=0.5, beta=2.0)], ins + [vi("c", elem, [n])],
+                    [vi("y", elem)], initializers=inits)
+    for model, f, ref, op in ((mm, feed, ref32, "MatMul"),
+                              (gm, dict(feed, c=c), 0.5 * ref32 + 2.0 * c.astype(np.float32), "Gemm")):
+        s = native_session(model, (op,))
+        got = s.run(None, f)[0]
+        assert got.dtype == dt and got.shape == (m, n)
+        scale = np.abs(ref).max() + 1
+        np.testing.assert_allclose(got.astype(np.float32), ref, rtol=2 * ulp, atol=2 * ulp * scale)
+        assert any(r["op_type"] == op and r["kernel"].startswith("native") for r in s.kernel_listing())
+
+
+@pytest.mark.parametrize("half", range(2), ids=["float16", "bfloat16"])
+def test_half_conv(rng, half):
+    dt, elem, ulp = _half_types()[half]
+    x = rng.standard_normal((2, 6, 9, 8)).astype(dt)
+    w = (rng.standard_normal((8, 3, 3, 3)) * 0.3).astype(dt)
+    bias = rng.standard_normal(8).astype(dt)
+    def raw(name, arr):
+        return name, helper.make_tensor(name, elem, arr.shape, arr.view(np.uint16).tobytes(), raw=True)
+
+    model = make_model([helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1], strides=[2, 1], group=2)],
+                       [vi("x", elem, list(x.shape))], [vi("y", elem)], initializers=[raw("w", w), raw("b", bias)])
+    got = native_session(model, ("Conv",)).run(None, {"x": x})[0]
+    model32 = make_model([helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1], strides=[2, 1], group=2)],
+                         [vi("x", F, list(x.shape))], [vi("y", F)],
+                         initializers=[("w", w.astype(np.float32)), ("b", bias.astype(np.float32))])
+    ref = ort_run(model32, {"x": x.astype(np.float32)})[0]
+    assert got.dtype == dt and got.shape == ref.shape
+    np.testing.assert_allclose(got.astype(np.float32), ref, rtol=2 * ulp, atol=2 * ulp * (np.abs(ref).max() + 1))

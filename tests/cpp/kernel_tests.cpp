@@ -311,6 +311,7 @@ int main() {
   register_gemm_kernels();
   register_conv_kernels();
   register_normalization_kernels();
+  register_half_kernels();
   std::printf("tier: isa=%s gemm=%s vecmath=%s\n", isa_name(active_isa()), gemm_tier().name, vecmath().name);
   test_sgemm();
   test_sgemm_threads_bitwise();

@@ -1,0 +1,181 @@
+// float16 / bfloat16 through the float32 kernels: MatMul, Gemm, Conv and FusedConv accept half
+// inputs by widening them to float32, computing with the float32 kernel (same packing, same
+// micro-kernels) and rounding the outputs back to nearest-even. Constant half inputs (weights)
+// are widened once at session creation, so the float32 kernel pre-packs them as usual.
+// numpy's own float16 matmul is ~200x slower than this.
+#include <cstring>
+
+#include "../threadpool/threadpool.h"
+#include "kernel.h"
+
+namespace onnxfast {
+namespace {
+
+inline float bits_float(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline uint32_t float_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+
+inline float half_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
+  const uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
+  if (exp == 0) {  // zero or subnormal: mant * 2^-24
+    const float v = static_cast<float>(mant) * 5.9604644775390625e-8f;
+    return bits_float(float_bits(v) | sign);
+  }
+  if (exp == 31) return bits_float(sign | 0x7f800000u | (mant << 13));  // inf / NaN
+  return bits_float(sign | ((exp + 112) << 23) | (mant << 13));
+}
+
+inline uint16_t float_to_half(float f) {  // round to nearest even
+  const uint32_t u = float_bits(f);
+  const uint32_t sign = (u >> 16) & 0x8000;
+  uint32_t a = u & 0x7fffffffu;
+  if (a >= 0x7f800000u) return static_cast<uint16_t>(sign | (a > 0x7f800000u ? 0x7e00 : 0x7c00));
+  if (a >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00);  // rounds to >= 65520: inf
+  if (a < 0x38800000u) {
+    // Below the smallest normal half: adding 0.5 leaves round(x * 2^24) in the low mantissa bits.
+    const uint32_t r = float_bits(bits_float(a) + 0.5f) - 0x3f000000u;
+    return static_cast<uint16_t>(sign | r);
+  }
+  const uint32_t odd = (a >> 13) & 1;
+  a += 0xc8000fffu + odd;  // rebias the exponent (15 - 127) and round
+  return static_cast<uint16_t>(sign | (a >> 13));
+}
+
+inline float bf16_to_float(uint16_t h) { return bits_float(static_cast<uint32_t>(h) << 16); }
+
+inline uint16_t float_to_bf16(float f) {
+  const uint32_t u = float_bits(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);  // quiet NaN
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+
+void widen(const Tensor& src, Tensor& dst) {
+  const uint16_t* s = src.ptr<uint16_t>();
+  float* d = dst.ptr<float>();
+  const bool bf = src.dtype == kBFloat16;
+  parallel_for(src.numel(), 1.0, [&](int64_t b, int64_t e) {
+    if (bf)
+      for (int64_t i = b; i < e; ++i) d[i] = bf16_to_float(s[i]);
+    else
+      for (int64_t i = b; i < e; ++i) d[i] = half_to_float(s[i]);
+  });
+}
+
+void narrow(const Tensor& src, Tensor& dst) {
+  const float* s = src.ptr<float>();
+  uint16_t* d = dst.ptr<uint16_t>();
+  const bool bf = dst.dtype == kBFloat16;
+  parallel_for(src.numel(), 1.0, [&](int64_t b, int64_t e) {
+    if (bf)
+      for (int64_t i = b; i < e; ++i) d[i] = float_to_bf16(s[i]);
+    else
+      for (int64_t i = b; i < e; ++i) d[i] = float_to_half(s[i]);
+  });
+}
+
+bool is_half(int dtype) { return dtype == kFloat16 || dtype == kBFloat16; }
+
+class ViaFloatKernel : public Kernel {
+ public:
+  ViaFloatKernel(const KernelArgs& a, const KernelFactory& inner) {
+    KernelArgs fa = a;
+    for (size_t i = 0; i < fa.const_inputs.size(); ++i) {
+      const auto& c = a.const_inputs[i];
+      if (!c || !is_half(c->dtype)) continue;
+      auto f = std::make_shared<Tensor>(Tensor::empty(kFloat, c->shape, "float copy of a constant input"));
+      widen(*c, *f);
+      fa.const_inputs[i] = f;
+      consts_.push_back({c, f});
+    }
+    inner_ = inner(fa);
+  }
+  std::string describe() const override { return inner_->describe(); }
+
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    const int h = half_type(in);
+    if (!h) return inner_->infer(in, out);
+    // Shape twins typed float32 (infer reads types and shapes only).
+    std::vector<Tensor> twins(in.size());
+    std::vector<const Tensor*> ptrs(in.size(), nullptr);
+    for (size_t i = 0; i < in.size(); ++i) {
+      if (!in[i]) continue;
+      twins[i] = *in[i];
+      if (twins[i].dtype == h) twins[i].dtype = kFloat;
+      else if (twins[i].dtype == kFloat) twins[i].dtype = kUndefined;  // mixed types: let the check fail
+      ptrs[i] = &twins[i];
+    }
+    try {
+      inner_->infer(ptrs, out);
+    } catch (const Error&) {
+      // Re-check with the real types so the message names them.
+      for (size_t i = 1; i < in.size(); ++i)
+        if (in[i] && in[i]->dtype != h) expect_dtype(*in[i], h, "input");
+      throw;
+    }
+    for (OutSpec& o : out)
+      if (o.dtype == kFloat) o.dtype = h;
+  }
+
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    const int h = half_type(in);
+    if (!h) return inner_->compute(in, out);
+    std::vector<Tensor> wide(in.size());
+    std::vector<const Tensor*> ins(in.size(), nullptr);
+    for (size_t i = 0; i < in.size(); ++i) {
+      if (!in[i]) continue;
+      if (in[i]->dtype != h) {
+        ins[i] = in[i];
+        continue;
+      }
+      const Tensor* cached = nullptr;
+      for (const auto& c : consts_)
+        if (c.first->data == in[i]->data && c.first->shape == in[i]->shape) cached = c.second.get();
+      if (cached) {
+        ins[i] = cached;
+        continue;
+      }
+      wide[i] = Tensor::empty(kFloat, in[i]->shape, "float copy of a half input");
+      widen(*in[i], wide[i]);
+      ins[i] = &wide[i];
+    }
+    std::vector<Tensor> wout(out.size());
+    std::vector<Tensor*> outs(out.size(), nullptr);
+    for (size_t i = 0; i < out.size(); ++i) {
+      if (!out[i]) continue;
+      wout[i] = Tensor::empty(kFloat, out[i]->shape, "float32 result");
+      outs[i] = &wout[i];
+    }
+    inner_->compute(ins, outs);
+    for (size_t i = 0; i < out.size(); ++i)
+      if (out[i]) narrow(wout[i], *out[i]);
+  }
+
+ private:
+  static int half_type(const std::vector<const Tensor*>& in) {
+    return !in.empty() && in[0] && is_half(in[0]->dtype) ? in[0]->dtype : 0;
+  }
+  std::unique_ptr<Kernel> inner_;
+  std::vector<std::pair<std::shared_ptr<Tensor>, std::shared_ptr<Tensor>>> consts_;
+};
+
+}  // namespace
+
+void register_half_kernels() {
+  for (const char* op : {"MatMul", "Gemm", "Conv", "FusedConv"}) {
+    auto it = kernel_table().find(op);
+    if (it == kernel_table().end()) continue;
+    KernelFactory inner = it->second.factory;
+    register_kernel(op, {kFloat, kFloat16, kBFloat16},
+                    [inner](const KernelArgs& a) { return std::make_unique<ViaFloatKernel>(a, inner); });
+  }
+}
+
+}  // namespace onnxfast
