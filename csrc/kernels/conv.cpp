@@ -193,9 +193,11 @@ class ConvKernel : public Kernel {
         float* yt = y + (n * g.M + gr * Mg) * out_size + j0;
         if (kdim == 0)
           for (int64_t m = m0; m < m1; ++m) std::fill(yt + m * out_size, yt + m * out_size + nc, 0.f);
+        thread_local ColumnTable table;
+        if (g.in_sp.size() == 2) build_table(g, j0, nc, table);  // once per task, for all K blocks
         for (int64_t k0 = 0; k0 < kdim; k0 += kGemmKC) {
           const int64_t kc = std::min(kGemmKC, kdim - k0);
-          pack_columns(g, xg, k0, kc, j0, nc, buf.get());
+          pack_columns(g, xg, k0, kc, j0, nc, table, buf.get());
           sgemm_kblock((*wp)[gr], m0, m1, k0, kc, buf.get(), nc, yt, out_size, k0 == 0 ? 0.f : 1.f);
         }
         const float* res = residual ? residual + (n * g.M + gr * Mg) * out_size + j0 : nullptr;
@@ -243,50 +245,65 @@ class ConvKernel : public Kernel {
 
   // Rows [k0, k0+kc) x output positions [j0, j0+nc) of one image's and group's im2col matrix,
   // written in packed GEMM panel order (see packed_b_index).
+  // 2-D convolutions: per kernel tap, the source offset of every output position of a chunk
+  // (-1: padding), and per 16-column panel the offset its run starts at when all 16 sources are
+  // inside the image and spaced by the horizontal stride (-1 otherwise: gathered one by one).
+  struct ColumnTable {
+    std::vector<int32_t> offsets, runs;
+  };
+
+  static void build_table(const ConvGeom& g, int64_t j0, int64_t nc, ColumnTable& t) {
+    const int64_t k_size = shape_numel(g.k_sp);
+    const int64_t H = g.in_sp[0], Wd = g.in_sp[1], OW = g.out_sp[1];
+    const int64_t KW = g.k_sp[1], sh = g.strides[0], sw = g.strides[1];
+    const int64_t npanels = (nc + 15) / 16;
+    t.offsets.resize(static_cast<size_t>(k_size * nc));
+    t.runs.assign(static_cast<size_t>(k_size * npanels), -1);
+    const int64_t oh0 = j0 / OW, ow0 = j0 % OW;
+    for (int64_t tap = 0; tap < k_size; ++tap) {
+      const int64_t kh = tap / KW, kw = tap % KW;
+      const int64_t hoff = kh * g.dil[0] - g.pad_begin[0], woff = kw * g.dil[1] - g.pad_begin[1];
+      int32_t* row = t.offsets.data() + tap * nc;
+      int64_t oh = oh0, ow = ow0;  // walked forward: no divisions per position
+      for (int64_t j = 0; j < nc; ++j) {
+        const int64_t ih = oh * sh + hoff, iw = ow * sw + woff;
+        row[j] = (ih >= 0 && ih < H && iw >= 0 && iw < Wd) ? static_cast<int32_t>(ih * Wd + iw) : -1;
+        if (++ow == OW) {
+          ow = 0;
+          ++oh;
+        }
+      }
+      for (int64_t pj = 0; pj < npanels; ++pj) {
+        if (pj * 16 + 16 > nc) continue;
+        const int32_t* r = row + pj * 16;
+        bool ok = r[0] >= 0;
+        for (int l = 1; l < 16 && ok; ++l) ok = r[l] == r[0] + l * sw;
+        if (ok) t.runs[tap * npanels + pj] = r[0];
+      }
+    }
+  }
+
+  // Columns [j0, j0+nc) of rows [k0, k0+kc) of the im2col matrix, written as GEMM panels.
   static void pack_columns(const ConvGeom& g, const float* x, int64_t k0, int64_t kc, int64_t j0, int64_t nc,
-                           float* buf) {
+                           const ColumnTable& table, float* buf) {
     const size_t sd = g.in_sp.size();
     const int64_t k_size = shape_numel(g.k_sp), in_size = shape_numel(g.in_sp);
     if (sd == 2) {
-      // Per kernel tap, the source offset of every output position of the chunk (-1: padding);
-      // then each im2col row is a gather through that table into 16-wide panel rows.
-      const int64_t H = g.in_sp[0], Wd = g.in_sp[1], OW = g.out_sp[1];
-      const int64_t KW = g.k_sp[1], sh = g.strides[0], sw = g.strides[1];
-      thread_local std::vector<int32_t> table;
-      table.resize(static_cast<size_t>(k_size * nc));
-      for (int64_t tap = 0; tap < k_size; ++tap) {
-        const int64_t kh = tap / KW, kw = tap % KW;
-        const int64_t hoff = kh * g.dil[0] - g.pad_begin[0], woff = kw * g.dil[1] - g.pad_begin[1];
-        int32_t* row = table.data() + tap * nc;
-        for (int64_t j = 0; j < nc; ++j) {
-          const int64_t p = j0 + j, ih = (p / OW) * sh + hoff, iw = (p % OW) * sw + woff;
-          row[j] = (ih >= 0 && ih < H && iw >= 0 && iw < Wd) ? static_cast<int32_t>(ih * Wd + iw) : -1;
-        }
-      }
-      // Panels whose 16 sources are consecutive and inside the image (most of them at stride 1)
-      // are plain 64-byte copies.
-      const int64_t npanels = (nc + 15) / 16;
-      thread_local std::vector<int32_t> run_start;
-      run_start.assign(static_cast<size_t>(k_size * npanels), -1);
-      for (int64_t tap = 0; tap < k_size; ++tap) {
-        const int32_t* row = table.data() + tap * nc;
-        for (int64_t pj = 0; pj < npanels; ++pj) {
-          if (pj * 16 + 16 > nc) continue;
-          const int32_t* r = row + pj * 16;
-          bool ok = r[0] >= 0;
-          for (int l = 1; l < 16 && ok; ++l) ok = r[l] == r[0] + l;
-          if (ok) run_start[tap * npanels + pj] = r[0];
-        }
-      }
+      const int64_t npanels = (nc + 15) / 16, sw = g.strides[1];
       for (int64_t kk = 0; kk < kc; ++kk) {
         const int64_t k = k0 + kk, c = k / k_size, tap = k % k_size;
         const float* xc = x + c * in_size;
-        const int32_t* idx = table.data() + tap * nc;
-        const int32_t* runs = run_start.data() + tap * npanels;
+        const int32_t* idx = table.offsets.data() + tap * nc;
+        const int32_t* runs = table.runs.data() + tap * npanels;
         for (int64_t pj = 0; pj < npanels; ++pj) {
           float* dst = buf + pj * 16 * kc + kk * 16;
           if (runs[pj] >= 0) {
-            std::memcpy(dst, xc + runs[pj], 16 * sizeof(float));
+            const float* src = xc + runs[pj];
+            if (sw == 1) std::memcpy(dst, src, 16 * sizeof(float));
+            else if (sw == 2)
+              for (int l = 0; l < 16; ++l) dst[l] = src[2 * l];
+            else
+              for (int l = 0; l < 16; ++l) dst[l] = src[l * sw];
             continue;
           }
           const int64_t j = pj * 16, lanes = std::min<int64_t>(16, nc - j);
