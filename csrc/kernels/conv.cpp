@@ -340,6 +340,23 @@ class ConvKernel : public Kernel {
     }
   }
 
+  // One depthwise channel from a zero-padded copy (row stride WP): y[oh][ow] = sum over taps.
+  template <int K, int S>
+  static void dw_rows(const float* xp, int64_t WP, const float* wc, float* yc, int64_t OH, int64_t OW) {
+    float wk[K * K];
+    for (int i = 0; i < K * K; ++i) wk[i] = wc[i];
+    for (int64_t oh = 0; oh < OH; ++oh) {
+      const float* r = xp + oh * S * WP;
+      float* yr = yc + oh * OW;
+      for (int64_t ow = 0; ow < OW; ++ow) {
+        float s = 0.f;
+        for (int kh = 0; kh < K; ++kh)
+          for (int kw = 0; kw < K; ++kw) s += wk[kh * K + kw] * r[kh * WP + ow * S + kw];
+        yr[ow] = s;
+      }
+    }
+  }
+
   // Depthwise 2-D convolution (one input and one output channel per group), computed directly:
   // for each kernel tap, a multiply-add over the contiguous run of valid output columns.
   void depthwise(const ConvGeom& g, const float* x, const float* w, const float* bias, const float* residual,
@@ -347,12 +364,31 @@ class ConvKernel : public Kernel {
     const int64_t H = g.in_sp[0], Wd = g.in_sp[1], OH = g.out_sp[0], OW = g.out_sp[1];
     const int64_t KH = g.k_sp[0], KW = g.k_sp[1], sh = g.strides[0], sw = g.strides[1];
     const int64_t C = g.C;
+    // Square 3x3 / 5x5 kernels, stride 1 or 2, no dilation: the channel is copied once into a
+    // zero-padded buffer, then each output is one unrolled sum over the taps (vectorized along the row).
+    const bool fast = KH == KW && (KH == 3 || KH == 5) && sh == sw && (sh == 1 || sh == 2) && g.dil[0] == 1 &&
+                      g.dil[1] == 1;
+    const int64_t pt = g.pad_begin[0], pl = g.pad_begin[1];
+    const int64_t HP = std::max(H + pt, (OH - 1) * sh + KH), WP = std::max(Wd + pl, (OW - 1) * sw + KW);
     parallel_for(g.N * C, 2.0 * OH * OW * KH * KW, [&](int64_t b, int64_t e) {
+      thread_local std::vector<float> padded;
       for (int64_t t = b; t < e; ++t) {
         const int64_t c = t % C;
         const float* xc = x + t * H * Wd;
         const float* wc = w + c * KH * KW;
         float* yc = y + t * OH * OW;
+        if (fast) {
+          padded.assign(static_cast<size_t>(HP * WP), 0.f);
+          for (int64_t ih = 0; ih < H; ++ih) std::memcpy(padded.data() + (ih + pt) * WP + pl, xc + ih * Wd, sizeof(float) * Wd);
+          const int key = static_cast<int>(KH * 10 + sh);
+          if (key == 31) dw_rows<3, 1>(padded.data(), WP, wc, yc, OH, OW);
+          else if (key == 32) dw_rows<3, 2>(padded.data(), WP, wc, yc, OH, OW);
+          else if (key == 51) dw_rows<5, 1>(padded.data(), WP, wc, yc, OH, OW);
+          else dw_rows<5, 2>(padded.data(), WP, wc, yc, OH, OW);
+          for (int64_t oh = 0; oh < OH; ++oh)
+            epilogue(yc + oh * OW, OW, bias ? bias[c] : 0.f, residual ? residual + t * OH * OW + oh * OW : nullptr);
+          continue;
+        }
         for (int64_t oh = 0; oh < OH; ++oh) {
           float* yr = yc + oh * OW;
           std::fill(yr, yr + OW, 0.f);
