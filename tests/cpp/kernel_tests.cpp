@@ -265,8 +265,8 @@ void test_add_kernel() {
 void test_conv_kernel() {
   std::mt19937 gen(5);
   for (int64_t stride : {1, 2})
-    for (int64_t group : {1, 3}) {
-      const int64_t C = 3, M = 6, H = 9, W = 7, kh = 3, kw = 3, pad = 1;
+    for (int64_t group : {1, 3, 6}) {  // 6: depthwise
+      const int64_t C = 6, M = 6, H = 9, W = 7, kh = 3, kw = 3, pad = 1;
       KernelArgs args;
       args.op_type = "Conv";
       args.attrs["strides"] = ints({stride, stride});
