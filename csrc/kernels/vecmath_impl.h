@@ -20,33 +20,81 @@ namespace ONNXFAST_VEC_NS {
 
 namespace {
 
-inline float bits_to_float(int32_t i) {
+// Lane vectors: 16 floats as one GCC/Clang vector (one zmm, two ymm or four xmm registers,
+// by tier). The element functions below are templates over T = float or lanes_t, so the scalar
+// tails and the vector bodies run the same arithmetic from one definition.
+constexpr int64_t kLanes = 16;
+typedef float lanes_t __attribute__((vector_size(kLanes * sizeof(float))));
+typedef int32_t ilanes_t __attribute__((vector_size(kLanes * sizeof(int32_t))));
+
+inline lanes_t load_lanes(const float* p) {
+  lanes_t v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+inline void store_lanes(float* p, lanes_t v) { std::memcpy(p, &v, sizeof(v)); }
+inline lanes_t splat(float f) {
+  lanes_t v = {};
+  return v + f;
+}
+
+template <typename T>
+inline T bcast(float f);
+template <>
+inline float bcast<float>(float f) { return f; }
+template <>
+inline lanes_t bcast<lanes_t>(float f) { return splat(f); }
+
+// 2^n for integral-valued n in the float exponent range.
+inline float pow2i(float n) {
+  const int32_t i = (static_cast<int32_t>(n) + 127) << 23;
   float f;
   std::memcpy(&f, &i, 4);
   return f;
 }
+inline lanes_t pow2i(lanes_t n) {
+  const ilanes_t i = (__builtin_convertvector(n, ilanes_t) + 127) << 23;
+  lanes_t f;
+  std::memcpy(&f, &i, sizeof(f));
+  return f;
+}
+
+// 1 / d: on AVX-512 lanes a 14-bit estimate refined by one Newton step (about 1 ulp), else a division.
+inline float recip(float d) { return 1.f / d; }
+inline lanes_t recip(lanes_t d) {
+#if defined(__AVX512F__)
+  const lanes_t r = _mm512_maskz_rcp14_ps(0xFFFF, d);  // (the unmasked form trips -Wmaybe-uninitialized in GCC 12)
+  return r * (2.f - d * r);
+#else
+  return 1.f / d;
+#endif
+}
 
 // exp(x): range reduction x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial, scale by 2^n.
-inline float exp1(float x) {
-  x = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
-  const float t = x * 1.44269504088896341f + 12582912.f;  // round to nearest via the magic number
-  const float n = t - 12582912.f;
-  float r = x - n * 0.693359375f;
+template <typename T>
+inline T exp_t(T x) {
+  x = x < -87.3f ? bcast<T>(-87.3f) : x;
+  x = x > 88.3f ? bcast<T>(88.3f) : x;
+  const T t = x * 1.44269504088896341f + 12582912.f;  // round to nearest via the magic number
+  const T n = t - 12582912.f;
+  T r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
+  T p = bcast<T>(1.9875691500e-4f);
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.f;
-  return p * bits_to_float((static_cast<int32_t>(n) + 127) << 23);
+  return p * pow2i(n);
 }
+inline float exp1(float x) { return exp_t(x); }
 
 // erfc(a) for a >= 0: Chebyshev fit (Numerical Recipes' erfcc), relative error < 1.2e-7.
-inline float erfc_pos(float a) {
-  const float t = 1.f / (1.f + 0.5f * a);
-  float p = 0.17087277f;
+template <typename T>
+inline T erfc_pos(T a) {
+  const T t = recip(1.f + 0.5f * a);
+  T p = bcast<T>(0.17087277f);
   p = p * t - 0.82215223f;
   p = p * t + 1.48851587f;
   p = p * t - 1.13520398f;
@@ -56,15 +104,16 @@ inline float erfc_pos(float a) {
   p = p * t + 0.37409196f;
   p = p * t + 1.00002368f;
   p = p * t - 1.26551223f;
-  return t * exp1(p - a * a);
+  return t * exp_t(p - a * a);
 }
 
 // erf(a) for 0 <= a < 0.5: Taylor series.
-inline float erf_small(float a) {
-  const float x2 = a * a;
+template <typename T>
+inline T erf_small(T a) {
+  const T x2 = a * a;
   return a * (1.12837917f + x2 * (-0.376126389f + x2 * (0.112837917f + x2 * (-0.0268661706f +
-                                                                              x2 * (0.00522397762f +
-                                                                                    x2 * -0.000854832702f)))));
+                                                                          x2 * (0.00522397762f +
+                                                                                x2 * -0.000854832702f)))));
 }
 
 // erf(x): Taylor series below |x| = 0.5, 1 - erfc above.
@@ -72,6 +121,15 @@ inline float erf1(float x) {
   const float a = x < 0 ? -x : x;
   const float r = a < 0.5f ? erf_small(a) : 1.f - erfc_pos(a);
   return x < 0 ? -r : r;
+}
+
+// 0.5 x (1 + erf(x/sqrt2)), written with erfc so negative x keeps its relative accuracy; both
+// branches are straight-line code (one exp), selected per lane.
+template <typename T>
+inline T gelu_erf(T v) {
+  const T a = (v < 0.f ? -v : v) * 0.70710678118654752f;
+  const T c = a < 0.35f ? 1.f - erf_small(a) : erfc_pos(a);  // erfc(|x|/sqrt2)
+  return v < 0.f ? 0.5f * v * c : v - 0.5f * v * c;
 }
 
 inline float tanh1(float x) {
@@ -89,24 +147,6 @@ inline float tanh1(float x) {
 inline float sigmoid1(float x) { return 1.f / (1.f + exp1(-x)); }
 
 }  // namespace
-
-// Reductions keep kLanes independent partial results in a GCC/Clang vector (lane j takes the
-// elements i with i % kLanes == j) and combine them in a fixed order: vector code on every tier
-// (one zmm, two ymm or four xmm registers) without reassociating anything, and the result does
-// not depend on the tier's vector width.
-constexpr int64_t kLanes = 16;
-typedef float lanes_t __attribute__((vector_size(kLanes * sizeof(float))));
-
-inline lanes_t load_lanes(const float* p) {
-  lanes_t v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-
-inline lanes_t splat(float f) {
-  lanes_t v = {};
-  return v + f;
-}
 
 // Pairwise in a fixed tree (lane j + lane j + w, w = 8, 4, 2, 1): short dependency chains.
 inline float lanes_sum(lanes_t v) {
@@ -147,65 +187,6 @@ inline float row_sum(const float* x, int64_t n) {
   return lanes_sum(sv);
 }
 
-inline void store_lanes(float* p, lanes_t v) { std::memcpy(p, &v, sizeof(v)); }
-
-typedef int32_t ilanes_t __attribute__((vector_size(kLanes * sizeof(int32_t))));
-
-// exp1 on a lane vector (same reduction and polynomial), for loops that also reduce.
-inline lanes_t exp_lanes(lanes_t x) {
-  x = x < -87.3f ? splat(-87.3f) : x;
-  x = x > 88.3f ? splat(88.3f) : x;
-  const lanes_t t = x * 1.44269504088896341f + 12582912.f;
-  const lanes_t n = t - 12582912.f;
-  lanes_t r = x - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  lanes_t p = splat(1.9875691500e-4f);
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.f;
-  const ilanes_t bits = (__builtin_convertvector(n, ilanes_t) + 127) << 23;
-  lanes_t scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return p * scale;
-}
-
-// 1 / d: on AVX-512 a 14-bit estimate refined by one Newton step (about 1 ulp), else a division.
-inline lanes_t recip_lanes(lanes_t d) {
-#if defined(__AVX512F__)
-  const lanes_t r = _mm512_maskz_rcp14_ps(0xFFFF, d);  // (the unmasked form trips -Wmaybe-uninitialized in GCC 12)
-  return r * (2.f - d * r);
-#else
-  return 1.f / d;
-#endif
-}
-
-// erfc(a) for a >= 0.35 and 1 - erf(a) below, on lanes (as erfc_pos / erf_small), then gelu.
-inline lanes_t gelu_lanes(lanes_t v) {
-  const lanes_t a = (v < 0.f ? -v : v) * 0.70710678118654752f;
-  const lanes_t t = recip_lanes(1.f + 0.5f * a);
-  lanes_t p = splat(0.17087277f);
-  p = p * t - 0.82215223f;
-  p = p * t + 1.48851587f;
-  p = p * t - 1.13520398f;
-  p = p * t + 0.27886807f;
-  p = p * t - 0.18628806f;
-  p = p * t + 0.09678418f;
-  p = p * t + 0.37409196f;
-  p = p * t + 1.00002368f;
-  p = p * t - 1.26551223f;
-  const lanes_t big = t * exp_lanes(p - a * a);
-  const lanes_t x2 = a * a;
-  const lanes_t small =
-      1.f - a * (1.12837917f + x2 * (-0.376126389f + x2 * (0.112837917f + x2 * (-0.0268661706f +
-                                                                                   x2 * (0.00522397762f +
-                                                                                         x2 * -0.000854832702f)))));
-  const lanes_t c = a < 0.35f ? small : big;
-  return v < 0.f ? 0.5f * v * c : v - 0.5f * v * c;
-}
-
 void vexp(const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = exp1(x[i]);
 }
@@ -225,16 +206,9 @@ void vgelu(const float* x, float* y, int64_t n, bool tanh_approx) {
       y[i] = 0.5f * v * (1.f + tanh1(0.7978845608f * (v + 0.044715f * v * v * v)));
     }
   } else {
-    // 0.5 x (1 + erf(x/sqrt2)), written with erfc so negative x keeps its relative accuracy.
-    // Both branches are straight-line code (one exp, one division), selected per lane.
     int64_t i = 0;
-    for (; i + kLanes <= n; i += kLanes) store_lanes(y + i, gelu_lanes(load_lanes(x + i)));
-    for (; i < n; ++i) {
-      const float v = x[i];
-      const float a = (v < 0 ? -v : v) * 0.70710678118654752f;
-      const float c = a < 0.35f ? 1.f - erf_small(a) : erfc_pos(a);  // erfc(|x|/sqrt2)
-      y[i] = v < 0 ? 0.5f * v * c : v - 0.5f * v * c;
-    }
+    for (; i + kLanes <= n; i += kLanes) store_lanes(y + i, gelu_erf(load_lanes(x + i)));
+    for (; i < n; ++i) y[i] = gelu_erf(x[i]);
   }
 }
 
@@ -244,7 +218,7 @@ void softmax_row(const float* x, float* y, int64_t n, bool log_softmax) {
   lanes_t sv = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
-    const lanes_t e = exp_lanes(load_lanes(x + i) - m);
+    const lanes_t e = exp_t(load_lanes(x + i) - m);
     store_lanes(y + i, e);
     sv += e;
   }
