@@ -250,35 +250,46 @@ class ConvKernel : public Kernel {
   // inside the image and spaced by the horizontal stride (-1 otherwise: gathered one by one).
   struct ColumnTable {
     std::vector<int32_t> offsets, runs;
+    std::vector<int32_t> ih, iw, base;  // per position: tap (0,0)'s input row, column, offset
   };
 
   static void build_table(const ConvGeom& g, int64_t j0, int64_t nc, ColumnTable& t) {
     const int64_t k_size = shape_numel(g.k_sp);
-    const int64_t H = g.in_sp[0], Wd = g.in_sp[1], OW = g.out_sp[1];
-    const int64_t KW = g.k_sp[1], sh = g.strides[0], sw = g.strides[1];
+    const int32_t H = static_cast<int32_t>(g.in_sp[0]), Wd = static_cast<int32_t>(g.in_sp[1]);
+    const int64_t OW = g.out_sp[1], KW = g.k_sp[1], sh = g.strides[0], sw = g.strides[1];
     const int64_t npanels = (nc + 15) / 16;
     t.offsets.resize(static_cast<size_t>(k_size * nc));
     t.runs.assign(static_cast<size_t>(k_size * npanels), -1);
-    const int64_t oh0 = j0 / OW, ow0 = j0 % OW;
-    for (int64_t tap = 0; tap < k_size; ++tap) {
-      const int64_t kh = tap / KW, kw = tap % KW;
-      const int64_t hoff = kh * g.dil[0] - g.pad_begin[0], woff = kw * g.dil[1] - g.pad_begin[1];
-      int32_t* row = t.offsets.data() + tap * nc;
-      int64_t oh = oh0, ow = ow0;  // walked forward: no divisions per position
-      for (int64_t j = 0; j < nc; ++j) {
-        const int64_t ih = oh * sh + hoff, iw = ow * sw + woff;
-        row[j] = (ih >= 0 && ih < H && iw >= 0 && iw < Wd) ? static_cast<int32_t>(ih * Wd + iw) : -1;
-        if (++ow == OW) {
-          ow = 0;
-          ++oh;
-        }
+    t.ih.resize(static_cast<size_t>(nc));
+    t.iw.resize(static_cast<size_t>(nc));
+    t.base.resize(static_cast<size_t>(nc));
+    int64_t oh = j0 / OW, ow = j0 % OW;  // walked forward once: no divisions per position
+    for (int64_t j = 0; j < nc; ++j) {
+      t.ih[j] = static_cast<int32_t>(oh * sh - g.pad_begin[0]);
+      t.iw[j] = static_cast<int32_t>(ow * sw - g.pad_begin[1]);
+      t.base[j] = t.ih[j] * Wd + t.iw[j];
+      if (++ow == OW) {
+        ow = 0;
+        ++oh;
       }
-      for (int64_t pj = 0; pj < npanels; ++pj) {
-        if (pj * 16 + 16 > nc) continue;
-        const int32_t* r = row + pj * 16;
-        bool ok = r[0] >= 0;
-        for (int l = 1; l < 16 && ok; ++l) ok = r[l] == r[0] + l * sw;
-        if (ok) t.runs[tap * npanels + pj] = r[0];
+    }
+    const int32_t* ih = t.ih.data();
+    const int32_t* iw = t.iw.data();
+    const int32_t* base = t.base.data();
+    for (int64_t tap = 0; tap < k_size; ++tap) {
+      const int32_t dh = static_cast<int32_t>((tap / KW) * g.dil[0]), dw = static_cast<int32_t>((tap % KW) * g.dil[1]);
+      const int32_t shift = dh * Wd + dw;
+      int32_t* row = t.offsets.data() + tap * nc;
+      for (int64_t j = 0; j < nc; ++j) {  // branch-free: vectorizes
+        const int32_t h = ih[j] + dh, w = iw[j] + dw;
+        const bool in = (h >= 0) & (h < H) & (w >= 0) & (w < Wd);
+        row[j] = in ? base[j] + shift : -1;
+      }
+      // A full panel in one output row whose end sources are inside the image is a run.
+      for (int64_t pj = 0; pj + 1 <= nc / 16; ++pj) {
+        const int64_t j = pj * 16;
+        if (ih[j] == ih[j + 15] && row[j] >= 0 && row[j + 15] >= 0)
+          t.runs[tap * npanels + pj] = row[j];
       }
     }
   }
