@@ -332,3 +332,24 @@ def test_half_conv(rng, half):
     ref = ort_run(model32, {"x": x.astype(np.float32)})[0]
     assert got.dtype == dt and got.shape == ref.shape
     np.testing.assert_allclose(got.astype(np.float32), ref, rtol=2 * ulp, atol=2 * ulp * (np.abs(ref).max() + 1))
+
+
+@pytest.mark.parametrize("spatial", [(7, 7), (5,), (3, 3, 2)], ids=str)
+@pytest.mark.parametrize("with_weight_const", [True, False])
+def test_pointwise_conv_on_small_maps(rng, spatial, with_weight_const):
+    """1x1 convolutions on maps of under 64 positions take the transposed GEMM path (vectorized
+    along output channels); with bias, a residual Add and Relu (fused at the default level)."""
+    n, c, m = 2, 40, 72
+    x = rng.standard_normal((n, c, *spatial)).astype(np.float32)
+    w = (rng.standard_normal((m, c) + (1,) * len(spatial)) * 0.2).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    r = rng.standard_normal((n, m, *spatial)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"]), helper.make_node("Add", ["c", "r"], ["s"]),
+             helper.make_node("Relu", ["s"], ["y"])]
+    inputs = [vi("x", F, list(x.shape)), vi("r", F, list(r.shape))] + ([] if with_weight_const else [vi("w", F, list(w.shape))])
+    model = make_model(nodes, inputs, [vi("y", F)], initializers=[("b", b)] + ([("w", w)] if with_weight_const else []))
+    feed = {"x": x, "r": r} if with_weight_const else {"x": x, "r": r, "w": w}
+    s = native_session(model, ("Conv", "Add", "Relu"))
+    for _ in range(2):  # the transposed weights are packed on first use
+        got = s.run(None, feed)[0]
+        np.testing.assert_allclose(got, ort_run(model, feed)[0], rtol=1e-4, atol=1e-4)

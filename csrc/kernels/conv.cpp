@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <memory>
+#include <mutex>
 #include <cstring>
 
 #include "gemm.h"
@@ -149,6 +150,10 @@ class ConvKernel : public Kernel {
     const int64_t Cg = g.C / g.group, Mg = g.M / g.group;
     if (g.in_sp.size() == 2 && Cg == 1 && Mg == 1 && g.group > 1) {
       depthwise(g, X.ptr<float>(), W.ptr<float>(), bias, residual, Y.ptr<float>());
+      return;
+    }
+    if (pointwise_small(g)) {
+      pointwise_transposed(g, X.ptr<float>(), W, bias, residual, Y.ptr<float>());
       return;
     }
     std::vector<PackedA> fresh;
@@ -351,6 +356,44 @@ class ConvKernel : public Kernel {
     }
   }
 
+  // 1x1, stride 1, unpadded, one group, on a map of under 64 positions (7x7: 49): GEMM panels along
+  // the positions would waste a quarter of every vector, so compute Y^T (positions x M) =
+  // X^T (positions x C) * W^T (C x M), vectorized along the output channels, then transpose into Y
+  // with the epilogue.
+  bool pointwise_small(const ConvGeom& g) const {
+    if (g.group != 1 || shape_numel(g.out_sp) >= 64 || g.M < 64) return false;
+    for (size_t d = 0; d < g.k_sp.size(); ++d)
+      if (g.k_sp[d] != 1 || g.strides[d] != 1 || g.pad_begin[d] != 0 || g.out_sp[d] != g.in_sp[d]) return false;
+    return true;
+  }
+
+  void pointwise_transposed(const ConvGeom& g, const float* x, const Tensor& W, const float* bias,
+                            const float* residual, float* y) const {
+    const int64_t P = shape_numel(g.out_sp), C = g.C, M = g.M;
+    std::shared_ptr<PackedB> fresh;
+    const PackedB* wt;
+    if (!packed_w_.empty() && packed_shape_ == W.shape) {
+      std::call_once(wt_once_, [&] { packed_wt_ = std::make_shared<PackedB>(sgemm_pack_b(true, C, M, W.ptr<float>(), C)); });
+      wt = packed_wt_.get();
+    } else {
+      fresh = std::make_shared<PackedB>(sgemm_pack_b(true, C, M, W.ptr<float>(), C));
+      wt = fresh.get();
+    }
+    std::vector<float> yt(static_cast<size_t>(P * M));
+    for (int64_t n = 0; n < g.N; ++n) {
+      sgemm_packed(true, P, M, C, 1.f, x + n * C * P, P, *wt, 0.f, yt.data(), M);
+      float* yn = y + n * M * P;
+      const float* rn = residual ? residual + n * M * P : nullptr;
+      parallel_for(M, 4.0 * P, [&](int64_t b, int64_t e) {
+        for (int64_t m = b; m < e; ++m) {
+          float* row = yn + m * P;
+          for (int64_t p = 0; p < P; ++p) row[p] = yt[p * M + m];
+          epilogue(row, P, bias ? bias[m] : 0.f, rn ? rn + m * P : nullptr);
+        }
+      });
+    }
+  }
+
   // One depthwise channel from a zero-padded copy (row stride WP): y[oh][ow] = sum over taps.
   template <int K, int S>
   static void dw_rows(const float* xp, int64_t WP, const float* wc, float* yc, int64_t OH, int64_t OW) {
@@ -436,6 +479,9 @@ class ConvKernel : public Kernel {
   Shape kernel_shape_, strides_, dilations_, pads_;
   std::vector<PackedA> packed_w_;  // per group, when the weight is a constant
   Shape packed_shape_;
+  // W^T packed as a GEMM B operand, for pointwise convolutions on small maps (built on first use).
+  mutable std::once_flag wt_once_;
+  mutable std::shared_ptr<PackedB> packed_wt_;
 };
 
 }  // namespace
