@@ -57,28 +57,26 @@ inline uint16_t float_to_bf16(float f) {
   return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
 }
 
-void widen(const Tensor& src, Tensor& dst) {
-  const uint16_t* s = src.ptr<uint16_t>();
-  float* d = dst.ptr<float>();
-  const bool bf = src.dtype == kBFloat16;
+// dst[i] = f(src[i]) over the whole tensor, in parallel.
+template <typename S, typename D, typename F>
+void convert(const Tensor& src, Tensor& dst, F f) {
+  const S* s = src.ptr<S>();
+  D* d = dst.ptr<D>();
   parallel_for(src.numel(), 1.0, [&](int64_t b, int64_t e) {
-    if (bf)
-      for (int64_t i = b; i < e; ++i) d[i] = bf16_to_float(s[i]);
-    else
-      for (int64_t i = b; i < e; ++i) d[i] = half_to_float(s[i]);
+    for (int64_t i = b; i < e; ++i) d[i] = f(s[i]);
   });
 }
 
+// half -> float32 (dst typed float)
+void widen(const Tensor& src, Tensor& dst) {
+  if (src.dtype == kBFloat16) convert<uint16_t, float>(src, dst, bf16_to_float);
+  else convert<uint16_t, float>(src, dst, half_to_float);
+}
+
+// float32 -> half (dst typed float16 or bfloat16)
 void narrow(const Tensor& src, Tensor& dst) {
-  const float* s = src.ptr<float>();
-  uint16_t* d = dst.ptr<uint16_t>();
-  const bool bf = dst.dtype == kBFloat16;
-  parallel_for(src.numel(), 1.0, [&](int64_t b, int64_t e) {
-    if (bf)
-      for (int64_t i = b; i < e; ++i) d[i] = float_to_bf16(s[i]);
-    else
-      for (int64_t i = b; i < e; ++i) d[i] = float_to_half(s[i]);
-  });
+  if (dst.dtype == kBFloat16) convert<float, uint16_t>(src, dst, float_to_bf16);
+  else convert<float, uint16_t>(src, dst, float_to_half);
 }
 
 bool is_half(int dtype) { return dtype == kFloat16 || dtype == kBFloat16; }
