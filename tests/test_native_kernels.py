@@ -353,3 +353,60 @@ def test_pointwise_conv_on_small_maps(rng, spatial, with_weight_const):
     for _ in range(2):  # the transposed weights are packed on first use
         got = s.run(None, feed)[0]
         np.testing.assert_allclose(got, ort_run(model, feed)[0], rtol=1e-4, atol=1e-4)
+
+
+# Direct 2-D convolution (phase planes; conv_direct.h): both register tilings forced in turn and the
+# automatic choice, across channel-block edges (blocks of 32 input channels), output-channel tails
+# (blocks of 64 / 16 lanes), position tails, strides, dilations, asymmetric pads and groups.
+DIRECT_CASES = [
+    dict(x=(1, 1, 5, 7), w=(1, 1, 3, 3), pads=[1, 1, 1, 1]),
+    dict(x=(2, 3, 13, 17), w=(7, 3, 3, 3), pads=[1, 0, 2, 1]),
+    dict(x=(1, 31, 9, 9), w=(64, 31, 3, 3), pads=[1, 1, 1, 1]),
+    dict(x=(1, 33, 8, 11), w=(65, 33, 3, 3), strides=[2, 2], pads=[1, 1, 1, 1]),
+    dict(x=(1, 17, 12, 12), w=(130, 17, 2, 2), strides=[2, 2]),
+    dict(x=(1, 5, 23, 19), w=(63, 5, 7, 7), strides=[2, 2], pads=[3, 3, 3, 3]),
+    dict(x=(1, 16, 10, 10), w=(20, 16, 3, 3), dilations=[2, 2], pads=[2, 1, 0, 2]),
+    dict(x=(1, 8, 11, 14), w=(9, 8, 5, 3), strides=[3, 2], pads=[2, 1, 2, 1], dilations=[1, 2]),
+    dict(x=(1, 32, 6, 6), w=(96, 16, 3, 3), group=2, pads=[1, 1, 1, 1]),
+    dict(x=(1, 4, 1, 1), w=(70, 4, 3, 3), pads=[1, 1, 1, 1]),
+    dict(x=(1, 0, 4, 4), w=(8, 0, 3, 3), pads=[1, 1, 1, 1]),
+    dict(x=(1, 64, 7, 7), w=(64, 64, 3, 3), pads=[1, 1, 1, 1]),
+]
+
+
+@pytest.mark.parametrize("tiling", ["a", "b", "auto"])
+@pytest.mark.parametrize("case", DIRECT_CASES, ids=lambda c: "x" + "x".join(map(str, c["x"])) + "w" + "x".join(map(str, c["w"])))
+def test_direct_conv_tilings(rng, monkeypatch, case, tiling):
+    if tiling != "auto":
+        monkeypatch.setenv("ONNXFAST_CONV_DIRECT", tiling)
+    case = dict(case)
+    xs, ws = case.pop("x"), case.pop("w")
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32)
+    model = make_model([helper.make_node("Conv", ["x", "w", "b"], ["y"], **case)], [vi("x")], [vi("y")],
+                       initializers=[("w", w), ("b", b)])
+    got = native_session(model).run(None, {"x": x})[0]
+    ref = ort_run(model, {"x": x})[0]
+    assert got.shape == ref.shape
+    close(got, ref, int(np.prod(ws[1:])))
+
+
+@pytest.mark.parametrize("tiling", ["a", "b"])
+@pytest.mark.parametrize("weight_const", [True, False])
+def test_direct_conv_fused_residual_relu(rng, monkeypatch, tiling, weight_const):
+    """Conv + bias + residual Add + Relu fused (default optimization level) on the direct path,
+    batch 2, the weight either a constant (packed at session creation) or fed per run."""
+    monkeypatch.setenv("ONNXFAST_CONV_DIRECT", tiling)
+    x = rng.standard_normal((2, 24, 9, 10)).astype(np.float32)
+    w = (rng.standard_normal((72, 24, 3, 3)) * 0.2).astype(np.float32)
+    b = rng.standard_normal(72).astype(np.float32)
+    r = rng.standard_normal((2, 72, 9, 10)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Add", ["c", "r"], ["s"]),
+             helper.make_node("Relu", ["s"], ["y"])]
+    inputs = [vi("x", F, list(x.shape)), vi("r", F, list(r.shape))] + ([] if weight_const else [vi("w", F, list(w.shape))])
+    model = make_model(nodes, inputs, [vi("y", F)], initializers=[("b", b)] + ([("w", w)] if weight_const else []))
+    feed = {"x": x, "r": r} if weight_const else {"x": x, "r": r, "w": w}
+    s = native_session(model, ("Conv", "Add", "Relu"))
+    for _ in range(2):
+        np.testing.assert_allclose(s.run(None, feed)[0], ort_run(model, feed)[0], rtol=1e-4, atol=1e-4)

@@ -1,12 +1,17 @@
-// Convolution (1-D/2-D/3-D, strides, dilations, pads, auto_pad, groups, bias), float32,
-// as im2col + SGEMM; a 1x1/stride-1/no-pad convolution skips im2col. The blocked-layout
-// direct convolutions come with the ISA kernels.
+// Convolution (1-D/2-D/3-D, strides, dilations, pads, auto_pad, groups, bias), float32.
+// 2-D convolutions on AVX2/AVX-512 run directly over phase planes (conv_direct.h); the rest as
+// im2col + SGEMM (a 1x1/stride-1/no-pad convolution skips im2col); depthwise has its own loops.
 #include <algorithm>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <cstring>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
+#include "../cpu/cpu.h"
+#include "conv_direct.h"
 #include "gemm.h"
 #include "kernel.h"
 #include "vecmath.h"
@@ -51,15 +56,17 @@ class ConvKernel : public Kernel {
       for (int64_t v : a.attrs.at("activation_params").ints) act_params_.push_back(static_cast<double>(v));
     if (a.const_inputs.size() > 1 && a.const_inputs[1] && a.allow_prepack) {
       const Tensor& w = *a.const_inputs[1];
-      if (w.dtype == kFloat && w.rank() >= 3 && w.shape[0] % group_ == 0) {
-        packed_w_ = pack_weights(w);
+      if (w.dtype == kFloat && w.rank() >= 3 && w.shape[0] % group_ == 0 && w.shape[0] > 0) {
         packed_shape_ = w.shape;
+        // Which path runs depends only on attributes and the weight's shape: pack for that one.
+        if (direct_applies(w.shape)) direct_w_ = pack_direct(w.ptr<float>(), w.shape);
+        else packed_w_ = pack_weights(w);
       }
     }
   }
   std::string describe() const override {
     std::string d = act_ == Act::kNone ? "native" : "native:fused";
-    return packed_w_.empty() ? d : d + ":prepacked";
+    return packed_w_.empty() && direct_w_.empty() ? d : d + ":prepacked";
   }
 
   ConvGeom geometry(const Tensor& X, const Tensor& W) const {
@@ -156,6 +163,10 @@ class ConvKernel : public Kernel {
       pointwise_transposed(g, X.ptr<float>(), W, bias, residual, Y.ptr<float>());
       return;
     }
+    if (direct_applies(W.shape)) {
+      direct(g, X.ptr<float>(), W, bias, residual, Y.ptr<float>());
+      return;
+    }
     std::vector<PackedA> fresh;
     const std::vector<PackedA>* wp = &packed_w_;
     if (packed_w_.empty() || packed_shape_ != W.shape) {
@@ -214,11 +225,14 @@ class ConvKernel : public Kernel {
 
  private:
   // row = act(row + b + residual_row), one output channel.
-  void epilogue(float* row, int64_t n, float b, const float* res) const {
-    if (b != 0.f)
-      for (int64_t j = 0; j < n; ++j) row[j] += b;
+  void epilogue(float* row, int64_t n, float b, const float* res) const { epilogue(row, row, n, b, res); }
+
+  // row = act(src + b + residual_row); src may be row.
+  void epilogue(const float* src, float* row, int64_t n, float b, const float* res) const {
     if (res)
-      for (int64_t j = 0; j < n; ++j) row[j] += res[j];
+      for (int64_t j = 0; j < n; ++j) row[j] = src[j] + b + res[j];
+    else if (b != 0.f || src != row)
+      for (int64_t j = 0; j < n; ++j) row[j] = src[j] + b;
     switch (act_) {
       case Act::kNone: break;
       case Act::kRelu:
@@ -394,6 +408,263 @@ class ConvKernel : public Kernel {
     }
   }
 
+  // ---- Direct 2-D convolution over phase planes (conv_direct.h) ----
+  // The zero-padded input is split by stride phase: plane (a, b) of channel c holds padded pixel
+  // (yy * sh + a, xx * sw + b) at yy * Wph + xx. Output (oy, ox) under tap (kh, kw) then reads plane
+  // ((kh*dh) % sh, (kw*dw) % sw) at (oy + kh*dh / sh) * Wph + ox + kw*dw / sw: every tap is a fixed
+  // offset (toff) from the position's base oy * Wph + ox, for every channel (planes cs floats apart).
+  // Only the phases some tap reads are built (a 1x1 stride-2 convolution builds one).
+  struct Planes {
+    int64_t Hph = 0, Wph = 0, cs = 0, slots = 0, maxrx = 0;
+    std::vector<int64_t> toff;   // per tap, from channel 0 of the image
+    std::vector<int64_t> phase;  // per slot: a * sw + b
+  };
+
+  static Planes plan_planes(const ConvGeom& g) {
+    Planes p;
+    const int64_t KH = g.k_sp[0], KW = g.k_sp[1], sh = g.strides[0], sw = g.strides[1];
+    const int64_t maxry = (KH - 1) * g.dil[0] / sh;
+    p.maxrx = (KW - 1) * g.dil[1] / sw;
+    p.Hph = g.out_sp[0] + maxry;
+    p.Wph = g.out_sp[1] + p.maxrx;
+    p.cs = p.Hph * p.Wph;
+    std::vector<int64_t> slot_of(static_cast<size_t>(sh * sw), -1);
+    for (int64_t kh = 0; kh < KH; ++kh)
+      for (int64_t kw = 0; kw < KW; ++kw) {
+        const int64_t ph = (kh * g.dil[0] % sh) * sw + kw * g.dil[1] % sw;
+        if (slot_of[ph] < 0) {
+          slot_of[ph] = p.slots++;
+          p.phase.push_back(ph);
+        }
+      }
+    for (int64_t kh = 0; kh < KH; ++kh)
+      for (int64_t kw = 0; kw < KW; ++kw) {
+        const int64_t ph = (kh * g.dil[0] % sh) * sw + kw * g.dil[1] % sw;
+        p.toff.push_back(slot_of[ph] * g.C * p.cs + (kh * g.dil[0] / sh) * p.Wph + kw * g.dil[1] / sw);
+      }
+    return p;
+  }
+
+  // row[xx] = src[2 * xx] for xx in [lo, hi) (reads stay below src[2 * hi - 1]).
+  static void copy_even(const float* src, float* row, int64_t lo, int64_t hi) {
+    int64_t xx = lo;
+#if defined(__SSE2__)
+    for (; xx + 4 < hi; xx += 4)
+      _mm_storeu_ps(row + xx, _mm_shuffle_ps(_mm_loadu_ps(src + 2 * xx), _mm_loadu_ps(src + 2 * xx + 4),
+                                             _MM_SHUFFLE(2, 0, 2, 0)));
+#endif
+    for (; xx < hi; ++xx) row[xx] = src[2 * xx];
+  }
+
+  // The planes of one image (all channels), in parallel over (slot, channel).
+  static void fill_planes(const ConvGeom& g, const Planes& p, const float* x, float* dst) {
+    const int64_t H = g.in_sp[0], Wd = g.in_sp[1], sh = g.strides[0], sw = g.strides[1];
+    const int64_t pt = g.pad_begin[0], pl = g.pad_begin[1], C = g.C, Wph = p.Wph;
+    parallel_for(p.slots * C, static_cast<double>(p.cs), [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        const int64_t slot = t / C, c = t % C, a = p.phase[slot] / sw, bp = p.phase[slot] % sw;
+        float* d = dst + t * p.cs;
+        const float* xc = x + c * H * Wd;
+        // Columns xx with 0 <= xx * sw + bp - pl < Wd.
+        const int64_t lo_num = pl - bp, hi_num = Wd - 1 + pl - bp;
+        const int64_t hi = hi_num < 0 ? 0 : std::min(Wph, hi_num / sw + 1);
+        const int64_t lo = std::min(hi, lo_num <= 0 ? 0 : (lo_num + sw - 1) / sw);
+        for (int64_t yy = 0; yy < p.Hph; ++yy) {
+          float* row = d + yy * Wph;
+          const int64_t iy = yy * sh + a - pt;
+          if (iy < 0 || iy >= H) {
+            std::memset(row, 0, sizeof(float) * Wph);
+            continue;
+          }
+          const float* src = xc + iy * Wd + bp - pl;  // column xx reads src[xx * sw]
+          std::memset(row, 0, sizeof(float) * lo);
+          if (sw == 1) std::memcpy(row + lo, src + lo, sizeof(float) * (hi - lo));
+          else if (sw == 2) copy_even(src, row, lo, hi);
+          else
+            for (int64_t xx = lo; xx < hi; ++xx) row[xx] = src[xx * sw];
+          std::memset(row + hi, 0, sizeof(float) * (Wph - hi));
+        }
+      }
+    });
+  }
+
+  // The direct path: 2-D, not depthwise, not 1x1, on a CPU with a direct tier. Decided from attributes and the weight shape only,
+  // so constant weights are packed for it at session creation.
+  bool direct_applies(const Shape& wshape) const {
+    if (direct_mode() < 0 || !conv_direct_tier() || wshape.size() != 4) return false;
+    if (wshape[1] == 1 && wshape[0] == group_ && group_ > 1) return false;  // depthwise
+    // 1x1 kernels (any stride) stay on im2col + GEMM: their "im2col" is a copy or a strided
+    // gather, and the GEMM driver outruns the direct kernels at K = channels.
+    return !(wshape[2] == 1 && wshape[3] == 1);
+  }
+
+  // Input channels per block of the direct kernels' K loop: a block's weights (taps x 32 x lb
+  // floats, 72 KiB for 3x3 at lb 64) stay in L2 while the kernel sweeps the positions (16 was no
+  // faster here: the accumulators are then reloaded twice as often).
+  static constexpr int64_t kDirectCb = 32;
+
+  // W (M x Cg x KH x KW) packed per group as [block of lb channels][channel block][tap][c][lb],
+  // zero-padded; channel block c0 of output block blk starts at (blk * Cg + c0) * taps * lb.
+  std::vector<std::shared_ptr<float>> pack_direct(const float* w, const Shape& ws) const {
+    const int64_t lb = conv_direct_tier()->lb;
+    const int64_t M = ws[0], Cg = ws[1], T = ws[2] * ws[3], Mg = M / group_, nblk = (Mg + lb - 1) / lb;
+    std::vector<std::shared_ptr<float>> out;
+    for (int64_t gr = 0; gr < group_; ++gr) {
+      const size_t n = static_cast<size_t>(std::max<int64_t>(1, nblk * T * Cg * lb));
+      float* p = static_cast<float*>(std::aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64));
+      if (!p) fail(ErrorKind::kAllocation, name_ + ": out of memory packing the weights");
+      std::shared_ptr<float> buf(p, [](float* q) { std::free(q); });
+      std::fill(p, p + n, 0.f);
+      for (int64_t blk = 0; blk < nblk; ++blk)
+        for (int64_t c0 = 0; c0 < Cg; c0 += kDirectCb) {
+          const int64_t cbn = std::min(kDirectCb, Cg - c0);
+          float* d0 = p + (blk * Cg + c0) * T * lb;
+          for (int64_t t = 0; t < T; ++t)
+            for (int64_t c = 0; c < cbn; ++c) {
+              float* d = d0 + (t * cbn + c) * lb;
+              for (int64_t j = 0; j < lb && blk * lb + j < Mg; ++j)
+                d[j] = w[((gr * Mg + blk * lb + j) * Cg + c0 + c) * T + t];
+            }
+        }
+      out.push_back(std::move(buf));
+    }
+    return out;
+  }
+
+  // koff of a channel block of cbn channels: (tap t, channel c) -> toff[t] + c * cs.
+  static std::vector<int64_t> block_offsets(const Planes& pl, int64_t cbn) {
+    std::vector<int64_t> k;
+    for (int64_t t : pl.toff)
+      for (int64_t c = 0; c < cbn; ++c) k.push_back(t + c * pl.cs);
+    return k;
+  }
+
+  // ONNXFAST_CONV_DIRECT=a|b forces a tiling, =off the im2col path (tests and measurements);
+  // read per call so a test can switch it between runs.
+  static int direct_mode() {
+    const char* e = std::getenv("ONNXFAST_CONV_DIRECT");
+    if (!e) return 0;
+    const std::string v(e);
+    return v == "a" ? 1 : v == "b" ? 2 : v == "off" ? -1 : 0;
+  }
+
+  void direct(const ConvGeom& g, const float* x, const Tensor& W, const float* bias, const float* residual,
+              float* y) const {
+    const ConvDirectTier& dt = *conv_direct_tier();
+    std::vector<std::shared_ptr<float>> fresh;
+    const std::vector<std::shared_ptr<float>>* wp = &direct_w_;
+    if (direct_w_.empty() || packed_shape_ != W.shape) {
+      fresh = pack_direct(W.ptr<float>(), W.shape);
+      wp = &fresh;
+    }
+    const Planes pl = plan_planes(g);
+    const int64_t OH = g.out_sp[0], OW = g.out_sp[1], OHW = OH * OW, Cg = g.C / g.group, Mg = g.M / g.group;
+    const int64_t T = static_cast<int64_t>(pl.toff.size()), lb = dt.lb, ra = dt.ra, la = dt.la, rb = dt.rb;
+    const int64_t cb = std::min(kDirectCb, Cg), ncb = (Cg + kDirectCb - 1) / kDirectCb;
+    const std::vector<int64_t> koff_full = block_offsets(pl, cb), koff_last = block_offsets(pl, Cg - (ncb - 1) * cb);
+    auto koff = [&](int64_t c0) { return c0 + cb < Cg ? koff_full.data() : koff_last.data(); };
+    // Tiling B (channel-vectorized) on small maps, where a plane row's garbage columns would cost
+    // a large share of A's vectors; A elsewhere.
+    const int mode = direct_mode();
+    const bool use_b = mode ? mode == 2 : (Mg >= lb && (OHW <= 256 || Cg * T > 320));
+    const size_t plane_floats = static_cast<size_t>(pl.slots * g.C * pl.cs + pl.maxrx + la + 16);
+    std::unique_ptr<float, void (*)(void*)> planes(
+        static_cast<float*>(std::aligned_alloc(64, (plane_floats * sizeof(float) + 63) / 64 * 64)), &std::free);
+    if (!planes) fail(ErrorKind::kAllocation, name_ + ": out of memory for the input planes");
+    std::fill(planes.get() + pl.slots * g.C * pl.cs, planes.get() + plane_floats, 0.f);
+    ThreadPool* pool = current_pool();
+    const int64_t want = 4 * (pool ? pool->num_threads() : 1);
+    const double kcost = 2.0 * Cg * T / 48.0;
+    for (int64_t n = 0; n < g.N; ++n) {
+      fill_planes(g, pl, x + n * g.C * g.in_sp[0] * g.in_sp[1], planes.get());
+      float* yn = y + n * g.M * OHW;
+      const float* rn = residual ? residual + n * g.M * OHW : nullptr;
+      if (use_b) {
+        // Tasks: (group, block of lb output channels, chunk of output positions). A task sweeps its
+        // positions once per channel block into a [positions][lb] tile, then transposes it into Y.
+        const int64_t nblk = (Mg + lb - 1) / lb;
+        int64_t qchunk = ((OHW + rb - 1) / rb) * rb;
+        while (qchunk > 4 * rb && g.group * nblk * ((OHW + qchunk - 1) / qchunk) < want)
+          qchunk = ((qchunk / 2 + rb - 1) / rb) * rb;
+        const int64_t nq = (OHW + qchunk - 1) / qchunk;
+        parallel_for(g.group * nblk * nq, kcost * lb * qchunk, [&](int64_t tb, int64_t te) {
+          thread_local std::vector<float> tile;
+          thread_local std::vector<int64_t> pos;
+          if (tile.size() < static_cast<size_t>((qchunk + rb) * lb)) tile.resize(static_cast<size_t>((qchunk + rb) * lb));
+          if (pos.size() < static_cast<size_t>(qchunk + rb)) pos.resize(static_cast<size_t>(qchunk + rb));
+          for (int64_t t = tb; t < te; ++t) {
+            const int64_t qi = t % nq, blk = (t / nq) % nblk, gr = t / (nq * nblk);
+            const int64_t q0 = qi * qchunk, q1 = std::min(OHW, q0 + qchunk);
+            const int64_t m0 = blk * lb, mn = std::min(lb, Mg - m0);
+            for (int64_t q = q0; q < q1; ++q) pos[q - q0] = (q / OW) * pl.Wph + q % OW;
+            const float* in = planes.get() + gr * Cg * pl.cs;
+            const float* wb = (*wp)[gr].get() + blk * Cg * T * lb;
+            for (int64_t c0 = 0; c0 < Cg || c0 == 0; c0 += cb) {
+              const int64_t K = T * std::min(cb, Cg - c0);
+              for (int64_t q = q0; q < q1; q += rb)
+                dt.b(std::min(rb, q1 - q), K, koff(c0), in + c0 * pl.cs, pos.data() + (q - q0), wb + c0 * T * lb,
+                     tile.data() + (q - q0) * lb, c0 > 0);
+              if (Cg == 0) break;
+            }
+            // Transpose into Y 16 positions at a time (the tile's 16 rows stay in L1 across channels).
+            float* yb = yn + (gr * Mg + m0) * OHW + q0;
+            for (int64_t qb = 0; qb < q1 - q0; qb += 16) {
+              const int64_t qn = std::min<int64_t>(16, q1 - q0 - qb);
+              const float* tb16 = tile.data() + qb * lb;
+              for (int64_t j = 0; j < mn; ++j)
+                for (int64_t q = 0; q < qn; ++q) yb[j * OHW + qb + q] = tb16[q * lb + j];
+            }
+            for (int64_t j = 0; j < mn; ++j) {
+              const int64_t m = gr * Mg + m0 + j;
+              epilogue(yb + j * OHW, q1 - q0, bias ? bias[m] : 0.f, rn ? rn + m * OHW + q0 : nullptr);
+            }
+          }
+        });
+        continue;
+      }
+      // Tiling A. Tasks: (group, block of output channels, chunk of output rows); a chunk's plane
+      // positions [oy0 * Wph, oy1 * Wph) go through the kernel la at a time into a scratch tile,
+      // whose valid columns are copied to Y.
+      const int64_t nra = (Mg + ra - 1) / ra;
+      int64_t mchunk = nra;  // in units of ra
+      int64_t rchunk = OH;
+      while (rchunk > 1 && g.group * ((nra + mchunk - 1) / mchunk) * ((OH + rchunk - 1) / rchunk) < want)
+        rchunk = (rchunk + 1) / 2;
+      while (mchunk > 1 && g.group * ((nra + mchunk - 1) / mchunk) * ((OH + rchunk - 1) / rchunk) < want)
+        mchunk = (mchunk + 1) / 2;
+      const int64_t nr = (OH + rchunk - 1) / rchunk, nm = (nra + mchunk - 1) / mchunk;
+      parallel_for(g.group * nm * nr, kcost * ra * mchunk * rchunk * pl.Wph, [&](int64_t tb, int64_t te) {
+        thread_local std::vector<float> scratch;
+        for (int64_t t = tb; t < te; ++t) {
+          const int64_t ri = t % nr, mi = (t / nr) % nm, gr = t / (nr * nm);
+          const int64_t oy0 = ri * rchunk, oy1 = std::min(OH, oy0 + rchunk);
+          const int64_t np = (oy1 - oy0) * pl.Wph, ntiles = (np + la - 1) / la, ldo = ntiles * la;
+          if (scratch.size() < static_cast<size_t>(ra * ldo)) scratch.resize(static_cast<size_t>(ra * ldo));
+          const float* in = planes.get() + gr * Cg * pl.cs + oy0 * pl.Wph;
+          for (int64_t rb0 = mi * mchunk; rb0 < std::min(nra, (mi + 1) * mchunk); ++rb0) {
+            const int64_t m0 = rb0 * ra, rows = std::min(ra, Mg - m0);
+            const float* w = (*wp)[gr].get() + (m0 / lb) * Cg * T * lb + m0 % lb;
+            for (int64_t c0 = 0; c0 < Cg || c0 == 0; c0 += cb) {
+              const int64_t K = T * std::min(cb, Cg - c0);
+              for (int64_t i = 0; i < ntiles; ++i)
+                dt.a(rows, K, koff(c0), in + c0 * pl.cs + i * la, w + c0 * T * lb, lb, scratch.data() + i * la, ldo,
+                     c0 > 0);
+              if (Cg == 0) break;
+            }
+            for (int64_t r = 0; r < rows; ++r) {
+              const int64_t m = gr * Mg + m0 + r;
+              float* yr = yn + m * OHW + oy0 * OW;
+              const float* sr = scratch.data() + r * ldo;
+              const float* res = rn ? rn + m * OHW + oy0 * OW : nullptr;
+              for (int64_t oy = 0; oy < oy1 - oy0; ++oy)
+                epilogue(sr + oy * pl.Wph, yr + oy * OW, OW, bias ? bias[m] : 0.f, res ? res + oy * OW : nullptr);
+            }
+          }
+        }
+      });
+    }
+  }
+
   // One depthwise channel from a zero-padded copy (row stride WP): y[oh][ow] = sum over taps.
   template <int K, int S>
   static void dw_rows(const float* xp, int64_t WP, const float* wc, float* yc, int64_t OH, int64_t OW) {
@@ -477,14 +748,30 @@ class ConvKernel : public Kernel {
   std::string auto_pad_;
   int64_t group_;
   Shape kernel_shape_, strides_, dilations_, pads_;
-  std::vector<PackedA> packed_w_;  // per group, when the weight is a constant
-  Shape packed_shape_;
+  std::vector<PackedA> packed_w_;  // per group, when the weight is a constant (im2col path)
+  std::vector<std::shared_ptr<float>> direct_w_;  // per group, when the weight is a constant (direct path)
+  Shape packed_shape_;  // the constant weight's shape (empty: the weight is fed)
   // W^T packed as a GEMM B operand, for pointwise convolutions on small maps (built on first use).
   mutable std::once_flag wt_once_;
   mutable std::shared_ptr<PackedB> packed_wt_;
 };
 
 }  // namespace
+
+const ConvDirectTier* conv_direct_tier() {
+  static const ConvDirectTier* t = []() -> const ConvDirectTier* {
+#if defined(__x86_64__) || defined(_M_X64)
+    static ConvDirectTier tier;
+    switch (active_isa()) {
+      case Isa::kAvx512: tier = conv_direct_tier_avx512(); return &tier;
+      case Isa::kAvx2: tier = conv_direct_tier_avx2(); return &tier;
+      default: break;
+    }
+#endif
+    return nullptr;
+  }();
+  return t;
+}
 
 void register_conv_kernels() {
   register_kernel("Conv", {kFloat}, [](const KernelArgs& a) { return std::make_unique<ConvKernel>(a); });

@@ -1,0 +1,26 @@
+// AVX-512 direct-convolution micro-kernels (conv_direct_impl.h): A = 8 channels x 48 positions,
+// B = 6 positions x 64 channels (24 zmm accumulators each).
+// Compiled with -mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma; only called on such CPUs.
+#include <immintrin.h>
+
+namespace {
+struct V {
+  using T = __m512;
+  static constexpr int L = 16;
+  static T zero() { return _mm512_setzero_ps(); }
+  static T loadu(const float* p) { return _mm512_loadu_ps(p); }
+  static T bcast(const float* p) { return _mm512_set1_ps(*p); }
+  static T fma(T a, T b, T c) { return _mm512_fmadd_ps(a, b, c); }
+  static void storeu(float* p, T v) { _mm512_storeu_ps(p, v); }
+};
+}  // namespace
+
+#include "conv_direct_impl.h"
+
+namespace onnxfast {
+
+ConvDirectTier conv_direct_tier_avx512() {
+  return ConvDirectTier{"avx512", 8, 48, &direct_impl::kern_a<V, 8, 3>, 6, 64, &direct_impl::kern_b<V, 6, 4>};
+}
+
+}  // namespace onnxfast
