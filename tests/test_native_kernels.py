@@ -410,3 +410,55 @@ def test_direct_conv_fused_residual_relu(rng, monkeypatch, tiling, weight_const)
     s = native_session(model, ("Conv", "Add", "Relu"))
     for _ in range(2):
         np.testing.assert_allclose(s.run(None, feed)[0], ort_run(model, feed)[0], rtol=1e-4, atol=1e-4)
+
+
+def _fused_matmul_ref(a, b, bias, r, act):
+    y = np.matmul(a.astype(np.float64), b.astype(np.float64))
+    if bias is not None:
+        y = y + bias
+    if r is not None:
+        y = y + r
+    if act == "Relu":
+        y = np.maximum(y, 0)
+    elif act == "Clip":
+        y = np.clip(y, -0.5, 0.75)
+    elif act == "Gelu":
+        from math import erf
+
+        y = 0.5 * y * (1 + np.array([erf(v) for v in (y / np.sqrt(2)).ravel()]).reshape(y.shape))
+    return y
+
+
+@pytest.mark.parametrize("act", ["None", "Relu", "Clip", "Gelu"])
+@pytest.mark.parametrize("a_shape,b_shape", [
+    ((0, 5), (5, 3)), ((1, 7), (7, 33)), ((2, 300), (300, 17)), ((3, 17), (17, 1)), ((13, 1), (1, 16)),
+    ((33, 64), (64, 100)), ((2, 5, 17), (17, 31)), ((4, 0), (0, 9)), ((3, 4, 9), (3, 9, 5)), ((2, 1, 3, 8), (4, 8, 6)),
+])
+@pytest.mark.parametrize("const_b", [True, False])
+def test_fused_matmul_native(rng, act, a_shape, b_shape, const_b):
+    """onnxfast::FusedMatMul: act(A @ B + bias + residual) through the GEMM epilogue, every GEMM path
+    (rows-direct for M <= 2, the packed driver, pre-packed constant B, K = 0, broadcast batches)."""
+    a = rng.standard_normal(a_shape).astype(np.float32)
+    b = rng.standard_normal(b_shape).astype(np.float32)
+    out_shape = np.matmul(a, b).shape
+    bias = rng.standard_normal(b_shape[-1]).astype(np.float32)
+    r = rng.standard_normal(out_shape).astype(np.float32)
+    params = {"activation_params": [-0.5, 0.75]} if act == "Clip" else {}
+    node = helper.make_node("FusedMatMul", ["a", "b", "bias", "r"], ["y"], domain="onnxfast", activation=act, **params)
+    inputs = [vi("a", F, list(a_shape)), vi("r", F, list(out_shape))] + ([] if const_b else [vi("b", F, list(b_shape))])
+    inits = [("bias", bias)] + ([("b", b)] if const_b else [])
+    model = make_model([node], inputs, [vi("y", F)], initializers=inits, extra_opsets=[("onnxfast", 1)])
+    feed = {"a": a, "r": r} if const_b else {"a": a, "r": r, "b": b}
+    s = native_session(model, ("FusedMatMul",))
+    got = s.run(None, feed)[0]
+    np.testing.assert_allclose(got, _fused_matmul_ref(a, b, bias, r, act), rtol=1e-4, atol=1e-4 * max(1, a_shape[-1]) ** 0.5)
+    np.testing.assert_allclose(numpy_session(model).run(None, feed)[0], got, rtol=1e-4, atol=1e-4 * max(1, a_shape[-1]) ** 0.5)
+
+
+def test_fused_matmul_rejects_a_bias_of_the_wrong_length(rng):
+    node = helper.make_node("FusedMatMul", ["a", "b", "bias"], ["y"], domain="onnxfast")
+    model = make_model([node], [vi("a", F, [2, 3])], [vi("y", F)],
+                       initializers=[("b", np.ones((3, 4), np.float32)), ("bias", np.ones(5, np.float32))],
+                       extra_opsets=[("onnxfast", 1)])
+    with pytest.raises(Exception, match="bias must have shape"):
+        native_session(model, ("FusedMatMul",)).run(None, {"a": np.ones((2, 3), np.float32)})

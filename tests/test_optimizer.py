@@ -86,3 +86,65 @@ def test_pass_reaches_fixed_point(rng):
     assert fuse_conv_activation(model.graph, model) is False
     assert [n.op_type for n in model.graph.nodes] == ["FusedConv"]
     assert model.graph.nodes[0].inputs == ["x", "w", "b", "r"]
+
+
+def matmul_model(rng, bias=True, residual=False, tail=None, a_shape=(2, 5, 6), n=7, opset=20, b_rank=2):
+    b = (rng.standard_normal((6, n) if b_rank == 2 else (2, 6, n)) * 0.3).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["a", "w"], ["m"], name="mm")]
+    inits = [("w", b)]
+    cur = "m"
+    if bias:
+        inits.append(("bias", rng.standard_normal(n).astype(np.float32)))
+        nodes.append(helper.make_node("Add", [cur, "bias"], ["mb"], name="add_bias"))
+        cur = "mb"
+    out_shape = list(a_shape[:-1]) + [n]
+    if residual:
+        nodes.append(helper.make_node("Add", ["r", cur], ["mr"], name="add_res"))
+        cur = "mr"
+    if tail:
+        attrs = {"approximate": "tanh"} if tail == "GeluTanh" else {}
+        nodes.append(helper.make_node("Gelu" if tail.startswith("Gelu") else tail, [cur], ["y"], name="act", **attrs))
+    else:
+        nodes[-1].output[0] = "y"
+    inputs = [vi("a", F, list(a_shape))] + ([vi("r", F, out_shape)] if residual else [])
+    return make_model(nodes, inputs, [vi("y", F, out_shape)], initializers=inits, opset=opset)
+
+
+@pytest.mark.parametrize("bias,residual,tail", [
+    (True, False, None), (False, True, None), (True, True, None), (True, False, "Relu"), (True, False, "Gelu"),
+    (True, False, "GeluTanh"), (True, True, "Tanh"), (False, False, "Sigmoid"), (True, False, "LeakyRelu"),
+])
+def test_matmul_epilogue_fusion_keeps_results(rng, bias, residual, tail):
+    m = matmul_model(rng, bias, residual, tail)
+    feed = {"a": rng.standard_normal((2, 5, 6)).astype(np.float32)}
+    if residual:
+        feed["r"] = rng.standard_normal((2, 5, 7)).astype(np.float32)
+    s0, ref = run(m, onnxfast.GraphOptimizationLevel.ORT_DISABLE_ALL, feed)
+    s1, got = run(m, onnxfast.GraphOptimizationLevel.ORT_ENABLE_ALL, feed)
+    listing = s1.kernel_listing()
+    assert [r["op_type"] for r in listing] == ["FusedMatMul"]
+    assert listing[0]["kernel"].startswith("native:fused")
+    assert "FusedMatMul" not in [r["op_type"] for r in s0.kernel_listing()]
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    o = onnxfast.SessionOptions()
+    o.add_session_config_entry("onnxfast.disable_kernels", "native:FusedMatMul")
+    np.testing.assert_allclose(onnxfast.InferenceSession(m.SerializeToString(), o).run(None, feed)[0], ref,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_no_matmul_fusion_without_a_2d_weight_or_with_a_bias_of_the_wrong_length(rng):
+    s, _ = run(matmul_model(rng, tail="Relu", b_rank=3), onnxfast.GraphOptimizationLevel.ORT_ENABLE_ALL,
+               {"a": np.ones((2, 5, 6), np.float32)})
+    assert [r["op_type"] for r in s.kernel_listing()] == ["MatMul", "Add", "Relu"]
+    m = matmul_model(rng, n=1)  # bias of 1 value broadcast over N=1 is fine; of 7 values over N=1 is not
+    m.graph.initializer[1].CopyFrom(onnx_numpy(np.ones(7, np.float32), "bias"))
+    m.graph.output[0].CopyFrom(vi("y", F, None))
+    s, y = run(m, onnxfast.GraphOptimizationLevel.ORT_ENABLE_ALL, {"a": np.ones((2, 5, 6), np.float32)})
+    assert [r["op_type"] for r in s.kernel_listing()] == ["MatMul", "Add"]
+    assert y.shape == (2, 5, 7)
+
+
+def onnx_numpy(a, name):
+    from onnx import numpy_helper
+
+    return numpy_helper.from_array(a, name)

@@ -48,11 +48,19 @@ def model():
     )
 
 
+def basic():
+    """Basic level: the extended fusions (MatMul + Relu -> FusedMatMul) run before partitioning and
+    would merge relu1 into the MatMul; these tests are about the partition and its copies."""
+    o = onnxfast.SessionOptions()
+    o.graph_optimization_level = onnxfast.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    return o
+
+
 def test_fake_device_partition_and_copies(fake_provider, rng):
     assert fake_provider in onnxfast.get_available_providers()
     x = rng.standard_normal((5, 4)).astype(np.float32)
     ref = session(model()).run(None, {"x": x})
-    s = session(model(), providers=[fake_provider, "CPUExecutionProvider"])
+    s = session(model(), sess_options=basic(), providers=[fake_provider, "CPUExecutionProvider"])
     assert s.get_providers() == [fake_provider, "CPUExecutionProvider"]
     out = s.run(None, {"x": x})
     for a, b in zip(out, ref):
@@ -76,7 +84,7 @@ def test_fake_device_partition_and_copies(fake_provider, rng):
 
 
 def test_provider_options_reach_the_provider(fake_provider, rng):
-    s = session(model(), providers=[(fake_provider, {"ops": "Add"}), "CPUExecutionProvider"])
+    s = session(model(), sess_options=basic(), providers=[(fake_provider, {"ops": "Add"}), "CPUExecutionProvider"])
     assert s.get_provider_options()[fake_provider] == {"ops": "Add"}
     listing = {r["node"]: r["provider"] for r in s.kernel_listing()}
     assert listing["add"] == fake_provider and listing["relu1"] == "CPUExecutionProvider"

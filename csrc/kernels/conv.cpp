@@ -12,6 +12,7 @@
 
 #include "../cpu/cpu.h"
 #include "conv_direct.h"
+#include "epilogue.h"
 #include "gemm.h"
 #include "kernel.h"
 #include "vecmath.h"
@@ -25,26 +26,11 @@ struct ConvGeom {
   Shape in_sp, k_sp, out_sp, strides, dil, pad_begin, pad_end;
 };
 
-// Epilogue of a fused convolution (onnxfast::FusedConv): y = act(conv + bias + residual).
-enum class Act { kNone, kRelu, kClip, kLeakyRelu, kSigmoid, kTanh };
-
-Act parse_act(const std::string& s, const std::string& who) {
-  if (s.empty() || s == "None") return Act::kNone;
-  if (s == "Relu") return Act::kRelu;
-  if (s == "Clip") return Act::kClip;
-  if (s == "LeakyRelu") return Act::kLeakyRelu;
-  if (s == "Sigmoid") return Act::kSigmoid;
-  if (s == "Tanh") return Act::kTanh;
-  kernel_fail(who + ": unknown fused activation '" + s + "'");
-}
-
 class ConvKernel : public Kernel {
  public:
   explicit ConvKernel(const KernelArgs& a)
       : name_(a.op_type + " '" + a.node_name + "'"),
-        act_(parse_act(a.get_string("activation", ""), a.op_type + " '" + a.node_name + "'")),
-        act_params_(a.attrs.count("activation_params") ? a.attrs.at("activation_params").floats
-                                                       : std::vector<double>{}),
+        act_(Activation::from_args(a, a.op_type + " '" + a.node_name + "'")),
         auto_pad_(a.get_string("auto_pad", "NOTSET")),
         group_(a.get_int("group", 1)),
         kernel_shape_(a.get_ints("kernel_shape")),
@@ -52,8 +38,6 @@ class ConvKernel : public Kernel {
         dilations_(a.get_ints("dilations")),
         pads_(a.get_ints("pads")) {
     if (group_ < 1) kernel_fail(name_ + ": group must be >= 1, got " + std::to_string(group_));
-    if (a.attrs.count("activation_params") && a.attrs.at("activation_params").kind == AttrValue::kInts)
-      for (int64_t v : a.attrs.at("activation_params").ints) act_params_.push_back(static_cast<double>(v));
     if (a.const_inputs.size() > 1 && a.const_inputs[1] && a.allow_prepack) {
       const Tensor& w = *a.const_inputs[1];
       if (w.dtype == kFloat && w.rank() >= 3 && w.shape[0] % group_ == 0 && w.shape[0] > 0) {
@@ -65,7 +49,7 @@ class ConvKernel : public Kernel {
     }
   }
   std::string describe() const override {
-    std::string d = act_ == Act::kNone ? "native" : "native:fused";
+    std::string d = act_.kind == Activation::kNone ? "native" : "native:fused";
     return packed_w_.empty() && direct_w_.empty() ? d : d + ":prepacked";
   }
 
@@ -224,34 +208,10 @@ class ConvKernel : public Kernel {
   }
 
  private:
-  // row = act(row + b + residual_row), one output channel.
-  void epilogue(float* row, int64_t n, float b, const float* res) const { epilogue(row, row, n, b, res); }
-
-  // row = act(src + b + residual_row); src may be row.
+  // row = act(src + b + residual_row), one output channel (src may be row).
+  void epilogue(float* row, int64_t n, float b, const float* res) const { act_.apply(row, row, n, b, res); }
   void epilogue(const float* src, float* row, int64_t n, float b, const float* res) const {
-    if (res)
-      for (int64_t j = 0; j < n; ++j) row[j] = src[j] + b + res[j];
-    else if (b != 0.f || src != row)
-      for (int64_t j = 0; j < n; ++j) row[j] = src[j] + b;
-    switch (act_) {
-      case Act::kNone: break;
-      case Act::kRelu:
-        for (int64_t j = 0; j < n; ++j) row[j] = row[j] > 0.f ? row[j] : 0.f;
-        break;
-      case Act::kClip: {
-        const float lo = act_params_.size() > 0 ? static_cast<float>(act_params_[0]) : -3.4028235e38f;
-        const float hi = act_params_.size() > 1 ? static_cast<float>(act_params_[1]) : 3.4028235e38f;
-        for (int64_t j = 0; j < n; ++j) row[j] = row[j] < lo ? lo : (row[j] > hi ? hi : row[j]);
-        break;
-      }
-      case Act::kLeakyRelu: {
-        const float alpha = act_params_.empty() ? 0.01f : static_cast<float>(act_params_[0]);
-        for (int64_t j = 0; j < n; ++j) row[j] = row[j] >= 0.f ? row[j] : alpha * row[j];
-        break;
-      }
-      case Act::kSigmoid: vecmath().sigmoid(row, row, n); break;
-      case Act::kTanh: vecmath().tanh(row, row, n); break;
-    }
+    act_.apply(src, row, n, b, res);
   }
 
   std::vector<PackedA> pack_weights(const Tensor& W) const {
@@ -462,8 +422,9 @@ class ConvKernel : public Kernel {
     const int64_t pt = g.pad_begin[0], pl = g.pad_begin[1], C = g.C, Wph = p.Wph;
     parallel_for(p.slots * C, static_cast<double>(p.cs), [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
-        const int64_t slot = t / C, c = t % C, a = p.phase[slot] / sw, bp = p.phase[slot] % sw;
-        float* d = dst + t * p.cs;
+        // Channel-major order: the phases of one channel read the same rows while they are in cache.
+        const int64_t slot = t % p.slots, c = t / p.slots, a = p.phase[slot] / sw, bp = p.phase[slot] % sw;
+        float* d = dst + (slot * C + c) * p.cs;
         const float* xc = x + c * H * Wd;
         // Columns xx with 0 <= xx * sw + bp - pl < Wd.
         const int64_t lo_num = pl - bp, hi_num = Wd - 1 + pl - bp;
@@ -743,8 +704,7 @@ class ConvKernel : public Kernel {
   }
 
   std::string name_;
-  Act act_;
-  std::vector<double> act_params_;
+  Activation act_;
   std::string auto_pad_;
   int64_t group_;
   Shape kernel_shape_, strides_, dilations_, pads_;

@@ -186,7 +186,7 @@ void scale_c(int64_t M, int64_t N, float beta, float* C, int64_t ldc) {
 // Small-M GEMM with B read in place (no packing): each row of C accumulates alpha * A[i,k] * B[k,:]
 // over k, in column chunks so threads split N. For M = 1 this is GEMV at memory speed.
 void gemm_rows_direct(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
-                      int64_t ldb, float beta, float* C, int64_t ldc) {
+                      int64_t ldb, float beta, float* C, int64_t ldc, const GemmEpilogue* ep) {
   constexpr int64_t kChunk = 256;
   parallel_for(ceil_div(N, kChunk), 2.0 * M * K * kChunk / 16.0, [&](int64_t cb, int64_t ce) {
     float acc[kChunk];
@@ -205,6 +205,7 @@ void gemm_rows_direct(int64_t M, int64_t N, int64_t K, float alpha, const float*
           for (int64_t j = 0; j < nc; ++j) ci[j] = alpha * acc[j];
         else
           for (int64_t j = 0; j < nc; ++j) ci[j] = alpha * acc[j] + beta * ci[j];
+        if (ep) ep->apply(ci, i, j0, nc);
       }
     }
   });
@@ -212,10 +213,13 @@ void gemm_rows_direct(int64_t M, int64_t N, int64_t K, float alpha, const float*
 
 // The threaded driver. B is either pre-packed (pb) or raw (B, ldb, transB) and then packed per task.
 void gemm_driver(bool transA, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-                 const PackedB* pb, bool transB, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+                 const PackedB* pb, bool transB, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
+                 const GemmEpilogue* ep) {
   if (M <= 0 || N <= 0) return;
   if (K == 0 || alpha == 0.f) {
     scale_c(M, N, beta, C, ldc);
+    if (ep)
+      for (int64_t i = 0; i < M; ++i) ep->apply(C + i * ldc, i, 0, N);
     return;
   }
   const GemmTier& tier = gemm_tier();
@@ -266,7 +270,10 @@ void gemm_driver(bool transA, int64_t M, int64_t N, int64_t K, float alpha, cons
             const int64_t nr = std::min(step, n1 - j0);
             const float* p0 = bblk + (j0 - n0) * kc;
             const float* p1 = nr > kNR ? p0 + kNR * kc : nullptr;
-            tier.kernel(rows, kc, a, as, !packed_a, p0, p1, C + i0 * ldc + j0, ldc, nr, alpha, b);
+            float* c = C + i0 * ldc + j0;
+            tier.kernel(rows, kc, a, as, !packed_a, p0, p1, c, ldc, nr, alpha, b);
+            if (ep && k0 + kc >= K)  // last K block: the micro-tile is final and still in L1
+              for (int64_t r = 0; r < rows; ++r) ep->apply(c + r * ldc, i0 + r, j0, nr);
           }
         }
       }
@@ -296,8 +303,8 @@ PackedB sgemm_pack_b(bool transB, int64_t K, int64_t N, const float* B, int64_t 
 }
 
 void sgemm_packed(bool transA, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-                  const PackedB& B, float beta, float* C, int64_t ldc) {
-  gemm_driver(transA, M, N, K, alpha, A, lda, &B, false, nullptr, 0, beta, C, ldc);
+                  const PackedB& B, float beta, float* C, int64_t ldc, const GemmEpilogue* ep) {
+  gemm_driver(transA, M, N, K, alpha, A, lda, &B, false, nullptr, 0, beta, C, ldc, ep);
 }
 
 PackedA sgemm_pack_a(int64_t M, int64_t K, const float* A, int64_t lda) {
@@ -331,13 +338,13 @@ void sgemm_kblock(const PackedA& A, int64_t m0, int64_t m1, int64_t k0, int64_t 
 }
 
 void sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc, const GemmEpilogue* ep) {
   if (M <= 0 || N <= 0) return;
   if (!transA && !transB && M <= 2 && K > 0) {
-    gemm_rows_direct(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    gemm_rows_direct(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ep);
     return;
   }
-  gemm_driver(transA, M, N, K, alpha, A, lda, nullptr, transB, B, ldb, beta, C, ldc);
+  gemm_driver(transA, M, N, K, alpha, A, lda, nullptr, transB, B, ldb, beta, C, ldc, ep);
 }
 
 namespace {
@@ -345,7 +352,13 @@ namespace {
 // MatMul with numpy semantics (1-D promotion, broadcast batch dims), float32.
 class MatMulKernel : public Kernel {
  public:
-  explicit MatMulKernel(const KernelArgs& a) : name_("MatMul '" + a.node_name + "'") {
+  // MatMul, or onnxfast::FusedMatMul (inputs A, B, optional bias of N values, optional residual of the
+  // output's shape; attributes activation / activation_params): y = act(A @ B + bias + residual),
+  // the epilogue applied to each GEMM micro-tile while it is in cache.
+  explicit MatMulKernel(const KernelArgs& a)
+      : name_(a.op_type + " '" + a.node_name + "'"),
+        fused_(a.op_type == "FusedMatMul"),
+        ep_act_(Activation::from_args(a, name_)) {
     if (a.const_inputs.size() > 1 && a.const_inputs[1] && a.allow_prepack) {
       const Tensor& b = *a.const_inputs[1];
       if (b.dtype == kFloat && b.rank() == 2) {
@@ -353,7 +366,10 @@ class MatMulKernel : public Kernel {
       }
     }
   }
-  std::string describe() const override { return packed_ ? "native:prepacked" : "native"; }
+  std::string describe() const override {
+    const std::string d = fused_ ? "native:fused" : "native";
+    return packed_ ? d + ":prepacked" : d;
+  }
 
   void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
     if (in.size() < 2 || !in[0] || !in[1]) kernel_fail(name_ + " needs two inputs");
@@ -376,6 +392,20 @@ class MatMulKernel : public Kernel {
     out.resize(1);
     out[0].dtype = kFloat;
     out[0].shape = o;
+    if (fused_) {
+      if (in.size() > 2 && in[2]) {
+        expect_dtype(*in[2], kFloat, (name_ + " bias").c_str());
+        if (b.size() < 2 || in[2]->numel() != b.back() || in[2]->rank() != 1)
+          kernel_fail(name_ + ": bias must have shape (" + std::to_string(b2.back()) + ",), got " +
+                      shape_str(in[2]->shape));
+      }
+      if (in.size() > 3 && in[3]) {
+        expect_dtype(*in[3], kFloat, (name_ + " residual input").c_str());
+        if (in[3]->shape != o)
+          kernel_fail(name_ + ": residual input of shape " + shape_str(in[3]->shape) + " differs from the output " +
+                      shape_str(o));
+      }
+    }
   }
 
   void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
@@ -389,12 +419,22 @@ class MatMulKernel : public Kernel {
     const float* pa = A.ptr<float>();
     const float* pb = B.ptr<float>();
     float* py = Y.ptr<float>();
+    GemmEpilogue ep;
+    const GemmEpilogue* epp = nullptr;
+    const float* res = fused_ && in.size() > 3 && in[3] ? in[3]->ptr<float>() : nullptr;
+    if (fused_) {
+      ep.col_bias = in.size() > 2 && in[2] ? in[2]->ptr<float>() : nullptr;
+      ep.residual = res;
+      ep.ldr = N;
+      ep.act = ep_act_;
+      epp = &ep;
+    }
     if (b2.size() == 2) {
       // All batches of A share one B: a single (batch*M) x K GEMM.
       int64_t rows = shape_numel(a2) / std::max<int64_t>(K, 1);
       if (K == 0) rows = shape_numel(Shape(a2.begin(), a2.end() - 1));
-      if (packed_) sgemm_packed(false, rows, N, K, 1.f, pa, K, *packed_, 0.f, py, N);
-      else sgemm(false, false, rows, N, K, 1.f, pa, K, pb, N, 0.f, py, N);
+      if (packed_) sgemm_packed(false, rows, N, K, 1.f, pa, K, *packed_, 0.f, py, N, epp);
+      else sgemm(false, false, rows, N, K, 1.f, pa, K, pb, N, 0.f, py, N, epp);
       return;
     }
     Shape ba(a2.begin(), a2.end() - 2), bb(b2.begin(), b2.end() - 2);
@@ -423,12 +463,15 @@ class MatMulKernel : public Kernel {
         oa += id * sa[d];
         ob += id * sb[d];
       }
-      sgemm(false, false, M, N, K, 1.f, pa + oa, K, pb + ob, N, 0.f, py + t * M * N, N);
+      if (res) ep.residual = res + t * M * N;
+      sgemm(false, false, M, N, K, 1.f, pa + oa, K, pb + ob, N, 0.f, py + t * M * N, N, epp);
     }
   }
 
  private:
   std::string name_;
+  bool fused_;
+  Activation ep_act_;
   std::shared_ptr<PackedB> packed_;
 };
 
@@ -509,6 +552,7 @@ class GemmKernel : public Kernel {
 
 void register_gemm_kernels() {
   register_kernel("MatMul", {kFloat}, [](const KernelArgs& a) { return std::make_unique<MatMulKernel>(a); });
+  register_kernel("FusedMatMul", {kFloat}, [](const KernelArgs& a) { return std::make_unique<MatMulKernel>(a); });
   register_kernel("Gemm", {kFloat}, [](const KernelArgs& a) { return std::make_unique<GemmKernel>(a); });
 }
 

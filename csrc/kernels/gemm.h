@@ -6,7 +6,21 @@
 #include <memory>
 #include <vector>
 
+#include "epilogue.h"
+
 namespace onnxfast {
+
+// Applied to C after the product, tile by tile while it is in cache:
+// C[i][j] = act(C[i][j] + col_bias[j] + residual[i * ldr + j]) (either pointer may be null).
+struct GemmEpilogue {
+  const float* col_bias = nullptr;
+  const float* residual = nullptr;
+  int64_t ldr = 0;
+  Activation act;
+  void apply(float* c, int64_t i, int64_t j0, int64_t n) const {
+    act.apply_cols(c, n, col_bias ? col_bias + j0 : nullptr, residual ? residual + i * ldr + j0 : nullptr);
+  }
+};
 
 struct PackedB {
   int64_t K = 0, N = 0;
@@ -16,7 +30,7 @@ struct PackedB {
 PackedB sgemm_pack_b(bool transB, int64_t K, int64_t N, const float* B, int64_t ldb);
 
 void sgemm_packed(bool transA, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-                  const PackedB& B, float beta, float* C, int64_t ldc);
+                  const PackedB& B, float beta, float* C, int64_t ldc, const GemmEpilogue* ep = nullptr);
 
 // A packed once into the tier's row strips, K-block major: block k0 starts at k0 * round_up(M, mr),
 // strip i0 of it at + i0 * kc. Used for constant convolution weights.
@@ -38,6 +52,7 @@ void sgemm_kblock(const PackedA& A, int64_t m0, int64_t m1, int64_t k0, int64_t 
                   float* C, int64_t ldc, float beta = 1.f);
 
 void sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
+           const GemmEpilogue* ep = nullptr);
 
 }  // namespace onnxfast

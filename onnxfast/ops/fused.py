@@ -22,19 +22,46 @@ def fused_conv(node: KernelNode):
         y = conv(x, w, b)
         if z is not None:
             y = y + z
-        if act == "Relu":
-            y = np.maximum(y, 0)
-        elif act == "LeakyRelu":
-            y = np.where(y >= 0, y, y * np.asarray(params[0], y.dtype))
-        elif act == "Clip":
-            y = np.clip(y, np.asarray(params[0], y.dtype), np.asarray(params[1], y.dtype))
-        elif act == "Sigmoid":
-            y = 1 / (1 + np.exp(-y))
-        elif act == "Tanh":
-            y = np.tanh(y)
-        return y.astype(x.dtype, copy=False)
+        return _activate(y, act, params).astype(x.dtype, copy=False)
+
+    return run
+
+
+def _activate(y: np.ndarray, act: str, params: list) -> np.ndarray:
+    """The fused activation of FusedConv / FusedMatMul, as the original operator computes it."""
+    if act == "Relu":
+        return np.maximum(y, 0)
+    if act == "LeakyRelu":
+        return np.where(y >= 0, y, y * np.asarray(params[0], y.dtype))
+    if act == "Clip":
+        return np.clip(y, np.asarray(params[0], y.dtype), np.asarray(params[1], y.dtype))
+    if act == "Sigmoid":
+        return 1 / (1 + np.exp(-y))
+    if act == "Tanh":
+        return np.tanh(y)
+    if act in ("Gelu", "GeluTanh"):
+        gelu_node = KernelNode("Gelu", "", "gelu", 20, 20, {"approximate": "tanh" if act == "GeluTanh" else "none"},
+                               [1], [1], {}, 1, 1)
+        return REGISTRY.factory("", "Gelu", 20)(gelu_node)(y)
+    return y
+
+
+@op("FusedMatMul", since=1, domain="onnxfast")
+def fused_matmul(node: KernelNode):
+    """y = act(a @ b + bias + residual): MatMul [-> Add(bias)] [-> Add(residual)] [-> activation]."""
+    act = node.attr("activation", "None")
+    params = list(node.attr("activation_params", []))
+
+    def run(a, b, bias=None, z=None):
+        y = np.matmul(a, b)
+        if bias is not None:
+            y = y + bias
+        if z is not None:
+            y = y + z
+        return _activate(y, act, params).astype(a.dtype, copy=False)
 
     return run
 
 
 REGISTRY.register_native("FusedConv", domain="onnxfast", since=1)
+REGISTRY.register_native("FusedMatMul", domain="onnxfast", since=1)

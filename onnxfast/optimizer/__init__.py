@@ -4,7 +4,7 @@ checked after every pass that changed it (every value defined before use, no cyc
 
 Levels follow onnxruntime's GraphOptimizationLevel: a pass runs when the session's level is at
 or above the pass's level. Passes insert internal operators of the ``onnxfast`` domain
-(e.g. ``FusedConv``), which only onnxfast's kernels implement.
+(``FusedConv``, ``FusedMatMul``), which only onnxfast's kernels implement.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Callable
 
 from .. import ir
 from ..errors import InvalidModel
-from .fusions import fuse_conv_activation
+from .fusions import fuse_conv_activation, fuse_matmul_epilogue
 
 log = logging.getLogger("onnxfast")
 
@@ -23,6 +23,7 @@ Pass = Callable[[ir.Graph, ir.Model], bool]
 # (minimum level, pass) in the order they run.
 PASSES: list[tuple[int, Pass]] = [
     (2, fuse_conv_activation),  # ORT_ENABLE_EXTENDED
+    (2, fuse_matmul_epilogue),
 ]
 
 MAX_ROUNDS = 16

@@ -3,6 +3,11 @@
 ``fuse_conv_activation``: Conv [-> Add(residual)] [-> Relu | LeakyRelu | Clip | Sigmoid | Tanh]
 becomes one ``onnxfast::FusedConv`` node, whose native kernel applies bias, residual and
 activation while the output tile is still in cache.
+
+``fuse_matmul_epilogue``: MatMul with a 2-D right operand [-> Add(bias of N values)]
+[-> Add(residual)] [-> Relu | LeakyRelu | Clip | Sigmoid | Tanh | Gelu] becomes one
+``onnxfast::FusedMatMul`` node (the GEMM applies them to each micro-tile; a transformer's
+linear layer with its bias and Gelu is one kernel).
 """
 
 from __future__ import annotations
@@ -56,6 +61,90 @@ def _activation(node: ir.Node, graph: ir.Graph, opset: int) -> tuple[str, list[f
     return node.op_type, []
 
 
+def _gelu(node: ir.Node, opset: int) -> tuple[str, list[float]] | None:
+    if node.domain == "" and node.op_type == "Gelu" and opset >= 20:
+        return ("GeluTanh" if node.attrs.get("approximate", "none") == "tanh" else "Gelu"), []
+    return None
+
+
+def _consumers(graph: ir.Graph):
+    """name -> its only consumer node (None when read more than once or a graph output)."""
+    uses = _uses(graph)
+    consumers: dict[str, ir.Node] = {}
+    for node in graph.nodes:
+        for name in node.inputs:
+            if name:
+                consumers.setdefault(name, node)
+    return lambda name: consumers.get(name) if uses.get(name, 0) == 1 else None
+
+
+def _replace_chain(graph: ir.Graph, model: ir.Model, chain: list[ir.Node], fused: ir.Node) -> None:
+    # The fused node takes the place of the last node of the chain: all its inputs exist by then.
+    graph.nodes[graph.nodes.index(chain[-1])] = fused
+    for n in chain[:-1]:
+        graph.nodes.remove(n)
+    model.opsets.setdefault(FUSED_DOMAIN, 1)
+
+
+def _static_shape(graph: ir.Graph, name: str) -> list | None:
+    if name in graph.initializers:
+        return list(graph.initializers[name].shape)
+    vi = graph.type_of(name)
+    return None if vi is None or vi.shape is None else list(vi.shape)
+
+
+def fuse_matmul_epilogue(graph: ir.Graph, model: ir.Model) -> bool:
+    changed = False
+    while _fuse_one_matmul(graph, model):
+        changed = True
+    return changed
+
+
+def _fuse_one_matmul(graph: ir.Graph, model: ir.Model) -> bool:
+    opset = model.opsets.get("", 1)
+    only_consumer = _consumers(graph)
+    for mm in graph.nodes:
+        if mm.op_type != "MatMul" or mm.domain != "" or len(mm.outputs) != 1 or len(mm.inputs) != 2:
+            continue
+        a, b = mm.inputs
+        bshape = _static_shape(graph, b)
+        ashape = _static_shape(graph, a)
+        if not (_float32(graph, a) and _float32(graph, b)) or bshape is None or len(bshape) != 2:
+            continue
+        if ashape is None or len(ashape) < 2:
+            continue
+        n = bshape[1]
+        cur, chain, bias, residual, act = mm.outputs[0], [mm], "", "", None
+        nxt = only_consumer(cur)
+        if nxt is not None and nxt.op_type == "Add" and nxt.domain == "" and len(nxt.inputs) == 2:
+            other = nxt.inputs[1] if nxt.inputs[0] == cur else nxt.inputs[0]
+            init = graph.initializers.get(other)
+            if (other != cur and init is not None and init.dtype == np.float32 and init.ndim == 1
+                    and isinstance(n, int) and init.shape[0] == n):
+                bias, cur = other, nxt.outputs[0]
+                chain.append(nxt)
+                nxt = only_consumer(cur)
+        if nxt is not None and nxt.op_type == "Add" and nxt.domain == "" and len(nxt.inputs) == 2:
+            other = nxt.inputs[1] if nxt.inputs[0] == cur else nxt.inputs[0]
+            if other != cur and _float32(graph, other) and _same_static_shape(graph, other, mm.outputs[0]):
+                residual, cur = other, nxt.outputs[0]
+                chain.append(nxt)
+                nxt = only_consumer(cur)
+        if nxt is not None:
+            act = _activation(nxt, graph, opset) or _gelu(nxt, opset)
+            if act is not None:
+                chain.append(nxt)
+        if len(chain) == 1:
+            continue
+        attrs = {"activation": act[0] if act else "None",
+                 "activation_params": [float(v) for v in act[1]] if act else []}
+        inputs = [a, b, bias] + ([residual] if residual else [])
+        _replace_chain(graph, model, chain, ir.Node("FusedMatMul", FUSED_DOMAIN, mm.name, inputs,
+                                                    [chain[-1].outputs[0]], attrs))
+        return True
+    return False
+
+
 def fuse_conv_activation(graph: ir.Graph, model: ir.Model) -> bool:
     changed = False
     while _fuse_one_conv(graph, model):
@@ -65,16 +154,7 @@ def fuse_conv_activation(graph: ir.Graph, model: ir.Model) -> bool:
 
 def _fuse_one_conv(graph: ir.Graph, model: ir.Model) -> bool:
     opset = model.opsets.get("", 1)
-    uses = _uses(graph)
-    consumers: dict[str, ir.Node] = {}
-    for node in graph.nodes:
-        for name in node.inputs:
-            if name:
-                consumers.setdefault(name, node)
-
-    def only_consumer(name: str) -> ir.Node | None:
-        return consumers.get(name) if uses.get(name, 0) == 1 else None
-
+    only_consumer = _consumers(graph)
     for conv in graph.nodes:
         if conv.op_type != "Conv" or conv.domain != "" or len(conv.outputs) != 1:
             continue
@@ -101,12 +181,8 @@ def _fuse_one_conv(graph: ir.Graph, model: ir.Model) -> bool:
         attrs["activation"] = act[0] if act else "None"
         attrs["activation_params"] = [float(v) for v in act[1]] if act else []
         inputs = (list(conv.inputs) + ["", ""])[:3] + ([residual] if residual else [])
-        fused = ir.Node("FusedConv", FUSED_DOMAIN, conv.name, inputs, [chain[-1].outputs[0]], attrs)
-        # The fused node takes the place of the last node of the chain: all its inputs exist by then.
-        graph.nodes[graph.nodes.index(chain[-1])] = fused
-        for n in chain[:-1]:
-            graph.nodes.remove(n)
-        model.opsets.setdefault(FUSED_DOMAIN, 1)
+        _replace_chain(graph, model, chain, ir.Node("FusedConv", FUSED_DOMAIN, conv.name, inputs,
+                                                    [chain[-1].outputs[0]], attrs))
         return True
     return False
 

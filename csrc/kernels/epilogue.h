@@ -1,0 +1,86 @@
+// The fused epilogue of GEMM and convolution kernels: y = act(x + bias + residual), applied to a
+// row of output while it is still in cache. The activation comes from the fused node's
+// `activation` / `activation_params` attributes (see onnxfast/optimizer/fusions.py).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernel.h"
+#include "vecmath.h"
+
+namespace onnxfast {
+
+struct Activation {
+  enum Kind { kNone, kRelu, kClip, kLeakyRelu, kSigmoid, kTanh, kGelu, kGeluTanh };
+  Kind kind = kNone;
+  float p0 = 0.f, p1 = 0.f;  // Clip: lo, hi; LeakyRelu: alpha
+
+  // From the node's attributes; `who` names the node in errors.
+  static Activation from_args(const KernelArgs& a, const std::string& who) {
+    Activation act;
+    const std::string s = a.get_string("activation", "");
+    std::vector<double> params;
+    if (a.attrs.count("activation_params")) {
+      const AttrValue& v = a.attrs.at("activation_params");
+      params = v.floats;
+      for (int64_t i : v.ints) params.push_back(static_cast<double>(i));
+    }
+    auto param = [&](size_t i, double dflt) { return static_cast<float>(params.size() > i ? params[i] : dflt); };
+    if (s.empty() || s == "None") act.kind = kNone;
+    else if (s == "Relu") act.kind = kRelu;
+    else if (s == "Clip") {
+      act.kind = kClip;
+      act.p0 = param(0, -3.4028234663852886e38);
+      act.p1 = param(1, 3.4028234663852886e38);
+    } else if (s == "LeakyRelu") {
+      act.kind = kLeakyRelu;
+      act.p0 = param(0, 0.01);
+    } else if (s == "Sigmoid") act.kind = kSigmoid;
+    else if (s == "Tanh") act.kind = kTanh;
+    else if (s == "Gelu") act.kind = kGelu;
+    else if (s == "GeluTanh") act.kind = kGeluTanh;
+    else kernel_fail(who + ": unknown fused activation '" + s + "'");
+    return act;
+  }
+
+  // row[j] = act(src[j] + b + res[j]) for j < n (res may be null; src may be row).
+  void apply(const float* src, float* row, int64_t n, float b, const float* res) const {
+    if (res)
+      for (int64_t j = 0; j < n; ++j) row[j] = src[j] + b + res[j];
+    else if (b != 0.f || src != row)
+      for (int64_t j = 0; j < n; ++j) row[j] = src[j] + b;
+    apply(row, n);
+  }
+  // row[j] = act(row[j] + bias[j]) (bias per column; may be null), then + res[j] before act.
+  void apply_cols(float* row, int64_t n, const float* bias, const float* res) const {
+    if (bias && res)
+      for (int64_t j = 0; j < n; ++j) row[j] += bias[j] + res[j];
+    else if (bias)
+      for (int64_t j = 0; j < n; ++j) row[j] += bias[j];
+    else if (res)
+      for (int64_t j = 0; j < n; ++j) row[j] += res[j];
+    apply(row, n);
+  }
+  // The activation alone, in place.
+  void apply(float* row, int64_t n) const {
+    switch (kind) {
+      case kNone: break;
+      case kRelu:
+        for (int64_t j = 0; j < n; ++j) row[j] = row[j] > 0.f ? row[j] : 0.f;
+        break;
+      case kClip:
+        for (int64_t j = 0; j < n; ++j) row[j] = row[j] < p0 ? p0 : (row[j] > p1 ? p1 : row[j]);
+        break;
+      case kLeakyRelu:
+        for (int64_t j = 0; j < n; ++j) row[j] = row[j] >= 0.f ? row[j] : p0 * row[j];
+        break;
+      case kSigmoid: vecmath().sigmoid(row, row, n); break;
+      case kTanh: vecmath().tanh(row, row, n); break;
+      case kGelu: vecmath().gelu(row, row, n, false); break;
+      case kGeluTanh: vecmath().gelu(row, row, n, true); break;
+    }
+  }
+};
+
+}  // namespace onnxfast
