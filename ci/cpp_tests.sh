@@ -22,12 +22,14 @@ case "$mode" in
     ldflags=(-pthread)
     if [[ $(uname -m) == x86_64 ]]; then
       sources+=(csrc/kernels/gemm_avx2.cpp csrc/kernels/vecmath_avx2.cpp csrc/kernels/gemm_avx512.cpp
-                csrc/kernels/vecmath_avx512.cpp csrc/kernels/conv_direct_avx2.cpp csrc/kernels/conv_direct_avx512.cpp)
+                csrc/kernels/vecmath_avx512.cpp csrc/kernels/conv_direct_avx2.cpp csrc/kernels/conv_direct_avx512.cpp
+                csrc/kernels/half_f16c.cpp)
       extra[csrc/kernels/gemm_avx2.cpp]="-mavx2 -mfma"
       extra[csrc/kernels/vecmath_avx2.cpp]="-mavx2 -mfma"
       extra[csrc/kernels/gemm_avx512.cpp]="-mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma -mprefer-vector-width=512"
       extra[csrc/kernels/vecmath_avx512.cpp]="-mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma -mprefer-vector-width=512"
       extra[csrc/kernels/conv_direct_avx2.cpp]="-mavx2 -mfma"
+      extra[csrc/kernels/half_f16c.cpp]="-mavx2 -mfma -mf16c"
       extra[csrc/kernels/conv_direct_avx512.cpp]="-mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma -mprefer-vector-width=512"
     fi
     run=()

@@ -2,13 +2,21 @@
 // inputs by widening them to float32, computing with the float32 kernel (same packing, same
 // micro-kernels) and rounding the outputs back to nearest-even. Constant half inputs (weights)
 // are widened once at session creation, so the float32 kernel pre-packs them as usual.
-// numpy's own float16 matmul is ~200x slower than this.
+// numpy's own float16 matmul is ~200x slower than this. float16 conversions use F16C where the
+// CPU has it (half_f16c.cpp).
 #include <cstring>
 
+#include "../cpu/cpu.h"
 #include "../threadpool/threadpool.h"
 #include "kernel.h"
 
 namespace onnxfast {
+
+#if defined(__x86_64__) || defined(_M_X64)
+void half_to_float_f16c(const uint16_t* s, float* d, int64_t n);  // half_f16c.cpp
+void float_to_half_f16c(const float* s, uint16_t* d, int64_t n);
+#endif
+
 namespace {
 
 inline float bits_float(uint32_t u) {
@@ -57,26 +65,49 @@ inline uint16_t float_to_bf16(float f) {
   return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
 }
 
-// dst[i] = f(src[i]) over the whole tensor, in parallel.
-template <typename S, typename D, typename F>
-void convert(const Tensor& src, Tensor& dst, F f) {
+// Row converters: the scalar definitions above, or F16C (half_f16c.cpp) where the CPU has it.
+template <typename S, typename D, D (*F)(S)>
+void convert_row(const S* s, D* d, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) d[i] = F(s[i]);
+}
+
+struct HalfRows {
+  void (*h2f)(const uint16_t*, float*, int64_t) = &convert_row<uint16_t, float, half_to_float>;
+  void (*f2h)(const float*, uint16_t*, int64_t) = &convert_row<float, uint16_t, float_to_half>;
+};
+
+const HalfRows& half_rows() {
+  static const HalfRows r = [] {
+    HalfRows t;
+#if defined(__x86_64__) || defined(_M_X64)
+    if (active_isa() >= Isa::kAvx2 && cpu_features().f16c) {
+      t.h2f = &half_to_float_f16c;
+      t.f2h = &float_to_half_f16c;
+    }
+#endif
+    return t;
+  }();
+  return r;
+}
+
+// dst = row(src) over the whole tensor, in parallel chunks.
+template <typename S, typename D>
+void convert(const Tensor& src, Tensor& dst, void (*row)(const S*, D*, int64_t)) {
   const S* s = src.ptr<S>();
   D* d = dst.ptr<D>();
-  parallel_for(src.numel(), 1.0, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) d[i] = f(s[i]);
-  });
+  parallel_for(src.numel(), 1.0, [&](int64_t b, int64_t e) { row(s + b, d + b, e - b); });
 }
 
 // half -> float32 (dst typed float)
 void widen(const Tensor& src, Tensor& dst) {
-  if (src.dtype == kBFloat16) convert<uint16_t, float>(src, dst, bf16_to_float);
-  else convert<uint16_t, float>(src, dst, half_to_float);
+  if (src.dtype == kBFloat16) convert<uint16_t, float>(src, dst, &convert_row<uint16_t, float, bf16_to_float>);
+  else convert<uint16_t, float>(src, dst, half_rows().h2f);
 }
 
 // float32 -> half (dst typed float16 or bfloat16)
 void narrow(const Tensor& src, Tensor& dst) {
-  if (dst.dtype == kBFloat16) convert<float, uint16_t>(src, dst, float_to_bf16);
-  else convert<float, uint16_t>(src, dst, float_to_half);
+  if (dst.dtype == kBFloat16) convert<float, uint16_t>(src, dst, &convert_row<float, uint16_t, float_to_bf16>);
+  else convert<float, uint16_t>(src, dst, half_rows().f2h);
 }
 
 bool is_half(int dtype) { return dtype == kFloat16 || dtype == kBFloat16; }
