@@ -1,0 +1,209 @@
+"""Native pooling, reduction and data-movement kernels (csrc/kernels/pooling.cpp, reduce.cpp,
+tensor_ops.cpp) against the numpy kernels of the same ops.
+
+Each model runs twice: once with the op's numpy kernel disabled (the kernel listing must say
+native) and once with every native kernel disabled. Shapes sweep sizes 0, 1, every size up to 17
+and a few odd / prime / large ones along the pooled, reduced or moved axes; inputs are also fed as
+non-contiguous numpy views. tests/test_isa_tiers.py reruns this file at every ISA tier."""
+
+import itertools
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+from onnx_helpers import F, make_model, vi
+
+import onnxfast
+
+SWEEP = list(range(18)) + [31, 64]
+
+
+def _sessions(model, op, threads=0):
+    def make(disabled):
+        o = onnxfast.SessionOptions()
+        o.add_session_config_entry("onnxfast.disable_kernels", disabled)
+        if threads:
+            o.intra_op_num_threads = threads
+        return onnxfast.InferenceSession(model.SerializeToString(), o)
+
+    nat, ref = make(f"numpy:{op}"), make("native")
+    assert [r["kernel"] for r in nat.kernel_listing() if r["op_type"] == op] == ["native"]
+    assert [r["kernel"] for r in ref.kernel_listing() if r["op_type"] == op] == ["numpy"]
+    return nat, ref
+
+
+def _run_both(nat, ref, feed):
+    """Both results, or both errors (same class, the native one naming the node)."""
+    try:
+        want = ref.run(None, feed)
+    except onnxfast.errors.OnnxfastError as e:
+        if feed["x"].size == 0 and "window shape" in str(e):
+            # numpy's sliding_window_view rejects empty SAME-padded maps; native returns empty outputs
+            assert all(g.size == 0 for g in nat.run(None, feed))
+            return None, None
+        with pytest.raises(type(e)) as got:
+            nat.run(None, feed)
+        assert "'n0'" in str(got.value), got.value
+        return None, None
+    return nat.run(None, feed), want
+
+
+def _noncontiguous(x):
+    """x's values as a non-contiguous view (the transpose of a transposed copy; 1-D: every other
+    element of a buffer twice as long)."""
+    if x.ndim == 0:
+        return x
+    if x.ndim == 1:
+        buf = np.zeros(2 * x.shape[0], x.dtype)
+        buf[::2] = x
+        return buf[::2]
+    v = np.ascontiguousarray(x.T).T
+    if x.ndim >= 2 and x.size > 1:
+        assert not v.flags.c_contiguous or x.shape.count(1) >= x.ndim - 1
+    return v
+
+
+# ---- Reduce* --------------------------------------------------------------------------------
+
+REDUCE_OPS = ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceL1", "ReduceL2", "ReduceSumSquare"]
+
+
+def _reduce_model(op, opset, keepdims, axes=None, axes_mode="input", noop=None):
+    """axes_mode: 'input' (fed at run time), 'const' (initializer), 'attr' (old opsets), 'none'."""
+    attrs = dict(keepdims=keepdims)
+    if noop is not None:
+        attrs["noop_with_empty_axes"] = noop
+    inputs, graph_inputs, inits = ["x"], [vi("x")], []
+    if axes_mode == "attr":
+        if axes is not None:
+            attrs["axes"] = axes
+    elif axes_mode == "input":
+        inputs.append("axes")
+        graph_inputs.append(vi("axes", TensorProto.INT64))
+    elif axes_mode == "const":
+        inputs.append("axes")
+        inits.append(("axes", np.array(axes, np.int64)))
+    node = helper.make_node(op, inputs, ["y"], name="n0", **attrs)
+    return make_model([node], graph_inputs, [vi("y")], initializers=inits, opset=opset)
+
+
+def _axes_input_opset(op):
+    return 13 if op == "ReduceSum" else 18
+
+
+def _check_reduce(op, got, want, count):
+    assert got.shape == want.shape and got.dtype == want.dtype == np.float32, (got.shape, want.shape)
+    if op in ("ReduceMax", "ReduceMin"):
+        np.testing.assert_array_equal(got, want)
+    else:
+        scale = np.sqrt(max(count, 1))
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6 * scale * (scale if "Sq" in op or "L2" in op else 1))
+
+
+def _reduce_cases(rank):
+    """(shape, axes) pairs: every size in SWEEP along the reduced axes, kept axes odd-sized."""
+    cases = []
+    for axes in itertools.chain.from_iterable(itertools.combinations(range(rank), k) for k in range(1, rank + 1)):
+        for n in SWEEP:
+            shape = [3, 5, 2, 7][:rank]
+            for a in axes:
+                shape[a] = n if a == axes[0] else max(1, (n * 7) % 19)
+            cases.append((tuple(shape), list(axes)))
+    return cases
+
+
+@pytest.mark.parametrize("op", REDUCE_OPS)
+@pytest.mark.parametrize("keepdims", [0, 1])
+def test_reduce_axes_input_sweep(rng, op, keepdims):
+    model = _reduce_model(op, 18, keepdims)
+    nat, ref = _sessions(model, op)
+    for rank in (1, 2, 3, 4):
+        for shape, axes in _reduce_cases(rank):
+            x = rng.standard_normal(shape).astype(np.float32)
+            count = int(np.prod([shape[a] for a in axes]))
+            negated = [a - rank if i % 2 else a for i, a in enumerate(axes)]
+            for feed in (x, _noncontiguous(x)):
+                got, want = _run_both(nat, ref, {"x": feed, "axes": np.array(negated, np.int64)})
+                _check_reduce(op, got[0], want[0], count)
+
+
+@pytest.mark.parametrize("op", REDUCE_OPS)
+@pytest.mark.parametrize("mode", ["attr", "const"])
+def test_reduce_old_opset_attribute_and_constant_axes(rng, op, mode):
+    opset = _axes_input_opset(op) - 1 if mode == "attr" else _axes_input_opset(op)
+    for axes, keepdims in (([1], 1), ([0, 2], 0), ([-1], 0), ([2, 0, 1], 1)):
+        model = _reduce_model(op, opset, keepdims, axes, mode)
+        nat, ref = _sessions(model, op)
+        for shape in ((4, 5, 6), (1, 17, 1), (3, 0, 2), (0, 4, 3), (7, 33, 129)):
+            x = rng.standard_normal(shape).astype(np.float32)
+            got, want = _run_both(nat, ref, {"x": x})
+            _check_reduce(op, got[0], want[0], int(np.prod([shape[a] for a in axes])))
+
+
+@pytest.mark.parametrize("op", REDUCE_OPS)
+def test_reduce_empty_axes_and_noop(rng, op):
+    x = rng.standard_normal((3, 4, 5)).astype(np.float32)
+    cases = [("attr", _axes_input_opset(op) - 1, None), ("none", 18, 0), ("none", 18, 1), ("input", 18, 1),
+             ("input", 18, 0)]
+    for mode, opset, noop in cases:
+        model = _reduce_model(op, opset, 1, None, mode, noop)
+        nat, ref = _sessions(model, op)
+        feed = {"x": x}
+        if mode == "input":
+            feed["axes"] = np.zeros(0, np.int64)
+        for f in (feed, dict(feed, x=np.zeros((2, 0, 3), np.float32))):
+            got, want = _run_both(nat, ref, f)
+            _check_reduce(op, got[0], want[0], f["x"].size)
+            if noop:
+                np.testing.assert_array_equal(got[0], f["x"])
+
+
+@pytest.mark.parametrize("op", REDUCE_OPS)
+def test_reduce_nan_inf_and_scalars(op):
+    model = _reduce_model(op, 18, 0)
+    nat, ref = _sessions(model, op)
+    x = np.arange(60, dtype=np.float32).reshape(3, 4, 5) - 30
+    x[0, 1, 2] = np.nan
+    x[1, 2, 3] = np.inf
+    x[2, 3, 4] = -np.inf
+    with np.errstate(all="ignore"):
+        for axes in ([0], [1], [2], [0, 2], [1, 2], [0, 1, 2]):
+            got, want = _run_both(nat, ref, {"x": x, "axes": np.array(axes, np.int64)})
+            np.testing.assert_array_equal(got[0], want[0])
+        got, want = _run_both(nat, ref, {"x": np.array(2.5, np.float32), "axes": np.zeros(0, np.int64)})
+        np.testing.assert_array_equal(got[0], want[0])
+
+
+@pytest.mark.parametrize("axes,msg", [([3], "out of range"), ([-4], "out of range"), ([1, -2], "twice")])
+def test_reduce_bad_axes_name_the_node(axes, msg):
+    model = _reduce_model("ReduceSum", 18, 1)
+    nat, ref = _sessions(model, "ReduceSum")
+    feed = {"x": np.zeros((2, 3, 4), np.float32), "axes": np.array(axes, np.int64)}
+    with pytest.raises(onnxfast.errors.InvalidArgument, match=f"ReduceSum 'n0'.*{msg}"):
+        nat.run(None, feed)
+    with pytest.raises(onnxfast.errors.InvalidArgument):
+        ref.run(None, feed)
+
+
+@pytest.mark.parametrize("op", ["ReduceSum", "ReduceMean", "ReduceL2", "ReduceMax"])
+@pytest.mark.parametrize("shape,axes", [
+    ((3, 300001), [1]),          # long contiguous rows: fixed chunks
+    ((1, 70000, 5), [1]),        # reduced axis in the middle: row chunks
+    ((257, 1023), [0, 1]),       # everything
+    ((64, 33, 100), [0, 2]),     # two reduced groups
+    ((1000, 3, 100), [0, 2]),    # chunks of whole segments
+    ((300000, 3), [0]),
+])
+def test_reduce_is_bitwise_deterministic_across_threads(rng, op, shape, axes):
+    x = (rng.standard_normal(shape) * 3 + 1).astype(np.float32)
+    model = _reduce_model(op, 18, 0)
+    outs = []
+    for threads in (1, 2, 3, 4):
+        nat, ref = _sessions(model, op, threads)
+        feed = {"x": x, "axes": np.array(axes, np.int64)}
+        for _ in range(2):
+            outs.append(nat.run(None, feed)[0].tobytes())
+    assert len(set(outs)) == 1
+    got = np.frombuffer(outs[0], np.float32)
+    want = ref.run(None, feed)[0].reshape(-1)
+    _check_reduce(op, got, want, int(np.prod([shape[a] for a in axes])))
