@@ -63,6 +63,143 @@ def _noncontiguous(x):
     return v
 
 
+# ---- MaxPool / AveragePool ------------------------------------------------------------------
+
+POOL_GEOMS = [
+    dict(kernel_shape=[3, 3]),
+    dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+    dict(kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1),
+    dict(kernel_shape=[3, 2], strides=[2, 1], pads=[1, 0, 2, 1], ceil_mode=1),
+    dict(kernel_shape=[3, 3], strides=[1, 2], pads=[2, 2, 2, 2], dilations=[2, 2]),
+    dict(kernel_shape=[2, 3], strides=[3, 2], pads=[1, 2, 0, 1], dilations=[2, 1], ceil_mode=1),
+    dict(kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER"),
+    dict(kernel_shape=[4, 4], strides=[3, 3], auto_pad="SAME_LOWER"),
+    dict(kernel_shape=[2, 3], auto_pad="VALID"),
+    dict(kernel_shape=[1, 1], strides=[3, 2]),
+    dict(kernel_shape=[5, 5], pads=[2, 2, 2, 2]),
+    dict(kernel_shape=[4], strides=[3], pads=[2, 1], ceil_mode=1),
+    dict(kernel_shape=[2, 3, 2], strides=[1, 2, 2], pads=[1, 0, 1, 0, 1, 1]),
+    dict(kernel_shape=[3, 1, 2], strides=[2, 1, 1], dilations=[1, 1, 2], ceil_mode=1),
+]
+
+
+def _pool_shapes(nsp):
+    if nsp == 1:
+        return [(2, 3, n) for n in SWEEP] + [(1, 2, 257)]
+    if nsp == 2:
+        return [(2, 3, n, 18 - n if n < 18 else n) for n in SWEEP] + [(1, 2, n, n) for n in (1, 2, 5, 7, 13, 17)] + [
+            (0, 3, 5, 5), (2, 0, 5, 5), (1, 5, 61, 67)]
+    return [(1, 2, a, b, c) for a, b, c in [(1, 1, 1), (2, 3, 4), (5, 7, 3), (8, 9, 17), (3, 0, 4), (4, 4, 4)]]
+
+
+def _pool_input(rng, shape, ties):
+    if ties:  # integer values: many equal maxima, so Indices must pick the first like numpy
+        return rng.integers(-3, 3, shape).astype(np.float32)
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("geom", POOL_GEOMS, ids=lambda g: "-".join(f"{k}{v}" for k, v in g.items()))
+@pytest.mark.parametrize("variant", ["max", "max+indices", "max+indices-colmajor", "avg", "avg-include-pad"])
+def test_pool_against_numpy(rng, geom, variant):
+    nsp = len(geom["kernel_shape"])
+    attrs = dict(geom)
+    op = "MaxPool" if variant.startswith("max") else "AveragePool"
+    outs = ["y", "i"] if "indices" in variant else ["y"]
+    if variant == "avg-include-pad":
+        attrs["count_include_pad"] = 1
+    if variant.endswith("colmajor"):
+        attrs["storage_order"] = 1
+    opset = 19 if (op == "AveragePool" and "dilations" in attrs) else 18
+    model = make_model([helper.make_node(op, ["x"], outs, name="n0", **attrs)], [vi("x")],
+                       [vi("y")] + ([vi("i", TensorProto.INT64)] if len(outs) > 1 else []), opset=opset)
+    nat, ref = _sessions(model, op)
+    checked = 0
+    for shape in _pool_shapes(nsp):
+        for ties in (False, True):
+            x = _pool_input(rng, shape, ties)
+            for feed in (x, _noncontiguous(x)):
+                got, want = _run_both(nat, ref, {"x": feed})
+                if got is None:
+                    continue
+                checked += 1
+                for g, w in zip(got, want):
+                    assert g.shape == w.shape and g.dtype == w.dtype, (shape, g.shape, w.shape)
+                    np.testing.assert_array_equal(g, w, err_msg=f"{op} {attrs} input {shape}")
+    assert checked >= 10
+
+
+def test_maxpool_nan_inf_and_all_padding_windows():
+    # NaN propagates (first NaN's index), -inf everywhere picks the window's first tap, windows
+    # that lie entirely in the padding give -inf (Max) and NaN / 0 (Average without / with pads).
+    x = np.full((1, 2, 5, 6), -np.inf, np.float32)
+    x[0, 0, 1, 2] = np.nan
+    x[0, 0, 3, 3] = 4
+    x[0, 1, 2, 2:5] = [1, np.nan, np.nan]
+    for op, extra, outs in (("MaxPool", {}, ["y", "i"]), ("AveragePool", {}, ["y"]),
+                            ("AveragePool", {"count_include_pad": 1}, ["y"])):
+        model = make_model([helper.make_node(op, ["x"], outs, name="n0", kernel_shape=[2, 3], strides=[2, 2],
+                                             pads=[3, 3, 3, 3], **extra)],
+                           [vi("x")], [vi(o, TensorProto.INT64 if o == "i" else F) for o in outs])
+        nat, ref = _sessions(model, op)
+        with np.errstate(all="ignore"):
+            got, want = _run_both(nat, ref, {"x": x})
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("attrs,msg", [
+    (dict(kernel_shape=[3, 3], strides=[0, 1]), "strides"),
+    (dict(kernel_shape=[3, 3], pads=[1, 1]), "pads"),
+    (dict(kernel_shape=[3]), "kernel_shape"),
+    (dict(kernel_shape=[9, 9]), "larger than the padded input"),
+    (dict(kernel_shape=[2, 2], dilations=[1, 0]), "dilations"),
+])
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+def test_pool_errors_name_the_node(op, attrs, msg):
+    model = make_model([helper.make_node(op, ["x"], ["y"], name="n0", **attrs)], [vi("x")], [vi("y")])
+    nat, _ = _sessions(model, op)
+    with pytest.raises(onnxfast.errors.InvalidArgument, match=f"{op} 'n0'.*{msg}"):
+        nat.run(None, {"x": np.zeros((1, 2, 5, 5), np.float32)})
+
+
+def test_pool_large_map_threads_agree(rng):
+    x = rng.standard_normal((2, 16, 112, 113)).astype(np.float32)
+    for op, attrs in (("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),
+                      ("AveragePool", dict(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1]))):
+        model = make_model([helper.make_node(op, ["x"], ["y"], name="n0", **attrs)], [vi("x")], [vi("y")])
+        results = []
+        for threads in (1, 3):
+            nat, ref = _sessions(model, op, threads)
+            got, want = _run_both(nat, ref, {"x": x})
+            np.testing.assert_array_equal(got[0], want[0])
+            results.append(got[0].tobytes())
+        assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("op", ["GlobalAveragePool", "GlobalMaxPool"])
+def test_global_pool(rng, op):
+    model = make_model([helper.make_node(op, ["x"], ["y"], name="n0")], [vi("x")], [vi("y")])
+    nat, ref = _sessions(model, op)
+    shapes = [(2, 3, n) for n in SWEEP if n] + [(2, 3, n, n + 1) for n in SWEEP] + [
+        (0, 4, 3, 3), (3, 0, 2, 2), (1, 2, 3, 4, 5), (2, 5), (1, 3, 300, 300), (2, 2048, 7, 7)]
+    for shape in shapes:
+        x = rng.standard_normal(shape).astype(np.float32)
+        for feed in (x, _noncontiguous(x)):
+            got = nat.run(None, {"x": feed})[0]
+            if x.size == 0 and 0 not in shape[:2]:
+                want = np.full(shape[:2] + (1,) * (len(shape) - 2), np.nan if "Average" in op else -np.inf, np.float32)
+            else:
+                want = ref.run(None, {"x": feed})[0]
+            assert got.shape == want.shape
+            if op == "GlobalMaxPool":
+                np.testing.assert_array_equal(got, want)
+            else:
+                n = max(1, int(np.prod(shape[2:])))
+                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * np.sqrt(n))
+    with pytest.raises(onnxfast.errors.InvalidArgument, match=f"{op} 'n0'"):
+        nat.run(None, {"x": np.zeros(3, np.float32)})
+
+
 # ---- Reduce* --------------------------------------------------------------------------------
 
 REDUCE_OPS = ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceL1", "ReduceL2", "ReduceSumSquare"]

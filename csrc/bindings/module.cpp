@@ -113,6 +113,7 @@ PYBIND11_MODULE(_core, m) {
   register_device_kernels();
   register_normalization_kernels();
   register_half_kernels();
+  register_pooling_kernels();
   register_reduce_kernels();
   register_error_translator();
 

@@ -93,6 +93,7 @@ void register_normalization_kernels();
 // float16 / bfloat16 variants of MatMul, Gemm, Conv (call after those are registered).
 void register_half_kernels();
 // pooling.cpp, reduce.cpp, tensor_ops.cpp
+void register_pooling_kernels();
 void register_reduce_kernels();
 
 // Helpers shared by kernels.
