@@ -344,3 +344,69 @@ def test_reduce_is_bitwise_deterministic_across_threads(rng, op, shape, axes):
     got = np.frombuffer(outs[0], np.float32)
     want = ref.run(None, feed)[0].reshape(-1)
     _check_reduce(op, got, want, int(np.prod([shape[a] for a in axes])))
+
+
+# ---- Transpose ------------------------------------------------------------------------------
+
+TRANSPOSE_DTYPES = [np.float32, np.uint8, np.int16, np.int64, np.complex128, np.bool_, np.float16]
+
+
+def _transpose_shapes(rank):
+    base = {0: [()], 1: [(0,), (1,), (17,)], 2: [(n, m) for n in (0, 1, 2, 7, 16, 17, 65) for m in (1, 3, 64, 67)],
+            3: [(2, 3, 5), (1, 7, 1), (4, 0, 3), (17, 16, 15), (3, 1, 33)],
+            4: [(2, 3, 4, 5), (1, 5, 1, 7), (3, 17, 2, 9), (2, 0, 3, 1)]}
+    return base[rank]
+
+
+def _values(rng, shape, dt):
+    if dt == np.bool_:
+        return rng.random(shape) > 0.5
+    if dt == np.complex128:
+        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dt)
+    return (rng.standard_normal(shape) * 50).astype(dt)
+
+
+@pytest.mark.parametrize("rank", [0, 1, 2, 3, 4])
+@pytest.mark.parametrize("dt", TRANSPOSE_DTYPES, ids=lambda d: np.dtype(d).name)
+def test_transpose_all_perms(rng, rank, dt):
+    code = onnxfast.dtypes.onnx_code(dt)
+    perms = [p for p in itertools.permutations(range(rank)) if p] + [None]  # onnx.helper cannot write perm=[]
+    for perm in perms:
+        attrs = {} if perm is None else {"perm": list(perm)}
+        model = make_model([helper.make_node("Transpose", ["x"], ["y"], name="n0", **attrs)], [vi("x", code)],
+                           [vi("y", code)])
+        nat, ref = _sessions(model, "Transpose")
+        for shape in _transpose_shapes(rank):
+            x = _values(rng, shape, dt)
+            for feed in (x, _noncontiguous(x)):
+                got = nat.run(None, {"x": feed})[0]
+                want = np.transpose(x, perm)
+                assert got.dtype == want.dtype and got.shape == want.shape
+                np.testing.assert_array_equal(got, want)
+                np.testing.assert_array_equal(got, ref.run(None, {"x": feed})[0])
+
+
+@pytest.mark.parametrize("shape,perm", [
+    ((1000, 1001), (1, 0)), ((8, 3, 224, 225), (0, 2, 3, 1)), ((2, 224, 225, 3), (0, 3, 1, 2)),
+    ((16, 12, 129, 64), (0, 2, 1, 3)), ((5, 6, 7, 8, 9, 10), (5, 3, 1, 4, 2, 0)), ((2, 3, 4, 5, 6), (4, 0, 3, 1, 2)),
+])
+@pytest.mark.parametrize("dt", [np.float32, np.uint8, np.float64], ids=lambda d: np.dtype(d).name)
+def test_transpose_large_and_high_rank(rng, shape, perm, dt):
+    code = onnxfast.dtypes.onnx_code(dt)
+    model = make_model([helper.make_node("Transpose", ["x"], ["y"], name="n0", perm=list(perm))], [vi("x", code)],
+                       [vi("y", code)])
+    x = _values(rng, shape, dt)
+    for threads in (1, 2):
+        nat, _ = _sessions(model, "Transpose", threads)
+        np.testing.assert_array_equal(nat.run(None, {"x": x})[0], np.transpose(x, perm))
+
+
+@pytest.mark.parametrize("perm", [[0, 0, 1], [0, 1], [0, 1, 3], [-1, 0, 1]])
+def test_transpose_bad_perm_names_the_node(perm):
+    model = make_model([helper.make_node("Transpose", ["x"], ["y"], name="n0", perm=perm)], [vi("x")], [vi("y")])
+    nat, ref = _sessions(model, "Transpose")
+    x = np.zeros((2, 3, 4), np.float32)
+    with pytest.raises(onnxfast.errors.InvalidArgument, match="Transpose 'n0'.*perm"):
+        nat.run(None, {"x": x})
+    with pytest.raises(onnxfast.errors.InvalidArgument):
+        ref.run(None, {"x": x})

@@ -95,6 +95,7 @@ void register_half_kernels();
 // pooling.cpp, reduce.cpp, tensor_ops.cpp
 void register_pooling_kernels();
 void register_reduce_kernels();
+void register_tensor_kernels();
 
 // Helpers shared by kernels.
 [[noreturn]] void kernel_fail(const std::string& msg);

@@ -207,6 +207,9 @@ def transpose_1(node):
     return run
 
 
+REGISTRY.register_native("Transpose", since=1)  # csrc/kernels/tensor_ops.cpp, every fixed-size type
+
+
 # ----------------------------------------------------------------------------------------------
 # Concat, Split
 
