@@ -410,3 +410,103 @@ def test_transpose_bad_perm_names_the_node(perm):
         nat.run(None, {"x": x})
     with pytest.raises(onnxfast.errors.InvalidArgument):
         ref.run(None, {"x": x})
+
+
+# ---- Concat / Where -------------------------------------------------------------------------
+
+CONCAT_DTYPES = [np.float32, np.int8, np.float16, np.int64, np.complex128, np.bool_]
+
+
+@pytest.mark.parametrize("dt", CONCAT_DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("nin", [1, 2, 3, 5])
+def test_concat_sweep(rng, dt, nin):
+    code = onnxfast.dtypes.onnx_code(dt)
+    names = [f"x{k}" for k in range(nin)]
+    for rank in (1, 2, 3, 4):
+        base = [3, 1, 4, 2][:rank]
+        for axis in range(-rank, rank):
+            model = make_model([helper.make_node("Concat", names, ["y"], name="n0", axis=axis)],
+                               [vi(n, code) for n in names], [vi("y", code)])
+            nat, ref = _sessions(model, "Concat")
+            for n in SWEEP[::3] + [17]:
+                arrays = []
+                for k in range(nin):
+                    shape = list(base)
+                    shape[axis] = (n + 5 * k) % 19 if k else n
+                    arrays.append(_values(rng, tuple(shape), dt))
+                for feed in ({nm: a for nm, a in zip(names, arrays)},
+                             {nm: _noncontiguous(a) for nm, a in zip(names, arrays)}):
+                    got, want = _run_both(nat, ref, feed)
+                    assert got[0].dtype == want[0].dtype and got[0].shape == want[0].shape
+                    np.testing.assert_array_equal(got[0], want[0])
+                    np.testing.assert_array_equal(got[0], np.concatenate(arrays, axis=axis))
+
+
+@pytest.mark.parametrize("shapes,axis", [
+    ([(1, 3, 300, 301), (1, 5, 300, 301)], 1),      # one outer row: 64 KiB pieces
+    ([(4, 70000), (4, 1), (4, 0), (4, 33333)], 1),
+    ([(64, 32, 7, 7)] * 4, 1),
+    ([(100000,), (3,)], 0),
+])
+def test_concat_large(rng, shapes, axis):
+    names = [f"x{k}" for k in range(len(shapes))]
+    model = make_model([helper.make_node("Concat", names, ["y"], name="n0", axis=axis)], [vi(n) for n in names],
+                       [vi("y")])
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    for threads in (1, 2):
+        nat, _ = _sessions(model, "Concat", threads)
+        np.testing.assert_array_equal(nat.run(None, dict(zip(names, arrays)))[0], np.concatenate(arrays, axis=axis))
+
+
+@pytest.mark.parametrize("shapes,axis,msg", [
+    ([(2, 3), (3, 3)], 1, "do not match outside axis"),
+    ([(2, 3), (2, 3, 1)], 0, "do not match outside axis"),
+    ([(2, 3), (2, 3)], 2, "out of range"),
+    ([(), ()], 0, "out of range"),
+])
+def test_concat_errors_name_the_node(shapes, axis, msg):
+    names = [f"x{k}" for k in range(len(shapes))]
+    model = make_model([helper.make_node("Concat", names, ["y"], name="n0", axis=axis)], [vi(n) for n in names],
+                       [vi("y")])
+    nat, ref = _sessions(model, "Concat")
+    feed = {n: np.zeros(s, np.float32) for n, s in zip(names, shapes)}
+    with pytest.raises(onnxfast.errors.InvalidArgument, match=f"Concat 'n0'.*{msg}"):
+        nat.run(None, feed)
+    with pytest.raises(onnxfast.errors.InvalidArgument):
+        ref.run(None, feed)
+
+
+WHERE_SHAPES = [
+    ((), (), ()), ((5,), (), ()), ((), (5,), (1,)), ((3, 4), (4,), (3, 1)), ((3, 1), (1, 4), ()),
+    ((2, 3, 4), (3, 1), (2, 1, 4)), ((2, 1, 4), (1, 3, 1), (4,)), ((0, 3), (3,), (1, 3)), ((17,), (17,), (17,)),
+    ((4, 1, 1, 5), (1, 3, 2, 1), (4, 3, 2, 5)), ((1,), (7, 1), (1, 9)), ((2, 0, 3), (1,), (2, 1, 3)),
+    ((64, 1), (64, 9000), (1, 9000)), ((70000,), (70000,), ()),
+]
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.int8, np.float16, np.int64, np.complex128, np.bool_],
+                         ids=lambda d: np.dtype(d).name)
+def test_where_broadcast(rng, dt):
+    code = onnxfast.dtypes.onnx_code(dt)
+    model = make_model([helper.make_node("Where", ["c", "x", "y"], ["o"], name="n0")],
+                       [vi("c", TensorProto.BOOL), vi("x", code), vi("y", code)], [vi("o", code)])
+    nat, ref = _sessions(model, "Where")
+    for sc, sx, sy in WHERE_SHAPES:
+        c = rng.random(sc) > 0.4
+        x, y = _values(rng, sx, dt), _values(rng, sy, dt)
+        for feed in ({"c": c, "x": x, "y": y}, {"c": _noncontiguous(c), "x": _noncontiguous(x), "y": y}):
+            got, want = _run_both(nat, ref, feed)
+            assert got[0].dtype == want[0].dtype and got[0].shape == want[0].shape
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[0], np.where(c, x, y))
+
+
+def test_where_errors_name_the_node():
+    model = make_model([helper.make_node("Where", ["c", "x", "y"], ["o"], name="n0")],
+                       [vi("c", TensorProto.BOOL), vi("x"), vi("y")], [vi("o")])
+    nat, ref = _sessions(model, "Where")
+    feed = {"c": np.ones((2, 3), bool), "x": np.zeros((4, 3), np.float32), "y": np.zeros(3, np.float32)}
+    with pytest.raises(onnxfast.errors.InvalidArgument, match="Where 'n0'.*broadcast"):
+        nat.run(None, feed)
+    with pytest.raises(onnxfast.errors.InvalidArgument):
+        ref.run(None, feed)

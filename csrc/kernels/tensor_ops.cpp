@@ -1,5 +1,6 @@
 // Data movement kernels for every fixed-size element type (moved as 1/2/4/8/16-byte words):
-// Transpose (any rank and perm), Concat and Where (three-way numpy broadcasting).
+// Transpose (any rank and perm), Concat (any axis; omitted inputs skipped) and Where (bool
+// condition, three-way numpy broadcasting).
 //
 // Transpose drops size-1 dims and merges dims that stay neighbours, then either copies
 // contiguous rows (the innermost dim is unmoved) or runs a cache-blocked 2-D transpose of the
@@ -227,12 +228,231 @@ class TransposeKernel : public Kernel {
   std::vector<int64_t> perm_;
 };
 
+// ---- Concat ---------------------------------------------------------------------------------
+
+class ConcatKernel : public Kernel {
+ public:
+  explicit ConcatKernel(const KernelArgs& a)
+      : name_("Concat '" + a.node_name + "'"), has_axis_(a.has("axis") || a.opset < 4),
+        axis_(a.get_int("axis", 1)) {}
+
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    std::vector<const Tensor*> xs;
+    int64_t a = resolve(in, xs);
+    out.resize(1);
+    out[0].dtype = xs[0]->dtype;
+    out[0].shape = xs[0]->shape;
+    if (xs[0]->rank() == 0) return;
+    out[0].shape[static_cast<size_t>(a)] = 0;
+    for (const Tensor* x : xs) out[0].shape[static_cast<size_t>(a)] += x->shape[static_cast<size_t>(a)];
+  }
+
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    std::vector<const Tensor*> xs;
+    const int64_t a = resolve(in, xs);
+    Tensor& Y = *out[0];
+    if (Y.numel() == 0) return;
+    const size_t item = checked_itemsize(Y, name_);
+    if (xs[0]->rank() == 0) {
+      std::memcpy(Y.data, xs[0]->data, item);
+      return;
+    }
+    int64_t outer = 1;
+    for (int64_t i = 0; i < a; ++i) outer *= Y.shape[static_cast<size_t>(i)];
+    const int64_t nx = static_cast<int64_t>(xs.size());
+    std::vector<int64_t> bytes(static_cast<size_t>(nx)), at(static_cast<size_t>(nx));  // per input: row bytes, offset
+    int64_t row = 0;
+    for (int64_t k = 0; k < nx; ++k) {
+      bytes[static_cast<size_t>(k)] = (outer ? xs[static_cast<size_t>(k)]->numel() / outer : 0) * static_cast<int64_t>(item);
+      at[static_cast<size_t>(k)] = row;
+      row += bytes[static_cast<size_t>(k)];
+    }
+    // Tasks: (outer row, input, piece of at most kPiece bytes).
+    constexpr int64_t kPiece = 1 << 16;
+    std::vector<int64_t> first(static_cast<size_t>(nx) + 1, 0);  // first piece index of input k within a row
+    for (int64_t k = 0; k < nx; ++k)
+      first[static_cast<size_t>(k) + 1] = first[static_cast<size_t>(k)] + (bytes[static_cast<size_t>(k)] + kPiece - 1) / kPiece;
+    const int64_t per_row = first[static_cast<size_t>(nx)];
+    if (per_row == 0) return;
+    char* y = static_cast<char*>(Y.data);
+    const double cost = std::min<double>(static_cast<double>(row) / static_cast<double>(per_row), kPiece) / 8 + 5;
+    parallel_for(outer * per_row, cost, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        const int64_t o = t / per_row, p = t % per_row;
+        const int64_t k = std::upper_bound(first.begin(), first.end(), p) - first.begin() - 1;
+        const int64_t off = (p - first[static_cast<size_t>(k)]) * kPiece;
+        const int64_t n = std::min(kPiece, bytes[static_cast<size_t>(k)] - off);
+        const char* src = static_cast<const char*>(xs[static_cast<size_t>(k)]->data) + o * bytes[static_cast<size_t>(k)] + off;
+        std::memcpy(y + o * row + at[static_cast<size_t>(k)] + off, src, static_cast<size_t>(n));
+      }
+    });
+  }
+
+ private:
+  int64_t resolve(const std::vector<const Tensor*>& in, std::vector<const Tensor*>& xs) const {
+    if (!has_axis_) kernel_fail(name_ + ": missing attribute 'axis'");
+    for (const Tensor* t : in)
+      if (t) xs.push_back(t);
+    if (xs.empty()) kernel_fail(name_ + " needs at least one input");
+    const Tensor& x0 = *xs[0];
+    const int64_t r = x0.rank();
+    const int64_t a = axis_ < 0 ? axis_ + r : axis_;
+    if (a < 0 || a >= r)
+      kernel_fail(name_ + ": axis " + std::to_string(axis_) + " is out of range for inputs of rank " + std::to_string(r));
+    for (const Tensor* x : xs) {
+      if (x->dtype != x0.dtype)
+        fail(ErrorKind::kInvalidType, name_ + ": input types differ: tensor(" + dtype_name(x0.dtype) + ") and tensor(" +
+                                          dtype_name(x->dtype) + ")");
+      bool ok = x->rank() == r;
+      for (int64_t i = 0; ok && i < r; ++i) ok = i == a || x->shape[static_cast<size_t>(i)] == x0.shape[static_cast<size_t>(i)];
+      if (!ok) {
+        std::string shapes;
+        for (const Tensor* t : xs) shapes += (shapes.empty() ? "" : ", ") + shape_str(t->shape);
+        kernel_fail(name_ + ": input shapes " + shapes + " do not match outside axis " + std::to_string(a));
+      }
+    }
+    return a;
+  }
+
+  std::string name_;
+  bool has_axis_;
+  int64_t axis_;
+};
+
+// ---- Where ----------------------------------------------------------------------------------
+
+// Output dims with the inputs' element strides (0 where broadcast), size-1 dims dropped and
+// neighbours with the same broadcast pattern merged.
+struct Broadcast3 {
+  std::vector<int64_t> dims;
+  std::vector<int64_t> st[3];
+};
+
+Broadcast3 plan3(const Shape& out, const Shape* in[3]) {
+  const size_t r = out.size();
+  std::vector<int64_t> od;
+  std::vector<int> pat;
+  for (size_t i = 0; i < r; ++i) {
+    if (out[i] == 1) continue;
+    int p = 0;
+    for (int k = 0; k < 3; ++k) {
+      const Shape& s = *in[k];
+      const int64_t d = i < r - s.size() ? 1 : s[i - (r - s.size())];
+      p |= (d != 1) << k;
+    }
+    if (!od.empty() && pat.back() == p) {
+      od.back() *= out[i];
+    } else {
+      od.push_back(out[i]);
+      pat.push_back(p);
+    }
+  }
+  Broadcast3 b;
+  if (od.empty()) {
+    od.push_back(1);
+    pat.push_back(7);
+  }
+  b.dims = od;
+  for (int k = 0; k < 3; ++k) {
+    b.st[k].assign(od.size(), 0);
+    int64_t s = 1;
+    for (size_t i = od.size(); i-- > 0;)
+      if (pat[i] >> k & 1) {
+        b.st[k][i] = s;
+        s *= od[i];
+      }
+  }
+  return b;
+}
+
+template <typename T, bool C, bool X, bool Y>
+void where_row(const uint8_t* c, const T* x, const T* y, T* o, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) o[j] = c[C ? j : 0] ? x[X ? j : 0] : y[Y ? j : 0];
+}
+
+template <typename T>
+void where_typed(const Broadcast3& b, const uint8_t* c, const T* x, const T* y, T* out) {
+  const size_t m = b.dims.size();
+  const int64_t inner = b.dims[m - 1];
+  const int pat = (b.st[0][m - 1] != 0) | (b.st[1][m - 1] != 0) << 1 | (b.st[2][m - 1] != 0) << 2;
+  auto row = [pat](const uint8_t* cp, const T* xp, const T* yp, T* op, int64_t n) {
+    switch (pat) {
+      case 0: where_row<T, false, false, false>(cp, xp, yp, op, n); break;
+      case 1: where_row<T, true, false, false>(cp, xp, yp, op, n); break;
+      case 2: where_row<T, false, true, false>(cp, xp, yp, op, n); break;
+      case 3: where_row<T, true, true, false>(cp, xp, yp, op, n); break;
+      case 4: where_row<T, false, false, true>(cp, xp, yp, op, n); break;
+      case 5: where_row<T, true, false, true>(cp, xp, yp, op, n); break;
+      case 6: where_row<T, false, true, true>(cp, xp, yp, op, n); break;
+      default: where_row<T, true, true, true>(cp, xp, yp, op, n); break;
+    }
+  };
+  // Tasks: pieces of at most kPiece elements of one output row.
+  constexpr int64_t kPiece = 8192;
+  const int64_t pieces = (inner + kPiece - 1) / kPiece;
+  int64_t rows = 1;
+  for (size_t i = 0; i + 1 < m; ++i) rows *= b.dims[i];
+  parallel_for(rows * pieces, static_cast<double>(std::min(inner, kPiece)) * 0.5 + 5, [&](int64_t tb, int64_t te) {
+    for (int64_t t = tb; t < te; ++t) {
+      const int64_t r = t / pieces, j0 = (t % pieces) * kPiece, n = std::min(inner, j0 + kPiece) - j0;
+      int64_t off[3] = {0, 0, 0};
+      for (size_t i = m - 1, rem = static_cast<size_t>(r); i-- > 0;) {
+        const int64_t idx = static_cast<int64_t>(rem % static_cast<size_t>(b.dims[i]));
+        rem /= static_cast<size_t>(b.dims[i]);
+        for (int k = 0; k < 3; ++k) off[k] += idx * b.st[k][i];
+      }
+      for (int k = 0; k < 3; ++k) off[k] += j0 * b.st[k][m - 1];
+      row(c + off[0], x + off[1], y + off[2], out + r * inner + j0, n);
+    }
+  });
+}
+
+class WhereKernel : public Kernel {
+ public:
+  explicit WhereKernel(const KernelArgs& a) : name_("Where '" + a.node_name + "'") {}
+
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    if (in.size() != 3 || !in[0] || !in[1] || !in[2]) kernel_fail(name_ + " needs condition, X and Y");
+    expect_dtype(*in[0], kBool, (name_ + " condition").c_str());
+    if (in[1]->dtype != in[2]->dtype)
+      fail(ErrorKind::kInvalidType, name_ + ": X and Y types differ: tensor(" + dtype_name(in[1]->dtype) +
+                                        ") and tensor(" + dtype_name(in[2]->dtype) + ")");
+    out.resize(1);
+    out[0].dtype = in[1]->dtype;
+    out[0].shape = broadcast_shapes(broadcast_shapes(in[0]->shape, in[1]->shape, name_.c_str()), in[2]->shape,
+                                    name_.c_str());
+  }
+
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    Tensor& O = *out[0];
+    if (O.numel() == 0) return;
+    const Shape* shapes[3] = {&in[0]->shape, &in[1]->shape, &in[2]->shape};
+    const Broadcast3 b = plan3(O.shape, shapes);
+    const uint8_t* c = in[0]->ptr<uint8_t>();
+    switch (checked_itemsize(O, name_)) {
+      case 1: where_typed<uint8_t>(b, c, in[1]->ptr<uint8_t>(), in[2]->ptr<uint8_t>(), O.ptr<uint8_t>()); break;
+      case 2: where_typed<uint16_t>(b, c, in[1]->ptr<uint16_t>(), in[2]->ptr<uint16_t>(), O.ptr<uint16_t>()); break;
+      case 4: where_typed<uint32_t>(b, c, in[1]->ptr<uint32_t>(), in[2]->ptr<uint32_t>(), O.ptr<uint32_t>()); break;
+      case 8: where_typed<uint64_t>(b, c, in[1]->ptr<uint64_t>(), in[2]->ptr<uint64_t>(), O.ptr<uint64_t>()); break;
+      case 16: where_typed<Word16>(b, c, in[1]->ptr<Word16>(), in[2]->ptr<Word16>(), O.ptr<Word16>()); break;
+      default:
+        fail(ErrorKind::kInvalidType, name_ + ": no native kernel for tensor(" + dtype_name(O.dtype) + ")");
+    }
+  }
+
+ private:
+  std::string name_;
+};
+
 }  // namespace
 
 void register_tensor_kernels() {
   const std::vector<int> fixed = {kFloat,  kUInt8,  kInt8,   kUInt16,    kInt16,     kInt32,  kInt64, kBool,
                                   kFloat16, kDouble, kUInt32, kUInt64, kComplex64, kComplex128, kBFloat16};
   register_kernel("Transpose", fixed, [](const KernelArgs& a) { return std::make_unique<TransposeKernel>(a); });
+  register_kernel("Concat", fixed, [](const KernelArgs& a) { return std::make_unique<ConcatKernel>(a); });
+  // Where is chosen by its first input, the bool condition; X / Y may be any fixed-size type.
+  register_kernel("Where", {kBool}, [](const KernelArgs& a) { return std::make_unique<WhereKernel>(a); });
 }
 
 }  // namespace onnxfast

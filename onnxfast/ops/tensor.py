@@ -237,6 +237,9 @@ def concat_1(node):
     return run
 
 
+REGISTRY.register_native("Concat", since=1)  # csrc/kernels/tensor_ops.cpp, every fixed-size type
+
+
 def _split_sizes(node, dim, split, n_out, num_outputs=None):
     if split is not None:
         split = [int(s) for s in split]
