@@ -147,6 +147,17 @@ def test_maxpool_nan_inf_and_all_padding_windows():
             np.testing.assert_array_equal(g, w)
 
 
+def test_maxpool_indices_only(rng):
+    model = make_model([helper.make_node("MaxPool", ["x"], ["", "i"], name="n0", kernel_shape=[2, 3], strides=[2, 1],
+                                         pads=[1, 1, 0, 1])],
+                       [vi("x")], [vi("i", TensorProto.INT64)])
+    nat, ref = _sessions(model, "MaxPool")
+    x = rng.integers(-3, 3, (2, 3, 7, 8)).astype(np.float32)
+    got, want = _run_both(nat, ref, {"x": x})
+    assert got[0].dtype == np.int64
+    np.testing.assert_array_equal(got[0], want[0])
+
+
 @pytest.mark.parametrize("attrs,msg", [
     (dict(kernel_shape=[3, 3], strides=[0, 1]), "strides"),
     (dict(kernel_shape=[3, 3], pads=[1, 1]), "pads"),

@@ -109,8 +109,11 @@ class PoolKernel : public Kernel {
     if (ca == OW) ca = cb = 0;
     const int64_t rows = out_plane / OW;
     const float* x = X.ptr<float>();
-    float* y = out[0]->ptr<float>();
     int64_t* yi = is_max_ && out.size() > 1 && out[1] ? out[1]->ptr<int64_t>() : nullptr;
+    std::vector<float> scratch;  // Y not read (MaxPool with only Indices wanted): compute it aside
+    if ((out.empty() || !out[0]) && !yi) return;
+    if (!out[0]) scratch.resize(static_cast<size_t>(planes * out_plane));
+    float* y = out[0] ? out[0]->ptr<float>() : scratch.data();
     const float ninf = -std::numeric_limits<float>::infinity();
 
     parallel_for(planes * rows, static_cast<double>(OW * ktotal) + 20.0, [&](int64_t tb, int64_t te) {
