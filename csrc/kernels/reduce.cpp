@@ -5,8 +5,8 @@
 //
 // The engine drops size-1 dims and merges neighbouring dims that are all reduced or all kept,
 // then takes one of two paths:
-//  - innermost dim reduced: each output walks its contiguous segments with 16 lanes (GCC vector
-//    type, so every tier vectorizes the same arithmetic) combined at the end in a fixed tree;
+//  - innermost dim reduced: each output walks its contiguous segments with 16 lanes (four 4-float
+//    GCC vectors) combined at the end in a fixed tree;
 //  - innermost dim kept: whole rows are combined in reduction order, vectorized along the row.
 // Long reductions with few outputs are cut into fixed-size chunks (sizes from the shape, never
 // from the thread count) computed in parallel; each output adds its chunk partials in order. So
@@ -26,11 +26,17 @@
 namespace onnxfast {
 namespace {
 
+// 16 lanes as four 4-float vectors: register-sized on every target (one xmm / NEON register each;
+// a single 64-byte GCC vector is lowered through the stack without AVX-512), and this file is
+// compiled once, at the baseline ISA, so every tier runs the same arithmetic.
 constexpr int64_t kLanes = 16;
-typedef float lanes_t __attribute__((vector_size(kLanes * sizeof(float))));
+typedef float v4 __attribute__((vector_size(4 * sizeof(float))));
+struct Lanes {
+  v4 q[4];
+};
 
-inline lanes_t load_lanes(const float* p) {
-  lanes_t v;
+inline v4 load4(const float* p) {
+  v4 v;
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
@@ -66,29 +72,42 @@ inline float finish(float s, int64_t count) {
 }
 
 template <ReduceKind K>
-inline lanes_t lanes_identity() {
-  lanes_t v;
-  for (int i = 0; i < kLanes; ++i) v[i] = identity<K>();
-  return v;
+inline Lanes lanes_identity() {
+  const float e = identity<K>();
+  const v4 v = {e, e, e, e};
+  return Lanes{{v, v, v, v}};
 }
 
-// acc (lane j % 16) combined with pre(p[j]) for j in [0, n).
+// Element j of a segment goes to lane j % 16 (vector j / 4 % 4); the last partial group of four
+// is padded with the identity.
 template <ReduceKind K>
-inline void lanes_segment(lanes_t& acc, const float* p, int64_t n) {
+inline void lanes_segment(Lanes& acc, const float* p, int64_t n) {
+  v4 a0 = acc.q[0], a1 = acc.q[1], a2 = acc.q[2], a3 = acc.q[3];
   int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes) acc = comb<K>(acc, pre<K>(load_lanes(p + j)));
+  for (; j + kLanes <= n; j += kLanes) {
+    a0 = comb<K>(a0, pre<K>(load4(p + j)));
+    a1 = comb<K>(a1, pre<K>(load4(p + j + 4)));
+    a2 = comb<K>(a2, pre<K>(load4(p + j + 8)));
+    a3 = comb<K>(a3, pre<K>(load4(p + j + 12)));
+  }
+  acc.q[0] = a0;
+  acc.q[1] = a1;
+  acc.q[2] = a2;
+  acc.q[3] = a3;
+  int q = 0;
+  for (; j + 4 <= n; j += 4, ++q) acc.q[q] = comb<K>(acc.q[q], pre<K>(load4(p + j)));
   if (j < n) {
-    float tail[kLanes];
-    for (int64_t l = 0; l < kLanes; ++l) tail[l] = j + l < n ? pre<K>(p[j + l]) : identity<K>();
-    acc = comb<K>(acc, load_lanes(tail));
+    float t[4];
+    for (int64_t l = 0; l < 4; ++l) t[l] = j + l < n ? pre<K>(p[j + l]) : identity<K>();
+    acc.q[q] = comb<K>(acc.q[q], load4(t));
   }
 }
 
 // The 16 lanes combined in a fixed tree.
 template <ReduceKind K>
-inline float lanes_total(lanes_t acc) {
+inline float lanes_total(const Lanes& acc) {
   float l[kLanes];
-  std::memcpy(l, &acc, sizeof(l));
+  std::memcpy(l, acc.q, sizeof(l));
   for (int w = kLanes / 2; w >= 1; w /= 2)
     for (int i = 0; i < w; ++i) l[i] = comb<K>(l[i], l[i + w]);
   return l[0];
@@ -181,7 +200,7 @@ void reduce_typed(const float* x, const Shape& shape, const std::vector<bool>& r
         for (int64_t t = b; t < e; ++t) {
           const int64_t o = t / nchunks, c = t % nchunks;
           kw.seek(o);
-          lanes_t acc = lanes_identity<K>();
+          Lanes acc = lanes_identity<K>();
           if (pieces) {
             ow.seek(c / pieces);
             const int64_t j0 = (c % pieces) * kChunk;
@@ -205,7 +224,7 @@ void reduce_typed(const float* x, const Shape& shape, const std::vector<bool>& r
       Walker kw = kept, ow = outer;
       kw.seek(b);
       for (int64_t o = b; o < e; ++o, kw.next()) {
-        lanes_t acc = lanes_identity<K>();
+        Lanes acc = lanes_identity<K>();
         ow.seek(0);
         for (int64_t s = 0; s < nseg; ++s, ow.next()) lanes_segment<K>(acc, x + kw.off + ow.off, L);
         y[o] = finish<K>(lanes_total<K>(acc), count);
