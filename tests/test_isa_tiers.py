@@ -1,4 +1,5 @@
-"""The native kernel tests pass at every ISA tier this CPU has (ONNXFAST_ISA caps the tier)."""
+"""The native kernel tests (test_native_kernels.py, test_native_ops.py) pass at every ISA tier this
+CPU has (ONNXFAST_ISA caps the tier)."""
 
 import os
 import pathlib
@@ -12,6 +13,7 @@ import onnxfast
 TIERS = ["portable", "avx2", "avx512"]
 ORDER = {t: i for i, t in enumerate(TIERS)}
 HERE = pathlib.Path(__file__).parent
+NATIVE_TEST_FILES = ["test_native_kernels.py", "test_native_ops.py"]
 
 
 def test_cpu_info_reports_a_tier():
@@ -29,7 +31,8 @@ def test_native_kernels_at_tier(tier, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert out.stdout.strip() == tier, out.stderr
     r = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", str(HERE / "test_native_kernels.py")],
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+         *(str(HERE / f) for f in NATIVE_TEST_FILES)],
         env=env, capture_output=True, text=True, cwd=tmp_path, timeout=600,
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]

@@ -92,6 +92,10 @@ void register_device_kernels();
 void register_normalization_kernels();
 // float16 / bfloat16 variants of MatMul, Gemm, Conv (call after those are registered).
 void register_half_kernels();
+// pooling.cpp, reduce.cpp, tensor_ops.cpp
+void register_pooling_kernels();
+void register_reduce_kernels();
+void register_tensor_kernels();
 
 // Helpers shared by kernels.
 [[noreturn]] void kernel_fail(const std::string& msg);

@@ -518,6 +518,9 @@ def where_9(node):
     return run
 
 
+REGISTRY.register_native("Where", since=9)  # csrc/kernels/tensor_ops.cpp: bool condition, X / Y any fixed-size type
+
+
 def _clip_run(x, lo, hi):
     dt = x.dtype
     y = x

@@ -727,3 +727,6 @@ def dropout_1(node):
 REGISTRY.register_native("Softmax", since=1)
 REGISTRY.register_native("LogSoftmax", since=1)
 REGISTRY.register_native("LayerNormalization", since=17)
+# csrc/kernels/pooling.cpp (float32; MaxPool computes Indices too when the node asks for them)
+for _name in ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"):
+    REGISTRY.register_native(_name, since=1)

@@ -207,6 +207,9 @@ def transpose_1(node):
     return run
 
 
+REGISTRY.register_native("Transpose", since=1)  # csrc/kernels/tensor_ops.cpp, every fixed-size type
+
+
 # ----------------------------------------------------------------------------------------------
 # Concat, Split
 
@@ -232,6 +235,9 @@ def concat_1(node):
         return np.concatenate(xs, axis=a).astype(dt, copy=False)
 
     return run
+
+
+REGISTRY.register_native("Concat", since=1)  # csrc/kernels/tensor_ops.cpp, every fixed-size type
 
 
 def _split_sizes(node, dim, split, n_out, num_outputs=None):

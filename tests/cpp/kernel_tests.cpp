@@ -1,6 +1,7 @@
 // C++ unit tests of the native kernels, without Python: SGEMM (every transpose, alpha/beta,
 // pre-packed B, edge sizes around the micro-kernel and K-block sizes), the vector math row
-// functions, the thread pool, and the Add / Conv kernels through the kernel table.
+// functions, the thread pool, the Add / Conv kernels through the kernel table, and the reduction
+// engine / pooling / Transpose kernels (reduce.cpp, pooling.cpp, tensor_ops.cpp).
 // Built and run by tests/test_cpp_units.py (natively, at every ISA tier) and by
 // ci/cross_aarch64.sh (cross-compiled for aarch64, run under qemu-user).
 // Exit status 0 when every check passes; failures are printed one per line.
@@ -18,6 +19,7 @@
 #include "../../csrc/kernels/gemm.h"
 #include "../../csrc/kernels/gemm_tiers.h"
 #include "../../csrc/kernels/kernel.h"
+#include "../../csrc/kernels/reduce.h"
 #include "../../csrc/kernels/vecmath.h"
 #include "../../csrc/threadpool/threadpool.h"
 
@@ -303,6 +305,122 @@ void test_conv_kernel() {
     }
 }
 
+// ---- reductions, pooling, Transpose ---------------------------------------------------------
+
+void test_reduce_engine() {
+  std::mt19937 gen(6);
+  struct Case {
+    Shape shape;
+    std::vector<bool> red;
+  };
+  const Case cases[] = {{{7, 33}, {false, true}},      {{7, 33}, {true, false}},   {{3, 1, 5, 2}, {true, true, false, true}},
+                        {{4, 70000}, {false, true}},   {{40000, 3}, {true, false}}, {{5, 0, 3}, {false, true, false}},
+                        {{2, 17, 3, 19}, {true, false, true, false}}};
+  for (const Case& c : cases) {
+    const int64_t n = shape_numel(c.shape);
+    auto x = random_floats(static_cast<size_t>(n), gen);
+    int64_t nout = 1, count = 1;
+    for (size_t i = 0; i < c.shape.size(); ++i) (c.red[i] ? count : nout) *= c.shape[i];
+    // double reference: output index from the kept coordinates in order
+    std::vector<double> sum(static_cast<size_t>(nout), 0.0), mx(static_cast<size_t>(nout), -INFINITY);
+    for (int64_t i = 0; i < n; ++i) {
+      int64_t rem = i, o = 0, mul = 1;
+      for (size_t d = c.shape.size(); d-- > 0;) {
+        const int64_t idx = rem % c.shape[d];
+        rem /= c.shape[d];
+        if (!c.red[d]) {
+          o += idx * mul;
+          mul *= c.shape[d];
+        }
+      }
+      sum[static_cast<size_t>(o)] += x[static_cast<size_t>(i)];
+      mx[static_cast<size_t>(o)] = std::max<double>(mx[static_cast<size_t>(o)], x[static_cast<size_t>(i)]);
+    }
+    std::vector<float> ys(static_cast<size_t>(nout)), ym(static_cast<size_t>(nout)), ys3(static_cast<size_t>(nout));
+    reduce_float(ReduceKind::kSum, x.data(), c.shape, c.red, ys.data());
+    reduce_float(ReduceKind::kMax, x.data(), c.shape, c.red, ym.data());
+    ThreadPool pool(3);
+    {
+      PoolScope scope(&pool, false);
+      reduce_float(ReduceKind::kSum, x.data(), c.shape, c.red, ys3.data());
+    }
+    bool ok = true;
+    for (int64_t o = 0; o < nout; ++o) {
+      const size_t k = static_cast<size_t>(o);
+      ok = ok && std::fabs(ys[k] - sum[k]) <= 1e-5 * std::sqrt(static_cast<double>(count)) + 1e-6 && ym[k] == mx[k];
+    }
+    check(ok, "reduce_float sum/max " + shape_str(c.shape));
+    check(std::memcmp(ys.data(), ys3.data(), ys.size() * sizeof(float)) == 0,
+          "reduce_float 1 and 3 threads bitwise equal " + shape_str(c.shape));
+  }
+}
+
+void test_pool_kernels() {
+  std::mt19937 gen(7);
+  const int64_t H = 9, W = 10;
+  auto x = random_floats(static_cast<size_t>(2 * H * W), gen);
+  auto tx = make_tensor({1, 2, H, W}, x);
+  for (int is_max = 0; is_max < 2; ++is_max) {
+    KernelArgs args;
+    args.op_type = is_max ? "MaxPool" : "AveragePool";
+    args.attrs["kernel_shape"] = ints({3, 2});
+    args.attrs["strides"] = ints({2, 3});
+    args.attrs["pads"] = ints({1, 0, 1, 1});
+    auto k = kernel_table().at(args.op_type).factory(args);
+    auto out = run_kernel(*k, {tx.get()});
+    const int64_t OH = (H + 2 - 3) / 2 + 1, OW = (W + 1 - 2) / 3 + 1;
+    bool ok = out[0].shape == Shape({1, 2, OH, OW});
+    for (int64_t c = 0; ok && c < 2; ++c)
+      for (int64_t oh = 0; oh < OH; ++oh)
+        for (int64_t ow = 0; ow < OW; ++ow) {
+          double acc = is_max ? -INFINITY : 0.0;
+          int64_t n = 0, arg = -1;
+          for (int64_t kh = 0; kh < 3; ++kh)
+            for (int64_t kw = 0; kw < 2; ++kw) {
+              const int64_t ih = oh * 2 - 1 + kh, iw = ow * 3 + kw;
+              if (ih < 0 || ih >= H || iw >= W) continue;
+              const double v = x[static_cast<size_t>((c * H + ih) * W + iw)];
+              if (is_max && v > acc) arg = (c * H + ih) * W + iw;
+              acc = is_max ? std::max(acc, v) : acc + v;
+              ++n;
+            }
+          const int64_t at = (c * OH + oh) * OW + ow;
+          const double ref = is_max ? acc : acc / static_cast<double>(n);
+          ok = ok && std::fabs(out[0].ptr<float>()[at] - ref) < 1e-6;
+          if (is_max && out.size() > 1) ok = ok && out[1].ptr<int64_t>()[at] == arg;
+        }
+    check(ok, args.op_type + " 3x2 stride 2x3 pads 1,0,1,1");
+  }
+}
+
+void test_transpose_kernel() {
+  std::mt19937 gen(8);
+  const Shape shape = {3, 17, 1, 70};
+  auto x = random_floats(static_cast<size_t>(shape_numel(shape)), gen);
+  auto tx = make_tensor(shape, x);
+  const std::vector<int64_t> perms[] = {{3, 1, 2, 0}, {0, 3, 2, 1}, {1, 0, 2, 3}, {2, 0, 1, 3}};
+  for (const auto& p : perms) {
+    KernelArgs args;
+    args.op_type = "Transpose";
+    args.attrs["perm"] = ints(p);
+    auto out = run_kernel(*kernel_table().at("Transpose").factory(args), {tx.get()});
+    bool ok = true;
+    for (int64_t i = 0; ok && i < tx->numel(); ++i) {
+      int64_t rem = i, off = 0;  // output index i -> input offset
+      for (size_t d = 4; d-- > 0;) {
+        const int64_t idx = rem % out[0].shape[d];
+        rem /= out[0].shape[d];
+        int64_t stride = 1;
+        for (size_t e = static_cast<size_t>(p[d]) + 1; e < 4; ++e) stride *= shape[e];
+        off += idx * stride;
+      }
+      ok = out[0].ptr<float>()[i] == x[static_cast<size_t>(off)];
+    }
+    check(ok, "Transpose perm " + std::to_string(p[0]) + std::to_string(p[1]) + std::to_string(p[2]) +
+                  std::to_string(p[3]));
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -311,6 +429,9 @@ int main() {
   register_conv_kernels();
   register_normalization_kernels();
   register_half_kernels();
+  register_pooling_kernels();
+  register_reduce_kernels();
+  register_tensor_kernels();
   std::printf("tier: isa=%s gemm=%s vecmath=%s\n", isa_name(active_isa()), gemm_tier().name, vecmath().name);
   test_sgemm();
   test_sgemm_threads_bitwise();
@@ -318,6 +439,9 @@ int main() {
   test_threadpool();
   test_add_kernel();
   test_conv_kernel();
+  test_reduce_engine();
+  test_pool_kernels();
+  test_transpose_kernel();
   std::printf("%d checks, %d failures\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
 }

@@ -1,0 +1,374 @@
+// Pooling, float32: MaxPool (with the optional Indices output, row- or column-major per
+// storage_order) and AveragePool over N-d inputs (N x C x D1 x ... x Dn): kernel_shape, strides,
+// pads, auto_pad, dilations, ceil_mode, count_include_pad; GlobalAveragePool / GlobalMaxPool on
+// the reduction engine of reduce.cpp.
+//
+// Geometry follows the numpy kernels (onnxfast/ops/nn.py) exactly. The work is split into output
+// rows (one plane, all coordinates but the last fixed): for each valid tap of the leading dims
+// (row-major), the input row is combined into the output row, taps of the last dim innermost;
+// the columns whose windows lie inside the input run as a branch-free loop along the row that the
+// compiler vectorizes (contiguous at stride 1). Each output combines its taps in row-major window
+// order, as the numpy kernel does, so averages are the same sums and max ties / NaNs pick the
+// same Indices (the first).
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "../threadpool/threadpool.h"
+#include "kernel.h"
+#include "reduce.h"
+
+namespace onnxfast {
+namespace {
+
+std::string ints_str(const std::vector<int64_t>& v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s + "]";
+}
+
+struct Geometry {
+  int64_t nsp = 0;
+  Shape out_shape;
+  std::vector<int64_t> in_sp, out_sp, kernel, strides, dil, pb, pe;
+};
+
+class PoolKernel : public Kernel {
+ public:
+  PoolKernel(const KernelArgs& a, bool is_max)
+      : name_(a.op_type + " '" + a.node_name + "'"),
+        is_max_(is_max),
+        kernel_(a.get_ints("kernel_shape")),
+        strides_(a.get_ints("strides")),
+        dil_(a.get_ints("dilations")),
+        pads_(a.get_ints("pads")),
+        auto_pad_(a.get_string("auto_pad", "NOTSET")),
+        ceil_(a.get_int("ceil_mode", 0) != 0),
+        include_pad_(a.get_int("count_include_pad", 0) != 0),
+        storage_order_(a.get_int("storage_order", 0)) {
+    if (auto_pad_.empty()) auto_pad_ = "NOTSET";
+  }
+
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    Geometry g = geometry(in);
+    out.resize(is_max_ ? 2 : 1);
+    out[0] = {kFloat, g.out_shape};
+    if (is_max_) out[1] = {kInt64, g.out_shape};
+  }
+
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    const Geometry g = geometry(in);
+    const Tensor& X = *in[0];
+    const int64_t planes = X.shape[0] * X.shape[1];
+    const int64_t nsp = g.nsp;
+    int64_t in_plane = 1, out_plane = 1, ktotal = 1;
+    for (int64_t i = 0; i < nsp; ++i) {
+      in_plane *= g.in_sp[i];
+      out_plane *= g.out_sp[i];
+      ktotal *= g.kernel[i];
+    }
+    if (planes == 0 || out_plane == 0) return;
+    // Per dim and output coordinate: valid taps [klo, khi) and the average's divisor factor.
+    std::vector<std::vector<int64_t>> klo(nsp), khi(nsp), cnt(nsp);
+    for (int64_t i = 0; i < nsp; ++i) {
+      const int64_t K = g.kernel[i], s = g.strides[i], d = g.dil[i], n = g.in_sp[i];
+      for (int64_t o = 0; o < g.out_sp[i]; ++o) {
+        const int64_t start = o * s - g.pb[i];
+        int64_t lo = 0, hi = 0, c = 0;
+        while (lo < K && start + lo * d < 0) ++lo;
+        hi = lo;
+        while (hi < K && start + hi * d < n) ++hi;
+        for (int64_t k = 0; k < K; ++k) {
+          const int64_t p = start + k * d;
+          c += include_pad_ ? (p >= -g.pb[i] && p < n + g.pe[i]) : (p >= 0 && p < n);
+        }
+        klo[i].push_back(lo);
+        khi[i].push_back(hi);
+        cnt[i].push_back(c);
+      }
+    }
+    // Index multipliers of the Indices output (row- or column-major over the spatial dims).
+    std::vector<int64_t> imul(nsp, 1), inrow(nsp, 1);
+    for (int64_t i = nsp - 1; i > 0; --i) inrow[i - 1] = inrow[i] * g.in_sp[i];
+    if (storage_order_ == 1) {
+      for (int64_t i = 1; i < nsp; ++i) imul[i] = imul[i - 1] * g.in_sp[i - 1];
+    } else {
+      imul = inrow;
+    }
+    const int64_t last = nsp - 1;
+    const int64_t OW = g.out_sp[last], W = g.in_sp[last], K = g.kernel[last], S = g.strides[last],
+                  D = g.dil[last], P = g.pb[last];
+    // Columns whose whole window is inside the input: [ca, cb).
+    int64_t ca = OW, cb = OW;
+    for (int64_t o = 0; o < OW; ++o)
+      if (klo[last][o] == 0 && khi[last][o] == K) {
+        if (ca == OW) ca = o;
+        cb = o + 1;
+      }
+    if (ca == OW) ca = cb = 0;
+    const int64_t rows = out_plane / OW;
+    const float* x = X.ptr<float>();
+    int64_t* yi = is_max_ && out.size() > 1 && out[1] ? out[1]->ptr<int64_t>() : nullptr;
+    std::vector<float> scratch;  // Y not read (MaxPool with only Indices wanted): compute it aside
+    if ((out.empty() || !out[0]) && !yi) return;
+    if (!out[0]) scratch.resize(static_cast<size_t>(planes * out_plane));
+    float* y = out[0] ? out[0]->ptr<float>() : scratch.data();
+    const float ninf = -std::numeric_limits<float>::infinity();
+
+    parallel_for(planes * rows, static_cast<double>(OW * ktotal) + 20.0, [&](int64_t tb, int64_t te) {
+      std::vector<int64_t> oc(nsp, 0), kc(nsp, 0);
+      for (int64_t t = tb; t < te; ++t) {
+        const int64_t plane = t / rows, row = t % rows;
+        for (int64_t i = last - 1, r = row; i >= 0; --i) {
+          oc[i] = r % g.out_sp[i];
+          r /= g.out_sp[i];
+        }
+        float* yr = y + plane * out_plane + row * OW;
+        int64_t* ir = yi ? yi + plane * out_plane + row * OW : nullptr;
+        const float* xp = x + plane * in_plane;
+        const int64_t ibase = plane * in_plane;
+        // Leading-dim taps: empty ranges leave only the padding (max: -inf, average: 0 / count).
+        bool any = true;
+        int64_t div_lead = 1, first_lead = 0;
+        for (int64_t i = 0; i < last; ++i) {
+          kc[i] = klo[i][oc[i]];
+          any = any && kc[i] < khi[i][oc[i]];
+          div_lead *= cnt[i][oc[i]];
+          first_lead += (oc[i] * g.strides[i] - g.pb[i]) * imul[i];
+        }
+        if (is_max_) {
+          for (int64_t o = 0; o < OW; ++o) yr[o] = ninf;
+          if (ir)
+            for (int64_t o = 0; o < OW; ++o) ir[o] = ibase + first_lead + (o * S - P) * imul[last];
+        } else {
+          for (int64_t o = 0; o < OW; ++o) yr[o] = 0.f;
+        }
+        while (any) {
+          int64_t off = 0, lin = ibase;
+          for (int64_t i = 0; i < last; ++i) {
+            const int64_t c = oc[i] * g.strides[i] - g.pb[i] + kc[i] * g.dil[i];
+            off += c * inrow[i];
+            lin += c * imul[i];
+          }
+          const float* xr = xp + off;
+          if (!is_max_) {
+            row_sum(xr, yr, OW, W, K, S, D, P, ca, cb, klo[last], khi[last]);
+          } else if (ir) {
+            row_argmax(xr, yr, ir, lin, imul[last], OW, K, S, D, P, ca, cb, klo[last], khi[last]);
+          } else {
+            row_max(xr, yr, OW, K, S, D, P, ca, cb, klo[last], khi[last]);
+          }
+          // next leading tap, row-major
+          any = false;
+          for (int64_t i = last - 1; i >= 0; --i) {
+            if (++kc[i] < khi[i][oc[i]]) {
+              any = true;
+              break;
+            }
+            kc[i] = klo[i][oc[i]];
+          }
+        }
+        if (!is_max_) {
+          for (int64_t o = 0; o < OW; ++o) yr[o] = yr[o] / static_cast<float>(div_lead * cnt[last][o]);
+        }
+      }
+    });
+  }
+
+ private:
+  static bool takes(float v, float m) { return (v > m) | ((v != v) & (m == m)); }
+
+  static void row_sum(const float* xr, float* yr, int64_t OW, int64_t W, int64_t K, int64_t S, int64_t D, int64_t P,
+                      int64_t ca, int64_t cb, const std::vector<int64_t>& lo, const std::vector<int64_t>& hi) {
+    for (int64_t o = 0; o < ca; ++o)
+      for (int64_t k = lo[o]; k < hi[o]; ++k) yr[o] += xr[o * S - P + k * D];
+    for (int64_t k = 0; k < K; ++k) {
+      const float* src = xr + ca * S - P + k * D;
+      float* dst = yr + ca;
+      const int64_t n = cb - ca;
+      if (S == 1) {
+        for (int64_t j = 0; j < n; ++j) dst[j] += src[j];
+      } else {
+        for (int64_t j = 0; j < n; ++j) dst[j] += src[j * S];
+      }
+    }
+    for (int64_t o = cb; o < OW; ++o)
+      for (int64_t k = lo[o]; k < hi[o]; ++k) yr[o] += xr[o * S - P + k * D];
+  }
+
+  static void row_max(const float* xr, float* yr, int64_t OW, int64_t K, int64_t S, int64_t D, int64_t P, int64_t ca,
+                      int64_t cb, const std::vector<int64_t>& lo, const std::vector<int64_t>& hi) {
+    for (int64_t o = 0; o < ca; ++o)
+      for (int64_t k = lo[o]; k < hi[o]; ++k) {
+        const float v = xr[o * S - P + k * D];
+        yr[o] = takes(v, yr[o]) ? v : yr[o];
+      }
+    for (int64_t k = 0; k < K; ++k) {
+      const float* src = xr + ca * S - P + k * D;
+      float* dst = yr + ca;
+      const int64_t n = cb - ca;
+      if (S == 1) {
+        for (int64_t j = 0; j < n; ++j) dst[j] = takes(src[j], dst[j]) ? src[j] : dst[j];
+      } else {
+        for (int64_t j = 0; j < n; ++j) dst[j] = takes(src[j * S], dst[j]) ? src[j * S] : dst[j];
+      }
+    }
+    for (int64_t o = cb; o < OW; ++o)
+      for (int64_t k = lo[o]; k < hi[o]; ++k) {
+        const float v = xr[o * S - P + k * D];
+        yr[o] = takes(v, yr[o]) ? v : yr[o];
+      }
+  }
+
+  // Max with the flat index (lin + column * mul) of the first maximum / first NaN.
+  static void row_argmax(const float* xr, float* yr, int64_t* ir, int64_t lin, int64_t mul, int64_t OW, int64_t K,
+                         int64_t S, int64_t D, int64_t P, int64_t ca, int64_t cb, const std::vector<int64_t>& lo,
+                         const std::vector<int64_t>& hi) {
+    auto one = [&](int64_t o) {
+      for (int64_t k = lo[o]; k < hi[o]; ++k) {
+        const int64_t c = o * S - P + k * D;
+        const float v = xr[c];
+        if (takes(v, yr[o])) {
+          yr[o] = v;
+          ir[o] = lin + c * mul;
+        }
+      }
+    };
+    for (int64_t o = 0; o < ca; ++o) one(o);
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t c0 = ca * S - P + k * D;
+      const float* src = xr + c0;
+      for (int64_t j = 0, o = ca; o < cb; ++j, ++o) {
+        const float v = src[j * S];
+        const bool tk = takes(v, yr[o]);
+        yr[o] = tk ? v : yr[o];
+        ir[o] = tk ? lin + (c0 + j * S) * mul : ir[o];
+      }
+    }
+    for (int64_t o = cb; o < OW; ++o) one(o);
+  }
+
+  Geometry geometry(const std::vector<const Tensor*>& in) const {
+    if (in.empty() || !in[0]) kernel_fail(name_ + " needs an input");
+    const Tensor& X = *in[0];
+    expect_dtype(X, kFloat, (name_ + " input").c_str());
+    Geometry g;
+    const int64_t nsp = static_cast<int64_t>(kernel_.size());
+    if (nsp == 0) kernel_fail(name_ + ": attribute kernel_shape is missing or empty");
+    if (X.rank() != nsp + 2)
+      kernel_fail(name_ + ": kernel_shape " + ints_str(kernel_) + " does not match input of shape " +
+                  shape_str(X.shape) + " (expected rank " + std::to_string(nsp + 2) + ")");
+    g.nsp = nsp;
+    g.kernel = kernel_;
+    g.strides = strides_.empty() ? std::vector<int64_t>(nsp, 1) : strides_;
+    g.dil = dil_.empty() ? std::vector<int64_t>(nsp, 1) : dil_;
+    auto check = [&](const std::vector<int64_t>& v, const char* what, int64_t len, int64_t min) {
+      if (static_cast<int64_t>(v.size()) != len)
+        kernel_fail(name_ + ": " + what + " " + ints_str(v) + " must have " + std::to_string(len) + " entries");
+      for (int64_t e : v)
+        if (e < min)
+          kernel_fail(name_ + ": " + what + " " + ints_str(v) + " must be at least " + std::to_string(min));
+    };
+    check(g.kernel, "kernel_shape", nsp, 1);
+    check(g.strides, "strides", nsp, 1);
+    check(g.dil, "dilations", nsp, 1);
+    g.in_sp.assign(X.shape.begin() + 2, X.shape.end());
+    std::vector<int64_t> eff(nsp);
+    for (int64_t i = 0; i < nsp; ++i) eff[i] = (g.kernel[i] - 1) * g.dil[i] + 1;
+    g.pb.assign(nsp, 0);
+    g.pe.assign(nsp, 0);
+    g.out_sp.assign(nsp, 0);
+    if (auto_pad_ == "SAME_UPPER" || auto_pad_ == "SAME_LOWER") {
+      for (int64_t i = 0; i < nsp; ++i) {
+        const int64_t o = (g.in_sp[i] + g.strides[i] - 1) / g.strides[i];
+        const int64_t total = std::max<int64_t>((o - 1) * g.strides[i] + eff[i] - g.in_sp[i], 0);
+        const int64_t small = total / 2, big = total - small;
+        g.pb[i] = auto_pad_ == "SAME_UPPER" ? small : big;
+        g.pe[i] = auto_pad_ == "SAME_UPPER" ? big : small;
+        g.out_sp[i] = o;
+      }
+    } else {
+      if (auto_pad_ == "NOTSET") {
+        if (!pads_.empty()) {
+          check(pads_, "pads", 2 * nsp, 0);
+          g.pb.assign(pads_.begin(), pads_.begin() + nsp);
+          g.pe.assign(pads_.begin() + nsp, pads_.end());
+        }
+      } else if (auto_pad_ != "VALID") {
+        kernel_fail(name_ + ": auto_pad '" + auto_pad_ + "' is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID");
+      }
+      for (int64_t i = 0; i < nsp; ++i) {
+        const int64_t span = g.in_sp[i] + g.pb[i] + g.pe[i] - eff[i];
+        int64_t o = 0;
+        if (span >= 0) {
+          if (ceil_) {
+            o = (span + g.strides[i] - 1) / g.strides[i] + 1;
+            if ((o - 1) * g.strides[i] >= g.in_sp[i] + g.pb[i]) --o;  // last window starts in the input
+          } else {
+            o = span / g.strides[i] + 1;
+          }
+        }
+        if (span < 0 || o <= 0)
+          kernel_fail(name_ + ": kernel " + ints_str(g.kernel) + " (dilations " + ints_str(g.dil) +
+                      ") is larger than the padded input " + ints_str(g.in_sp) + " (pads " +
+                      ints_str(g.pb) + " + " + ints_str(g.pe) + ")");
+        g.out_sp[i] = o;
+      }
+    }
+    g.out_shape = {X.shape[0], X.shape[1]};
+    g.out_shape.insert(g.out_shape.end(), g.out_sp.begin(), g.out_sp.end());
+    return g;
+  }
+
+  std::string name_;
+  bool is_max_;
+  std::vector<int64_t> kernel_, strides_, dil_, pads_;
+  std::string auto_pad_;
+  bool ceil_, include_pad_;
+  int64_t storage_order_;
+};
+
+class GlobalPoolKernel : public Kernel {
+ public:
+  GlobalPoolKernel(const KernelArgs& a, ReduceKind kind) : name_(a.op_type + " '" + a.node_name + "'"), kind_(kind) {}
+
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    check(in);
+    out.resize(1);
+    out[0].dtype = kFloat;
+    out[0].shape = in[0]->shape;
+    for (size_t i = 2; i < out[0].shape.size(); ++i) out[0].shape[i] = 1;
+  }
+
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    const Tensor& X = *in[0];
+    std::vector<bool> red(X.shape.size(), false);
+    for (size_t i = 2; i < red.size(); ++i) red[i] = true;
+    reduce_float(kind_, X.ptr<float>(), X.shape, red, out[0]->ptr<float>());
+  }
+
+ private:
+  void check(const std::vector<const Tensor*>& in) const {
+    if (in.empty() || !in[0]) kernel_fail(name_ + " needs an input");
+    expect_dtype(*in[0], kFloat, (name_ + " input").c_str());
+    if (in[0]->rank() < 2)
+      kernel_fail(name_ + ": input of shape " + shape_str(in[0]->shape) + " has no channel dimension (N x C x ...)");
+  }
+  std::string name_;
+  ReduceKind kind_;
+};
+
+}  // namespace
+
+void register_pooling_kernels() {
+  register_kernel("MaxPool", {kFloat}, [](const KernelArgs& a) { return std::make_unique<PoolKernel>(a, true); });
+  register_kernel("AveragePool", {kFloat},
+                  [](const KernelArgs& a) { return std::make_unique<PoolKernel>(a, false); });
+  register_kernel("GlobalAveragePool", {kFloat},
+                  [](const KernelArgs& a) { return std::make_unique<GlobalPoolKernel>(a, ReduceKind::kMean); });
+  register_kernel("GlobalMaxPool", {kFloat},
+                  [](const KernelArgs& a) { return std::make_unique<GlobalPoolKernel>(a, ReduceKind::kMax); });
+}
+
+}  // namespace onnxfast

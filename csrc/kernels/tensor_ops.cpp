@@ -1,0 +1,458 @@
+// Data movement kernels for every fixed-size element type (moved as 1/2/4/8/16-byte words):
+// Transpose (any rank and perm), Concat (any axis; omitted inputs skipped) and Where (bool
+// condition, three-way numpy broadcasting).
+//
+// Transpose drops size-1 dims and merges dims that stay neighbours, then either copies
+// contiguous rows (the innermost dim is unmoved) or runs a cache-blocked 2-D transpose of the
+// input's innermost dim against the output's, tiles of 64 x 64 elements per task walked in
+// T x T sub-tiles (T*size ~ 64 bytes), one 2-D transpose per index of the remaining dims.
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "../threadpool/threadpool.h"
+#include "kernel.h"
+
+namespace onnxfast {
+namespace {
+
+struct Word16 {
+  uint64_t lo, hi;
+};
+
+// Row-major odometer over some dims, tracking an offset in two tensors.
+struct Walker2 {
+  std::vector<int64_t> dims, sa, sb, idx;
+  int64_t a = 0, b = 0;
+  void seek(int64_t lin) {
+    idx.assign(dims.size(), 0);
+    a = b = 0;
+    for (size_t i = dims.size(); i-- > 0;) {
+      idx[i] = lin % dims[i];
+      lin /= dims[i];
+      a += idx[i] * sa[i];
+      b += idx[i] * sb[i];
+    }
+  }
+  void next() {
+    for (size_t i = dims.size(); i-- > 0;) {
+      if (++idx[i] < dims[i]) {
+        a += sa[i];
+        b += sb[i];
+        return;
+      }
+      a -= sa[i] * (dims[i] - 1);
+      b -= sb[i] * (dims[i] - 1);
+      idx[i] = 0;
+    }
+  }
+};
+
+size_t checked_itemsize(const Tensor& t, const std::string& who) {
+  const size_t sz = dtype_itemsize(t.dtype);
+  if (sz == 0 || t.dtype == kString)
+    fail(ErrorKind::kInvalidType, who + ": no native kernel for tensor(" + dtype_name(t.dtype) + ")");
+  return sz;
+}
+
+// ---- Transpose ------------------------------------------------------------------------------
+
+template <typename T>
+void transpose_2d_tile(const T* in, T* out, int64_t is, int64_t os, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+  // out[i * os + j] = in[j * is + i]
+  constexpr int64_t t = sizeof(T) >= 8 ? 8 : 64 / static_cast<int64_t>(sizeof(T));
+  for (int64_t ib = i0; ib < i1; ib += t) {
+    const int64_t ie = std::min(i1, ib + t);
+    for (int64_t jb = j0; jb < j1; jb += t) {
+      const int64_t je = std::min(j1, jb + t);
+      for (int64_t i = ib; i < ie; ++i) {
+        T* o = out + i * os;
+        const T* s = in + i;
+        for (int64_t j = jb; j < je; ++j) o[j] = s[j * is];
+      }
+    }
+  }
+}
+
+class TransposeKernel : public Kernel {
+ public:
+  explicit TransposeKernel(const KernelArgs& a)
+      : name_("Transpose '" + a.node_name + "'"), has_perm_(a.has("perm")), perm_(a.get_ints("perm")) {}
+
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    std::vector<int64_t> p = perm(in);
+    const Tensor& X = *in[0];
+    out.resize(1);
+    out[0].dtype = X.dtype;
+    out[0].shape.resize(p.size());
+    for (size_t i = 0; i < p.size(); ++i) out[0].shape[i] = X.shape[static_cast<size_t>(p[i])];
+  }
+
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    std::vector<int64_t> p = perm(in);
+    const Tensor& X = *in[0];
+    if (X.numel() == 0) return;
+    switch (checked_itemsize(X, name_)) {
+      case 1: run<uint8_t>(X, p, *out[0]); break;
+      case 2: run<uint16_t>(X, p, *out[0]); break;
+      case 4: run<uint32_t>(X, p, *out[0]); break;
+      case 8: run<uint64_t>(X, p, *out[0]); break;
+      case 16: run<Word16>(X, p, *out[0]); break;
+      default:
+        fail(ErrorKind::kInvalidType, name_ + ": no native kernel for tensor(" + dtype_name(X.dtype) + ")");
+    }
+  }
+
+ private:
+  std::vector<int64_t> perm(const std::vector<const Tensor*>& in) const {
+    if (in.empty() || !in[0]) kernel_fail(name_ + " needs an input");
+    const int64_t r = in[0]->rank();
+    std::vector<int64_t> p;
+    if (!has_perm_) {
+      for (int64_t i = r - 1; i >= 0; --i) p.push_back(i);
+      return p;
+    }
+    p = perm_;
+    std::vector<bool> seen(static_cast<size_t>(r), false);
+    bool ok = static_cast<int64_t>(p.size()) == r;
+    for (int64_t v : p) {
+      if (!ok) break;
+      ok = v >= 0 && v < r && !seen[static_cast<size_t>(v)];
+      if (ok) seen[static_cast<size_t>(v)] = true;
+    }
+    std::string ps;
+    for (int64_t v : perm_) ps += (ps.empty() ? "" : ", ") + std::to_string(v);
+    if (!ok)
+      kernel_fail(name_ + ": perm [" + ps + "] is not a permutation of the axes of an input of shape " +
+                  shape_str(in[0]->shape));
+    return p;
+  }
+
+  template <typename T>
+  void run(const Tensor& X, const std::vector<int64_t>& perm, Tensor& Y) const {
+    const T* x = X.ptr<T>();
+    T* y = Y.ptr<T>();
+    const int64_t total = X.numel();
+    // Input axes of size > 1, in output order, renumbered densely; then runs of consecutive axes merged.
+    const size_t r = perm.size();
+    std::vector<int64_t> dense(r, -1);
+    int64_t nk = 0;
+    for (size_t i = 0; i < r; ++i)
+      if (X.shape[i] > 1) dense[i] = nk++;
+    std::vector<std::vector<int64_t>> groups;  // each: dense input axes, consecutive
+    for (size_t i = 0; i < r; ++i) {
+      const int64_t a = perm[i];
+      if (dense[static_cast<size_t>(a)] < 0) continue;
+      const int64_t d = dense[static_cast<size_t>(a)];
+      if (!groups.empty() && groups.back().back() + 1 == d) groups.back().push_back(d);
+      else groups.push_back({d});
+    }
+    const size_t m = groups.size();
+    if (m <= 1) {
+      std::memcpy(y, x, static_cast<size_t>(total) * sizeof(T));
+      return;
+    }
+    std::vector<int64_t> dsize;  // dense axis sizes
+    for (size_t i = 0; i < r; ++i)
+      if (dense[i] >= 0) dsize.push_back(X.shape[i]);
+    // Merged input dims (input order) and the output order over them.
+    std::vector<size_t> order(m);
+    for (size_t g = 0; g < m; ++g) order[g] = g;
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return groups[a][0] < groups[b][0]; });
+    std::vector<int64_t> in_dim(m), in_stride(m), gpos(m);  // gpos[group] = its input-order position
+    for (size_t k = 0; k < m; ++k) gpos[order[k]] = static_cast<int64_t>(k);
+    for (size_t k = 0; k < m; ++k) {
+      int64_t s = 1;
+      for (int64_t a : groups[order[k]]) s *= dsize[static_cast<size_t>(a)];
+      in_dim[k] = s;
+    }
+    for (size_t k = m, s = 1; k-- > 0;) {
+      in_stride[k] = static_cast<int64_t>(s);
+      s *= static_cast<size_t>(in_dim[k]);
+    }
+    // Output dims (group order) with input strides and output strides.
+    std::vector<int64_t> od(m), ois(m), oos(m);
+    for (size_t g = 0; g < m; ++g) {
+      od[g] = in_dim[static_cast<size_t>(gpos[g])];
+      ois[g] = in_stride[static_cast<size_t>(gpos[g])];
+    }
+    for (size_t g = m, s = 1; g-- > 0;) {
+      oos[g] = static_cast<int64_t>(s);
+      s *= static_cast<size_t>(od[g]);
+    }
+    if (ois[m - 1] == 1) {
+      // Innermost dim unmoved: contiguous rows of L.
+      const int64_t L = od[m - 1], rows = total / L;
+      Walker2 w;
+      w.dims.assign(od.begin(), od.end() - 1);
+      w.sa.assign(ois.begin(), ois.end() - 1);
+      w.sb.assign(oos.begin(), oos.end() - 1);
+      parallel_for(rows, static_cast<double>(L) * 0.3 * sizeof(T) / 4 + 5, [&](int64_t b, int64_t e) {
+        Walker2 ww = w;
+        ww.seek(b);
+        for (int64_t i = b; i < e; ++i, ww.next()) std::memcpy(y + ww.b, x + ww.a, static_cast<size_t>(L) * sizeof(T));
+      });
+      return;
+    }
+    // 2-D transposes: output's innermost dim (input stride ois[m-1]) against the input's innermost
+    // dim (output position q, output stride oos[q]).
+    size_t q = 0;
+    for (size_t g = 0; g < m; ++g)
+      if (ois[g] == 1) q = g;
+    const int64_t nj = od[m - 1], ni = od[q], is = ois[m - 1], os = oos[q];
+    Walker2 w;
+    for (size_t g = 0; g + 1 < m; ++g) {
+      if (g == q) continue;
+      w.dims.push_back(od[g]);
+      w.sa.push_back(ois[g]);
+      w.sb.push_back(oos[g]);
+    }
+    const int64_t outer = total / (ni * nj);
+    constexpr int64_t kTile = 64;
+    const int64_t ti = (ni + kTile - 1) / kTile, tj = (nj + kTile - 1) / kTile;
+    parallel_for(outer * ti * tj, static_cast<double>(std::min(ni, kTile) * std::min(nj, kTile)) * 0.5 + 10,
+                 [&](int64_t b, int64_t e) {
+                   Walker2 ww = w;
+                   for (int64_t t = b; t < e; ++t) {
+                     const int64_t o = t / (ti * tj), bi = (t / tj) % ti, bj = t % tj;
+                     ww.seek(o);
+                     const int64_t i0 = bi * kTile, j0 = bj * kTile;
+                     transpose_2d_tile<T>(x + ww.a, y + ww.b, is, os, i0, std::min(ni, i0 + kTile), j0,
+                                          std::min(nj, j0 + kTile));
+                   }
+                 });
+  }
+
+  std::string name_;
+  bool has_perm_;
+  std::vector<int64_t> perm_;
+};
+
+// ---- Concat ---------------------------------------------------------------------------------
+
+class ConcatKernel : public Kernel {
+ public:
+  explicit ConcatKernel(const KernelArgs& a)
+      : name_("Concat '" + a.node_name + "'"), has_axis_(a.has("axis") || a.opset < 4),
+        axis_(a.get_int("axis", 1)) {}
+
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    std::vector<const Tensor*> xs;
+    int64_t a = resolve(in, xs);
+    out.resize(1);
+    out[0].dtype = xs[0]->dtype;
+    out[0].shape = xs[0]->shape;
+    if (xs[0]->rank() == 0) return;
+    out[0].shape[static_cast<size_t>(a)] = 0;
+    for (const Tensor* x : xs) out[0].shape[static_cast<size_t>(a)] += x->shape[static_cast<size_t>(a)];
+  }
+
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    std::vector<const Tensor*> xs;
+    const int64_t a = resolve(in, xs);
+    Tensor& Y = *out[0];
+    if (Y.numel() == 0) return;
+    const size_t item = checked_itemsize(Y, name_);
+    if (xs[0]->rank() == 0) {
+      std::memcpy(Y.data, xs[0]->data, item);
+      return;
+    }
+    int64_t outer = 1;
+    for (int64_t i = 0; i < a; ++i) outer *= Y.shape[static_cast<size_t>(i)];
+    const int64_t nx = static_cast<int64_t>(xs.size());
+    std::vector<int64_t> bytes(static_cast<size_t>(nx)), at(static_cast<size_t>(nx));  // per input: row bytes, offset
+    int64_t row = 0;
+    for (int64_t k = 0; k < nx; ++k) {
+      bytes[static_cast<size_t>(k)] = (outer ? xs[static_cast<size_t>(k)]->numel() / outer : 0) * static_cast<int64_t>(item);
+      at[static_cast<size_t>(k)] = row;
+      row += bytes[static_cast<size_t>(k)];
+    }
+    // Tasks: (outer row, input, piece of at most kPiece bytes).
+    constexpr int64_t kPiece = 1 << 16;
+    std::vector<int64_t> first(static_cast<size_t>(nx) + 1, 0);  // first piece index of input k within a row
+    for (int64_t k = 0; k < nx; ++k)
+      first[static_cast<size_t>(k) + 1] = first[static_cast<size_t>(k)] + (bytes[static_cast<size_t>(k)] + kPiece - 1) / kPiece;
+    const int64_t per_row = first[static_cast<size_t>(nx)];
+    if (per_row == 0) return;
+    char* y = static_cast<char*>(Y.data);
+    const double cost = std::min<double>(static_cast<double>(row) / static_cast<double>(per_row), kPiece) / 8 + 5;
+    parallel_for(outer * per_row, cost, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        const int64_t o = t / per_row, p = t % per_row;
+        const int64_t k = std::upper_bound(first.begin(), first.end(), p) - first.begin() - 1;
+        const int64_t off = (p - first[static_cast<size_t>(k)]) * kPiece;
+        const int64_t n = std::min(kPiece, bytes[static_cast<size_t>(k)] - off);
+        const char* src = static_cast<const char*>(xs[static_cast<size_t>(k)]->data) + o * bytes[static_cast<size_t>(k)] + off;
+        std::memcpy(y + o * row + at[static_cast<size_t>(k)] + off, src, static_cast<size_t>(n));
+      }
+    });
+  }
+
+ private:
+  int64_t resolve(const std::vector<const Tensor*>& in, std::vector<const Tensor*>& xs) const {
+    if (!has_axis_) kernel_fail(name_ + ": missing attribute 'axis'");
+    for (const Tensor* t : in)
+      if (t) xs.push_back(t);
+    if (xs.empty()) kernel_fail(name_ + " needs at least one input");
+    const Tensor& x0 = *xs[0];
+    const int64_t r = x0.rank();
+    const int64_t a = axis_ < 0 ? axis_ + r : axis_;
+    if (a < 0 || a >= r)
+      kernel_fail(name_ + ": axis " + std::to_string(axis_) + " is out of range for inputs of rank " + std::to_string(r));
+    for (const Tensor* x : xs) {
+      if (x->dtype != x0.dtype)
+        fail(ErrorKind::kInvalidType, name_ + ": input types differ: tensor(" + dtype_name(x0.dtype) + ") and tensor(" +
+                                          dtype_name(x->dtype) + ")");
+      bool ok = x->rank() == r;
+      for (int64_t i = 0; ok && i < r; ++i) ok = i == a || x->shape[static_cast<size_t>(i)] == x0.shape[static_cast<size_t>(i)];
+      if (!ok) {
+        std::string shapes;
+        for (const Tensor* t : xs) shapes += (shapes.empty() ? "" : ", ") + shape_str(t->shape);
+        kernel_fail(name_ + ": input shapes " + shapes + " do not match outside axis " + std::to_string(a));
+      }
+    }
+    return a;
+  }
+
+  std::string name_;
+  bool has_axis_;
+  int64_t axis_;
+};
+
+// ---- Where ----------------------------------------------------------------------------------
+
+// Output dims with the inputs' element strides (0 where broadcast), size-1 dims dropped and
+// neighbours with the same broadcast pattern merged.
+struct Broadcast3 {
+  std::vector<int64_t> dims;
+  std::vector<int64_t> st[3];
+};
+
+Broadcast3 plan3(const Shape& out, const Shape* in[3]) {
+  const size_t r = out.size();
+  std::vector<int64_t> od;
+  std::vector<int> pat;
+  for (size_t i = 0; i < r; ++i) {
+    if (out[i] == 1) continue;
+    int p = 0;
+    for (int k = 0; k < 3; ++k) {
+      const Shape& s = *in[k];
+      const int64_t d = i < r - s.size() ? 1 : s[i - (r - s.size())];
+      p |= (d != 1) << k;
+    }
+    if (!od.empty() && pat.back() == p) {
+      od.back() *= out[i];
+    } else {
+      od.push_back(out[i]);
+      pat.push_back(p);
+    }
+  }
+  Broadcast3 b;
+  if (od.empty()) {
+    od.push_back(1);
+    pat.push_back(7);
+  }
+  b.dims = od;
+  for (int k = 0; k < 3; ++k) {
+    b.st[k].assign(od.size(), 0);
+    int64_t s = 1;
+    for (size_t i = od.size(); i-- > 0;)
+      if (pat[i] >> k & 1) {
+        b.st[k][i] = s;
+        s *= od[i];
+      }
+  }
+  return b;
+}
+
+template <typename T, bool C, bool X, bool Y>
+void where_row(const uint8_t* c, const T* x, const T* y, T* o, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) o[j] = c[C ? j : 0] ? x[X ? j : 0] : y[Y ? j : 0];
+}
+
+template <typename T>
+void where_typed(const Broadcast3& b, const uint8_t* c, const T* x, const T* y, T* out) {
+  const size_t m = b.dims.size();
+  const int64_t inner = b.dims[m - 1];
+  const int pat = (b.st[0][m - 1] != 0) | (b.st[1][m - 1] != 0) << 1 | (b.st[2][m - 1] != 0) << 2;
+  auto row = [pat](const uint8_t* cp, const T* xp, const T* yp, T* op, int64_t n) {
+    switch (pat) {
+      case 0: where_row<T, false, false, false>(cp, xp, yp, op, n); break;
+      case 1: where_row<T, true, false, false>(cp, xp, yp, op, n); break;
+      case 2: where_row<T, false, true, false>(cp, xp, yp, op, n); break;
+      case 3: where_row<T, true, true, false>(cp, xp, yp, op, n); break;
+      case 4: where_row<T, false, false, true>(cp, xp, yp, op, n); break;
+      case 5: where_row<T, true, false, true>(cp, xp, yp, op, n); break;
+      case 6: where_row<T, false, true, true>(cp, xp, yp, op, n); break;
+      default: where_row<T, true, true, true>(cp, xp, yp, op, n); break;
+    }
+  };
+  // Tasks: pieces of at most kPiece elements of one output row.
+  constexpr int64_t kPiece = 8192;
+  const int64_t pieces = (inner + kPiece - 1) / kPiece;
+  int64_t rows = 1;
+  for (size_t i = 0; i + 1 < m; ++i) rows *= b.dims[i];
+  parallel_for(rows * pieces, static_cast<double>(std::min(inner, kPiece)) * 0.5 + 5, [&](int64_t tb, int64_t te) {
+    for (int64_t t = tb; t < te; ++t) {
+      const int64_t r = t / pieces, j0 = (t % pieces) * kPiece, n = std::min(inner, j0 + kPiece) - j0;
+      int64_t off[3] = {0, 0, 0};
+      for (size_t i = m - 1, rem = static_cast<size_t>(r); i-- > 0;) {
+        const int64_t idx = static_cast<int64_t>(rem % static_cast<size_t>(b.dims[i]));
+        rem /= static_cast<size_t>(b.dims[i]);
+        for (int k = 0; k < 3; ++k) off[k] += idx * b.st[k][i];
+      }
+      for (int k = 0; k < 3; ++k) off[k] += j0 * b.st[k][m - 1];
+      row(c + off[0], x + off[1], y + off[2], out + r * inner + j0, n);
+    }
+  });
+}
+
+class WhereKernel : public Kernel {
+ public:
+  explicit WhereKernel(const KernelArgs& a) : name_("Where '" + a.node_name + "'") {}
+
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    if (in.size() != 3 || !in[0] || !in[1] || !in[2]) kernel_fail(name_ + " needs condition, X and Y");
+    expect_dtype(*in[0], kBool, (name_ + " condition").c_str());
+    if (in[1]->dtype != in[2]->dtype)
+      fail(ErrorKind::kInvalidType, name_ + ": X and Y types differ: tensor(" + dtype_name(in[1]->dtype) +
+                                        ") and tensor(" + dtype_name(in[2]->dtype) + ")");
+    out.resize(1);
+    out[0].dtype = in[1]->dtype;
+    out[0].shape = broadcast_shapes(broadcast_shapes(in[0]->shape, in[1]->shape, name_.c_str()), in[2]->shape,
+                                    name_.c_str());
+  }
+
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    Tensor& O = *out[0];
+    if (O.numel() == 0) return;
+    const Shape* shapes[3] = {&in[0]->shape, &in[1]->shape, &in[2]->shape};
+    const Broadcast3 b = plan3(O.shape, shapes);
+    const uint8_t* c = in[0]->ptr<uint8_t>();
+    switch (checked_itemsize(O, name_)) {
+      case 1: where_typed<uint8_t>(b, c, in[1]->ptr<uint8_t>(), in[2]->ptr<uint8_t>(), O.ptr<uint8_t>()); break;
+      case 2: where_typed<uint16_t>(b, c, in[1]->ptr<uint16_t>(), in[2]->ptr<uint16_t>(), O.ptr<uint16_t>()); break;
+      case 4: where_typed<uint32_t>(b, c, in[1]->ptr<uint32_t>(), in[2]->ptr<uint32_t>(), O.ptr<uint32_t>()); break;
+      case 8: where_typed<uint64_t>(b, c, in[1]->ptr<uint64_t>(), in[2]->ptr<uint64_t>(), O.ptr<uint64_t>()); break;
+      case 16: where_typed<Word16>(b, c, in[1]->ptr<Word16>(), in[2]->ptr<Word16>(), O.ptr<Word16>()); break;
+      default:
+        fail(ErrorKind::kInvalidType, name_ + ": no native kernel for tensor(" + dtype_name(O.dtype) + ")");
+    }
+  }
+
+ private:
+  std::string name_;
+};
+
+}  // namespace
+
+void register_tensor_kernels() {
+  const std::vector<int> fixed = {kFloat,  kUInt8,  kInt8,   kUInt16,    kInt16,     kInt32,  kInt64, kBool,
+                                  kFloat16, kDouble, kUInt32, kUInt64, kComplex64, kComplex128, kBFloat16};
+  register_kernel("Transpose", fixed, [](const KernelArgs& a) { return std::make_unique<TransposeKernel>(a); });
+  register_kernel("Concat", fixed, [](const KernelArgs& a) { return std::make_unique<ConcatKernel>(a); });
+  // Where is chosen by its first input, the bool condition; X / Y may be any fixed-size type.
+  register_kernel("Where", {kBool}, [](const KernelArgs& a) { return std::make_unique<WhereKernel>(a); });
+}
+
+}  // namespace onnxfast

@@ -1,0 +1,523 @@
+"""Native pooling, reduction and data-movement kernels (csrc/kernels/pooling.cpp, reduce.cpp,
+tensor_ops.cpp) against the numpy kernels of the same ops.
+
+Each model runs twice: once with the op's numpy kernel disabled (the kernel listing must say
+native) and once with every native kernel disabled. Shapes sweep sizes 0, 1, every size up to 17
+and a few odd / prime / large ones along the pooled, reduced or moved axes; inputs are also fed as
+non-contiguous numpy views. tests/test_isa_tiers.py reruns this file at every ISA tier."""
+
+import itertools
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+from onnx_helpers import F, make_model, vi
+
+import onnxfast
+
+SWEEP = list(range(18)) + [31, 64]
+
+
+def _sessions(model, op, threads=0):
+    def make(disabled):
+        o = onnxfast.SessionOptions()
+        o.add_session_config_entry("onnxfast.disable_kernels", disabled)
+        if threads:
+            o.intra_op_num_threads = threads
+        return onnxfast.InferenceSession(model.SerializeToString(), o)
+
+    nat, ref = make(f"numpy:{op}"), make("native")
+    assert [r["kernel"] for r in nat.kernel_listing() if r["op_type"] == op] == ["native"]
+    assert [r["kernel"] for r in ref.kernel_listing() if r["op_type"] == op] == ["numpy"]
+    return nat, ref
+
+
+def _run_both(nat, ref, feed):
+    """Both results, or both errors (same class, the native one naming the node)."""
+    try:
+        want = ref.run(None, feed)
+    except onnxfast.errors.OnnxfastError as e:
+        if feed["x"].size == 0 and "window shape" in str(e):
+            # numpy's sliding_window_view rejects empty SAME-padded maps; native returns empty outputs
+            assert all(g.size == 0 for g in nat.run(None, feed))
+            return None, None
+        with pytest.raises(type(e)) as got:
+            nat.run(None, feed)
+        assert "'n0'" in str(got.value), got.value
+        return None, None
+    return nat.run(None, feed), want
+
+
+def _noncontiguous(x):
+    """x's values as a non-contiguous view (the transpose of a transposed copy; 1-D: every other
+    element of a buffer twice as long)."""
+    if x.ndim == 0:
+        return x
+    if x.ndim == 1:
+        buf = np.zeros(2 * x.shape[0], x.dtype)
+        buf[::2] = x
+        return buf[::2]
+    v = np.ascontiguousarray(x.T).T
+    if x.ndim >= 2 and x.size > 1:
+        assert not v.flags.c_contiguous or x.shape.count(1) >= x.ndim - 1
+    return v
+
+
+# ---- MaxPool / AveragePool ------------------------------------------------------------------
+
+POOL_GEOMS = [
+    dict(kernel_shape=[3, 3]),
+    dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+    dict(kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1),
+    dict(kernel_shape=[3, 2], strides=[2, 1], pads=[1, 0, 2, 1], ceil_mode=1),
+    dict(kernel_shape=[3, 3], strides=[1, 2], pads=[2, 2, 2, 2], dilations=[2, 2]),
+    dict(kernel_shape=[2, 3], strides=[3, 2], pads=[1, 2, 0, 1], dilations=[2, 1], ceil_mode=1),
+    dict(kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER"),
+    dict(kernel_shape=[4, 4], strides=[3, 3], auto_pad="SAME_LOWER"),
+    dict(kernel_shape=[2, 3], auto_pad="VALID"),
+    dict(kernel_shape=[1, 1], strides=[3, 2]),
+    dict(kernel_shape=[5, 5], pads=[2, 2, 2, 2]),
+    dict(kernel_shape=[4], strides=[3], pads=[2, 1], ceil_mode=1),
+    dict(kernel_shape=[2, 3, 2], strides=[1, 2, 2], pads=[1, 0, 1, 0, 1, 1]),
+    dict(kernel_shape=[3, 1, 2], strides=[2, 1, 1], dilations=[1, 1, 2], ceil_mode=1),
+]
+
+
+def _pool_shapes(nsp):
+    if nsp == 1:
+        return [(2, 3, n) for n in SWEEP] + [(1, 2, 257)]
+    if nsp == 2:
+        return [(2, 3, n, 18 - n if n < 18 else n) for n in SWEEP] + [(1, 2, n, n) for n in (1, 2, 5, 7, 13, 17)] + [
+            (0, 3, 5, 5), (2, 0, 5, 5), (1, 5, 61, 67)]
+    return [(1, 2, a, b, c) for a, b, c in [(1, 1, 1), (2, 3, 4), (5, 7, 3), (8, 9, 17), (3, 0, 4), (4, 4, 4)]]
+
+
+def _pool_input(rng, shape, ties):
+    if ties:  # integer values: many equal maxima, so Indices must pick the first like numpy
+        return rng.integers(-3, 3, shape).astype(np.float32)
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("geom", POOL_GEOMS, ids=lambda g: "-".join(f"{k}{v}" for k, v in g.items()))
+@pytest.mark.parametrize("variant", ["max", "max+indices", "max+indices-colmajor", "avg", "avg-include-pad"])
+def test_pool_against_numpy(rng, geom, variant):
+    nsp = len(geom["kernel_shape"])
+    attrs = dict(geom)
+    op = "MaxPool" if variant.startswith("max") else "AveragePool"
+    outs = ["y", "i"] if "indices" in variant else ["y"]
+    if variant == "avg-include-pad":
+        attrs["count_include_pad"] = 1
+    if variant.endswith("colmajor"):
+        attrs["storage_order"] = 1
+    opset = 19 if (op == "AveragePool" and "dilations" in attrs) else 18
+    model = make_model([helper.make_node(op, ["x"], outs, name="n0", **attrs)], [vi("x")],
+                       [vi("y")] + ([vi("i", TensorProto.INT64)] if len(outs) > 1 else []), opset=opset)
+    nat, ref = _sessions(model, op)
+    checked = 0
+    for shape in _pool_shapes(nsp):
+        for ties in (False, True):
+            x = _pool_input(rng, shape, ties)
+            for feed in (x, _noncontiguous(x)):
+                got, want = _run_both(nat, ref, {"x": feed})
+                if got is None:
+                    continue
+                checked += 1
+                for g, w in zip(got, want):
+                    assert g.shape == w.shape and g.dtype == w.dtype, (shape, g.shape, w.shape)
+                    np.testing.assert_array_equal(g, w, err_msg=f"{op} {attrs} input {shape}")
+    assert checked >= 10
+
+
+def test_maxpool_nan_inf_and_all_padding_windows():
+    # NaN propagates (first NaN's index), -inf everywhere picks the window's first tap, windows
+    # that lie entirely in the padding give -inf (Max) and NaN / 0 (Average without / with pads).
+    x = np.full((1, 2, 5, 6), -np.inf, np.float32)
+    x[0, 0, 1, 2] = np.nan
+    x[0, 0, 3, 3] = 4
+    x[0, 1, 2, 2:5] = [1, np.nan, np.nan]
+    for op, extra, outs in (("MaxPool", {}, ["y", "i"]), ("AveragePool", {}, ["y"]),
+                            ("AveragePool", {"count_include_pad": 1}, ["y"])):
+        model = make_model([helper.make_node(op, ["x"], outs, name="n0", kernel_shape=[2, 3], strides=[2, 2],
+                                             pads=[3, 3, 3, 3], **extra)],
+                           [vi("x")], [vi(o, TensorProto.INT64 if o == "i" else F) for o in outs])
+        nat, ref = _sessions(model, op)
+        with np.errstate(all="ignore"):
+            got, want = _run_both(nat, ref, {"x": x})
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+
+
+def test_maxpool_indices_only(rng):
+    model = make_model([helper.make_node("MaxPool", ["x"], ["", "i"], name="n0", kernel_shape=[2, 3], strides=[2, 1],
+                                         pads=[1, 1, 0, 1])],
+                       [vi("x")], [vi("i", TensorProto.INT64)])
+    nat, ref = _sessions(model, "MaxPool")
+    x = rng.integers(-3, 3, (2, 3, 7, 8)).astype(np.float32)
+    got, want = _run_both(nat, ref, {"x": x})
+    assert got[0].dtype == np.int64
+    np.testing.assert_array_equal(got[0], want[0])
+
+
+@pytest.mark.parametrize("attrs,msg", [
+    (dict(kernel_shape=[3, 3], strides=[0, 1]), "strides"),
+    (dict(kernel_shape=[3, 3], pads=[1, 1]), "pads"),
+    (dict(kernel_shape=[3]), "kernel_shape"),
+    (dict(kernel_shape=[9, 9]), "larger than the padded input"),
+    (dict(kernel_shape=[2, 2], dilations=[1, 0]), "dilations"),
+])
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+def test_pool_errors_name_the_node(op, attrs, msg):
+    model = make_model([helper.make_node(op, ["x"], ["y"], name="n0", **attrs)], [vi("x")], [vi("y")])
+    nat, _ = _sessions(model, op)
+    with pytest.raises(onnxfast.errors.InvalidArgument, match=f"{op} 'n0'.*{msg}"):
+        nat.run(None, {"x": np.zeros((1, 2, 5, 5), np.float32)})
+
+
+def test_pool_large_map_threads_agree(rng):
+    x = rng.standard_normal((2, 16, 112, 113)).astype(np.float32)
+    for op, attrs in (("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])),
+                      ("AveragePool", dict(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1]))):
+        model = make_model([helper.make_node(op, ["x"], ["y"], name="n0", **attrs)], [vi("x")], [vi("y")])
+        results = []
+        for threads in (1, 3):
+            nat, ref = _sessions(model, op, threads)
+            got, want = _run_both(nat, ref, {"x": x})
+            np.testing.assert_array_equal(got[0], want[0])
+            results.append(got[0].tobytes())
+        assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("op", ["GlobalAveragePool", "GlobalMaxPool"])
+def test_global_pool(rng, op):
+    model = make_model([helper.make_node(op, ["x"], ["y"], name="n0")], [vi("x")], [vi("y")])
+    nat, ref = _sessions(model, op)
+    shapes = [(2, 3, n) for n in SWEEP if n] + [(2, 3, n, n + 1) for n in SWEEP] + [
+        (0, 4, 3, 3), (3, 0, 2, 2), (1, 2, 3, 4, 5), (2, 5), (1, 3, 300, 300), (2, 2048, 7, 7)]
+    for shape in shapes:
+        x = rng.standard_normal(shape).astype(np.float32)
+        for feed in (x, _noncontiguous(x)):
+            got = nat.run(None, {"x": feed})[0]
+            if x.size == 0 and 0 not in shape[:2]:
+                want = np.full(shape[:2] + (1,) * (len(shape) - 2), np.nan if "Average" in op else -np.inf, np.float32)
+            else:
+                want = ref.run(None, {"x": feed})[0]
+            assert got.shape == want.shape
+            if op == "GlobalMaxPool":
+                np.testing.assert_array_equal(got, want)
+            else:
+                n = max(1, int(np.prod(shape[2:])))
+                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * np.sqrt(n))
+    with pytest.raises(onnxfast.errors.InvalidArgument, match=f"{op} 'n0'"):
+        nat.run(None, {"x": np.zeros(3, np.float32)})
+
+
+# ---- Reduce* --------------------------------------------------------------------------------
+
+REDUCE_OPS = ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceL1", "ReduceL2", "ReduceSumSquare"]
+
+
+def _reduce_model(op, opset, keepdims, axes=None, axes_mode="input", noop=None):
+    """axes_mode: 'input' (fed at run time), 'const' (initializer), 'attr' (old opsets), 'none'."""
+    attrs = dict(keepdims=keepdims)
+    if noop is not None:
+        attrs["noop_with_empty_axes"] = noop
+    inputs, graph_inputs, inits = ["x"], [vi("x")], []
+    if axes_mode == "attr":
+        if axes is not None:
+            attrs["axes"] = axes
+    elif axes_mode == "input":
+        inputs.append("axes")
+        graph_inputs.append(vi("axes", TensorProto.INT64))
+    elif axes_mode == "const":
+        inputs.append("axes")
+        inits.append(("axes", np.array(axes, np.int64)))
+    node = helper.make_node(op, inputs, ["y"], name="n0", **attrs)
+    return make_model([node], graph_inputs, [vi("y")], initializers=inits, opset=opset)
+
+
+def _axes_input_opset(op):
+    return 13 if op == "ReduceSum" else 18
+
+
+def _check_reduce(op, got, want, count):
+    assert got.shape == want.shape and got.dtype == want.dtype == np.float32, (got.shape, want.shape)
+    if op in ("ReduceMax", "ReduceMin"):
+        np.testing.assert_array_equal(got, want)
+    else:
+        scale = np.sqrt(max(count, 1))
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6 * scale * (scale if "Sq" in op or "L2" in op else 1))
+
+
+def _reduce_cases(rank):
+    """(shape, axes) pairs: every size in SWEEP along the reduced axes, kept axes odd-sized."""
+    cases = []
+    for axes in itertools.chain.from_iterable(itertools.combinations(range(rank), k) for k in range(1, rank + 1)):
+        for n in SWEEP:
+            shape = [3, 5, 2, 7][:rank]
+            for a in axes:
+                shape[a] = n if a == axes[0] else max(1, (n * 7) % 19)
+            cases.append((tuple(shape), list(axes)))
+    return cases
+
+
+@pytest.mark.parametrize("op", REDUCE_OPS)
+@pytest.mark.parametrize("keepdims", [0, 1])
+def test_reduce_axes_input_sweep(rng, op, keepdims):
+    model = _reduce_model(op, 18, keepdims)
+    nat, ref = _sessions(model, op)
+    for rank in (1, 2, 3, 4):
+        for shape, axes in _reduce_cases(rank):
+            x = rng.standard_normal(shape).astype(np.float32)
+            count = int(np.prod([shape[a] for a in axes]))
+            negated = [a - rank if i % 2 else a for i, a in enumerate(axes)]
+            for feed in (x, _noncontiguous(x)):
+                got, want = _run_both(nat, ref, {"x": feed, "axes": np.array(negated, np.int64)})
+                _check_reduce(op, got[0], want[0], count)
+
+
+@pytest.mark.parametrize("op", REDUCE_OPS)
+@pytest.mark.parametrize("mode", ["attr", "const"])
+def test_reduce_old_opset_attribute_and_constant_axes(rng, op, mode):
+    opset = _axes_input_opset(op) - 1 if mode == "attr" else _axes_input_opset(op)
+    for axes, keepdims in (([1], 1), ([0, 2], 0), ([-1], 0), ([2, 0, 1], 1)):
+        model = _reduce_model(op, opset, keepdims, axes, mode)
+        nat, ref = _sessions(model, op)
+        for shape in ((4, 5, 6), (1, 17, 1), (3, 0, 2), (0, 4, 3), (7, 33, 129)):
+            x = rng.standard_normal(shape).astype(np.float32)
+            got, want = _run_both(nat, ref, {"x": x})
+            _check_reduce(op, got[0], want[0], int(np.prod([shape[a] for a in axes])))
+
+
+@pytest.mark.parametrize("op", REDUCE_OPS)
+def test_reduce_empty_axes_and_noop(rng, op):
+    x = rng.standard_normal((3, 4, 5)).astype(np.float32)
+    cases = [("attr", _axes_input_opset(op) - 1, None), ("none", 18, 0), ("none", 18, 1), ("input", 18, 1),
+             ("input", 18, 0)]
+    for mode, opset, noop in cases:
+        model = _reduce_model(op, opset, 1, None, mode, noop)
+        nat, ref = _sessions(model, op)
+        feed = {"x": x}
+        if mode == "input":
+            feed["axes"] = np.zeros(0, np.int64)
+        for f in (feed, dict(feed, x=np.zeros((2, 0, 3), np.float32))):
+            got, want = _run_both(nat, ref, f)
+            _check_reduce(op, got[0], want[0], f["x"].size)
+            if noop:
+                np.testing.assert_array_equal(got[0], f["x"])
+
+
+@pytest.mark.parametrize("op", REDUCE_OPS)
+def test_reduce_nan_inf_and_scalars(op):
+    model = _reduce_model(op, 18, 0)
+    nat, ref = _sessions(model, op)
+    x = np.arange(60, dtype=np.float32).reshape(3, 4, 5) - 30
+    x[0, 1, 2] = np.nan
+    x[1, 2, 3] = np.inf
+    x[2, 3, 4] = -np.inf
+    with np.errstate(all="ignore"):
+        for axes in ([0], [1], [2], [0, 2], [1, 2], [0, 1, 2]):
+            got, want = _run_both(nat, ref, {"x": x, "axes": np.array(axes, np.int64)})
+            np.testing.assert_array_equal(got[0], want[0])
+        got, want = _run_both(nat, ref, {"x": np.array(2.5, np.float32), "axes": np.zeros(0, np.int64)})
+        np.testing.assert_array_equal(got[0], want[0])
+
+
+@pytest.mark.parametrize("axes,msg", [([3], "out of range"), ([-4], "out of range"), ([1, -2], "twice")])
+def test_reduce_bad_axes_name_the_node(axes, msg):
+    model = _reduce_model("ReduceSum", 18, 1)
+    nat, ref = _sessions(model, "ReduceSum")
+    feed = {"x": np.zeros((2, 3, 4), np.float32), "axes": np.array(axes, np.int64)}
+    with pytest.raises(onnxfast.errors.InvalidArgument, match=f"ReduceSum 'n0'.*{msg}"):
+        nat.run(None, feed)
+    with pytest.raises(onnxfast.errors.InvalidArgument):
+        ref.run(None, feed)
+
+
+@pytest.mark.parametrize("op", ["ReduceSum", "ReduceMean", "ReduceL2", "ReduceMax"])
+@pytest.mark.parametrize("shape,axes", [
+    ((3, 300001), [1]),          # long contiguous rows: fixed chunks
+    ((1, 70000, 5), [1]),        # reduced axis in the middle: row chunks
+    ((257, 1023), [0, 1]),       # everything
+    ((64, 33, 100), [0, 2]),     # two reduced groups
+    ((1000, 3, 100), [0, 2]),    # chunks of whole segments
+    ((300000, 3), [0]),
+])
+def test_reduce_is_bitwise_deterministic_across_threads(rng, op, shape, axes):
+    x = (rng.standard_normal(shape) * 3 + 1).astype(np.float32)
+    model = _reduce_model(op, 18, 0)
+    outs = []
+    for threads in (1, 2, 3, 4):
+        nat, ref = _sessions(model, op, threads)
+        feed = {"x": x, "axes": np.array(axes, np.int64)}
+        for _ in range(2):
+            outs.append(nat.run(None, feed)[0].tobytes())
+    assert len(set(outs)) == 1
+    got = np.frombuffer(outs[0], np.float32)
+    want = ref.run(None, feed)[0].reshape(-1)
+    _check_reduce(op, got, want, int(np.prod([shape[a] for a in axes])))
+
+
+# ---- Transpose ------------------------------------------------------------------------------
+
+TRANSPOSE_DTYPES = [np.float32, np.uint8, np.int16, np.int64, np.complex128, np.bool_, np.float16]
+
+
+def _transpose_shapes(rank):
+    base = {0: [()], 1: [(0,), (1,), (17,)], 2: [(n, m) for n in (0, 1, 2, 7, 16, 17, 65) for m in (1, 3, 64, 67)],
+            3: [(2, 3, 5), (1, 7, 1), (4, 0, 3), (17, 16, 15), (3, 1, 33)],
+            4: [(2, 3, 4, 5), (1, 5, 1, 7), (3, 17, 2, 9), (2, 0, 3, 1)]}
+    return base[rank]
+
+
+def _values(rng, shape, dt):
+    if dt == np.bool_:
+        return rng.random(shape) > 0.5
+    if dt == np.complex128:
+        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dt)
+    return (rng.standard_normal(shape) * 50).astype(dt)
+
+
+@pytest.mark.parametrize("rank", [0, 1, 2, 3, 4])
+@pytest.mark.parametrize("dt", TRANSPOSE_DTYPES, ids=lambda d: np.dtype(d).name)
+def test_transpose_all_perms(rng, rank, dt):
+    code = onnxfast.dtypes.onnx_code(dt)
+    perms = [p for p in itertools.permutations(range(rank)) if p] + [None]  # onnx.helper cannot write perm=[]
+    for perm in perms:
+        attrs = {} if perm is None else {"perm": list(perm)}
+        model = make_model([helper.make_node("Transpose", ["x"], ["y"], name="n0", **attrs)], [vi("x", code)],
+                           [vi("y", code)])
+        nat, ref = _sessions(model, "Transpose")
+        for shape in _transpose_shapes(rank):
+            x = _values(rng, shape, dt)
+            for feed in (x, _noncontiguous(x)):
+                got = nat.run(None, {"x": feed})[0]
+                want = np.transpose(x, perm)
+                assert got.dtype == want.dtype and got.shape == want.shape
+                np.testing.assert_array_equal(got, want)
+                np.testing.assert_array_equal(got, ref.run(None, {"x": feed})[0])
+
+
+@pytest.mark.parametrize("shape,perm", [
+    ((1000, 1001), (1, 0)), ((8, 3, 224, 225), (0, 2, 3, 1)), ((2, 224, 225, 3), (0, 3, 1, 2)),
+    ((16, 12, 129, 64), (0, 2, 1, 3)), ((5, 6, 7, 8, 9, 10), (5, 3, 1, 4, 2, 0)), ((2, 3, 4, 5, 6), (4, 0, 3, 1, 2)),
+])
+@pytest.mark.parametrize("dt", [np.float32, np.uint8, np.float64], ids=lambda d: np.dtype(d).name)
+def test_transpose_large_and_high_rank(rng, shape, perm, dt):
+    code = onnxfast.dtypes.onnx_code(dt)
+    model = make_model([helper.make_node("Transpose", ["x"], ["y"], name="n0", perm=list(perm))], [vi("x", code)],
+                       [vi("y", code)])
+    x = _values(rng, shape, dt)
+    for threads in (1, 2):
+        nat, _ = _sessions(model, "Transpose", threads)
+        np.testing.assert_array_equal(nat.run(None, {"x": x})[0], np.transpose(x, perm))
+
+
+@pytest.mark.parametrize("perm", [[0, 0, 1], [0, 1], [0, 1, 3], [-1, 0, 1]])
+def test_transpose_bad_perm_names_the_node(perm):
+    model = make_model([helper.make_node("Transpose", ["x"], ["y"], name="n0", perm=perm)], [vi("x")], [vi("y")])
+    nat, ref = _sessions(model, "Transpose")
+    x = np.zeros((2, 3, 4), np.float32)
+    with pytest.raises(onnxfast.errors.InvalidArgument, match="Transpose 'n0'.*perm"):
+        nat.run(None, {"x": x})
+    with pytest.raises(onnxfast.errors.InvalidArgument):
+        ref.run(None, {"x": x})
+
+
+# ---- Concat / Where -------------------------------------------------------------------------
+
+CONCAT_DTYPES = [np.float32, np.int8, np.float16, np.int64, np.complex128, np.bool_]
+
+
+@pytest.mark.parametrize("dt", CONCAT_DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("nin", [1, 2, 3, 5])
+def test_concat_sweep(rng, dt, nin):
+    code = onnxfast.dtypes.onnx_code(dt)
+    names = [f"x{k}" for k in range(nin)]
+    for rank in (1, 2, 3, 4):
+        base = [3, 1, 4, 2][:rank]
+        for axis in range(-rank, rank):
+            model = make_model([helper.make_node("Concat", names, ["y"], name="n0", axis=axis)],
+                               [vi(n, code) for n in names], [vi("y", code)])
+            nat, ref = _sessions(model, "Concat")
+            for n in SWEEP[::3] + [17]:
+                arrays = []
+                for k in range(nin):
+                    shape = list(base)
+                    shape[axis] = (n + 5 * k) % 19 if k else n
+                    arrays.append(_values(rng, tuple(shape), dt))
+                for feed in ({nm: a for nm, a in zip(names, arrays)},
+                             {nm: _noncontiguous(a) for nm, a in zip(names, arrays)}):
+                    got, want = _run_both(nat, ref, feed)
+                    assert got[0].dtype == want[0].dtype and got[0].shape == want[0].shape
+                    np.testing.assert_array_equal(got[0], want[0])
+                    np.testing.assert_array_equal(got[0], np.concatenate(arrays, axis=axis))
+
+
+@pytest.mark.parametrize("shapes,axis", [
+    ([(1, 3, 300, 301), (1, 5, 300, 301)], 1),      # one outer row: 64 KiB pieces
+    ([(4, 70000), (4, 1), (4, 0), (4, 33333)], 1),
+    ([(64, 32, 7, 7)] * 4, 1),
+    ([(100000,), (3,)], 0),
+])
+def test_concat_large(rng, shapes, axis):
+    names = [f"x{k}" for k in range(len(shapes))]
+    model = make_model([helper.make_node("Concat", names, ["y"], name="n0", axis=axis)], [vi(n) for n in names],
+                       [vi("y")])
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    for threads in (1, 2):
+        nat, _ = _sessions(model, "Concat", threads)
+        np.testing.assert_array_equal(nat.run(None, dict(zip(names, arrays)))[0], np.concatenate(arrays, axis=axis))
+
+
+@pytest.mark.parametrize("shapes,axis,msg", [
+    ([(2, 3), (3, 3)], 1, "do not match outside axis"),
+    ([(2, 3), (2, 3, 1)], 0, "do not match outside axis"),
+    ([(2, 3), (2, 3)], 2, "out of range"),
+    ([(), ()], 0, "out of range"),
+])
+def test_concat_errors_name_the_node(shapes, axis, msg):
+    names = [f"x{k}" for k in range(len(shapes))]
+    model = make_model([helper.make_node("Concat", names, ["y"], name="n0", axis=axis)], [vi(n) for n in names],
+                       [vi("y")])
+    nat, ref = _sessions(model, "Concat")
+    feed = {n: np.zeros(s, np.float32) for n, s in zip(names, shapes)}
+    with pytest.raises(onnxfast.errors.InvalidArgument, match=f"Concat 'n0'.*{msg}"):
+        nat.run(None, feed)
+    with pytest.raises(onnxfast.errors.InvalidArgument):
+        ref.run(None, feed)
+
+
+WHERE_SHAPES = [
+    ((), (), ()), ((5,), (), ()), ((), (5,), (1,)), ((3, 4), (4,), (3, 1)), ((3, 1), (1, 4), ()),
+    ((2, 3, 4), (3, 1), (2, 1, 4)), ((2, 1, 4), (1, 3, 1), (4,)), ((0, 3), (3,), (1, 3)), ((17,), (17,), (17,)),
+    ((4, 1, 1, 5), (1, 3, 2, 1), (4, 3, 2, 5)), ((1,), (7, 1), (1, 9)), ((2, 0, 3), (1,), (2, 1, 3)),
+    ((64, 1), (64, 9000), (1, 9000)), ((70000,), (70000,), ()),
+]
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.int8, np.float16, np.int64, np.complex128, np.bool_],
+                         ids=lambda d: np.dtype(d).name)
+def test_where_broadcast(rng, dt):
+    code = onnxfast.dtypes.onnx_code(dt)
+    model = make_model([helper.make_node("Where", ["c", "x", "y"], ["o"], name="n0")],
+                       [vi("c", TensorProto.BOOL), vi("x", code), vi("y", code)], [vi("o", code)])
+    nat, ref = _sessions(model, "Where")
+    for sc, sx, sy in WHERE_SHAPES:
+        c = rng.random(sc) > 0.4
+        x, y = _values(rng, sx, dt), _values(rng, sy, dt)
+        for feed in ({"c": c, "x": x, "y": y}, {"c": _noncontiguous(c), "x": _noncontiguous(x), "y": y}):
+            got, want = _run_both(nat, ref, feed)
+            assert got[0].dtype == want[0].dtype and got[0].shape == want[0].shape
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[0], np.where(c, x, y))
+
+
+def test_where_errors_name_the_node():
+    model = make_model([helper.make_node("Where", ["c", "x", "y"], ["o"], name="n0")],
+                       [vi("c", TensorProto.BOOL), vi("x"), vi("y")], [vi("o")])
+    nat, ref = _sessions(model, "Where")
+    feed = {"c": np.ones((2, 3), bool), "x": np.zeros((4, 3), np.float32), "y": np.zeros(3, np.float32)}
+    with pytest.raises(onnxfast.errors.InvalidArgument, match="Where 'n0'.*broadcast"):
+        nat.run(None, feed)
+    with pytest.raises(onnxfast.errors.InvalidArgument):
+        ref.run(None, feed)
