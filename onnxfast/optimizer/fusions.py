@@ -93,11 +93,16 @@ def _static_shape(graph: ir.Graph, name: str) -> list | None:
     return None if vi is None or vi.shape is None else list(vi.shape)
 
 
-def fuse_matmul_epilogue(graph: ir.Graph, model: ir.Model) -> bool:
+def _repeat(fuse_one, graph: ir.Graph, model: ir.Model) -> bool:
+    """Apply a one-site rewrite until it finds nothing more; True if it changed the graph."""
     changed = False
-    while _fuse_one_matmul(graph, model):
+    while fuse_one(graph, model):
         changed = True
     return changed
+
+
+def fuse_matmul_epilogue(graph: ir.Graph, model: ir.Model) -> bool:
+    return _repeat(_fuse_one_matmul, graph, model)
 
 
 def _fuse_one_matmul(graph: ir.Graph, model: ir.Model) -> bool:
@@ -146,10 +151,7 @@ def _fuse_one_matmul(graph: ir.Graph, model: ir.Model) -> bool:
 
 
 def fuse_conv_activation(graph: ir.Graph, model: ir.Model) -> bool:
-    changed = False
-    while _fuse_one_conv(graph, model):
-        changed = True
-    return changed
+    return _repeat(_fuse_one_conv, graph, model)
 
 
 def _fuse_one_conv(graph: ir.Graph, model: ir.Model) -> bool:
