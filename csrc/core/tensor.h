@@ -25,6 +25,23 @@ void set_max_allocation_bytes(size_t n);
 using OwnerRelease = void (*)(PyObject* owner);
 void set_owner_release(OwnerRelease fn);
 
+// Raw buffers: 16-byte aligned up to 4 KiB, else 64-byte aligned; blocks of 64 KiB and more are
+// recycled by exact size through a bounded cache (see tensor.cpp). free_block takes the size
+// that was asked for.
+void* alloc_block(size_t nbytes);
+void free_block(void* p, size_t nbytes);
+
+// A kernel's scratch buffer for the length of a call (null data when allocation failed).
+struct ScratchBlock {
+  explicit ScratchBlock(size_t nbytes) : data(alloc_block(nbytes)), nbytes(nbytes) {}
+  ~ScratchBlock() { free_block(data, nbytes); }
+  ScratchBlock(const ScratchBlock&) = delete;
+  ScratchBlock& operator=(const ScratchBlock&) = delete;
+  float* floats() const { return static_cast<float*>(data); }
+  void* data;
+  size_t nbytes;
+};
+
 struct Storage {
   void* data = nullptr;
   size_t nbytes = 0;

@@ -180,10 +180,8 @@ class ConvKernel : public Kernel {
     const double cost = 2.0 * std::min(Mg, mblock) * chunk * kdim / 48.0;
     parallel_for(g.N * g.group * nchunks * mblocks, cost, [&](int64_t tb, int64_t te) {
       // GEMM panels are read with aligned vector loads: 64-byte aligned buffer.
-      const size_t bytes = static_cast<size_t>(kGemmKC * ((chunk + 15) / 16) * 16) * sizeof(float);
-      std::unique_ptr<float, void (*)(void*)> buf(static_cast<float*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64)),
-                                                  &std::free);
-      if (!buf) fail(ErrorKind::kAllocation, name_ + ": out of memory for the column buffer");
+      ScratchBlock buf(static_cast<size_t>(kGemmKC * ((chunk + 15) / 16) * 16) * sizeof(float));
+      if (!buf.data) fail(ErrorKind::kAllocation, name_ + ": out of memory for the column buffer");
       for (int64_t t = tb; t < te; ++t) {
         const int64_t mb = t % mblocks, rest = t / mblocks;
         const int64_t ci = rest % nchunks, gr = (rest / nchunks) % g.group, n = rest / (nchunks * g.group);
@@ -197,8 +195,8 @@ class ConvKernel : public Kernel {
         if (g.in_sp.size() == 2) build_table(g, j0, nc, table);  // once per task, for all K blocks
         for (int64_t k0 = 0; k0 < kdim; k0 += kGemmKC) {
           const int64_t kc = std::min(kGemmKC, kdim - k0);
-          pack_columns(g, xg, k0, kc, j0, nc, table, buf.get());
-          sgemm_kblock((*wp)[gr], m0, m1, k0, kc, buf.get(), nc, yt, out_size, k0 == 0 ? 0.f : 1.f);
+          pack_columns(g, xg, k0, kc, j0, nc, table, buf.floats());
+          sgemm_kblock((*wp)[gr], m0, m1, k0, kc, buf.floats(), nc, yt, out_size, k0 == 0 ? 0.f : 1.f);
         }
         const float* res = residual ? residual + (n * g.M + gr * Mg) * out_size + j0 : nullptr;
         for (int64_t m = m0; m < m1; ++m)
@@ -529,15 +527,14 @@ class ConvKernel : public Kernel {
     const int mode = direct_mode();
     const bool use_b = mode ? mode == 2 : (Mg >= lb && (OHW <= 256 || Cg * T > 320));
     const size_t plane_floats = static_cast<size_t>(pl.slots * g.C * pl.cs + pl.maxrx + la + 16);
-    std::unique_ptr<float, void (*)(void*)> planes(
-        static_cast<float*>(std::aligned_alloc(64, (plane_floats * sizeof(float) + 63) / 64 * 64)), &std::free);
-    if (!planes) fail(ErrorKind::kAllocation, name_ + ": out of memory for the input planes");
-    std::fill(planes.get() + pl.slots * g.C * pl.cs, planes.get() + plane_floats, 0.f);
+    ScratchBlock planes(plane_floats * sizeof(float));
+    if (!planes.data) fail(ErrorKind::kAllocation, name_ + ": out of memory for the input planes");
+    std::fill(planes.floats() + pl.slots * g.C * pl.cs, planes.floats() + plane_floats, 0.f);
     ThreadPool* pool = current_pool();
     const int64_t want = 4 * (pool ? pool->num_threads() : 1);
     const double kcost = 2.0 * Cg * T / 48.0;
     for (int64_t n = 0; n < g.N; ++n) {
-      fill_planes(g, pl, x + n * g.C * g.in_sp[0] * g.in_sp[1], planes.get());
+      fill_planes(g, pl, x + n * g.C * g.in_sp[0] * g.in_sp[1], planes.floats());
       float* yn = y + n * g.M * OHW;
       const float* rn = residual ? residual + n * g.M * OHW : nullptr;
       if (use_b) {
@@ -558,7 +555,7 @@ class ConvKernel : public Kernel {
             const int64_t q0 = qi * qchunk, q1 = std::min(OHW, q0 + qchunk);
             const int64_t m0 = blk * lb, mn = std::min(lb, Mg - m0);
             for (int64_t q = q0; q < q1; ++q) pos[q - q0] = (q / OW) * pl.Wph + q % OW;
-            const float* in = planes.get() + gr * Cg * pl.cs;
+            const float* in = planes.floats() + gr * Cg * pl.cs;
             const float* wb = (*wp)[gr].get() + blk * Cg * T * lb;
             for (int64_t c0 = 0; c0 < Cg || c0 == 0; c0 += cb) {
               const int64_t K = T * std::min(cb, Cg - c0);
@@ -601,7 +598,7 @@ class ConvKernel : public Kernel {
           const int64_t oy0 = ri * rchunk, oy1 = std::min(OH, oy0 + rchunk);
           const int64_t np = (oy1 - oy0) * pl.Wph, ntiles = (np + la - 1) / la, ldo = ntiles * la;
           if (scratch.size() < static_cast<size_t>(ra * ldo)) scratch.resize(static_cast<size_t>(ra * ldo));
-          const float* in = planes.get() + gr * Cg * pl.cs + oy0 * pl.Wph;
+          const float* in = planes.floats() + gr * Cg * pl.cs + oy0 * pl.Wph;
           for (int64_t rb0 = mi * mchunk; rb0 < std::min(nra, (mi + 1) * mchunk); ++rb0) {
             const int64_t m0 = rb0 * ra, rows = std::min(ra, Mg - m0);
             const float* w = (*wp)[gr].get() + (m0 / lb) * Cg * T * lb + m0 % lb;

@@ -423,6 +423,32 @@ void test_transpose_kernel() {
 
 }  // namespace
 
+// ---- Block cache --------------------------------------------------------------------------
+
+void test_block_cache() {
+  // Alignment by size class; a freed large block comes back for the same size, not another.
+  for (size_t n : {size_t(1), size_t(100), size_t(4096), size_t(4097), size_t(70000), size_t(1) << 20}) {
+    void* p = alloc_block(n);
+    check(p != nullptr, "alloc_block(" + std::to_string(n) + ")");
+    const size_t align = n <= 4096 ? 16 : 64;
+    check(reinterpret_cast<uintptr_t>(p) % align == 0, "alignment of alloc_block(" + std::to_string(n) + ")");
+    std::memset(p, 0xab, n);
+    free_block(p, n);
+  }
+  void* a = alloc_block(size_t(3) << 20);
+  free_block(a, size_t(3) << 20);
+  void* b = alloc_block(size_t(3) << 20);
+  check(a == b, "a freed 3 MiB block is reused for the next 3 MiB request");
+  void* c = alloc_block(size_t(3) << 20);
+  check(c != b, "a block in use is not handed out twice");
+  free_block(b, size_t(3) << 20);
+  free_block(c, size_t(3) << 20);
+  {
+    ScratchBlock s(size_t(1) << 18);
+    check(s.data != nullptr && reinterpret_cast<uintptr_t>(s.data) % 64 == 0, "ScratchBlock is 64-byte aligned");
+  }
+}
+
 int main() {
   register_elementwise_kernels();
   register_gemm_kernels();
@@ -442,6 +468,7 @@ int main() {
   test_reduce_engine();
   test_pool_kernels();
   test_transpose_kernel();
+  test_block_cache();
   std::printf("%d checks, %d failures\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
 }
