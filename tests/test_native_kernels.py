@@ -462,3 +462,20 @@ def test_fused_matmul_rejects_a_bias_of_the_wrong_length(rng):
                        extra_opsets=[("onnxfast", 1)])
     with pytest.raises(Exception, match="bias must have shape"):
         native_session(model, ("FusedMatMul",)).run(None, {"a": np.ones((2, 3), np.float32)})
+
+
+@pytest.mark.parametrize("spatial,strides", [((13, 13), [2, 2]), ((14, 14), [2, 2]), ((9,), [3]), ((5, 7, 4), [2, 3, 1])],
+                         ids=str)
+def test_strided_pointwise_conv_on_small_maps(rng, spatial, strides):
+    """1x1 strided convolutions whose output map is under 64 positions (ResNet's 1x1 stride-2
+    projections at 14x14 -> 7x7) read a subsampled copy of X through the transposed GEMM path."""
+    n, c, m = 2, 24, 80
+    x = rng.standard_normal((n, c, *spatial)).astype(np.float32)
+    w = (rng.standard_normal((m, c) + (1,) * len(spatial)) * 0.2).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    model = make_model([helper.make_node("Conv", ["x", "w", "b"], ["y"], strides=strides)], [vi("x", F, list(x.shape))],
+                       [vi("y", F)], initializers=[("w", w), ("b", b)])
+    got = native_session(model).run(None, {"x": x})[0]
+    ref = ort_run(model, {"x": x})[0]
+    assert got.shape == ref.shape and int(np.prod(got.shape[2:])) < 64
+    close(got, ref, c)

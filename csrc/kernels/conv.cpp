@@ -328,20 +328,47 @@ class ConvKernel : public Kernel {
     }
   }
 
-  // 1x1, stride 1, unpadded, one group, on a map of under 64 positions (7x7: 49): GEMM panels along
+  // 1x1, unpadded, one group, with an output map of under 64 positions (7x7: 49): GEMM panels along
   // the positions would waste a quarter of every vector, so compute Y^T (positions x M) =
   // X^T (positions x C) * W^T (C x M), vectorized along the output channels, then transpose into Y
-  // with the epilogue.
+  // with the epilogue. Strided (the 1x1 stride-2 projections of ResNet) reads a subsampled copy of X.
   bool pointwise_small(const ConvGeom& g) const {
     if (g.group != 1 || shape_numel(g.out_sp) >= 64 || g.M < 64) return false;
     for (size_t d = 0; d < g.k_sp.size(); ++d)
-      if (g.k_sp[d] != 1 || g.strides[d] != 1 || g.pad_begin[d] != 0 || g.out_sp[d] != g.in_sp[d]) return false;
+      if (g.k_sp[d] != 1 || g.pad_begin[d] != 0 || g.pad_end[d] != 0) return false;
     return true;
+  }
+
+  // x[n][c][out position * strides] into dst[n][c][out position] (1x1 unpadded convolutions).
+  static void subsample(const ConvGeom& g, const float* x, float* dst) {
+    const size_t sd = g.in_sp.size();
+    const int64_t P = shape_numel(g.out_sp), in_size = shape_numel(g.in_sp);
+    std::vector<int64_t> offs(static_cast<size_t>(P));
+    for (int64_t q = 0; q < P; ++q) {
+      int64_t rem = q, off = 0, stride = 1;
+      for (size_t d = sd; d-- > 0;) {
+        off += (rem % g.out_sp[d]) * g.strides[d] * stride;
+        rem /= g.out_sp[d];
+        stride *= g.in_sp[d];
+      }
+      offs[q] = off;
+    }
+    parallel_for(g.N * g.C, static_cast<double>(P), [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t)
+        for (int64_t q = 0; q < P; ++q) dst[t * P + q] = x[t * in_size + offs[q]];
+    });
   }
 
   void pointwise_transposed(const ConvGeom& g, const float* x, const Tensor& W, const float* bias,
                             const float* residual, float* y) const {
     const int64_t P = shape_numel(g.out_sp), C = g.C, M = g.M;
+    std::unique_ptr<ScratchBlock> sub;
+    if (P != shape_numel(g.in_sp)) {  // strided: the positions read, packed together
+      sub = std::make_unique<ScratchBlock>(static_cast<size_t>(g.N * C * P) * sizeof(float));
+      if (!sub->data) fail(ErrorKind::kAllocation, name_ + ": out of memory for the subsampled input");
+      subsample(g, x, sub->floats());
+      x = sub->floats();
+    }
     std::shared_ptr<PackedB> fresh;
     const PackedB* wt;
     if (!packed_w_.empty() && packed_shape_ == W.shape) {
