@@ -119,3 +119,27 @@ def test_large_outputs_reuse_cached_blocks_without_page_faults():
         del y
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
     assert faults < 200, f"{faults} page faults in 5 runs"
+
+
+@pytest.mark.parametrize("arena", [True, False])
+def test_enable_cpu_mem_arena_decides_whether_outputs_are_cached(arena):
+    """SessionOptions.enable_cpu_mem_arena=False: a session's freed outputs go back to the C library
+    instead of the block cache."""
+    from onnx import TensorProto
+
+    from onnxfast import _core
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [777, 333])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 9
+    o = onnxfast.SessionOptions()
+    o.enable_cpu_mem_arena = arena
+    s = onnxfast.InferenceSession(m.SerializeToString(), o)
+    x = np.ones((777, 333), np.float32)
+    y = s.run(None, {"x": x})[0]
+    before = _core.block_cache_bytes()
+    del y
+    grew = _core.block_cache_bytes() - before
+    assert (grew >= 777 * 333 * 4) == arena, grew

@@ -123,6 +123,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("set_error_hook", &set_error_hook);
   m.def("max_allocation_bytes", &max_allocation_bytes);
   m.def("set_max_allocation_bytes", &set_max_allocation_bytes);
+  m.def("block_cache_bytes", &block_cache_bytes, "bytes of freed buffers the block cache holds for reuse");
   m.def("native_kernels", []() {
     py::dict d;
     for (auto& kv : kernel_table()) d[py::str(kv.first)] = py::cast(kv.second.dtypes);
@@ -292,6 +293,7 @@ PYBIND11_MODULE(_core, m) {
       .def("run_positional", &Plan::run_positional)
       .def_readwrite("profiling", &Plan::profiling)
       .def_readwrite("denormal_as_zero", &Plan::denormal_as_zero)
+      .def_readwrite("cache_blocks", &Plan::cache_blocks)
       .def_readwrite("pool", &Plan::pool)
       .def("take_profile", &Plan::take_profile)
       .def("num_steps", &Plan::num_steps)

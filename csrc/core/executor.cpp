@@ -518,6 +518,7 @@ void Plan::execute(Run& r, const std::vector<int>& order, RunOptions* ro) const 
           Value& ov = r.at(o);
           ov.kind = Value::kTensor;
           ov.t = Tensor::empty(specs[k].dtype, specs[k].shape, st.op_type + " '" + st.name + "' output", st.out_device);
+          if (!cache_blocks && ov.t.storage) ov.t.storage->cacheable = false;
           outp.push_back(&ov.t);
         }
         st.kernel->compute(ins, outp);

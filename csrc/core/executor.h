@@ -96,6 +96,9 @@ class Plan {
 
   bool profiling = false;
   bool denormal_as_zero = false;
+  // SessionOptions.enable_cpu_mem_arena: outputs and intermediates go back to the block cache when
+  // freed (true) or straight to the C library (false).
+  bool cache_blocks = true;
   std::shared_ptr<ThreadPool> pool;  // intra-op pool (null: single-threaded)
   py::list take_profile();
 

@@ -90,6 +90,11 @@ void* alloc_block(size_t nbytes) {
   return std::aligned_alloc(64, rounded);  // 64-byte aligned
 }
 
+size_t block_cache_bytes() {
+  std::lock_guard<std::mutex> g(g_cache->mu);
+  return g_cache->cached;
+}
+
 void free_block(void* p, size_t nbytes) {
   if (!p) return;
   const size_t rounded = rounded_size(nbytes);
@@ -118,7 +123,8 @@ Storage::~Storage() {
   if (owner) {
     if (OwnerRelease fn = g_owner_release.load()) fn(owner);
   } else if (owned) {
-    free_block(data, nbytes);
+    if (cacheable) free_block(data, nbytes);
+    else std::free(data);
   }
 }
 

@@ -30,6 +30,7 @@ void set_owner_release(OwnerRelease fn);
 // that was asked for.
 void* alloc_block(size_t nbytes);
 void free_block(void* p, size_t nbytes);
+size_t block_cache_bytes();  // bytes held by the cache now
 
 // A kernel's scratch buffer for the length of a call (null data when allocation failed).
 struct ScratchBlock {
@@ -49,6 +50,8 @@ struct Storage {
   bool owned = false;
   // Set for initializers and user inputs: outputs aliasing them are copied before returning.
   bool external = false;
+  // Freed into the block cache (false: straight to the C library; enable_cpu_mem_arena=False).
+  bool cacheable = true;
   Storage() = default;
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
