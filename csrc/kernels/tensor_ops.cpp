@@ -1,6 +1,13 @@
 // Data movement kernels for every fixed-size element type (moved as 1/2/4/8/16-byte words):
-// Transpose (any rank and perm), Concat (any axis; omitted inputs skipped) and Where (bool
-// condition, three-way numpy broadcasting).
+// Transpose (any rank and perm), Concat (any axis; omitted inputs skipped), Where (bool
+// condition, three-way numpy broadcasting), Gather (any axis; int32 / int64 indices, negative ones
+// wrapped, all checked before anything is written: an out-of-range index raises IndexError naming
+// the node and the index) and Slice (opset 1 attributes or opset 10+ int32 / int64 inputs, fed or
+// constant; the numpy kernel's clamping, negative steps, INT64_MAX / INT64_MIN ends).
+//
+// Gather copies rows of the dims after the axis (single words when that row is one element).
+// Slice folds count-1 dims into the base offset, merges dims that stay contiguous, then copies
+// rows (memcpy when the innermost step is 1, a strided word loop otherwise).
 //
 // Transpose drops size-1 dims and merges dims that stay neighbours, then either copies
 // contiguous rows (the innermost dim is unmoved) or runs a cache-blocked 2-D transpose of the
@@ -444,6 +451,280 @@ class WhereKernel : public Kernel {
   std::string name_;
 };
 
+
+// ---- Gather ---------------------------------------------------------------------------------
+
+// Integer values of a 1-D (or scalar) int32 / int64 tensor.
+std::vector<int64_t> int_values(const Tensor& t, const std::string& who, const char* what) {
+  std::vector<int64_t> v(static_cast<size_t>(t.numel()));
+  if (t.dtype == kInt64) {
+    std::copy(t.ptr<int64_t>(), t.ptr<int64_t>() + t.numel(), v.begin());
+  } else if (t.dtype == kInt32) {
+    std::copy(t.ptr<int32_t>(), t.ptr<int32_t>() + t.numel(), v.begin());
+  } else {
+    fail(ErrorKind::kInvalidType, who + ": " + what + " must be tensor(int32) or tensor(int64), got tensor(" +
+                                      dtype_name(t.dtype) + ")");
+  }
+  return v;
+}
+
+std::string ints_str(const std::vector<int64_t>& v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s + "]";
+}
+
+int64_t normalize_axis(int64_t axis, int64_t rank, const std::string& who, const char* what) {
+  if (axis < -rank || axis >= rank)
+    kernel_fail(who + ": " + what + " " + std::to_string(axis) + " is out of range for a tensor of rank " +
+                std::to_string(rank) + " (valid: [" + std::to_string(-rank) + ", " + std::to_string(rank - 1) + "])");
+  return axis < 0 ? axis + rank : axis;
+}
+
+// y[o, n, :] = x[o, idx[n], :] for rows of `inner` words.
+template <typename T>
+void gather_typed(const T* x, T* y, const std::vector<int64_t>& idx, int64_t outer, int64_t dim, int64_t inner) {
+  const int64_t n = static_cast<int64_t>(idx.size());
+  if (inner == 1) {
+    constexpr int64_t kPiece = 4096;
+    const int64_t pieces = (n + kPiece - 1) / kPiece;
+    parallel_for(outer * pieces, static_cast<double>(std::min(n, kPiece)) + 5, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        const int64_t o = t / pieces, j0 = (t % pieces) * kPiece, j1 = std::min(n, j0 + kPiece);
+        const T* src = x + o * dim;
+        T* dst = y + o * n;
+        for (int64_t j = j0; j < j1; ++j) dst[j] = src[idx[static_cast<size_t>(j)]];
+      }
+    });
+    return;
+  }
+  parallel_for(outer * n, static_cast<double>(inner) * 0.3 * sizeof(T) / 4 + 5, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t o = t / n, j = t % n;
+      std::memcpy(y + t * inner, x + (o * dim + idx[static_cast<size_t>(j)]) * inner,
+                  static_cast<size_t>(inner) * sizeof(T));
+    }
+  });
+}
+
+class GatherKernel : public Kernel {
+ public:
+  explicit GatherKernel(const KernelArgs& a) : name_("Gather '" + a.node_name + "'"), axis_(a.get_int("axis", 0)) {}
+
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    const int64_t a = resolve(in);
+    const Tensor &X = *in[0], &I = *in[1];
+    out.resize(1);
+    out[0].dtype = X.dtype;
+    out[0].shape.assign(X.shape.begin(), X.shape.begin() + a);
+    out[0].shape.insert(out[0].shape.end(), I.shape.begin(), I.shape.end());
+    out[0].shape.insert(out[0].shape.end(), X.shape.begin() + a + 1, X.shape.end());
+  }
+
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    const int64_t a = resolve(in);
+    const Tensor& X = *in[0];
+    const int64_t dim = X.shape[static_cast<size_t>(a)];
+    // Every index is checked (and wrapped) before anything is written.
+    std::vector<int64_t> idx = int_values(*in[1], name_, "indices");
+    for (int64_t& v : idx) {
+      if (v < -dim || v >= dim)
+        fail(ErrorKind::kIndex, name_ + ": index " + std::to_string(v) + " on axis " + std::to_string(a) +
+                                    " is out of range (valid range [" + std::to_string(-dim) + ", " +
+                                    std::to_string(dim - 1) + "] for dimension " + std::to_string(dim) + ")");
+      if (v < 0) v += dim;
+    }
+    Tensor& Y = *out[0];
+    if (Y.numel() == 0) return;
+    int64_t outer = 1, inner = 1;
+    for (int64_t i = 0; i < a; ++i) outer *= X.shape[static_cast<size_t>(i)];
+    for (int64_t i = a + 1; i < X.rank(); ++i) inner *= X.shape[static_cast<size_t>(i)];
+    switch (checked_itemsize(X, name_)) {
+      case 1: gather_typed<uint8_t>(X.ptr<uint8_t>(), Y.ptr<uint8_t>(), idx, outer, dim, inner); break;
+      case 2: gather_typed<uint16_t>(X.ptr<uint16_t>(), Y.ptr<uint16_t>(), idx, outer, dim, inner); break;
+      case 4: gather_typed<uint32_t>(X.ptr<uint32_t>(), Y.ptr<uint32_t>(), idx, outer, dim, inner); break;
+      case 8: gather_typed<uint64_t>(X.ptr<uint64_t>(), Y.ptr<uint64_t>(), idx, outer, dim, inner); break;
+      case 16: gather_typed<Word16>(X.ptr<Word16>(), Y.ptr<Word16>(), idx, outer, dim, inner); break;
+      default:
+        fail(ErrorKind::kInvalidType, name_ + ": no native kernel for tensor(" + dtype_name(X.dtype) + ")");
+    }
+  }
+
+ private:
+  int64_t resolve(const std::vector<const Tensor*>& in) const {
+    if (in.size() < 2 || !in[0] || !in[1]) kernel_fail(name_ + " needs data and indices");
+    if (in[1]->dtype != kInt32 && in[1]->dtype != kInt64)
+      fail(ErrorKind::kInvalidType, name_ + ": indices must be tensor(int32) or tensor(int64), got tensor(" +
+                                        dtype_name(in[1]->dtype) + ")");
+    return normalize_axis(axis_, in[0]->rank(), name_, "axis");
+  }
+
+  std::string name_;
+  int64_t axis_;
+};
+
+// ---- Slice ----------------------------------------------------------------------------------
+
+// Per input axis: first index, step and count of the slice (numpy's clamping, as the numpy kernel).
+struct SliceAxis {
+  int64_t start = 0, step = 1, count = 0;
+};
+
+class SliceKernel : public Kernel {
+ public:
+  explicit SliceKernel(const KernelArgs& a)
+      : name_("Slice '" + a.node_name + "'"), attr_form_(a.opset < 10), has_axes_attr_(a.has("axes")),
+        starts_(a.get_ints("starts")), ends_(a.get_ints("ends")), axes_(a.get_ints("axes")) {}
+
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    const std::vector<SliceAxis> p = plan(in);
+    out.resize(1);
+    out[0].dtype = in[0]->dtype;
+    out[0].shape.resize(p.size());
+    for (size_t i = 0; i < p.size(); ++i) out[0].shape[i] = p[i].count;
+  }
+
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    const std::vector<SliceAxis> p = plan(in);
+    const Tensor& X = *in[0];
+    Tensor& Y = *out[0];
+    if (Y.numel() == 0) return;
+    switch (checked_itemsize(X, name_)) {
+      case 1: run<uint8_t>(X, p, Y); break;
+      case 2: run<uint16_t>(X, p, Y); break;
+      case 4: run<uint32_t>(X, p, Y); break;
+      case 8: run<uint64_t>(X, p, Y); break;
+      case 16: run<Word16>(X, p, Y); break;
+      default:
+        fail(ErrorKind::kInvalidType, name_ + ": no native kernel for tensor(" + dtype_name(X.dtype) + ")");
+    }
+  }
+
+ private:
+  std::vector<SliceAxis> plan(const std::vector<const Tensor*>& in) const {
+    if (in.empty() || !in[0]) kernel_fail(name_ + " needs an input");
+    const Tensor& X = *in[0];
+    const int64_t r = X.rank();
+    std::vector<int64_t> starts, ends, axes, steps;
+    bool has_axes = false, has_steps = false;
+    if (attr_form_) {
+      starts = starts_;
+      ends = ends_;
+      has_axes = has_axes_attr_;
+      axes = axes_;
+    } else {
+      if (in.size() < 3 || !in[1] || !in[2]) kernel_fail(name_ + " needs data, starts and ends");
+      starts = int_values(*in[1], name_, "starts");
+      ends = int_values(*in[2], name_, "ends");
+      if (in.size() > 3 && in[3]) {
+        has_axes = true;
+        axes = int_values(*in[3], name_, "axes");
+      }
+      if (in.size() > 4 && in[4]) {
+        has_steps = true;
+        steps = int_values(*in[4], name_, "steps");
+      }
+    }
+    if (!has_axes)
+      for (size_t i = 0; i < starts.size(); ++i) axes.push_back(static_cast<int64_t>(i));
+    if (!has_steps) steps.assign(starts.size(), 1);
+    if (ends.size() != starts.size() || axes.size() != starts.size() || steps.size() != starts.size())
+      kernel_fail(name_ + ": starts " + ints_str(starts) + ", ends " + ints_str(ends) + ", axes " + ints_str(axes) +
+                  " and steps " + ints_str(steps) + " must have the same length");
+    std::vector<SliceAxis> p(static_cast<size_t>(r));
+    for (int64_t i = 0; i < r; ++i) p[static_cast<size_t>(i)].count = X.shape[static_cast<size_t>(i)];
+    std::vector<bool> seen(static_cast<size_t>(r), false);
+    for (size_t k = 0; k < axes.size(); ++k) {
+      const int64_t a = normalize_axis(axes[k], r, name_, "axes");
+      if (seen[static_cast<size_t>(a)]) kernel_fail(name_ + ": axes " + ints_str(axes) + " contains duplicates");
+      seen[static_cast<size_t>(a)] = true;
+    }
+    for (size_t k = 0; k < axes.size(); ++k) {
+      const int64_t a = axes[k] < 0 ? axes[k] + r : axes[k];
+      const int64_t d = X.shape[static_cast<size_t>(a)], st = steps[k];
+      if (st == 0) kernel_fail(name_ + ": step for axis " + std::to_string(a) + " is 0");
+      int64_t s = starts[k], e = ends[k];
+      if (s < 0) s += d;  // no overflow: d >= 0
+      if (e < 0) e += d;
+      uint64_t span;  // positions from s (inclusive) towards e (exclusive)
+      if (st > 0) {
+        s = std::min(std::max<int64_t>(s, 0), d);
+        e = std::min(std::max<int64_t>(e, 0), d);
+        span = e > s ? static_cast<uint64_t>(e - s) : 0;
+      } else {
+        s = std::min(std::max<int64_t>(s, -1), d - 1);
+        e = std::min(std::max<int64_t>(e, -1), d - 1);
+        span = s >= 0 && s > e ? static_cast<uint64_t>(s - e) : 0;
+      }
+      const uint64_t mag = st > 0 ? static_cast<uint64_t>(st) : 0 - static_cast<uint64_t>(st);
+      SliceAxis& q = p[static_cast<size_t>(a)];
+      q.count = span == 0 ? 0 : static_cast<int64_t>(1 + (span - 1) / mag);
+      q.start = q.count ? s : 0;
+      q.step = q.count > 1 ? st : 1;  // |step| < d here, so step * stride cannot overflow
+    }
+    return p;
+  }
+
+  template <typename T>
+  void run(const Tensor& X, const std::vector<SliceAxis>& p, Tensor& Y) const {
+    const int64_t r = X.rank();
+    const T* x = X.ptr<T>();
+    T* y = Y.ptr<T>();
+    // Output dims with input strides (count-1 dims folded into the base), merged where contiguous.
+    int64_t base = 0;
+    std::vector<int64_t> dims, istr;
+    for (int64_t i = r - 1, stride = 1; i >= 0; --i) {
+      const SliceAxis& q = p[static_cast<size_t>(i)];
+      base += q.start * stride;
+      if (q.count != 1) {
+        const int64_t s = q.step * stride;
+        if (!dims.empty() && istr.back() * dims.back() == s) {
+          dims.back() *= q.count;
+        } else {
+          dims.push_back(q.count);
+          istr.push_back(s);
+        }
+      }
+      stride *= X.shape[static_cast<size_t>(i)];
+    }
+    std::reverse(dims.begin(), dims.end());
+    std::reverse(istr.begin(), istr.end());
+    if (dims.empty()) {
+      y[0] = x[base];
+      return;
+    }
+    const size_t m = dims.size();
+    const int64_t L = dims[m - 1], ls = istr[m - 1];
+    Walker2 w;
+    w.dims.assign(dims.begin(), dims.end() - 1);
+    w.sa.assign(istr.begin(), istr.end() - 1);
+    w.sb.resize(m - 1);
+    for (size_t g = m - 1, s = static_cast<size_t>(L); g-- > 0;) {
+      w.sb[g] = static_cast<int64_t>(s);
+      s *= static_cast<size_t>(dims[g]);
+    }
+    const int64_t rows = Y.numel() / L;
+    const double cost = static_cast<double>(L) * (ls == 1 ? 0.3 * sizeof(T) / 4 : 1.0) + 5;
+    parallel_for(rows, cost, [&](int64_t b, int64_t e) {
+      Walker2 ww = w;
+      ww.seek(b);
+      for (int64_t i = b; i < e; ++i, ww.next()) {
+        const T* src = x + base + ww.a;
+        T* dst = y + ww.b;
+        if (ls == 1) {
+          std::memcpy(dst, src, static_cast<size_t>(L) * sizeof(T));
+        } else {
+          for (int64_t j = 0; j < L; ++j) dst[j] = src[j * ls];
+        }
+      }
+    });
+  }
+
+  std::string name_;
+  bool attr_form_, has_axes_attr_;
+  std::vector<int64_t> starts_, ends_, axes_;
+};
+
 }  // namespace
 
 void register_tensor_kernels() {
@@ -453,6 +734,8 @@ void register_tensor_kernels() {
   register_kernel("Concat", fixed, [](const KernelArgs& a) { return std::make_unique<ConcatKernel>(a); });
   // Where is chosen by its first input, the bool condition; X / Y may be any fixed-size type.
   register_kernel("Where", {kBool}, [](const KernelArgs& a) { return std::make_unique<WhereKernel>(a); });
+  register_kernel("Gather", fixed, [](const KernelArgs& a) { return std::make_unique<GatherKernel>(a); });
+  register_kernel("Slice", fixed, [](const KernelArgs& a) { return std::make_unique<SliceKernel>(a); });
 }
 
 }  // namespace onnxfast

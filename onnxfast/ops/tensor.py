@@ -359,6 +359,11 @@ def slice_10(node):
     return run
 
 
+# csrc/kernels/tensor_ops.cpp, every fixed-size type: the attribute form (opset < 10) and the input
+# form (int32 / int64 starts, ends, axes, steps, constant or fed), with the numpy kernel's clamping.
+REGISTRY.register_native("Slice", since=1)
+
+
 # ----------------------------------------------------------------------------------------------
 # Gather family
 
@@ -375,6 +380,9 @@ def gather_1(node):
         return np.take(x, idx, axis=a)
 
     return run
+
+
+REGISTRY.register_native("Gather", since=1)  # csrc/kernels/tensor_ops.cpp, every fixed-size type, int32/int64 indices
 
 
 @op("GatherElements", since=11)
