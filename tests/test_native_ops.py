@@ -521,3 +521,203 @@ def test_where_errors_name_the_node():
         nat.run(None, feed)
     with pytest.raises(onnxfast.errors.InvalidArgument):
         ref.run(None, feed)
+
+
+# ---- Gather ---------------------------------------------------------------------------------
+
+GATHER_DTYPES = [np.float32, np.int64, np.bool_, np.float16, np.int8, np.complex128]
+GATHER_SHAPES = [(0,), (1,), (5,), (17,), (3, 4), (2, 0, 3), (4, 1, 5), (2, 3, 4, 17), (1, 16, 1, 3)]
+
+
+def _gather_indices(rng, d, idt):
+    if d == 0:
+        return [np.zeros((0,), idt), np.zeros((2, 0), idt)]
+    return [np.array(0, idt), np.array(-1, idt), np.array(d - 1, idt), np.array(-d, idt),
+            rng.integers(-d, d, size=(7,)).astype(idt), rng.integers(-d, d, size=(2, 3)).astype(idt),
+            rng.integers(-d, d, size=(17,)).astype(idt), np.zeros((0,), idt), np.zeros((3, 0), idt)]
+
+
+@pytest.mark.parametrize("dt", GATHER_DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("idt", [np.int64, np.int32], ids=lambda d: np.dtype(d).name)
+def test_gather_sweep(rng, dt, idt):
+    code, icode = onnxfast.dtypes.onnx_code(dt), onnxfast.dtypes.onnx_code(idt)
+    for shape in GATHER_SHAPES:
+        r = len(shape)
+        for axis in range(-r, r):
+            model = make_model([helper.make_node("Gather", ["x", "i"], ["y"], name="n0", axis=axis)],
+                               [vi("x", code), vi("i", icode)], [vi("y", code)])
+            nat, ref = _sessions(model, "Gather")
+            x = _values(rng, shape, dt)
+            d = shape[axis]
+            for idx in _gather_indices(rng, d, idt):
+                want = np.take(x, np.where(idx < 0, idx + d, idx).astype(np.int64), axis=axis)
+                for feed in ({"x": x, "i": idx}, {"x": _noncontiguous(x), "i": _noncontiguous(idx)}):
+                    got, ref_out = _run_both(nat, ref, feed)
+                    assert got[0].dtype == ref_out[0].dtype == want.dtype
+                    assert got[0].shape == ref_out[0].shape == want.shape  # scalar indices drop the axis
+                    np.testing.assert_array_equal(got[0], ref_out[0])
+                    np.testing.assert_array_equal(got[0], want)
+
+
+@pytest.mark.parametrize("shape,axis,ishape", [
+    ((1000, 64), 0, (8, 128)), ((3, 20000), 1, (9000,)), ((2, 50, 4, 33), -2, (5, 3)), ((30000,), 0, (70000,)),
+])
+def test_gather_large(rng, shape, axis, ishape):
+    model = make_model([helper.make_node("Gather", ["x", "i"], ["y"], name="n0", axis=axis)],
+                       [vi("x"), vi("i", TensorProto.INT64)], [vi("y")])
+    x = rng.standard_normal(shape).astype(np.float32)
+    d = shape[axis]
+    idx = rng.integers(-d, d, size=ishape)
+    for threads in (1, 2):
+        nat, _ = _sessions(model, "Gather", threads)
+        np.testing.assert_array_equal(nat.run(None, {"x": x, "i": idx})[0], np.take(x, idx % d, axis=axis))
+
+
+@pytest.mark.parametrize("shape,axis,idx,bad", [
+    ((5,), 0, [0, 5], "5"), ((5,), 0, [-6, 1], "-6"), ((2, 3), 1, [[0], [3]], "3"), ((2, 3), -1, -4, "-4"),
+    ((2, 0), 1, [0], "0"), ((4, 2), 0, [2**40], str(2**40)),
+])
+@pytest.mark.parametrize("idt", [np.int64, np.int32], ids=lambda d: np.dtype(d).name)
+def test_gather_out_of_range_names_node_and_index(shape, axis, idx, bad, idt):
+    if idt == np.int32 and abs(np.asarray(idx)).max() >= 2**31:
+        pytest.skip("index does not fit int32")
+    model = make_model([helper.make_node("Gather", ["x", "i"], ["y"], name="n0", axis=axis)],
+                       [vi("x"), vi("i", onnxfast.dtypes.onnx_code(idt))], [vi("y")])
+    nat, ref = _sessions(model, "Gather")
+    feed = {"x": np.zeros(shape, np.float32), "i": np.asarray(idx, idt)}
+    with pytest.raises(onnxfast.errors.IndexOutOfRange, match=f"Gather 'n0': index {bad} on axis .* out of range"):
+        nat.run(None, feed)
+    with pytest.raises(onnxfast.errors.IndexOutOfRange):
+        ref.run(None, feed)
+
+
+def test_gather_bad_axis_names_the_node():
+    model = make_model([helper.make_node("Gather", ["x", "i"], ["y"], name="n0", axis=2)],
+                       [vi("x"), vi("i", TensorProto.INT64)], [vi("y")])
+    nat, ref = _sessions(model, "Gather")
+    feed = {"x": np.zeros((2, 3), np.float32), "i": np.zeros(1, np.int64)}
+    with pytest.raises(onnxfast.errors.InvalidArgument, match="Gather 'n0'.*axis 2 is out of range"):
+        nat.run(None, feed)
+    with pytest.raises(onnxfast.errors.InvalidArgument):
+        ref.run(None, feed)
+
+
+# ---- Slice ----------------------------------------------------------------------------------
+
+SLICE_DTYPES = [np.float32, np.int64, np.bool_, np.float16, np.uint8, np.complex128]
+I64_MAX, I64_MIN = np.iinfo(np.int64).max, np.iinfo(np.int64).min
+SLICE_STARTS = [0, 1, 3, -1, -3, 100, -100, I64_MAX, I64_MIN]
+SLICE_ENDS = [0, 2, 7, -1, -2, 100, -100, I64_MAX, I64_MIN]
+SLICE_STEPS = [1, 2, -1, -3, 5, I64_MAX, I64_MIN]
+
+
+def _slice_model(code, icode=TensorProto.INT64, axes=True, steps=True, consts=None, opset=18):
+    names = ["x", "s", "e"] + (["a"] if axes else [""] if steps else []) + (["st"] if steps else [])
+    consts = consts or {}
+    inputs = [vi("x", code)] + [vi(n, icode) for n in names[1:] if n and n not in consts]
+    return make_model([helper.make_node("Slice", names, ["y"], name="n0")], inputs, [vi("y", code)],
+                      initializers=list(consts.items()), opset=opset)
+
+
+def _slice_want(x, starts, ends, axes, steps):
+    idx = [slice(None)] * x.ndim
+    for s, e, a, st in zip(starts, ends, axes, steps):
+        idx[a] = slice(int(s), int(e), int(st))
+    return x[tuple(idx)]
+
+
+def _check_slice(nat, ref, x, starts, ends, axes, steps, idt=np.int64):
+    feed = {"x": x, "s": np.array(starts, idt), "e": np.array(ends, idt)}
+    if axes is not None:
+        feed["a"] = np.array(axes, idt)
+    if steps is not None:
+        feed["st"] = np.array(steps, idt)
+    got, want = _run_both(nat, ref, feed)
+    oracle = _slice_want(x, starts, ends, axes if axes is not None else range(len(starts)),
+                         steps if steps is not None else [1] * len(starts))
+    assert got[0].dtype == want[0].dtype == oracle.dtype
+    assert got[0].shape == want[0].shape == oracle.shape, (x.shape, starts, ends, axes, steps)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[0], oracle)
+
+
+@pytest.mark.parametrize("dt", SLICE_DTYPES, ids=lambda d: np.dtype(d).name)
+def test_slice_one_axis_clamping(rng, dt):
+    """Every start x end x step (clamped, negative, INT64_MAX / INT64_MIN) on 1-D inputs of sizes 0..17."""
+    nat, ref = _sessions(_slice_model(onnxfast.dtypes.onnx_code(dt)), "Slice")
+    for n in (0, 1, 2, 5, 17):
+        x = _values(rng, (n,), dt)
+        for s, e, st in itertools.product(SLICE_STARTS, SLICE_ENDS, SLICE_STEPS):
+            _check_slice(nat, ref, x, [s], [e], [-1 if st == 2 else 0], [st])
+
+
+@pytest.mark.parametrize("dt", SLICE_DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("idt", [np.int64, np.int32], ids=lambda d: np.dtype(d).name)
+def test_slice_multi_axis_sweep(rng, dt, idt):
+    code, icode = onnxfast.dtypes.onnx_code(dt), onnxfast.dtypes.onnx_code(idt)
+    small = [v for v in SLICE_STARTS + SLICE_ENDS if abs(v) < 2**31]
+    for axes_in, steps_in in ((True, True), (True, False), (False, True), (False, False)):
+        nat, ref = _sessions(_slice_model(code, icode, axes_in, steps_in), "Slice")
+        for shape in [(3, 4, 5), (2, 0, 3), (17, 16, 3), (1, 1, 1), (4, 17), (1, 7, 1, 9), ()]:
+            x = _values(rng, shape, dt)
+            r = len(shape)
+            for _ in range(25 if r else 1):
+                k = int(rng.integers(0, r + 1)) if axes_in else r
+                axes = [int(a) - (r if rng.random() < 0.5 else 0) for a in rng.permutation(r)[:k]]
+                if not axes_in:
+                    k = int(rng.integers(0, r + 1))
+                    axes = list(range(k))
+                starts = [int(rng.choice(small)) for _ in range(k)]
+                ends = [int(rng.choice(small)) for _ in range(k)]
+                steps = [int(rng.choice([1, 1, 2, -1, -3, 3])) for _ in range(k)]
+                if not steps_in:
+                    steps = [1] * k
+                for feed_x in (x, _noncontiguous(x)):
+                    _check_slice(nat, ref, feed_x, starts, ends, axes if axes_in else None,
+                                 steps if steps_in else None, idt)
+
+
+@pytest.mark.parametrize("idt", [np.int64, np.int32], ids=lambda d: np.dtype(d).name)
+def test_slice_constant_inputs_and_large(rng, idt):
+    consts = {"s": np.array([1, -1, 0], idt), "e": np.array([-1, -1000, 70000], idt),
+              "a": np.array([0, -2, 2], idt), "st": np.array([2, -3, 1], idt)}
+    model = _slice_model(TensorProto.FLOAT, onnxfast.dtypes.onnx_code(idt), consts=consts)
+    for shape in [(9, 17, 5), (64, 300, 200), (1, 1, 0)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        want = x[1:-1:2, ::-3, 0:70000]
+        for threads in (1, 2):
+            nat, ref = _sessions(model, "Slice", threads)
+            got = nat.run(None, {"x": x})[0]
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(got, ref.run(None, {"x": x})[0])
+
+
+def test_slice_opset1_attribute_form(rng):
+    for attrs, key in [({"starts": [1, -3], "ends": [-1, 100], "axes": [-1, 0]}, (slice(-3, 100), slice(1, -1))),
+                       ({"starts": [0, 2], "ends": [I64_MAX, 3]}, (slice(0, None), slice(2, 3))),
+                       ({"starts": [5], "ends": [-100], "axes": [1]}, (slice(None), slice(5, -100)))]:
+        model = make_model([helper.make_node("Slice", ["x"], ["y"], name="n0", **attrs)], [vi("x")], [vi("y")],
+                           opset=9)
+        nat, ref = _sessions(model, "Slice")
+        for shape in [(4, 6), (0, 3), (1, 17)]:
+            x = rng.standard_normal(shape).astype(np.float32)
+            for feed in (x, _noncontiguous(x)):
+                got = nat.run(None, {"x": feed})[0]
+                np.testing.assert_array_equal(got, x[key])
+                np.testing.assert_array_equal(got, ref.run(None, {"x": feed})[0])
+
+
+@pytest.mark.parametrize("starts,ends,axes,steps,msg", [
+    ([0], [1], [0], [0], "step for axis 0 is 0"),
+    ([0, 0], [1, 1], [1, -1], [1, 1], "contains duplicates"),
+    ([0], [1], [2], [1], "out of range"),
+    ([0, 0], [1], [0], [1], "same length"),
+])
+def test_slice_errors_name_the_node(starts, ends, axes, steps, msg):
+    nat, ref = _sessions(_slice_model(TensorProto.FLOAT), "Slice")
+    feed = {"x": np.zeros((2, 3), np.float32), "s": np.array(starts), "e": np.array(ends), "a": np.array(axes),
+            "st": np.array(steps)}
+    with pytest.raises(onnxfast.errors.InvalidArgument, match=f"Slice 'n0'.*{msg}"):
+        nat.run(None, feed)
+    with pytest.raises(onnxfast.errors.InvalidArgument):
+        ref.run(None, feed)
