@@ -10,7 +10,6 @@
 #include <cstring>
 #include <map>
 #include <mutex>
-#include <new>
 #include <vector>
 
 #include "errors.h"
@@ -98,7 +97,7 @@ size_t block_cache_bytes() {
 void free_block(void* p, size_t nbytes) {
   if (!p) return;
   const size_t rounded = rounded_size(nbytes);
-  if (nbytes > 4096 && rounded >= kCacheMin && g_cache->give(p, rounded)) return;
+  if (rounded >= kCacheMin && g_cache->give(p, rounded)) return;
   std::free(p);
 }
 

@@ -375,16 +375,18 @@ class ConvKernel : public Kernel {
     }
     std::shared_ptr<PackedB> fresh;
     const PackedB* wt;
-    if (!packed_w_.empty() && packed_shape_ == W.shape) {
+    if (!packed_shape_.empty() && packed_shape_ == W.shape) {  // a constant weight: W^T packed once
       std::call_once(wt_once_, [&] { packed_wt_ = std::make_shared<PackedB>(sgemm_pack_b(true, C, M, W.ptr<float>(), C)); });
       wt = packed_wt_.get();
     } else {
       fresh = std::make_shared<PackedB>(sgemm_pack_b(true, C, M, W.ptr<float>(), C));
       wt = fresh.get();
     }
-    std::vector<float> yt(static_cast<size_t>(P * M));
+    ScratchBlock ytb(static_cast<size_t>(P * M) * sizeof(float));  // Y^T of one image
+    if (!ytb.data) fail(ErrorKind::kAllocation, name_ + ": out of memory for the transposed output");
+    const float* yt = ytb.floats();
     for (int64_t n = 0; n < g.N; ++n) {
-      sgemm_packed(true, P, M, C, 1.f, x + n * C * P, P, *wt, 0.f, yt.data(), M);
+      sgemm_packed(true, P, M, C, 1.f, x + n * C * P, P, *wt, 0.f, ytb.floats(), M);
       float* yn = y + n * M * P;
       const float* rn = residual ? residual + n * M * P : nullptr;
       parallel_for(M, 4.0 * P, [&](int64_t b, int64_t e) {
@@ -500,10 +502,9 @@ class ConvKernel : public Kernel {
     const int64_t M = ws[0], Cg = ws[1], T = ws[2] * ws[3], Mg = M / group_, nblk = (Mg + lb - 1) / lb;
     std::vector<std::shared_ptr<float>> out;
     for (int64_t gr = 0; gr < group_; ++gr) {
-      const size_t n = static_cast<size_t>(std::max<int64_t>(1, nblk * T * Cg * lb));
-      float* p = static_cast<float*>(std::aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64));
-      if (!p) fail(ErrorKind::kAllocation, name_ + ": out of memory packing the weights");
-      std::shared_ptr<float> buf(p, [](float* q) { std::free(q); });
+      const size_t n = static_cast<size_t>(nblk * T * Cg * lb);
+      std::shared_ptr<float> buf = alloc_floats(n);
+      float* p = buf.get();
       std::fill(p, p + n, 0.f);
       for (int64_t blk = 0; blk < nblk; ++blk)
         for (int64_t c0 = 0; c0 < Cg; c0 += kDirectCb) {
@@ -550,7 +551,8 @@ class ConvKernel : public Kernel {
     const Planes pl = plan_planes(g);
     const int64_t OH = g.out_sp[0], OW = g.out_sp[1], OHW = OH * OW, Cg = g.C / g.group, Mg = g.M / g.group;
     const int64_t T = static_cast<int64_t>(pl.toff.size()), lb = dt.lb, ra = dt.ra, la = dt.la, rb = dt.rb;
-    const int64_t cb = std::min(kDirectCb, Cg), ncb = (Cg + kDirectCb - 1) / kDirectCb;
+    // K runs in blocks of cb input channels; at least one block, so Cg = 0 still writes bias + epilogue.
+    const int64_t cb = std::min(kDirectCb, Cg), ncb = std::max<int64_t>(1, (Cg + kDirectCb - 1) / kDirectCb);
     const std::vector<int64_t> koff_full = block_offsets(pl, cb), koff_last = block_offsets(pl, Cg - (ncb - 1) * cb);
     auto koff = [&](int64_t c0) { return c0 + cb < Cg ? koff_full.data() : koff_last.data(); };
     // Tiling B (channel-vectorized) on small maps, where a plane row's garbage columns would cost
@@ -588,12 +590,11 @@ class ConvKernel : public Kernel {
             for (int64_t q = q0; q < q1; ++q) pos[q - q0] = (q / OW) * pl.Wph + q % OW;
             const float* in = planes.floats() + gr * Cg * pl.cs;
             const float* wb = (*wp)[gr].get() + blk * Cg * T * lb;
-            for (int64_t c0 = 0; c0 < Cg || c0 == 0; c0 += cb) {
+            for (int64_t ib = 0, c0 = 0; ib < ncb; ++ib, c0 += cb) {
               const int64_t K = T * std::min(cb, Cg - c0);
               for (int64_t q = q0; q < q1; q += rb)
                 dt.b(std::min(rb, q1 - q), K, koff(c0), in + c0 * pl.cs, pos.data() + (q - q0), wb + c0 * T * lb,
-                     tile.data() + (q - q0) * lb, c0 > 0);
-              if (Cg == 0) break;
+                     tile.data() + (q - q0) * lb, ib > 0);
             }
             // Transpose into Y 16 positions at a time (the tile's 16 rows stay in L1 across channels).
             float* yb = yn + (gr * Mg + m0) * OHW + q0;
@@ -633,12 +634,11 @@ class ConvKernel : public Kernel {
           for (int64_t rb0 = mi * mchunk; rb0 < std::min(nra, (mi + 1) * mchunk); ++rb0) {
             const int64_t m0 = rb0 * ra, rows = std::min(ra, Mg - m0);
             const float* w = (*wp)[gr].get() + (m0 / lb) * Cg * T * lb + m0 % lb;
-            for (int64_t c0 = 0; c0 < Cg || c0 == 0; c0 += cb) {
+            for (int64_t ib = 0, c0 = 0; ib < ncb; ++ib, c0 += cb) {
               const int64_t K = T * std::min(cb, Cg - c0);
               for (int64_t i = 0; i < ntiles; ++i)
                 dt.a(rows, K, koff(c0), in + c0 * pl.cs + i * la, w + c0 * T * lb, lb, scratch.data() + i * la, ldo,
-                     c0 > 0);
-              if (Cg == 0) break;
+                     ib > 0);
             }
             for (int64_t r = 0; r < rows; ++r) {
               const int64_t m = gr * Mg + m0 + r;

@@ -16,18 +16,19 @@
 #include "../threadpool/threadpool.h"
 
 namespace onnxfast {
+
+std::shared_ptr<float> alloc_floats(size_t n) {
+  void* p = std::aligned_alloc(64, std::max<size_t>(64, ((n * sizeof(float) + 63) / 64) * 64));
+  if (!p) fail(ErrorKind::kAllocation, "could not allocate a weight packing buffer");
+  return std::shared_ptr<float>(static_cast<float*>(p), [](float* q) { std::free(q); });
+}
+
 namespace {
 
 constexpr int64_t kNR = kGemmPanel;  // panel width (all tiers)
 constexpr int64_t kKC = kGemmKC;     // K block
 constexpr int64_t kNCMax = 1024;     // columns per task: a kc x nc B block (1 MiB) stays in L2
 constexpr int64_t kMCMaxStrips = 64; // A strips per task before threads ask for more tasks
-
-std::shared_ptr<float> alloc_floats(size_t n) {
-  void* p = std::aligned_alloc(64, std::max<size_t>(64, ((n * sizeof(float) + 63) / 64) * 64));
-  if (!p) fail(ErrorKind::kAllocation, "GEMM: could not allocate packing buffer");
-  return std::shared_ptr<float>(static_cast<float*>(p), [](float* q) { std::free(q); });
-}
 
 // Grow-only per-thread scratch buffers (slot 0: B block, slot 1: A block).
 float* scratch(int slot, size_t n) {

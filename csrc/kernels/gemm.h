@@ -22,6 +22,10 @@ struct GemmEpilogue {
   }
 };
 
+// n floats, 64-byte aligned, owned by the returned pointer (packed weights live as long as their
+// kernel); throws MemoryError when the allocation fails.
+std::shared_ptr<float> alloc_floats(size_t n);
+
 struct PackedB {
   int64_t K = 0, N = 0;
   std::shared_ptr<float> data;  // panels of kNR columns, blocked by kKC rows

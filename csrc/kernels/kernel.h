@@ -99,6 +99,34 @@ void register_tensor_kernels();
 
 // Helpers shared by kernels.
 [[noreturn]] void kernel_fail(const std::string& msg);
+
+// Row-major odometer over some dims, tracking an element offset into each of N tensors
+// (strides[k][d]: tensor k's stride for dim d). seek() jumps to a linear index, next() steps.
+template <int N>
+struct Odometer {
+  std::vector<int64_t> dims, idx;
+  std::vector<int64_t> strides[N];
+  int64_t off[N] = {};
+  void seek(int64_t lin) {
+    idx.assign(dims.size(), 0);
+    for (int k = 0; k < N; ++k) off[k] = 0;
+    for (size_t i = dims.size(); i-- > 0;) {
+      idx[i] = lin % dims[i];
+      lin /= dims[i];
+      for (int k = 0; k < N; ++k) off[k] += idx[i] * strides[k][i];
+    }
+  }
+  void next() {
+    for (size_t i = dims.size(); i-- > 0;) {
+      if (++idx[i] < dims[i]) {
+        for (int k = 0; k < N; ++k) off[k] += strides[k][i];
+        return;
+      }
+      for (int k = 0; k < N; ++k) off[k] -= strides[k][i] * (dims[i] - 1);
+      idx[i] = 0;
+    }
+  }
+};
 void expect_dtype(const Tensor& t, int dtype, const char* what);
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* what);
 

@@ -114,29 +114,7 @@ inline float lanes_total(const Lanes& acc) {
 }
 
 // Row-major odometer over some dims with their element strides in the input.
-struct Walker {
-  std::vector<int64_t> dims, strides, idx;
-  int64_t off = 0;
-  void seek(int64_t lin) {
-    idx.assign(dims.size(), 0);
-    off = 0;
-    for (size_t i = dims.size(); i-- > 0;) {
-      idx[i] = lin % dims[i];
-      lin /= dims[i];
-      off += idx[i] * strides[i];
-    }
-  }
-  void next() {
-    for (size_t i = dims.size(); i-- > 0;) {
-      if (++idx[i] < dims[i]) {
-        off += strides[i];
-        return;
-      }
-      off -= strides[i] * (dims[i] - 1);
-      idx[i] = 0;
-    }
-  }
-};
+using Walker = Odometer<1>;
 
 constexpr int64_t kChunk = 16384;         // elements per partial (innermost reduced)
 constexpr int64_t kChunkedMin = 65536;    // reductions at least this long with ...
@@ -186,7 +164,7 @@ void reduce_typed(const float* x, const Shape& shape, const std::vector<bool>& r
     for (size_t i = 0; i + 1 < m; ++i) {
       Walker& w = red[i] ? outer : kept;
       w.dims.push_back(dims[i]);
-      w.strides.push_back(strides[i]);
+      w.strides[0].push_back(strides[i]);
     }
     const int64_t nseg = count / L;
     if (count >= kChunkedMin && nout <= kChunkedMaxOut) {
@@ -204,11 +182,11 @@ void reduce_typed(const float* x, const Shape& shape, const std::vector<bool>& r
           if (pieces) {
             ow.seek(c / pieces);
             const int64_t j0 = (c % pieces) * kChunk;
-            lanes_segment<K>(acc, x + kw.off + ow.off + j0, std::min(L, j0 + kChunk) - j0);
+            lanes_segment<K>(acc, x + kw.off[0] + ow.off[0] + j0, std::min(L, j0 + kChunk) - j0);
           } else {
             const int64_t s0 = c * group, s1 = std::min(nseg, s0 + group);
             ow.seek(s0);
-            for (int64_t s = s0; s < s1; ++s, ow.next()) lanes_segment<K>(acc, x + kw.off + ow.off, L);
+            for (int64_t s = s0; s < s1; ++s, ow.next()) lanes_segment<K>(acc, x + kw.off[0] + ow.off[0], L);
           }
           part[static_cast<size_t>(t)] = lanes_total<K>(acc);
         }
@@ -226,7 +204,7 @@ void reduce_typed(const float* x, const Shape& shape, const std::vector<bool>& r
       for (int64_t o = b; o < e; ++o, kw.next()) {
         Lanes acc = lanes_identity<K>();
         ow.seek(0);
-        for (int64_t s = 0; s < nseg; ++s, ow.next()) lanes_segment<K>(acc, x + kw.off + ow.off, L);
+        for (int64_t s = 0; s < nseg; ++s, ow.next()) lanes_segment<K>(acc, x + kw.off[0] + ow.off[0], L);
         y[o] = finish<K>(lanes_total<K>(acc), count);
       }
     });
@@ -238,7 +216,7 @@ void reduce_typed(const float* x, const Shape& shape, const std::vector<bool>& r
   for (size_t i = 0; i + 1 < m; ++i) {
     Walker& w = red[i] ? rw : kept;
     w.dims.push_back(dims[i]);
-    w.strides.push_back(strides[i]);
+    w.strides[0].push_back(strides[i]);
   }
   const int64_t rows = nout / I;
   const int64_t icb = 1024;  // row elements per task
@@ -259,7 +237,7 @@ void reduce_typed(const float* x, const Shape& shape, const std::vector<bool>& r
                    const int64_t r0 = c * rlen, r1 = std::min(count, r0 + rlen);
                    r.seek(r0);
                    for (int64_t s = r0; s < r1; ++s, r.next()) {
-                     const float* p = x + kw.off + r.off + i0;
+                     const float* p = x + kw.off[0] + r.off[0] + i0;
                      for (int64_t i = 0; i < n; ++i) acc[i] = comb<K>(acc[i], pre<K>(p[i]));
                    }
                  }

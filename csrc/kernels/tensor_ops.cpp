@@ -27,33 +27,8 @@ struct Word16 {
   uint64_t lo, hi;
 };
 
-// Row-major odometer over some dims, tracking an offset in two tensors.
-struct Walker2 {
-  std::vector<int64_t> dims, sa, sb, idx;
-  int64_t a = 0, b = 0;
-  void seek(int64_t lin) {
-    idx.assign(dims.size(), 0);
-    a = b = 0;
-    for (size_t i = dims.size(); i-- > 0;) {
-      idx[i] = lin % dims[i];
-      lin /= dims[i];
-      a += idx[i] * sa[i];
-      b += idx[i] * sb[i];
-    }
-  }
-  void next() {
-    for (size_t i = dims.size(); i-- > 0;) {
-      if (++idx[i] < dims[i]) {
-        a += sa[i];
-        b += sb[i];
-        return;
-      }
-      a -= sa[i] * (dims[i] - 1);
-      b -= sb[i] * (dims[i] - 1);
-      idx[i] = 0;
-    }
-  }
-};
+// Row-major odometer over some dims, tracking an offset in two tensors (off[0]: input, off[1]: output).
+using Walker2 = Odometer<2>;
 
 size_t checked_itemsize(const Tensor& t, const std::string& who) {
   const size_t sz = dtype_itemsize(t.dtype);
@@ -192,12 +167,12 @@ class TransposeKernel : public Kernel {
       const int64_t L = od[m - 1], rows = total / L;
       Walker2 w;
       w.dims.assign(od.begin(), od.end() - 1);
-      w.sa.assign(ois.begin(), ois.end() - 1);
-      w.sb.assign(oos.begin(), oos.end() - 1);
+      w.strides[0].assign(ois.begin(), ois.end() - 1);
+      w.strides[1].assign(oos.begin(), oos.end() - 1);
       parallel_for(rows, static_cast<double>(L) * 0.3 * sizeof(T) / 4 + 5, [&](int64_t b, int64_t e) {
         Walker2 ww = w;
         ww.seek(b);
-        for (int64_t i = b; i < e; ++i, ww.next()) std::memcpy(y + ww.b, x + ww.a, static_cast<size_t>(L) * sizeof(T));
+        for (int64_t i = b; i < e; ++i, ww.next()) std::memcpy(y + ww.off[1], x + ww.off[0], static_cast<size_t>(L) * sizeof(T));
       });
       return;
     }
@@ -211,8 +186,8 @@ class TransposeKernel : public Kernel {
     for (size_t g = 0; g + 1 < m; ++g) {
       if (g == q) continue;
       w.dims.push_back(od[g]);
-      w.sa.push_back(ois[g]);
-      w.sb.push_back(oos[g]);
+      w.strides[0].push_back(ois[g]);
+      w.strides[1].push_back(oos[g]);
     }
     const int64_t outer = total / (ni * nj);
     constexpr int64_t kTile = 64;
@@ -224,7 +199,7 @@ class TransposeKernel : public Kernel {
                      const int64_t o = t / (ti * tj), bi = (t / tj) % ti, bj = t % tj;
                      ww.seek(o);
                      const int64_t i0 = bi * kTile, j0 = bj * kTile;
-                     transpose_2d_tile<T>(x + ww.a, y + ww.b, is, os, i0, std::min(ni, i0 + kTile), j0,
+                     transpose_2d_tile<T>(x + ww.off[0], y + ww.off[1], is, os, i0, std::min(ni, i0 + kTile), j0,
                                           std::min(nj, j0 + kTile));
                    }
                  });
@@ -697,10 +672,10 @@ class SliceKernel : public Kernel {
     const int64_t L = dims[m - 1], ls = istr[m - 1];
     Walker2 w;
     w.dims.assign(dims.begin(), dims.end() - 1);
-    w.sa.assign(istr.begin(), istr.end() - 1);
-    w.sb.resize(m - 1);
+    w.strides[0].assign(istr.begin(), istr.end() - 1);
+    w.strides[1].resize(m - 1);
     for (size_t g = m - 1, s = static_cast<size_t>(L); g-- > 0;) {
-      w.sb[g] = static_cast<int64_t>(s);
+      w.strides[1][g] = static_cast<int64_t>(s);
       s *= static_cast<size_t>(dims[g]);
     }
     const int64_t rows = Y.numel() / L;
@@ -709,8 +684,8 @@ class SliceKernel : public Kernel {
       Walker2 ww = w;
       ww.seek(b);
       for (int64_t i = b; i < e; ++i, ww.next()) {
-        const T* src = x + base + ww.a;
-        T* dst = y + ww.b;
+        const T* src = x + base + ww.off[0];
+        T* dst = y + ww.off[1];
         if (ls == 1) {
           std::memcpy(dst, src, static_cast<size_t>(L) * sizeof(T));
         } else {

@@ -67,6 +67,19 @@ def _gelu(node: ir.Node, opset: int) -> tuple[str, list[float]] | None:
     return None
 
 
+def _add_operand(node: ir.Node | None, cur: str) -> str:
+    """The other operand when ``node`` is a plain two-input Add of ``cur`` and something else, else ""."""
+    if node is None or node.op_type != "Add" or node.domain != "" or len(node.inputs) != 2:
+        return ""
+    other = node.inputs[1] if node.inputs[0] == cur else node.inputs[0]
+    return "" if other == cur else other
+
+
+def _act_attrs(act: tuple[str, list[float]] | None) -> dict:
+    """The fused node's activation / activation_params attributes."""
+    return {"activation": act[0] if act else "None", "activation_params": [float(v) for v in act[1]] if act else []}
+
+
 def _consumers(graph: ir.Graph):
     """name -> its only consumer node (None when read more than once or a graph output)."""
     uses = _uses(graph)
@@ -121,31 +134,27 @@ def _fuse_one_matmul(graph: ir.Graph, model: ir.Model) -> bool:
         n = bshape[1]
         cur, chain, bias, residual, act = mm.outputs[0], [mm], "", "", None
         nxt = only_consumer(cur)
-        if nxt is not None and nxt.op_type == "Add" and nxt.domain == "" and len(nxt.inputs) == 2:
-            other = nxt.inputs[1] if nxt.inputs[0] == cur else nxt.inputs[0]
-            init = graph.initializers.get(other)
-            if (other != cur and init is not None and init.dtype == np.float32 and init.ndim == 1
-                    and isinstance(n, int) and init.shape[0] == n):
-                bias, cur = other, nxt.outputs[0]
-                chain.append(nxt)
-                nxt = only_consumer(cur)
-        if nxt is not None and nxt.op_type == "Add" and nxt.domain == "" and len(nxt.inputs) == 2:
-            other = nxt.inputs[1] if nxt.inputs[0] == cur else nxt.inputs[0]
-            if other != cur and _float32(graph, other) and _same_static_shape(graph, other, mm.outputs[0]):
-                residual, cur = other, nxt.outputs[0]
-                chain.append(nxt)
-                nxt = only_consumer(cur)
+        other = _add_operand(nxt, cur)
+        init = graph.initializers.get(other) if other else None
+        if (init is not None and init.dtype == np.float32 and init.ndim == 1 and isinstance(n, int)
+                and init.shape[0] == n):
+            bias, cur = other, nxt.outputs[0]
+            chain.append(nxt)
+            nxt = only_consumer(cur)
+        other = _add_operand(nxt, cur)
+        if other and _float32(graph, other) and _same_static_shape(graph, other, mm.outputs[0]):
+            residual, cur = other, nxt.outputs[0]
+            chain.append(nxt)
+            nxt = only_consumer(cur)
         if nxt is not None:
             act = _activation(nxt, graph, opset) or _gelu(nxt, opset)
             if act is not None:
                 chain.append(nxt)
         if len(chain) == 1:
             continue
-        attrs = {"activation": act[0] if act else "None",
-                 "activation_params": [float(v) for v in act[1]] if act else []}
         inputs = [a, b, bias] + ([residual] if residual else [])
         _replace_chain(graph, model, chain, ir.Node("FusedMatMul", FUSED_DOMAIN, mm.name, inputs,
-                                                    [chain[-1].outputs[0]], attrs))
+                                                    [chain[-1].outputs[0]], _act_attrs(act)))
         return True
     return False
 
@@ -165,23 +174,18 @@ def _fuse_one_conv(graph: ir.Graph, model: ir.Model) -> bool:
         out = conv.outputs[0]
         chain, residual, act = [conv], "", None
         nxt = only_consumer(out)
-        if nxt is not None and nxt.op_type == "Add" and nxt.domain == "" and len(nxt.inputs) == 2:
-            other = nxt.inputs[1] if nxt.inputs[0] == out else nxt.inputs[0]
-            if other != out and _float32(graph, other) and _same_static_shape(graph, other, out):
-                residual = other
-                chain.append(nxt)
-                nxt = only_consumer(nxt.outputs[0])
-            else:
-                nxt = None
+        other = _add_operand(nxt, out)
+        if other and _float32(graph, other) and _same_static_shape(graph, other, out):
+            residual = other
+            chain.append(nxt)
+            nxt = only_consumer(nxt.outputs[0])
         if nxt is not None:
             act = _activation(nxt, graph, opset)
             if act is not None:
                 chain.append(nxt)
         if len(chain) == 1:
             continue
-        attrs = dict(conv.attrs)
-        attrs["activation"] = act[0] if act else "None"
-        attrs["activation_params"] = [float(v) for v in act[1]] if act else []
+        attrs = {**conv.attrs, **_act_attrs(act)}
         inputs = (list(conv.inputs) + ["", ""])[:3] + ([residual] if residual else [])
         _replace_chain(graph, model, chain, ir.Node("FusedConv", FUSED_DOMAIN, conv.name, inputs,
                                                     [chain[-1].outputs[0]], attrs))
