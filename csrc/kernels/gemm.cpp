@@ -28,7 +28,6 @@ namespace {
 constexpr int64_t kNR = kGemmPanel;  // panel width (all tiers)
 constexpr int64_t kKC = kGemmKC;     // K block
 constexpr int64_t kNCMax = 1024;     // columns per task: a kc x nc B block (1 MiB) stays in L2
-constexpr int64_t kMCMaxStrips = 64; // A strips per task before threads ask for more tasks
 
 // Grow-only per-thread scratch buffers (slot 0: B block, slot 1: A block).
 float* scratch(int slot, size_t n) {
@@ -228,7 +227,9 @@ void gemm_driver(bool transA, int64_t M, int64_t N, int64_t K, float alpha, cons
   const int64_t P = current_threads();
   // Task grid: mb x nb tiles of C, each computed over all of K by one thread, so every output
   // element is summed in the same order whatever the grid (results do not depend on threads).
-  int64_t nb = ceil_div(N, kNCMax), mb = ceil_div(M, mr * kMCMaxStrips);
+  // Within a tile, each K block packs its B block once (L2) and streams the A strips past it (each
+  // strip sits in L1 for the whole row of panels), so M is split only to make tasks for threads.
+  int64_t nb = ceil_div(N, kNCMax), mb = 1;
   if (P > 1) {
     const int64_t want = 4 * P;
     // Splitting N is free (A is read in place); splitting M re-packs a fed B once more per block.
@@ -242,11 +243,13 @@ void gemm_driver(bool transA, int64_t M, int64_t N, int64_t K, float alpha, cons
   const int64_t np_all = pb ? round_up(N, kNR) : 0;
   const double cost = 2.0 * std::min(M, mc) * std::min(N, nc) * K / 64.0;
   // Row-major A is read in place unless its row stride is a multiple of 4 KiB (all rows of a strip
-  // would then map to the same L1 sets) and the tile is wide enough to amortize packing.
-  const bool pack_wide_a = !transA && lda % 1024 == 0 && nc >= 4 * step && K > kKC / 4;
+  // would then map to the same L1 sets) and the tile is wide enough to amortize the copy: then each
+  // strip's rows are copied to a buffer with a padded row stride (kAStride).
+  const bool copy_a = !transA && lda % 1024 == 0 && nc >= 2 * step && K > kKC / 4;
+  constexpr int64_t kAStride = kKC + 16;
   parallel_for(mb * nb, cost, [&](int64_t tb, int64_t te) {
     float* bbuf = pb ? nullptr : scratch(0, static_cast<size_t>(kKC * round_up(nc, kNR)));
-    float* abuf = transA || pack_wide_a ? scratch(1, static_cast<size_t>(kKC * mc)) : nullptr;
+    float* abuf = transA || copy_a ? scratch(1, static_cast<size_t>(kAStride * mr)) : nullptr;
     for (int64_t t = tb; t < te; ++t) {
       const int64_t m0 = (t / nb) * mc, n0 = (t % nb) * nc;
       const int64_t m1 = std::min(M, m0 + mc), n1 = std::min(N, n0 + nc);
@@ -259,20 +262,28 @@ void gemm_driver(bool transA, int64_t M, int64_t N, int64_t K, float alpha, cons
           pack_b_block(transB, B, ldb, k0, kc, n0, n1, bbuf);
           bblk = bbuf;
         }
-        // A: packed into strips when transposed or 4 KiB-strided (see pack_wide_a), else in place.
-        const bool packed_a = transA || pack_wide_a;
-        if (packed_a) pack_a(transA, A, lda, m0, m1 - m0, k0, kc, mr, abuf);
+        // A: each strip is prepared just before its row of panels (it then stays in L1): packed
+        // when transposed, its rows copied when 4 KiB-strided (see copy_a), else read in place.
         const float b = k0 == 0 ? beta : 1.f;
         for (int64_t i0 = m0; i0 < m1; i0 += mr) {
           const int64_t rows = std::min(mr, m1 - i0);
-          const float* a = packed_a ? abuf + (i0 - m0) * kc : A + i0 * lda + k0;
-          const int64_t as = packed_a ? mr : lda;
+          const float* a = A + i0 * lda + k0;
+          int64_t as = lda;
+          if (transA) {
+            pack_a(true, A, lda, i0, rows, k0, kc, mr, abuf);
+            a = abuf;
+            as = mr;
+          } else if (copy_a) {
+            for (int64_t r = 0; r < rows; ++r) std::memcpy(abuf + r * kAStride, a + r * lda, sizeof(float) * kc);
+            a = abuf;
+            as = kAStride;
+          }
           for (int64_t j0 = n0; j0 < n1; j0 += step) {
             const int64_t nr = std::min(step, n1 - j0);
             const float* p0 = bblk + (j0 - n0) * kc;
             const float* p1 = nr > kNR ? p0 + kNR * kc : nullptr;
             float* c = C + i0 * ldc + j0;
-            tier.kernel(rows, kc, a, as, !packed_a, p0, p1, c, ldc, nr, alpha, b);
+            tier.kernel(rows, kc, a, as, !transA, p0, p1, c, ldc, nr, alpha, b);
             if (ep && k0 + kc >= K)  // last K block: the micro-tile is final and still in L1
               for (int64_t r = 0; r < rows; ++r) ep->apply(c + r * ldc, i0 + r, j0, nr);
           }

@@ -26,6 +26,8 @@ void kern(int64_t kc, const float* a, int64_t as, const float* b0, const float* 
       if (Two) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16), _MM_HINT_T0);
     }
   for (int64_t k = 0; k < kc; ++k) {
+    _mm_prefetch(reinterpret_cast<const char*>(b0 + (k + 6) * 16), _MM_HINT_T0);
+    if (Two) _mm_prefetch(reinterpret_cast<const char*>(b1 + (k + 6) * 16), _MM_HINT_T0);
     const __m512 v0 = _mm512_load_ps(b0 + k * 16);
     __m512 v1 = _mm512_setzero_ps();
     if (Two) v1 = _mm512_load_ps(b1 + k * 16);
