@@ -10,6 +10,10 @@
 #include <cstdlib>
 #include <cstring>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "../cpu/cpu.h"
 #include "gemm_tiers.h"
 #include "kernel.h"
@@ -109,6 +113,37 @@ void pack_a(bool transA, const float* A, int64_t lda, int64_t m0, int64_t mc, in
     }
     for (int64_t k = 0; k < kc && rows < mr; ++k)
       for (int64_t i = rows; i < mr; ++i) strip[k * mr + i] = 0.f;
+  }
+}
+
+// One strip of row-major A, rows [i0, i0+mr) x columns [k0, k0+kc), into strip[k][mr]: what
+// pack_a does element by element, with groups of 4 rows transposed 4 x 4 in SSE registers.
+void pack_strip(const float* A, int64_t lda, int64_t i0, int64_t k0, int64_t kc, int64_t mr, float* out) {
+  int64_t r = 0;
+#if defined(__SSE2__)
+  const int64_t k4 = kc / 4 * 4;
+  for (; r + 4 <= mr; r += 4) {
+    const float* s0 = A + (i0 + r) * lda + k0;
+    const float *s1 = s0 + lda, *s2 = s1 + lda, *s3 = s2 + lda;
+    for (int64_t k = 0; k < k4; k += 4) {
+      __m128 r0 = _mm_loadu_ps(s0 + k), r1 = _mm_loadu_ps(s1 + k), r2 = _mm_loadu_ps(s2 + k), r3 = _mm_loadu_ps(s3 + k);
+      _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+      _mm_storeu_ps(out + k * mr + r, r0);
+      _mm_storeu_ps(out + (k + 1) * mr + r, r1);
+      _mm_storeu_ps(out + (k + 2) * mr + r, r2);
+      _mm_storeu_ps(out + (k + 3) * mr + r, r3);
+    }
+    for (int64_t k = k4; k < kc; ++k) {
+      out[k * mr + r] = s0[k];
+      out[k * mr + r + 1] = s1[k];
+      out[k * mr + r + 2] = s2[k];
+      out[k * mr + r + 3] = s3[k];
+    }
+  }
+#endif
+  for (; r < mr; ++r) {
+    const float* src = A + (i0 + r) * lda + k0;
+    for (int64_t k = 0; k < kc; ++k) out[k * mr + r] = src[k];
   }
 }
 
@@ -242,14 +277,13 @@ void gemm_driver(bool transA, int64_t M, int64_t N, int64_t K, float alpha, cons
   mb = ceil_div(M, mc);
   const int64_t np_all = pb ? round_up(N, kNR) : 0;
   const double cost = 2.0 * std::min(M, mc) * std::min(N, nc) * K / 64.0;
-  // Row-major A is read in place unless its row stride is a multiple of 4 KiB (all rows of a strip
-  // would then map to the same L1 sets) and the tile is wide enough to amortize the copy: then each
-  // strip's rows are copied to a buffer with a padded row stride (kAStride).
-  const bool copy_a = !transA && lda % 1024 == 0 && nc >= 2 * step && K > kKC / 4;
-  constexpr int64_t kAStride = kKC + 16;
+  // Row-major A is packed strip by strip (then one pointer walks a strip; read in place, the 12
+  // row pointers spill, and a 4 KiB-multiple row stride maps all rows to the same L1 sets) when the
+  // tile is wide enough for a strip to be reused by two panel pairs or more.
+  const bool pack_rows = !transA && nc >= 2 * step && K > kKC / 4;
   parallel_for(mb * nb, cost, [&](int64_t tb, int64_t te) {
     float* bbuf = pb ? nullptr : scratch(0, static_cast<size_t>(kKC * round_up(nc, kNR)));
-    float* abuf = transA || copy_a ? scratch(1, static_cast<size_t>(kAStride * mr)) : nullptr;
+    float* abuf = transA || pack_rows ? scratch(1, static_cast<size_t>(kKC * mr)) : nullptr;
     for (int64_t t = tb; t < te; ++t) {
       const int64_t m0 = (t / nb) * mc, n0 = (t % nb) * nc;
       const int64_t m1 = std::min(M, m0 + mc), n1 = std::min(N, n0 + nc);
@@ -262,28 +296,25 @@ void gemm_driver(bool transA, int64_t M, int64_t N, int64_t K, float alpha, cons
           pack_b_block(transB, B, ldb, k0, kc, n0, n1, bbuf);
           bblk = bbuf;
         }
-        // A: each strip is prepared just before its row of panels (it then stays in L1): packed
-        // when transposed, its rows copied when 4 KiB-strided (see copy_a), else read in place.
+        // A: each strip is packed just before its row of panels (it then stays in L1) when
+        // transposed or pack_rows, else read in place.
         const float b = k0 == 0 ? beta : 1.f;
+        const bool a_rows = !transA && !pack_rows;
         for (int64_t i0 = m0; i0 < m1; i0 += mr) {
           const int64_t rows = std::min(mr, m1 - i0);
           const float* a = A + i0 * lda + k0;
-          int64_t as = lda;
-          if (transA) {
-            pack_a(true, A, lda, i0, rows, k0, kc, mr, abuf);
+          if (!a_rows) {
+            if (!transA && rows == mr) pack_strip(A, lda, i0, k0, kc, mr, abuf);
+            else pack_a(transA, A, lda, i0, rows, k0, kc, mr, abuf);
             a = abuf;
-            as = mr;
-          } else if (copy_a) {
-            for (int64_t r = 0; r < rows; ++r) std::memcpy(abuf + r * kAStride, a + r * lda, sizeof(float) * kc);
-            a = abuf;
-            as = kAStride;
           }
+          const int64_t as = a_rows ? lda : mr;
           for (int64_t j0 = n0; j0 < n1; j0 += step) {
             const int64_t nr = std::min(step, n1 - j0);
             const float* p0 = bblk + (j0 - n0) * kc;
             const float* p1 = nr > kNR ? p0 + kNR * kc : nullptr;
             float* c = C + i0 * ldc + j0;
-            tier.kernel(rows, kc, a, as, !transA, p0, p1, c, ldc, nr, alpha, b);
+            tier.kernel(rows, kc, a, as, a_rows, p0, p1, c, ldc, nr, alpha, b);
             if (ep && k0 + kc >= K)  // last K block: the micro-tile is final and still in L1
               for (int64_t r = 0; r < rows; ++r) ep->apply(c + r * ldc, i0 + r, j0, nr);
           }
