@@ -266,11 +266,19 @@ class ConvKernel : public Kernel {
         const bool in = (h >= 0) & (h < H) & (w >= 0) & (w < Wd);
         row[j] = in ? base[j] + shift : -1;
       }
-      // A full panel in one output row whose end sources are inside the image is a run.
+      // A full panel is a run when its 16 sources are sw apart: always so within one output row
+      // whose end sources are inside the image; across rows when the offsets happen to line up
+      // (1x1 stride-1 unpadded convolutions, whose positions are the input's, in order).
       for (int64_t pj = 0; pj + 1 <= nc / 16; ++pj) {
         const int64_t j = pj * 16;
-        if (ih[j] == ih[j + 15] && row[j] >= 0 && row[j + 15] >= 0)
-          t.runs[tap * npanels + pj] = row[j];
+        const int32_t r0 = row[j];
+        if (r0 < 0) continue;
+        bool run = ih[j] == ih[j + 15] && row[j + 15] >= 0;
+        if (!run) {
+          run = true;
+          for (int64_t l = 1; l < 16; ++l) run &= row[j + l] == r0 + static_cast<int32_t>(l * sw);
+        }
+        if (run) t.runs[tap * npanels + pj] = r0;
       }
     }
   }
@@ -447,6 +455,33 @@ class ConvKernel : public Kernel {
     for (; xx < hi; ++xx) row[xx] = src[2 * xx];
   }
 
+  // dst[j * ldd + q] = src[q * lds + j] for q < rows, j < cols: 4 x 4 blocks in SSE registers,
+  // 16 source rows at a time (they stay in L1 while every column is written).
+  static void transpose_tile(const float* src, int64_t lds, int64_t rows, int64_t cols, float* dst, int64_t ldd) {
+    for (int64_t q0 = 0; q0 < rows; q0 += 16) {
+      const int64_t qe = std::min(rows, q0 + 16);
+      int64_t j = 0;
+#if defined(__SSE2__)
+      for (; j + 4 <= cols; j += 4) {
+        int64_t q = q0;
+        for (; q + 4 <= qe; q += 4) {
+          __m128 r0 = _mm_loadu_ps(src + q * lds + j), r1 = _mm_loadu_ps(src + (q + 1) * lds + j);
+          __m128 r2 = _mm_loadu_ps(src + (q + 2) * lds + j), r3 = _mm_loadu_ps(src + (q + 3) * lds + j);
+          _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+          _mm_storeu_ps(dst + j * ldd + q, r0);
+          _mm_storeu_ps(dst + (j + 1) * ldd + q, r1);
+          _mm_storeu_ps(dst + (j + 2) * ldd + q, r2);
+          _mm_storeu_ps(dst + (j + 3) * ldd + q, r3);
+        }
+        for (; q < qe; ++q)
+          for (int64_t jj = j; jj < j + 4; ++jj) dst[jj * ldd + q] = src[q * lds + jj];
+      }
+#endif
+      for (; j < cols; ++j)
+        for (int64_t q = q0; q < qe; ++q) dst[j * ldd + q] = src[q * lds + j];
+    }
+  }
+
   // The planes of one image (all channels), in parallel over (slot, channel).
   static void fill_planes(const ConvGeom& g, const Planes& p, const float* x, float* dst) {
     const int64_t H = g.in_sp[0], Wd = g.in_sp[1], sh = g.strides[0], sw = g.strides[1];
@@ -596,18 +631,19 @@ class ConvKernel : public Kernel {
                 dt.b(std::min(rb, q1 - q), K, koff(c0), in + c0 * pl.cs, pos.data() + (q - q0), wb + c0 * T * lb,
                      tile.data() + (q - q0) * lb, ib > 0);
             }
-            // Transpose into Y 16 positions at a time (the tile's 16 rows stay in L1 across channels).
+            // Without a residual the epilogue runs on the tile, whose rows are positions and whose
+            // columns are output channels (bias per column), then the tile is transposed into Y;
+            // with one (laid out like Y), Y's rows get the epilogue after the transpose.
             float* yb = yn + (gr * Mg + m0) * OHW + q0;
-            for (int64_t qb = 0; qb < q1 - q0; qb += 16) {
-              const int64_t qn = std::min<int64_t>(16, q1 - q0 - qb);
-              const float* tb16 = tile.data() + qb * lb;
-              for (int64_t j = 0; j < mn; ++j)
-                for (int64_t q = 0; q < qn; ++q) yb[j * OHW + qb + q] = tb16[q * lb + j];
-            }
-            for (int64_t j = 0; j < mn; ++j) {
-              const int64_t m = gr * Mg + m0 + j;
-              epilogue(yb + j * OHW, q1 - q0, bias ? bias[m] : 0.f, rn ? rn + m * OHW + q0 : nullptr);
-            }
+            if (!rn)
+              for (int64_t q = 0; q < q1 - q0; ++q)
+                act_.apply_cols(tile.data() + q * lb, mn, bias ? bias + gr * Mg + m0 : nullptr, nullptr);
+            transpose_tile(tile.data(), lb, q1 - q0, mn, yb, OHW);
+            if (rn)
+              for (int64_t j = 0; j < mn; ++j) {
+                const int64_t m = gr * Mg + m0 + j;
+                epilogue(yb + j * OHW, q1 - q0, bias ? bias[m] : 0.f, rn + m * OHW + q0);
+              }
           }
         });
         continue;
