@@ -371,6 +371,9 @@ DIRECT_CASES = [
     dict(x=(1, 4, 1, 1), w=(70, 4, 3, 3), pads=[1, 1, 1, 1]),
     dict(x=(1, 0, 4, 4), w=(8, 0, 3, 3), pads=[1, 1, 1, 1]),
     dict(x=(1, 64, 7, 7), w=(64, 64, 3, 3), pads=[1, 1, 1, 1]),
+    # Maps wider than tiling A's row chunk (1536 plane positions): several chunks, a 1-row last one.
+    dict(x=(1, 3, 75, 75), w=(10, 3, 7, 7), strides=[2, 2], pads=[3, 3, 3, 3]),
+    dict(x=(2, 2, 100, 90), w=(9, 2, 3, 3), pads=[1, 1, 1, 1]),
 ]
 
 

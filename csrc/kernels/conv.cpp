@@ -525,6 +525,7 @@ class ConvKernel : public Kernel {
     return !(wshape[2] == 1 && wshape[3] == 1);
   }
 
+  static constexpr int64_t kTileAPositions = 1536;
   // Input channels per block of the direct kernels' K loop: a block's weights (taps x 32 x lb
   // floats, 72 KiB for 3x3 at lb 64) stay in L2 while the kernel sweeps the positions (16 was no
   // faster here: the accumulators are then reloaded twice as often).
@@ -651,9 +652,12 @@ class ConvKernel : public Kernel {
       // Tiling A. Tasks: (group, block of output channels, chunk of output rows); a chunk's plane
       // positions [oy0 * Wph, oy1 * Wph) go through the kernel la at a time into a scratch tile,
       // whose valid columns are copied to Y.
+      // Row chunks of about kTileAPositions plane positions: a chunk's planes stay in cache while
+      // every block of output channels sweeps them, and its scratch tile (ra x positions) stays in
+      // L1/L2 until copied to Y; then halve the chunks until there are tasks for every thread.
       const int64_t nra = (Mg + ra - 1) / ra;
       int64_t mchunk = nra;  // in units of ra
-      int64_t rchunk = OH;
+      int64_t rchunk = std::max<int64_t>(1, std::min(OH, kTileAPositions / pl.Wph));
       while (rchunk > 1 && g.group * ((nra + mchunk - 1) / mchunk) * ((OH + rchunk - 1) / rchunk) < want)
         rchunk = (rchunk + 1) / 2;
       while (mchunk > 1 && g.group * ((nra + mchunk - 1) / mchunk) * ((OH + rchunk - 1) / rchunk) < want)
