@@ -267,9 +267,12 @@ void gemm_driver(bool transA, int64_t M, int64_t N, int64_t K, float alpha, cons
   int64_t nb = ceil_div(N, kNCMax), mb = 1;
   if (P > 1) {
     const int64_t want = 4 * P;
-    // Splitting N is free (A is read in place); splitting M re-packs a fed B once more per block.
-    if (mb * nb < want) nb = std::max(nb, std::min(ceil_div(want, mb), ceil_div(N, 2 * step)));
-    if (mb * nb < want) mb = std::max(mb, std::min(ceil_div(want, nb), ceil_div(M, mr)));
+    // Split N down to tiles of 4 panel pairs (each A strip is packed once per tile, so narrower
+    // tiles would pack A more often than they use it); split M, which packs a fed B once more per
+    // block, when B is constant or no larger than A, or when there are fewer tasks than threads.
+    if (mb * nb < want) nb = std::max(nb, std::min(ceil_div(want, mb), ceil_div(N, 4 * step)));
+    if (mb * nb < want && (pb || N <= M || mb * nb < P))
+      mb = std::max(mb, std::min(ceil_div(want, nb), ceil_div(M, mr)));
     if ((mb * nb) % P != 0 && ceil_div(N, nb + 1) >= step) nb = round_up(nb, P);
   }
   const int64_t nc = round_up(ceil_div(N, nb), step), mc = round_up(ceil_div(M, mb), mr);
