@@ -395,6 +395,25 @@ def test_direct_conv_tilings(rng, monkeypatch, case, tiling):
     close(got, ref, int(np.prod(ws[1:])))
 
 
+@pytest.mark.parametrize("weight_const", [True, False])
+def test_strided_conv_with_large_planes_takes_im2col(rng, monkeypatch, weight_const):
+    """A stride-2 3x3 convolution whose phase planes exceed 1.5 MiB (4 x 72 x 37 x 37 floats here) runs
+    on im2col in the automatic mode, from weights packed at session creation or per run; its result
+    must match onnxruntime and the forced direct tilings."""
+    x = rng.standard_normal((2, 72, 72, 72)).astype(np.float32)
+    w = (rng.standard_normal((40, 72, 3, 3)) * 0.1).astype(np.float32)
+    b = rng.standard_normal(40).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], strides=[2, 2], pads=[1, 1, 1, 1])
+    inputs = [vi("x")] + ([] if weight_const else [vi("w")])
+    model = make_model([node], inputs, [vi("y")], initializers=[("b", b)] + ([("w", w)] if weight_const else []))
+    feed = {"x": x} if weight_const else {"x": x, "w": w}
+    ref = ort_run(model, feed)[0]
+    for mode in (None, "a", "b"):
+        if mode:
+            monkeypatch.setenv("ONNXFAST_CONV_DIRECT", mode)
+        close(native_session(model).run(None, feed)[0], ref, 72 * 9)
+
+
 @pytest.mark.parametrize("tiling", ["a", "b"])
 @pytest.mark.parametrize("weight_const", [True, False])
 def test_direct_conv_fused_residual_relu(rng, monkeypatch, tiling, weight_const):
