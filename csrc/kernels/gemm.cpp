@@ -1,8 +1,8 @@
 // Blocked SGEMM and the MatMul / Gemm kernels built on it.
 //
 // Layout: B is packed into 16-column panels per K block (pre-packed once for constant weights,
-// or per task into a thread-local buffer that stays in L2); A is read in place (row-major) or,
-// when transposed, packed into the tier's row strips. The micro-kernels (gemm_tiers.h) are
+// or per task into a thread-local buffer that stays in L2); A is packed one `mr`-row strip at a
+// time just before the strip sweeps the B block (read in place only for tiles too narrow to reuse it). The micro-kernels (gemm_tiers.h) are
 // per ISA tier; this file holds the portable one, the packing and the threaded driver.
 #include "gemm.h"
 
@@ -33,7 +33,7 @@ constexpr int64_t kNR = kGemmPanel;  // panel width (all tiers)
 constexpr int64_t kKC = kGemmKC;     // K block
 constexpr int64_t kNCMax = 1024;     // columns per task: a kc x nc B block (1 MiB) stays in L2
 
-// Grow-only per-thread scratch buffers (slot 0: B block, slot 1: A block).
+// Grow-only per-thread scratch buffers (slot 0: B block, slot 1: A strip).
 float* scratch(int slot, size_t n) {
   thread_local std::shared_ptr<float> buf[2];
   thread_local size_t size[2] = {0, 0};
