@@ -43,15 +43,9 @@ class ConvKernel : public Kernel {
       if (w.dtype == kFloat && w.rank() >= 3 && w.shape[0] % group_ == 0 && w.shape[0] > 0) {
         packed_shape_ = w.shape;
         // Which path runs depends only on attributes and the weight's shape: pack for that one.
-        if (direct_applies(w.shape)) {
-          direct_w_ = pack_direct(w.ptr<float>(), w.shape);
-          // A strided one may still take im2col on a large input (see direct_declined).
-          bool strided = false;
-          for (int64_t st : strides_) strided |= st > 1;
-          if (strided) packed_w_ = pack_weights(w);
-        } else {
-          packed_w_ = pack_weights(w);
-        }
+        // (A strided direct one may still take im2col on a large input: see direct_declined.)
+        if (direct_applies(w.shape)) direct_w_ = pack_direct(w.ptr<float>(), w.shape);
+        else packed_w_ = pack_weights(w);
       }
     }
   }
@@ -160,7 +154,12 @@ class ConvKernel : public Kernel {
     }
     std::vector<PackedA> fresh;
     const std::vector<PackedA>* wp = &packed_w_;
-    if (packed_w_.empty() || packed_shape_ != W.shape) {
+    if (packed_w_.empty() && !direct_w_.empty() && packed_shape_ == W.shape) {
+      // A constant weight packed for the direct path, on an input direct_declined: packed for
+      // im2col once, on first use (most strided convolutions never need it).
+      std::call_once(im2col_once_, [&] { im2col_w_ = pack_weights(W); });
+      wp = &im2col_w_;
+    } else if (packed_w_.empty() || packed_shape_ != W.shape) {
       fresh = pack_weights(W);
       wp = &fresh;
     }
@@ -799,6 +798,8 @@ class ConvKernel : public Kernel {
   // W^T packed as a GEMM B operand, for pointwise convolutions on small maps (built on first use).
   mutable std::once_flag wt_once_;
   mutable std::shared_ptr<PackedB> packed_wt_;
+  mutable std::once_flag im2col_once_;
+  mutable std::vector<PackedA> im2col_w_;  // im2col packing of a direct-path constant weight
 };
 
 }  // namespace
