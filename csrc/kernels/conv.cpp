@@ -45,13 +45,13 @@ class ConvKernel : public Kernel {
         // Which path runs depends only on attributes and the weight's shape: pack for that one.
         // (A strided direct one may still take im2col on a large input: see direct_declined.)
         if (direct_applies(w.shape)) direct_w_ = pack_direct(w.ptr<float>(), w.shape);
-        else packed_w_ = pack_weights(w);
+        else std::call_once(packed_once_, [&] { packed_w_ = pack_weights(w); });
       }
     }
   }
   std::string describe() const override {
     std::string d = act_.kind == Activation::kNone ? "native" : "native:fused";
-    return packed_w_.empty() && direct_w_.empty() ? d : d + ":prepacked";
+    return packed_shape_.empty() ? d : d + ":prepacked";
   }
 
   ConvGeom geometry(const Tensor& X, const Tensor& W) const {
@@ -148,18 +148,20 @@ class ConvKernel : public Kernel {
       pointwise_transposed(g, X.ptr<float>(), W, bias, residual, Y.ptr<float>());
       return;
     }
-    if (direct_applies(W.shape) && !direct_declined(g)) {
-      direct(g, X.ptr<float>(), W, bias, residual, Y.ptr<float>());
-      return;
+    if (direct_applies(W.shape)) {
+      const Planes pl = plan_planes(g);
+      if (!direct_declined(g, pl)) {
+        direct(g, pl, X.ptr<float>(), W, bias, residual, Y.ptr<float>());
+        return;
+      }
     }
     std::vector<PackedA> fresh;
     const std::vector<PackedA>* wp = &packed_w_;
-    if (packed_w_.empty() && !direct_w_.empty() && packed_shape_ == W.shape) {
-      // A constant weight packed for the direct path, on an input direct_declined: packed for
-      // im2col once, on first use (most strided convolutions never need it).
-      std::call_once(im2col_once_, [&] { im2col_w_ = pack_weights(W); });
-      wp = &im2col_w_;
-    } else if (packed_w_.empty() || packed_shape_ != W.shape) {
+    if (!packed_shape_.empty() && packed_shape_ == W.shape) {
+      // A constant weight: packed at session creation, or on first use when it was packed for the
+      // direct path and this input was direct_declined (most strided convolutions never need it).
+      std::call_once(packed_once_, [&] { packed_w_ = pack_weights(W); });
+    } else {
       fresh = pack_weights(W);
       wp = &fresh;
     }
@@ -404,11 +406,8 @@ class ConvKernel : public Kernel {
       float* yn = y + n * M * P;
       const float* rn = residual ? residual + n * M * P : nullptr;
       parallel_for(M, 4.0 * P, [&](int64_t b, int64_t e) {
-        for (int64_t m = b; m < e; ++m) {
-          float* row = yn + m * P;
-          for (int64_t p = 0; p < P; ++p) row[p] = yt[p * M + m];
-          epilogue(row, P, bias ? bias[m] : 0.f, rn ? rn + m * P : nullptr);
-        }
+        transpose_f32(yt + b, M, P, e - b, yn + b * P, P);
+        for (int64_t m = b; m < e; ++m) epilogue(yn + m * P, P, bias ? bias[m] : 0.f, rn ? rn + m * P : nullptr);
       });
     }
   }
@@ -461,33 +460,6 @@ class ConvKernel : public Kernel {
     for (; xx < hi; ++xx) row[xx] = src[2 * xx];
   }
 
-  // dst[j * ldd + q] = src[q * lds + j] for q < rows, j < cols: 4 x 4 blocks in SSE registers,
-  // 16 source rows at a time (they stay in L1 while every column is written).
-  static void transpose_tile(const float* src, int64_t lds, int64_t rows, int64_t cols, float* dst, int64_t ldd) {
-    for (int64_t q0 = 0; q0 < rows; q0 += 16) {
-      const int64_t qe = std::min(rows, q0 + 16);
-      int64_t j = 0;
-#if defined(__SSE2__)
-      for (; j + 4 <= cols; j += 4) {
-        int64_t q = q0;
-        for (; q + 4 <= qe; q += 4) {
-          __m128 r0 = _mm_loadu_ps(src + q * lds + j), r1 = _mm_loadu_ps(src + (q + 1) * lds + j);
-          __m128 r2 = _mm_loadu_ps(src + (q + 2) * lds + j), r3 = _mm_loadu_ps(src + (q + 3) * lds + j);
-          _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
-          _mm_storeu_ps(dst + j * ldd + q, r0);
-          _mm_storeu_ps(dst + (j + 1) * ldd + q, r1);
-          _mm_storeu_ps(dst + (j + 2) * ldd + q, r2);
-          _mm_storeu_ps(dst + (j + 3) * ldd + q, r3);
-        }
-        for (; q < qe; ++q)
-          for (int64_t jj = j; jj < j + 4; ++jj) dst[jj * ldd + q] = src[q * lds + jj];
-      }
-#endif
-      for (; j < cols; ++j)
-        for (int64_t q = q0; q < qe; ++q) dst[j * ldd + q] = src[q * lds + j];
-    }
-  }
-
   // The planes of one image (all channels), in parallel over (slot, channel).
   static void fill_planes(const ConvGeom& g, const Planes& p, const float* x, float* dst) {
     const int64_t H = g.in_sp[0], Wd = g.in_sp[1], sh = g.strides[0], sw = g.strides[1];
@@ -535,9 +507,8 @@ class ConvKernel : public Kernel {
   // at stride 2 builds four 29x29 planes per channel, 1.7 MiB) takes im2col + GEMM in the automatic
   // mode: tiling B then re-reads the planes from L3 for every block of output channels, and on
   // ResNet-50's 128x56x56 3x3 stride-2 layer im2col measured 1.05-1.2x onnxruntime against 1.3-1.5x.
-  bool direct_declined(const ConvGeom& g) const {
+  bool direct_declined(const ConvGeom& g, const Planes& pl) const {
     if (direct_mode() != 0 || (g.strides[0] == 1 && g.strides[1] == 1)) return false;
-    const Planes pl = plan_planes(g);
     return static_cast<double>(pl.slots) * g.C * pl.cs * sizeof(float) > 1.5 * 1024 * 1024;
   }
 
@@ -591,8 +562,8 @@ class ConvKernel : public Kernel {
     return v == "a" ? 1 : v == "b" ? 2 : v == "off" ? -1 : 0;
   }
 
-  void direct(const ConvGeom& g, const float* x, const Tensor& W, const float* bias, const float* residual,
-              float* y) const {
+  void direct(const ConvGeom& g, const Planes& pl, const float* x, const Tensor& W, const float* bias,
+              const float* residual, float* y) const {
     const ConvDirectTier& dt = *conv_direct_tier();
     std::vector<std::shared_ptr<float>> fresh;
     const std::vector<std::shared_ptr<float>>* wp = &direct_w_;
@@ -600,7 +571,6 @@ class ConvKernel : public Kernel {
       fresh = pack_direct(W.ptr<float>(), W.shape);
       wp = &fresh;
     }
-    const Planes pl = plan_planes(g);
     const int64_t OH = g.out_sp[0], OW = g.out_sp[1], OHW = OH * OW, Cg = g.C / g.group, Mg = g.M / g.group;
     const int64_t T = static_cast<int64_t>(pl.toff.size()), lb = dt.lb, ra = dt.ra, la = dt.la, rb = dt.rb;
     // K runs in blocks of cb input channels; at least one block, so Cg = 0 still writes bias + epilogue.
@@ -655,7 +625,7 @@ class ConvKernel : public Kernel {
             if (!rn)
               for (int64_t q = 0; q < q1 - q0; ++q)
                 act_.apply_cols(tile.data() + q * lb, mn, bias ? bias + gr * Mg + m0 : nullptr, nullptr);
-            transpose_tile(tile.data(), lb, q1 - q0, mn, yb, OHW);
+            transpose_f32(tile.data(), lb, q1 - q0, mn, yb, OHW);
             if (rn)
               for (int64_t j = 0; j < mn; ++j) {
                 const int64_t m = gr * Mg + m0 + j;
@@ -792,14 +762,15 @@ class ConvKernel : public Kernel {
   std::string auto_pad_;
   int64_t group_;
   Shape kernel_shape_, strides_, dilations_, pads_;
-  std::vector<PackedA> packed_w_;  // per group, when the weight is a constant (im2col path)
+  // Per group, a constant weight packed for im2col: at session creation when that is its path,
+  // else on first use (a strided direct convolution whose input is direct_declined).
+  mutable std::once_flag packed_once_;
+  mutable std::vector<PackedA> packed_w_;
   std::vector<std::shared_ptr<float>> direct_w_;  // per group, when the weight is a constant (direct path)
   Shape packed_shape_;  // the constant weight's shape (empty: the weight is fed)
   // W^T packed as a GEMM B operand, for pointwise convolutions on small maps (built on first use).
   mutable std::once_flag wt_once_;
   mutable std::shared_ptr<PackedB> packed_wt_;
-  mutable std::once_flag im2col_once_;
-  mutable std::vector<PackedA> im2col_w_;  // im2col packing of a direct-path constant weight
 };
 
 }  // namespace

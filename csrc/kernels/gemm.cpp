@@ -10,10 +10,6 @@
 #include <cstdlib>
 #include <cstring>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
-
 #include "../cpu/cpu.h"
 #include "gemm_tiers.h"
 #include "kernel.h"
@@ -101,10 +97,7 @@ void pack_a(bool transA, const float* A, int64_t lda, int64_t m0, int64_t mc, in
     int64_t rows = std::min(mr, mc - i0);
     float* strip = out + i0 * kc;
     if (!transA) {
-      for (int64_t i = 0; i < rows; ++i) {
-        const float* src = A + (m0 + i0 + i) * lda + k0;
-        for (int64_t k = 0; k < kc; ++k) strip[k * mr + i] = src[k];
-      }
+      transpose_f32(A + (m0 + i0) * lda + k0, lda, rows, kc, strip, mr);
     } else {
       for (int64_t k = 0; k < kc; ++k) {
         const float* src = A + (k0 + k) * lda + m0 + i0;
@@ -113,37 +106,6 @@ void pack_a(bool transA, const float* A, int64_t lda, int64_t m0, int64_t mc, in
     }
     for (int64_t k = 0; k < kc && rows < mr; ++k)
       for (int64_t i = rows; i < mr; ++i) strip[k * mr + i] = 0.f;
-  }
-}
-
-// One strip of row-major A, rows [i0, i0+mr) x columns [k0, k0+kc), into strip[k][mr]: what
-// pack_a does element by element, with groups of 4 rows transposed 4 x 4 in SSE registers.
-void pack_strip(const float* A, int64_t lda, int64_t i0, int64_t k0, int64_t kc, int64_t mr, float* out) {
-  int64_t r = 0;
-#if defined(__SSE2__)
-  const int64_t k4 = kc / 4 * 4;
-  for (; r + 4 <= mr; r += 4) {
-    const float* s0 = A + (i0 + r) * lda + k0;
-    const float *s1 = s0 + lda, *s2 = s1 + lda, *s3 = s2 + lda;
-    for (int64_t k = 0; k < k4; k += 4) {
-      __m128 r0 = _mm_loadu_ps(s0 + k), r1 = _mm_loadu_ps(s1 + k), r2 = _mm_loadu_ps(s2 + k), r3 = _mm_loadu_ps(s3 + k);
-      _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
-      _mm_storeu_ps(out + k * mr + r, r0);
-      _mm_storeu_ps(out + (k + 1) * mr + r, r1);
-      _mm_storeu_ps(out + (k + 2) * mr + r, r2);
-      _mm_storeu_ps(out + (k + 3) * mr + r, r3);
-    }
-    for (int64_t k = k4; k < kc; ++k) {
-      out[k * mr + r] = s0[k];
-      out[k * mr + r + 1] = s1[k];
-      out[k * mr + r + 2] = s2[k];
-      out[k * mr + r + 3] = s3[k];
-    }
-  }
-#endif
-  for (; r < mr; ++r) {
-    const float* src = A + (i0 + r) * lda + k0;
-    for (int64_t k = 0; k < kc; ++k) out[k * mr + r] = src[k];
   }
 }
 
@@ -307,8 +269,7 @@ void gemm_driver(bool transA, int64_t M, int64_t N, int64_t K, float alpha, cons
           const int64_t rows = std::min(mr, m1 - i0);
           const float* a = A + i0 * lda + k0;
           if (!a_rows) {
-            if (!transA && rows == mr) pack_strip(A, lda, i0, k0, kc, mr, abuf);
-            else pack_a(transA, A, lda, i0, rows, k0, kc, mr, abuf);
+            pack_a(transA, A, lda, i0, rows, k0, kc, mr, abuf);
             a = abuf;
           }
           const int64_t as = a_rows ? lda : mr;

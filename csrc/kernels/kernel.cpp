@@ -2,10 +2,38 @@
 #include "kernel.h"
 
 #include <algorithm>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "../threadpool/threadpool.h"
 
 namespace onnxfast {
+
+void transpose_f32(const float* src, int64_t lds, int64_t rows, int64_t cols, float* dst, int64_t ldd) {
+  for (int64_t i0 = 0; i0 < rows; i0 += 16) {
+    const int64_t ie = std::min(rows, i0 + 16);
+    int64_t j = 0;
+#if defined(__SSE2__)
+    for (; j + 4 <= cols; j += 4) {
+      int64_t i = i0;
+      for (; i + 4 <= ie; i += 4) {
+        __m128 r0 = _mm_loadu_ps(src + i * lds + j), r1 = _mm_loadu_ps(src + (i + 1) * lds + j);
+        __m128 r2 = _mm_loadu_ps(src + (i + 2) * lds + j), r3 = _mm_loadu_ps(src + (i + 3) * lds + j);
+        _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+        _mm_storeu_ps(dst + j * ldd + i, r0);
+        _mm_storeu_ps(dst + (j + 1) * ldd + i, r1);
+        _mm_storeu_ps(dst + (j + 2) * ldd + i, r2);
+        _mm_storeu_ps(dst + (j + 3) * ldd + i, r3);
+      }
+      for (; i < ie; ++i)
+        for (int64_t jj = j; jj < j + 4; ++jj) dst[jj * ldd + i] = src[i * lds + jj];
+    }
+#endif
+    for (; j < cols; ++j)
+      for (int64_t i = i0; i < ie; ++i) dst[j * ldd + i] = src[i * lds + j];
+  }
+}
 
 std::map<std::string, KernelEntry>& kernel_table() {
   static std::map<std::string, KernelEntry> table;

@@ -98,6 +98,11 @@ void register_reduce_kernels();
 void register_tensor_kernels();
 
 // Helpers shared by kernels.
+
+// dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols (32-bit elements: floats, or any 4-byte
+// words, copied bit for bit). 4 x 4 blocks in SSE registers on x86-64, 16 source rows at a time.
+// Defined in kernel.cpp (baseline flags): the conv tile transpose, GEMM's A strips, Transpose.
+void transpose_f32(const float* src, int64_t lds, int64_t rows, int64_t cols, float* dst, int64_t ldd);
 [[noreturn]] void kernel_fail(const std::string& msg);
 
 // Row-major odometer over some dims, tracking an element offset into each of N tensors
