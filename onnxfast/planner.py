@@ -208,7 +208,8 @@ class Planner:
             sv = since_version(node.op_type, opset, node.domain)
             in_types = [self._elem_type(graph, consts, n) for n in node.inputs]
             native_types = REGISTRY.native_dtypes(
-                node.domain, node.op_type, sv, lambda: resolve_attributes(node.op_type, node.domain, opset, node.attrs))
+                node.domain, node.op_type, sv, lambda: resolve_attributes(node.op_type, node.domain, opset, node.attrs),
+                in_types)
             first_type = in_types[0] if in_types else None
             native_allowed = (native_types is not None and self.options.allowed("native", node.op_type)
                               and not node.subgraphs)

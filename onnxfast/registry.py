@@ -59,10 +59,10 @@ class OpEntry:
     since: list[int] = field(default_factory=list)
     factories: list[Factory] = field(default_factory=list)
     native_since: int | None = None  # native kernel usable from this schema version on
-    # Which nodes the native kernel computes, judged from the attributes (schema defaults filled) and
-    # the schema version; None: every node. The others run on the numpy kernel (e.g. a mode the native
-    # kernel does not implement).
-    native_when: Callable[[dict, int], bool] | None = None
+    # Which nodes the native kernel computes, judged from the attributes (schema defaults filled), the
+    # schema version and the input element types (ONNX codes, None where unknown); None: every node.
+    # The others run on the numpy kernel (e.g. a mode the native kernel does not implement).
+    native_when: Callable[[dict, int, list], bool] | None = None
 
 
 class Registry:
@@ -78,9 +78,9 @@ class Registry:
         entry.factories.insert(i, factory)
 
     def register_native(self, op_type: str, domain: str = "", since: int = 1,
-                        when: Callable[[dict, int], bool] | None = None) -> None:
+                        when: Callable[[dict, int, list], bool] | None = None) -> None:
         """Declare _core's native kernel for op_type usable from schema version `since` on;
-        `when(attrs, since_version)` (optional) restricts it to the nodes it accepts."""
+        `when(attrs, since_version, input_types)` (optional) restricts it to the nodes it accepts."""
         if op_type not in _core.native_kernels():
             raise ValueError(f"_core has no native kernel for {op_type}")
         entry = self._ops.setdefault((domain, op_type), OpEntry())
@@ -95,14 +95,14 @@ class Registry:
         return entry.factories[i] if i >= 0 else None
 
     def native_dtypes(self, domain: str, op_type: str, since_version: int,
-                      attrs: Callable[[], dict] | None = None) -> list[int] | None:
+                      attrs: Callable[[], dict] | None = None, input_types: list | None = None) -> list[int] | None:
         """Element types (of the first input) the native kernel computes for a node of this schema
         version; None when no native kernel applies. `attrs()` gives the node's resolved attributes
         (asked only when the registration has a `when` condition)."""
         entry = self._ops.get((domain, op_type))
         if not entry or entry.native_since is None or since_version < entry.native_since:
             return None
-        if entry.native_when is not None and not entry.native_when(attrs() if attrs else {}, since_version):
+        if entry.native_when is not None and not entry.native_when(attrs() if attrs else {}, since_version, list(input_types or [])):
             return None
         return list(_core.native_kernels().get(op_type, []))
 
