@@ -1,5 +1,5 @@
-"""Native pooling, reduction and data-movement kernels (csrc/kernels/pooling.cpp, reduce.cpp,
-tensor_ops.cpp) against the numpy kernels of the same ops.
+"""Native pooling, normalization, reduction and data-movement kernels (csrc/kernels/pooling.cpp,
+normalization.cpp, reduce.cpp, tensor_ops.cpp) against the numpy kernels of the same ops.
 
 Each model runs twice: once with the op's numpy kernel disabled (the kernel listing must say
 native) and once with every native kernel disabled. Shapes sweep sizes 0, 1, every size up to 17
@@ -10,7 +10,7 @@ import itertools
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 from onnx_helpers import F, make_model, vi
 
 import onnxfast
@@ -99,11 +99,14 @@ def _pool_input(rng, shape, ties):
 
 
 @pytest.mark.parametrize("geom", POOL_GEOMS, ids=lambda g: "-".join(f"{k}{v}" for k, v in g.items()))
-@pytest.mark.parametrize("variant", ["max", "max+indices", "max+indices-colmajor", "avg", "avg-include-pad"])
+@pytest.mark.parametrize("variant", ["max", "max+indices", "max+indices-colmajor", "avg", "avg-include-pad",
+                                     "lp2", "lp1", "lp3"])
 def test_pool_against_numpy(rng, geom, variant):
     nsp = len(geom["kernel_shape"])
     attrs = dict(geom)
-    op = "MaxPool" if variant.startswith("max") else "AveragePool"
+    op = "MaxPool" if variant.startswith("max") else "LpPool" if variant.startswith("lp") else "AveragePool"
+    if op == "LpPool":
+        attrs["p"] = int(variant[2:])
     outs = ["y", "i"] if "indices" in variant else ["y"]
     if variant == "avg-include-pad":
         attrs["count_include_pad"] = 1
@@ -124,7 +127,10 @@ def test_pool_against_numpy(rng, geom, variant):
                 checked += 1
                 for g, w in zip(got, want):
                     assert g.shape == w.shape and g.dtype == w.dtype, (shape, g.shape, w.shape)
-                    np.testing.assert_array_equal(g, w, err_msg=f"{op} {attrs} input {shape}")
+                    if op == "LpPool":  # |x|^p summed in another order than numpy's pairwise sum
+                        np.testing.assert_allclose(g, w, rtol=2e-6, atol=1e-6, err_msg=f"{op} {attrs} input {shape}")
+                    else:
+                        np.testing.assert_array_equal(g, w, err_msg=f"{op} {attrs} input {shape}")
     assert checked >= 10
 
 
@@ -187,9 +193,11 @@ def test_pool_large_map_threads_agree(rng):
         assert results[0] == results[1]
 
 
-@pytest.mark.parametrize("op", ["GlobalAveragePool", "GlobalMaxPool"])
+@pytest.mark.parametrize("op", ["GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool:1", "GlobalLpPool:2"])
 def test_global_pool(rng, op):
-    model = make_model([helper.make_node(op, ["x"], ["y"], name="n0")], [vi("x")], [vi("y")])
+    op, _, p = op.partition(":")
+    attrs = {"p": int(p)} if p else {}
+    model = make_model([helper.make_node(op, ["x"], ["y"], name="n0", **attrs)], [vi("x")], [vi("y")])
     nat, ref = _sessions(model, op)
     shapes = [(2, 3, n) for n in SWEEP if n] + [(2, 3, n, n + 1) for n in SWEEP] + [
         (0, 4, 3, 3), (3, 0, 2, 2), (1, 2, 3, 4, 5), (2, 5), (1, 3, 300, 300), (2, 2048, 7, 7)]
@@ -197,7 +205,7 @@ def test_global_pool(rng, op):
         x = rng.standard_normal(shape).astype(np.float32)
         for feed in (x, _noncontiguous(x)):
             got = nat.run(None, {"x": feed})[0]
-            if x.size == 0 and 0 not in shape[:2]:
+            if x.size == 0 and 0 not in shape[:2] and op != "GlobalLpPool":
                 want = np.full(shape[:2] + (1,) * (len(shape) - 2), np.nan if "Average" in op else -np.inf, np.float32)
             else:
                 want = ref.run(None, {"x": feed})[0]
@@ -209,6 +217,92 @@ def test_global_pool(rng, op):
                 np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * np.sqrt(n))
     with pytest.raises(onnxfast.errors.InvalidArgument, match=f"{op} 'n0'"):
         nat.run(None, {"x": np.zeros(3, np.float32)})
+
+
+# ---- BatchNormalization / InstanceNormalization --------------------------------------------
+
+NORM_SHAPES = [(2, 3, n) for n in SWEEP] + [(1, 1), (3, 5), (0, 4, 3), (2, 0, 5), (2, 3, 5, 0),
+                                           (1, 17, 7, 9), (2, 4, 3, 5, 7), (1, 3, 300, 301), (1, 2, 70000)]
+
+
+def _norm_model(op, C, const, rng, **attrs):
+    names = ["scale", "B", "mean", "var"] if op == "BatchNormalization" else ["scale", "B"]
+    vals = {n: rng.standard_normal(C).astype(np.float32) for n in names}
+    if "var" in vals:
+        vals["var"] = rng.random(C).astype(np.float32) + 0.1
+    node = helper.make_node(op, ["x"] + names, ["y"], name="n0", **attrs)
+    if const:
+        return make_model([node], [vi("x")], [vi("y")], initializers=list(vals.items())), {}
+    return make_model([node], [vi("x")] + [vi(n) for n in names], [vi("y")]), vals
+
+
+@pytest.mark.filterwarnings("ignore:Mean of empty slice", "ignore:Degrees of freedom")  # numpy on empty planes
+@pytest.mark.parametrize("const", [True, False], ids=["const", "fed"])
+@pytest.mark.parametrize("op", ["BatchNormalization", "InstanceNormalization"])
+def test_channel_norms_against_numpy(rng, op, const):
+    checked = 0
+    for shape in NORM_SHAPES:
+        C = shape[1]
+        model, stats = _norm_model(op, C, const, rng, epsilon=1e-3)
+        nat, ref = _sessions(model, op)
+        # an offset mean: the instance statistics must not lose precision on large planes
+        x = (rng.standard_normal(shape) * 3 + 50).astype(np.float32)
+        for feed in (x, _noncontiguous(x)):
+            got = nat.run(None, {"x": feed, **stats})[0]
+            want = ref.run(None, {"x": feed, **stats})[0]
+            assert got.shape == want.shape and got.dtype == np.float32
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-4 if op == "InstanceNormalization" else 1e-5,
+                                       err_msg=f"{op} {shape}")
+            checked += 1
+    assert checked == 2 * len(NORM_SHAPES)
+
+
+def test_batchnorm_legacy_outputs_and_old_opsets(rng):
+    # opset 7-13 nodes may list the training outputs; in inference they pass mean / var through
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    for opset in (7, 9, 14, 15):
+        model, _ = _norm_model("BatchNormalization", 3, True, rng)
+        model.opset_import[0].version = opset
+        if opset < 14:
+            model.graph.node[0].output.extend(["m", "v"])
+            model.graph.output.extend([vi("m"), vi("v")])
+        nat, ref = _sessions(model, "BatchNormalization")
+        got, want = nat.run(None, {"x": x}), ref.run(None, {"x": x})
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
+def test_batchnorm_training_and_half_statistics_run_on_numpy(rng):
+    model, _ = _norm_model("BatchNormalization", 3, True, rng, training_mode=1)
+    assert [r["kernel"] for r in onnxfast.InferenceSession(model.SerializeToString()).kernel_listing()] == ["numpy"]
+    model, _ = _norm_model("BatchNormalization", 3, True, rng)
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.array([1, 2, 0.5], np.float16), "scale"))
+    s = onnxfast.InferenceSession(model.SerializeToString())
+    assert [r["kernel"] for r in s.kernel_listing()] == ["numpy"]
+    assert s.run(None, {"x": np.ones((1, 3, 2), np.float32)})[0].shape == (1, 3, 2)
+
+
+@pytest.mark.parametrize("op", ["BatchNormalization", "InstanceNormalization"])
+def test_channel_norm_errors_name_the_node(rng, op):
+    model, stats = _norm_model(op, 4, False, rng)
+    nat, _ = _sessions(model, op)
+    bad = dict(stats, scale=np.ones(5, np.float32))
+    with pytest.raises(onnxfast.errors.InvalidArgument, match=f"{op} 'n0'.*scale.*one value per channel"):
+        nat.run(None, {"x": np.zeros((1, 4, 3), np.float32), **bad})
+    with pytest.raises(onnxfast.errors.InvalidArgument, match=f"{op} 'n0'.*at least 2 dimensions"):
+        nat.run(None, {"x": np.zeros(4, np.float32), **stats})
+
+
+@pytest.mark.parametrize("op", ["BatchNormalization", "InstanceNormalization"])
+def test_channel_norm_threads_agree(rng, op):
+    x = rng.standard_normal((2, 6, 150, 151)).astype(np.float32)
+    results = []
+    for threads in (1, 2, 3):
+        model, _ = _norm_model(op, 6, True, np.random.default_rng(1))
+        nat, _ = _sessions(model, op, threads)
+        results.append(nat.run(None, {"x": x})[0].tobytes())
+    assert results[0] == results[1] == results[2]
 
 
 # ---- Reduce* --------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 // Softmax / LogSoftmax (opset < 13: softmax over the flattened trailing dims; >= 13: one axis),
-// LayerNormalization (with the optional Mean / InvStdDev outputs) and Gelu, float32, on the
-// vecmath row functions of the CPU's tier, parallel over rows.
+// LayerNormalization (with the optional Mean / InvStdDev outputs), BatchNormalization (inference),
+// InstanceNormalization, Gelu and the vector-math unary ops, float32, on the vecmath row functions of
+// the CPU's tier, parallel over rows / planes.
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "../threadpool/threadpool.h"
@@ -158,6 +160,126 @@ class LayerNormKernel : public Kernel {
   float eps_;
 };
 
+// The C values of a per-channel input (scale, bias, mean, var), checked: float32 with C elements.
+std::vector<float> channel_values(const Tensor* t, int64_t C, const std::string& who, const char* what) {
+  if (!t) kernel_fail(who + " needs input " + what);
+  expect_dtype(*t, kFloat, (who + " " + what).c_str());
+  if (t->numel() != C)
+    kernel_fail(who + ": " + what + " of shape " + shape_str(t->shape) + " must have one value per channel (" +
+                std::to_string(C) + ")");
+  const float* p = t->ptr<float>();
+  return std::vector<float>(p, p + C);
+}
+
+void check_channels_input(const std::vector<const Tensor*>& in, const std::string& who) {
+  if (in.empty() || !in[0]) kernel_fail(who + " needs an input X");
+  expect_dtype(*in[0], kFloat, (who + " input X").c_str());
+  if (in[0]->rank() < 2)
+    kernel_fail(who + ": input X of shape " + shape_str(in[0]->shape) + " needs at least 2 dimensions (N, C, ...)");
+}
+
+// y = x * a[c] + b[c] over every (n, c) plane of X, in parallel over chunks of planes.
+void channel_affine(const Tensor& X, float* y, const std::vector<float>& a, const std::vector<float>& b) {
+  const int64_t N = X.shape[0], C = X.shape[1];
+  const int64_t plane = X.numel() / std::max<int64_t>(N * C, 1);
+  if (X.numel() == 0) return;
+  constexpr int64_t kChunk = 16384;
+  const int64_t chunks = (plane + kChunk - 1) / kChunk;
+  const float* x = X.ptr<float>();
+  const VecMath& vm = vecmath();
+  parallel_for(N * C * chunks, 1.0 * std::min(plane, kChunk), [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t nc = t / chunks, k0 = (t % chunks) * kChunk;
+      const int64_t c = nc % C, off = nc * plane + k0;
+      vm.affine(x + off, y + off, std::min(kChunk, plane - k0), a[c], b[c]);
+    }
+  });
+}
+
+// Inference-mode BatchNormalization (training_mode = 0; the planner sends training to numpy):
+// y = (x - mean) / sqrt(var + eps) * scale + B per channel, computed as x * a + b with a and b
+// folded once per run. Optional extra outputs (opset < 14 training outputs) pass mean / var through.
+class BatchNormKernel : public Kernel {
+ public:
+  explicit BatchNormKernel(const KernelArgs& a)
+      : name_("BatchNormalization '" + a.node_name + "'"), eps_(static_cast<float>(a.get_float("epsilon", 1e-5))) {}
+
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    check_channels_input(in, name_);
+    if (in.size() < 5) kernel_fail(name_ + " needs inputs X, scale, B, input_mean, input_var");
+    const int64_t C = in[0]->shape[1];
+    const char* what[] = {"scale", "B", "input_mean", "input_var"};
+    for (int i = 0; i < 4; ++i) channel_values(in[i + 1], C, name_, what[i]);
+    out.resize(5);
+    out[0] = {kFloat, in[0]->shape};
+    for (int i = 1; i < 5; ++i) out[i] = {kFloat, in[i % 2 ? 3 : 4]->shape};
+  }
+
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    const Tensor& X = *in[0];
+    const int64_t C = X.shape[1];
+    std::vector<float> a = channel_values(in[1], C, name_, "scale"), b = channel_values(in[2], C, name_, "B");
+    const std::vector<float> mean = channel_values(in[3], C, name_, "input_mean");
+    const std::vector<float> var = channel_values(in[4], C, name_, "input_var");
+    for (int64_t c = 0; c < C; ++c) {
+      a[c] = a[c] / std::sqrt(var[c] + eps_);
+      b[c] = b[c] - mean[c] * a[c];
+    }
+    channel_affine(X, out[0]->ptr<float>(), a, b);
+    for (size_t i = 1; i < out.size() && i < 5; ++i) {
+      if (!out[i]) continue;
+      const Tensor& src = *in[i % 2 ? 3 : 4];
+      std::copy(src.ptr<float>(), src.ptr<float>() + src.numel(), out[i]->ptr<float>());
+    }
+  }
+
+ private:
+  std::string name_;
+  float eps_;
+};
+
+// InstanceNormalization: each (n, c) plane normalized by its own mean and variance (vecmath
+// moments: blocks summed in double), then scaled and shifted per channel; parallel over planes.
+class InstanceNormKernel : public Kernel {
+ public:
+  explicit InstanceNormKernel(const KernelArgs& a)
+      : name_("InstanceNormalization '" + a.node_name + "'"), eps_(static_cast<float>(a.get_float("epsilon", 1e-5))) {}
+
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    check_channels_input(in, name_);
+    if (in.size() < 3) kernel_fail(name_ + " needs inputs input, scale, B");
+    channel_values(in[1], in[0]->shape[1], name_, "scale");
+    channel_values(in[2], in[0]->shape[1], name_, "B");
+    out.resize(1);
+    out[0] = {kFloat, in[0]->shape};
+  }
+
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    const Tensor& X = *in[0];
+    const int64_t N = X.shape[0], C = X.shape[1];
+    const std::vector<float> scale = channel_values(in[1], C, name_, "scale");
+    const std::vector<float> bias = channel_values(in[2], C, name_, "B");
+    if (X.numel() == 0) return;
+    const int64_t plane = X.numel() / (N * C);
+    const float* x = X.ptr<float>();
+    float* y = out[0]->ptr<float>();
+    const VecMath& vm = vecmath();
+    parallel_for(N * C, 4.0 * plane, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t c = t % C;
+        float mean, invstd;
+        vm.moments(x + t * plane, plane, eps_, &mean, &invstd);
+        const float a = invstd * scale[c];
+        vm.affine(x + t * plane, y + t * plane, plane, a, bias[c] - mean * a);
+      }
+    });
+  }
+
+ private:
+  std::string name_;
+  float eps_;
+};
+
 enum class MathOp { kExp, kErf, kTanh, kSigmoid, kGelu, kGeluTanh };
 
 class VecMathKernel : public FloatUnaryKernel {
@@ -188,6 +310,10 @@ void register_normalization_kernels() {
                   [](const KernelArgs& a) { return std::make_unique<SoftmaxKernel>(a, true); });
   register_kernel("LayerNormalization", {kFloat},
                   [](const KernelArgs& a) { return std::make_unique<LayerNormKernel>(a); });
+  register_kernel("BatchNormalization", {kFloat},
+                  [](const KernelArgs& a) { return std::make_unique<BatchNormKernel>(a); });
+  register_kernel("InstanceNormalization", {kFloat},
+                  [](const KernelArgs& a) { return std::make_unique<InstanceNormKernel>(a); });
   auto vm = [](const char* name, MathOp op) {
     register_kernel(name, {kFloat}, [op](const KernelArgs& a) {
       MathOp o = op;

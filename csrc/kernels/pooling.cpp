@@ -1,7 +1,7 @@
 // Pooling, float32: MaxPool (with the optional Indices output, row- or column-major per
-// storage_order) and AveragePool over N-d inputs (N x C x D1 x ... x Dn): kernel_shape, strides,
-// pads, auto_pad, dilations, ceil_mode, count_include_pad; GlobalAveragePool / GlobalMaxPool on
-// the reduction engine of reduce.cpp.
+// storage_order), AveragePool and LpPool over N-d inputs (N x C x D1 x ... x Dn): kernel_shape,
+// strides, pads, auto_pad, dilations, ceil_mode, count_include_pad; GlobalAveragePool /
+// GlobalMaxPool / GlobalLpPool (p = 1, 2) on the reduction engine of reduce.cpp.
 //
 // Geometry follows the numpy kernels (onnxfast/ops/nn.py) exactly. The work is split into output
 // rows (one plane, all coordinates but the last fixed): for each valid tap of the leading dims
@@ -34,11 +34,16 @@ struct Geometry {
   std::vector<int64_t> in_sp, out_sp, kernel, strides, dil, pb, pe;
 };
 
+// LpPool sums |x|^p over the window (padding adds 0), then takes the p-th root.
+enum class PoolKind { kMax, kAverage, kLp };
+
 class PoolKernel : public Kernel {
  public:
-  PoolKernel(const KernelArgs& a, bool is_max)
+  PoolKernel(const KernelArgs& a, PoolKind kind)
       : name_(a.op_type + " '" + a.node_name + "'"),
-        is_max_(is_max),
+        is_max_(kind == PoolKind::kMax),
+        is_lp_(kind == PoolKind::kLp),
+        p_(static_cast<float>(a.get_float("p", 2.0))),
         kernel_(a.get_ints("kernel_shape")),
         strides_(a.get_ints("strides")),
         dil_(a.get_ints("dilations")),
@@ -48,6 +53,7 @@ class PoolKernel : public Kernel {
         include_pad_(a.get_int("count_include_pad", 0) != 0),
         storage_order_(a.get_int("storage_order", 0)) {
     if (auto_pad_.empty()) auto_pad_ = "NOTSET";
+    if (is_lp_ && !(p_ > 0)) kernel_fail(name_ + ": p must be positive (got " + std::to_string(p_) + ")");
   }
 
   void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
@@ -97,7 +103,7 @@ class PoolKernel : public Kernel {
       imul = inrow;
     }
     const int64_t last = nsp - 1;
-    const int64_t OW = g.out_sp[last], W = g.in_sp[last], K = g.kernel[last], S = g.strides[last],
+    const int64_t OW = g.out_sp[last], K = g.kernel[last], S = g.strides[last],
                   D = g.dil[last], P = g.pb[last];
     // Columns whose whole window is inside the input: [ca, cb).
     int64_t ca = OW, cb = OW;
@@ -152,8 +158,18 @@ class PoolKernel : public Kernel {
             lin += c * imul[i];
           }
           const float* xr = xp + off;
-          if (!is_max_) {
-            row_sum(xr, yr, OW, W, K, S, D, P, ca, cb, klo[last], khi[last]);
+          if (is_lp_) {
+            if (p_ == 2.f) {
+              row_sum(xr, yr, OW, K, S, D, P, ca, cb, klo[last], khi[last], [](float v) { return v * v; });
+            } else if (p_ == 1.f) {
+              row_sum(xr, yr, OW, K, S, D, P, ca, cb, klo[last], khi[last], [](float v) { return std::fabs(v); });
+            } else {
+              const float p = p_;
+              row_sum(xr, yr, OW, K, S, D, P, ca, cb, klo[last], khi[last],
+                      [p](float v) { return std::pow(std::fabs(v), p); });
+            }
+          } else if (!is_max_) {
+            row_sum(xr, yr, OW, K, S, D, P, ca, cb, klo[last], khi[last], [](float v) { return v; });
           } else if (ir) {
             row_argmax(xr, yr, ir, lin, imul[last], OW, K, S, D, P, ca, cb, klo[last], khi[last]);
           } else {
@@ -169,7 +185,14 @@ class PoolKernel : public Kernel {
             kc[i] = klo[i][oc[i]];
           }
         }
-        if (!is_max_) {
+        if (is_lp_) {
+          if (p_ == 2.f) {
+            for (int64_t o = 0; o < OW; ++o) yr[o] = std::sqrt(yr[o]);
+          } else if (p_ != 1.f) {
+            const float inv_p = static_cast<float>(1.0 / p_);
+            for (int64_t o = 0; o < OW; ++o) yr[o] = std::pow(yr[o], inv_p);
+          }
+        } else if (!is_max_) {
           for (int64_t o = 0; o < OW; ++o) yr[o] = yr[o] / static_cast<float>(div_lead * cnt[last][o]);
         }
       }
@@ -179,22 +202,24 @@ class PoolKernel : public Kernel {
  private:
   static bool takes(float v, float m) { return (v > m) | ((v != v) & (m == m)); }
 
-  static void row_sum(const float* xr, float* yr, int64_t OW, int64_t W, int64_t K, int64_t S, int64_t D, int64_t P,
-                      int64_t ca, int64_t cb, const std::vector<int64_t>& lo, const std::vector<int64_t>& hi) {
+  // yr[o] += f(x) over the row's valid taps of output column o (f: identity, |x|^p).
+  template <typename F>
+  static void row_sum(const float* xr, float* yr, int64_t OW, int64_t K, int64_t S, int64_t D, int64_t P,
+                      int64_t ca, int64_t cb, const std::vector<int64_t>& lo, const std::vector<int64_t>& hi, F f) {
     for (int64_t o = 0; o < ca; ++o)
-      for (int64_t k = lo[o]; k < hi[o]; ++k) yr[o] += xr[o * S - P + k * D];
+      for (int64_t k = lo[o]; k < hi[o]; ++k) yr[o] += f(xr[o * S - P + k * D]);
     for (int64_t k = 0; k < K; ++k) {
       const float* src = xr + ca * S - P + k * D;
       float* dst = yr + ca;
       const int64_t n = cb - ca;
       if (S == 1) {
-        for (int64_t j = 0; j < n; ++j) dst[j] += src[j];
+        for (int64_t j = 0; j < n; ++j) dst[j] += f(src[j]);
       } else {
-        for (int64_t j = 0; j < n; ++j) dst[j] += src[j * S];
+        for (int64_t j = 0; j < n; ++j) dst[j] += f(src[j * S]);
       }
     }
     for (int64_t o = cb; o < OW; ++o)
-      for (int64_t k = lo[o]; k < hi[o]; ++k) yr[o] += xr[o * S - P + k * D];
+      for (int64_t k = lo[o]; k < hi[o]; ++k) yr[o] += f(xr[o * S - P + k * D]);
   }
 
   static void row_max(const float* xr, float* yr, int64_t OW, int64_t K, int64_t S, int64_t D, int64_t P, int64_t ca,
@@ -322,7 +347,8 @@ class PoolKernel : public Kernel {
   }
 
   std::string name_;
-  bool is_max_;
+  bool is_max_, is_lp_;
+  float p_;
   std::vector<int64_t> kernel_, strides_, dil_, pads_;
   std::string auto_pad_;
   bool ceil_, include_pad_;
@@ -362,9 +388,17 @@ class GlobalPoolKernel : public Kernel {
 }  // namespace
 
 void register_pooling_kernels() {
-  register_kernel("MaxPool", {kFloat}, [](const KernelArgs& a) { return std::make_unique<PoolKernel>(a, true); });
+  register_kernel("MaxPool", {kFloat},
+                  [](const KernelArgs& a) { return std::make_unique<PoolKernel>(a, PoolKind::kMax); });
   register_kernel("AveragePool", {kFloat},
-                  [](const KernelArgs& a) { return std::make_unique<PoolKernel>(a, false); });
+                  [](const KernelArgs& a) { return std::make_unique<PoolKernel>(a, PoolKind::kAverage); });
+  register_kernel("LpPool", {kFloat},
+                  [](const KernelArgs& a) { return std::make_unique<PoolKernel>(a, PoolKind::kLp); });
+  register_kernel("GlobalLpPool", {kFloat}, [](const KernelArgs& a) {
+    const double p = a.get_float("p", 2.0);
+    if (p != 1.0 && p != 2.0) kernel_fail("GlobalLpPool '" + a.node_name + "': the native kernel computes p = 1 or 2");
+    return std::make_unique<GlobalPoolKernel>(a, p == 1.0 ? ReduceKind::kL1 : ReduceKind::kL2);
+  });
   register_kernel("GlobalAveragePool", {kFloat},
                   [](const KernelArgs& a) { return std::make_unique<GlobalPoolKernel>(a, ReduceKind::kMean); });
   register_kernel("GlobalMaxPool", {kFloat},

@@ -1,4 +1,4 @@
-// A table of float32 row functions (exp, erf, tanh, sigmoid, gelu, softmax, layer norm), one
+// A table of float32 row functions (exp, erf, tanh, sigmoid, gelu, softmax, layer norm, moments, affine), one
 // implementation per ISA tier from the same source (vecmath_impl.h), chosen once at start-up.
 #pragma once
 #include <cstdint>
@@ -15,6 +15,9 @@ struct VecMath {
   void (*softmax_row)(const float* x, float* y, int64_t n, bool log_softmax);
   void (*layernorm_row)(const float* x, float* y, int64_t n, const float* gamma, const float* beta, float eps,
                         float* mean_out, float* invstd_out);
+  // Mean and 1 / sqrt(var + eps) of a long row, blocks summed in double (instance norm planes).
+  void (*moments)(const float* x, int64_t n, float eps, float* mean_out, float* invstd_out);
+  void (*affine)(const float* x, float* y, int64_t n, float a, float b);  // y = x * a + b
 };
 
 const VecMath& vecmath();  // for this CPU, capped by ONNXFAST_ISA

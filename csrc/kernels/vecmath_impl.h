@@ -2,6 +2,7 @@
 // compiled once per ISA tier (vecmath_portable.cpp, vecmath_avx2.cpp, vecmath_avx512.cpp), each
 // with its own flags and namespace; vecmath.cpp picks the table for the CPU at start-up.
 // Accuracy: exp ~2 ulp; erf, tanh, sigmoid, gelu about 1e-6 relative (1e-7 absolute near 0).
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -259,8 +260,41 @@ void layernorm_row(const float* x, float* y, int64_t n, const float* gamma, cons
   if (invstd_out) *invstd_out = invstd;
 }
 
+// Mean and 1 / sqrt(variance + eps) of a long row (an instance-norm plane): both passes sum blocks of
+// kMomentBlock floats in lanes and add the block sums in double, so a plane of millions of values keeps
+// about float precision. The block split depends on n only, so results do not depend on threads.
+constexpr int64_t kMomentBlock = 4096;
+void moments(const float* x, int64_t n, float eps, float* mean_out, float* invstd_out) {
+  double s = 0;
+  for (int64_t b = 0; b < n; b += kMomentBlock) s += row_sum(x + b, std::min(kMomentBlock, n - b));
+  const float mean = static_cast<float>(s / static_cast<double>(n));
+  double v = 0;
+  for (int64_t b = 0; b < n; b += kMomentBlock) {
+    const int64_t e = std::min(b + kMomentBlock, n);
+    lanes_t vv = {};
+    int64_t i = b;
+    for (; i + kLanes <= e; i += kLanes) {
+      const lanes_t d = load_lanes(x + i) - mean;
+      vv += d * d;
+    }
+    for (int64_t j = 0; i + j < e; ++j) {
+      const float d = x[i + j] - mean;
+      vv[j] += d * d;
+    }
+    v += lanes_sum(vv);
+  }
+  *mean_out = mean;
+  *invstd_out = 1.f / std::sqrt(static_cast<float>(v / static_cast<double>(n)) + eps);
+}
+
+// y = x * a + b (one plane of a per-channel affine map: BatchNormalization, InstanceNormalization).
+void affine(const float* x, float* y, int64_t n, float a, float b) {
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * a + b;
+}
+
 VecMath table() {
-  return VecMath{ONNXFAST_VEC_NAME, &vexp, &verf, &vtanh, &vsigmoid, &vgelu, &softmax_row, &layernorm_row};
+  return VecMath{ONNXFAST_VEC_NAME, &vexp, &verf, &vtanh, &vsigmoid, &vgelu, &softmax_row, &layernorm_row,
+                 &moments, &affine};
 }
 
 }  // namespace ONNXFAST_VEC_NS

@@ -727,6 +727,17 @@ def dropout_1(node):
 REGISTRY.register_native("Softmax", since=1)
 REGISTRY.register_native("LogSoftmax", since=1)
 REGISTRY.register_native("LayerNormalization", since=17)
+_FLOAT_OR_UNKNOWN = (None, 1)  # onnx.TensorProto.FLOAT
+# BatchNormalization: inference mode with float32 statistics (spatial = 1 before opset 9); training
+# mode and mixed-precision statistics run on numpy.
+REGISTRY.register_native(
+    "BatchNormalization", since=7,
+    when=lambda a, sv, types: (not a.get("training_mode", 0) and a.get("spatial", 1) == 1
+                               and all(t in _FLOAT_OR_UNKNOWN for t in types[1:5])))
+REGISTRY.register_native("InstanceNormalization", since=1,
+                         when=lambda a, sv, types: all(t in _FLOAT_OR_UNKNOWN for t in types[1:3]))
 # csrc/kernels/pooling.cpp (float32; MaxPool computes Indices too when the node asks for them)
-for _name in ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"):
+for _name in ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool"):
     REGISTRY.register_native(_name, since=1)
+# GlobalLpPool: the reduction engine's L1 / L2 (other p on numpy)
+REGISTRY.register_native("GlobalLpPool", since=1, when=lambda a, sv, types: float(a.get("p", 2)) in (1.0, 2.0))
