@@ -501,3 +501,67 @@ def test_strided_pointwise_conv_on_small_maps(rng, spatial, strides):
     ref = ort_run(model, {"x": x})[0]
     assert got.shape == ref.shape and int(np.prod(got.shape[2:])) < 64
     close(got, ref, c)
+
+
+# Activations and unary math on vecmath's act_t (csrc/kernels/vecmath_impl.h) against the numpy kernels:
+# every size to 17 (the 16-lane body and its tails), larger rows, and the special values.
+ACTS = [("Log", {}), ("Reciprocal", {}), ("Softplus", {}), ("Softsign", {}), ("Elu", {"alpha": 0.7}), ("Selu", {}),
+        ("Celu", {"alpha": 1.3}), ("Mish", {}), ("Swish", {"alpha": 0.8}), ("HardSigmoid", {"alpha": 0.3, "beta": 0.4}),
+        ("HardSwish", {}), ("ThresholdedRelu", {"alpha": 0.4}), ("Shrink", {"lambd": 0.6, "bias": 0.2})]
+SPECIAL = np.array([0, -0.0, 1e-30, -1e-30, 1e-40, -1e-40, np.inf, -np.inf, np.nan, 100, -100, 88, -88, 87.5, -87.5,
+                    1e-5, -1e-5, 0.3499, -0.3501, 0.35, -0.35, 17, -17, 2.5, -2.5, 3, -3, 1, -1], np.float32)
+
+
+@pytest.mark.parametrize("op,attrs", ACTS, ids=[a[0] for a in ACTS])
+def test_activation_against_numpy(rng, op, attrs):
+    model = make_model([helper.make_node(op, ["x"], ["y"], **attrs)], [vi("x")], [vi("y")], opset=24)
+    nat, ref = native_session(model, (op,)), numpy_session(model)
+    assert [r["kernel"] for r in nat.kernel_listing()] == ["native"]
+    rows = [(rng.standard_normal(n) * 4).astype(np.float32) for n in list(range(18)) + [31, 64, 1000, 40000]]
+    rows += [SPECIAL, rng.standard_normal((3, 0, 2)).astype(np.float32), rng.standard_normal((2, 3, 5)).astype(np.float32)]
+    rows.append((np.exp(rng.uniform(-80, 80, 2000)) * rng.choice([-1, 1], 2000)).astype(np.float32))  # every magnitude
+    for x in rows:
+        if op == "Log":
+            x = np.abs(x)
+        with np.errstate(all="ignore"):
+            got, want = nat.run(None, {"x": x})[0], ref.run(None, {"x": x})[0]
+        assert got.shape == want.shape and got.dtype == np.float32
+        # about 1e-6 relative; HardSigmoid / HardSwish: x * alpha + beta may be one fused multiply-add here,
+        # so results that cancel to near 0 differ by an ulp of beta
+        atol = 1e-7 if op not in ("HardSigmoid", "HardSwish") else 1e-7 + 6e-8 * np.abs(x)
+        with np.errstate(all="ignore"):
+            ok = (got == want) | (np.abs(got - want) <= atol + 2e-6 * np.abs(want)) | (np.isnan(got) & np.isnan(want))
+        assert ok.all(), f"{op}: x={x[~ok][:5]} native={got[~ok][:5]} numpy={want[~ok][:5]}"
+
+
+def test_log_of_subnormals_zero_and_negatives():
+    x = np.array([1e-45, 1e-40, 1.1754942e-38, 0, -0.0, -1, np.inf, 2.0 ** -149, 3.4e38], np.float32)
+    model = make_model([helper.make_node("Log", ["x"], ["y"])], [vi("x")], [vi("y")])
+    with np.errstate(all="ignore"):
+        got = native_session(model, ("Log",)).run(None, {"x": x})[0]
+        want = np.log(x)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+CMP_OPS = {"Equal": np.equal, "Less": np.less, "Greater": np.greater, "LessOrEqual": np.less_equal,
+           "GreaterOrEqual": np.greater_equal}
+
+
+@pytest.mark.parametrize("op", list(CMP_OPS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.int64, np.bool_], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("sa,sb", [((), ()), ((5,), ()), ((3, 4), (4,)), ((3, 1), (1, 4)), ((2, 1, 4), (1, 3, 1)),
+                                   ((0, 3), (3,)), ((17,), (17,)), ((70000,), (1,))])
+def test_comparison_broadcast(rng, op, dtype, sa, sb):
+    if dtype == np.bool_ and op != "Equal":
+        pytest.skip("only Equal takes bool")
+    code = onnxfast.dtypes.onnx_code(dtype)
+    model = make_model([helper.make_node(op, ["a", "b"], ["c"])], [vi("a", code), vi("b", code)],
+                       [vi("c", TensorProto.BOOL)])
+    a = rng.integers(-3, 3, sa).astype(dtype)
+    b = rng.integers(-3, 3, sb).astype(dtype)
+    if dtype == np.float32 and a.size > 2:
+        a.reshape(-1)[:2] = [np.nan, np.inf]
+    got = native_session(model, (op,)).run(None, {"a": a, "b": b})[0]
+    want = CMP_OPS[op](a, b)
+    assert got.dtype == np.bool_ and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)

@@ -1,5 +1,6 @@
-// Elementwise kernels: broadcasting binary arithmetic (Add, Sub, Mul, Div, Max/Min-free for now)
-// over float/double/int32/int64, and float unary activations. Broadcasting collapses the
+// Elementwise kernels: broadcasting binary arithmetic (Add, Sub, Mul, Div) and comparisons (Equal,
+// Less, Greater, LessOrEqual, GreaterOrEqual: bool results) over float/double/int32/int64, and float
+// unary activations (Relu, LeakyRelu, Sqrt, Neg, Abs; the transcendental ones are in normalization.cpp). Broadcasting collapses the
 // output index space to as few dimensions as possible, then runs a contiguous inner loop.
 #include <atomic>
 #include <cmath>
@@ -55,9 +56,9 @@ BroadcastPlan make_plan(const Shape& out, const Shape& a, const Shape& b) {
   return p;
 }
 
-// Rows [o0, o1) of the collapsed outer index space.
-template <typename T, typename Op>
-void run_binary_rows(const BroadcastPlan& p, const T* a, const T* b, T* c, Op op, int64_t o0, int64_t o1) {
+// Rows [o0, o1) of the collapsed outer index space (R: the result type, bool for comparisons).
+template <typename T, typename R, typename Op>
+void run_binary_rows(const BroadcastPlan& p, const T* a, const T* b, R* c, Op op, int64_t o0, int64_t o1) {
   size_t n = p.dims.size();
   int64_t inner = p.dims[n - 1];
   int64_t ia = p.sa[n - 1], ib = p.sb[n - 1];
@@ -72,7 +73,7 @@ void run_binary_rows(const BroadcastPlan& p, const T* a, const T* b, T* c, Op op
   for (int64_t o = o0; o < o1; ++o) {
     const T* pa = a + oa;
     const T* pb = b + ob;
-    T* pc = c + o * inner;
+    R* pc = c + o * inner;
     if (ia && ib) {
       for (int64_t j = 0; j < inner; ++j) pc[j] = op(pa[j], pb[j]);
     } else if (ia) {
@@ -82,7 +83,7 @@ void run_binary_rows(const BroadcastPlan& p, const T* a, const T* b, T* c, Op op
       const T va = pa[0];
       for (int64_t j = 0; j < inner; ++j) pc[j] = op(va, pb[j]);
     } else {
-      const T v = op(pa[0], pb[0]);
+      const R v = op(pa[0], pb[0]);
       for (int64_t j = 0; j < inner; ++j) pc[j] = v;
     }
     for (size_t d = n - 1; d-- > 0;) {
@@ -98,8 +99,8 @@ void run_binary_rows(const BroadcastPlan& p, const T* a, const T* b, T* c, Op op
   }
 }
 
-template <typename T, typename Op>
-void run_binary(const BroadcastPlan& p, const T* a, const T* b, T* c, Op op) {
+template <typename T, typename R = T, typename Op>
+void run_binary(const BroadcastPlan& p, const T* a, const T* b, R* c, Op op) {
   size_t n = p.dims.size();
   int64_t inner = p.dims[n - 1];
   int64_t outer = 1;
@@ -117,7 +118,7 @@ void run_binary(const BroadcastPlan& p, const T* a, const T* b, T* c, Op op) {
     return;
   }
   parallel_for(outer, std::max<double>(1.0, inner * 0.3), [&](int64_t o0, int64_t o1) {
-    run_binary_rows<T>(p, a, b, c, op, o0, o1);
+    run_binary_rows<T, R>(p, a, b, c, op, o0, o1);
   });
 }
 
@@ -193,12 +194,61 @@ class BinaryKernel : public Kernel {
   std::string name_;
 };
 
-enum class UnOp { kRelu, kLeakyRelu, kLog, kSqrt, kNeg, kAbs };
+enum class CmpOp { kEqual, kLess, kGreater, kLessOrEqual, kGreaterOrEqual };
+
+// Equal / Less / Greater / LessOrEqual / GreaterOrEqual: broadcasting, bool result (NaN compares
+// false, as in numpy).
+class CompareKernel : public Kernel {
+ public:
+  CompareKernel(CmpOp op, std::string name) : op_(op), name_(std::move(name)) {}
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    if (in.size() != 2 || !in[0] || !in[1]) kernel_fail(name_ + " needs two inputs");
+    if (in[0]->dtype != in[1]->dtype)
+      fail(ErrorKind::kInvalidType, name_ + ": input types differ: tensor(" + dtype_name(in[0]->dtype) +
+                                        ") and tensor(" + dtype_name(in[1]->dtype) + ")");
+    out.resize(1);
+    out[0].dtype = kBool;
+    out[0].shape = broadcast_shapes(in[0]->shape, in[1]->shape, name_.c_str());
+  }
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    Tensor& c = *out[0];
+    if (c.numel() == 0) return;
+    BroadcastPlan p = make_plan(c.shape, in[0]->shape, in[1]->shape);
+    switch (in[0]->dtype) {
+      case kFloat: dispatch<float>(p, *in[0], *in[1], c); break;
+      case kDouble: dispatch<double>(p, *in[0], *in[1], c); break;
+      case kInt32: dispatch<int32_t>(p, *in[0], *in[1], c); break;
+      case kInt64: dispatch<int64_t>(p, *in[0], *in[1], c); break;
+      case kBool: dispatch<uint8_t>(p, *in[0], *in[1], c); break;
+      default:
+        fail(ErrorKind::kInvalidType, name_ + ": no native kernel for tensor(" + dtype_name(in[0]->dtype) + ")");
+    }
+  }
+
+ private:
+  template <typename T>
+  void dispatch(const BroadcastPlan& p, const Tensor& a, const Tensor& b, Tensor& c) const {
+    const T* pa = a.ptr<T>();
+    const T* pb = b.ptr<T>();
+    bool* pc = c.ptr<bool>();
+    switch (op_) {
+      case CmpOp::kEqual: run_binary<T, bool>(p, pa, pb, pc, [](T x, T y) { return x == y; }); break;
+      case CmpOp::kLess: run_binary<T, bool>(p, pa, pb, pc, [](T x, T y) { return x < y; }); break;
+      case CmpOp::kGreater: run_binary<T, bool>(p, pa, pb, pc, [](T x, T y) { return x > y; }); break;
+      case CmpOp::kLessOrEqual: run_binary<T, bool>(p, pa, pb, pc, [](T x, T y) { return x <= y; }); break;
+      case CmpOp::kGreaterOrEqual: run_binary<T, bool>(p, pa, pb, pc, [](T x, T y) { return x >= y; }); break;
+    }
+  }
+  CmpOp op_;
+  std::string name_;
+};
+
+enum class UnOp { kRelu, kLeakyRelu, kSqrt, kNeg, kAbs };
 
 class UnaryKernel : public FloatUnaryKernel {
  public:
   UnaryKernel(UnOp op, std::string name, float alpha)
-      : FloatUnaryKernel(std::move(name), (op == UnOp::kLog || op == UnOp::kSqrt) ? 4.0 : 0.3),
+      : FloatUnaryKernel(std::move(name), op == UnOp::kSqrt ? 4.0 : 0.3),
         op_(op),
         alpha_(alpha) {}
 
@@ -208,7 +258,6 @@ class UnaryKernel : public FloatUnaryKernel {
     switch (op_) {
       case UnOp::kRelu: for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.f ? x[i] : 0.f; break;
       case UnOp::kLeakyRelu: for (int64_t i = 0; i < n; ++i) y[i] = x[i] >= 0.f ? x[i] : alpha * x[i]; break;
-      case UnOp::kLog: for (int64_t i = 0; i < n; ++i) y[i] = std::log(x[i]); break;
       case UnOp::kSqrt: for (int64_t i = 0; i < n; ++i) y[i] = std::sqrt(x[i]); break;
       case UnOp::kNeg: for (int64_t i = 0; i < n; ++i) y[i] = -x[i]; break;
       case UnOp::kAbs: for (int64_t i = 0; i < n; ++i) y[i] = std::fabs(x[i]); break;
@@ -232,15 +281,24 @@ void register_elementwise_kernels() {
   bin("Sub", BinOp::kSub);
   bin("Mul", BinOp::kMul);
   bin("Div", BinOp::kDiv);
+  auto cmp = [&](const char* name, CmpOp op, std::vector<int> types) {
+    register_kernel(name, types, [op](const KernelArgs& a) {
+      return std::make_unique<CompareKernel>(op, a.op_type + " '" + a.node_name + "'");
+    });
+  };
+  cmp("Equal", CmpOp::kEqual, {kFloat, kDouble, kInt32, kInt64, kBool});
+  cmp("Less", CmpOp::kLess, num);
+  cmp("Greater", CmpOp::kGreater, num);
+  cmp("LessOrEqual", CmpOp::kLessOrEqual, num);
+  cmp("GreaterOrEqual", CmpOp::kGreaterOrEqual, num);
   auto un = [&](const char* name, UnOp op) {
     register_kernel(name, {kFloat}, [op](const KernelArgs& a) {
       return std::make_unique<UnaryKernel>(op, a.op_type + " '" + a.node_name + "'",
                                            static_cast<float>(a.get_float("alpha", 0.01)));
     });
   };
-  un("Relu", UnOp::kRelu);  // Exp, Erf, Tanh, Sigmoid: vectorized in normalization.cpp
+  un("Relu", UnOp::kRelu);  // Exp, Erf, Tanh, Sigmoid, Log, Softplus, Elu, ...: vectorized in normalization.cpp
   un("LeakyRelu", UnOp::kLeakyRelu);
-  un("Log", UnOp::kLog);
   un("Sqrt", UnOp::kSqrt);
   un("Neg", UnOp::kNeg);
   un("Abs", UnOp::kAbs);

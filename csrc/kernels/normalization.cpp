@@ -1,7 +1,8 @@
 // Softmax / LogSoftmax (opset < 13: softmax over the flattened trailing dims; >= 13: one axis),
 // LayerNormalization (with the optional Mean / InvStdDev outputs), BatchNormalization (inference),
-// InstanceNormalization, Gelu and the vector-math unary ops, float32, on the vecmath row functions of
-// the CPU's tier, parallel over rows / planes.
+// InstanceNormalization, Gelu and the vector-math unary ops (Exp, Erf, Tanh, Sigmoid, Log, Reciprocal
+// and the activations of ActKind: Softplus, Elu, Selu, HardSwish, ...), float32, on the vecmath row
+// functions of the CPU's tier, parallel over rows / planes.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -302,6 +303,22 @@ class VecMathKernel : public FloatUnaryKernel {
   MathOp op_;
 };
 
+// The ActKind activations (and Log, Reciprocal) with their attributes.
+class ActKernel : public FloatUnaryKernel {
+ public:
+  ActKernel(ActKind kind, const KernelArgs& a, float alpha, float beta)
+      : FloatUnaryKernel(a.op_type + " '" + a.node_name + "'", kind == ActKind::kReciprocal ? 0.5 : 3.0),
+        kind_(kind),
+        alpha_(alpha),
+        beta_(beta) {}
+
+ private:
+  void apply(const float* x, float* y, int64_t n) const override { vecmath().act(kind_, x, y, n, alpha_, beta_); }
+
+  ActKind kind_;
+  float alpha_, beta_;
+};
+
 }  // namespace
 
 void register_normalization_kernels() {
@@ -326,6 +343,36 @@ void register_normalization_kernels() {
   vm("Tanh", MathOp::kTanh);
   vm("Sigmoid", MathOp::kSigmoid);
   vm("Gelu", MathOp::kGelu);
+  // name, kind, (attribute, default) for alpha and beta
+  struct ActSpec {
+    const char* name;
+    ActKind kind;
+    const char* alpha_attr;
+    double alpha;
+    const char* beta_attr;
+    double beta;
+  };
+  static const ActSpec acts[] = {
+      {"Log", ActKind::kLog, "", 0, "", 0},
+      {"Reciprocal", ActKind::kReciprocal, "", 0, "", 0},
+      {"Softplus", ActKind::kSoftplus, "", 0, "", 0},
+      {"Softsign", ActKind::kSoftsign, "", 0, "", 0},
+      {"Elu", ActKind::kElu, "alpha", 1.0, "", 0},
+      {"Selu", ActKind::kSelu, "alpha", 1.67326319217681884765625, "gamma", 1.05070102214813232421875},
+      {"Celu", ActKind::kCelu, "alpha", 1.0, "", 0},
+      {"Mish", ActKind::kMish, "", 0, "", 0},
+      {"Swish", ActKind::kSwish, "alpha", 1.0, "", 0},
+      {"HardSigmoid", ActKind::kHardSigmoid, "alpha", 0.2, "beta", 0.5},
+      {"HardSwish", ActKind::kHardSwish, "", 0, "", 0},
+      {"ThresholdedRelu", ActKind::kThresholdedRelu, "alpha", 1.0, "", 0},
+      {"Shrink", ActKind::kShrink, "lambd", 0.5, "bias", 0.0},
+  };
+  for (const ActSpec& spec : acts) {
+    register_kernel(spec.name, {kFloat}, [spec](const KernelArgs& a) {
+      return std::make_unique<ActKernel>(spec.kind, a, static_cast<float>(a.get_float(spec.alpha_attr, spec.alpha)),
+                                         static_cast<float>(a.get_float(spec.beta_attr, spec.beta)));
+    });
+  }
 }
 
 }  // namespace onnxfast

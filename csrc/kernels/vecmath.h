@@ -1,9 +1,16 @@
-// A table of float32 row functions (exp, erf, tanh, sigmoid, gelu, softmax, layer norm, moments, affine), one
+// A table of float32 row functions (exp, erf, tanh, sigmoid, gelu, softmax, layer norm, moments, affine,
+// the activations of ActKind), one
 // implementation per ISA tier from the same source (vecmath_impl.h), chosen once at start-up.
 #pragma once
 #include <cstdint>
 
 namespace onnxfast {
+
+// Elementwise float activations computed by VecMath::act (alpha / beta: the op's attributes, see act_t).
+enum class ActKind {
+  kLog, kReciprocal, kSoftplus, kSoftsign, kElu, kSelu, kCelu, kMish, kSwish, kHardSigmoid, kHardSwish,
+  kThresholdedRelu, kShrink
+};
 
 struct VecMath {
   const char* name;
@@ -18,6 +25,7 @@ struct VecMath {
   // Mean and 1 / sqrt(var + eps) of a long row, blocks summed in double (instance norm planes).
   void (*moments)(const float* x, int64_t n, float eps, float* mean_out, float* invstd_out);
   void (*affine)(const float* x, float* y, int64_t n, float a, float b);  // y = x * a + b
+  void (*act)(ActKind kind, const float* x, float* y, int64_t n, float alpha, float beta);
 };
 
 const VecMath& vecmath();  // for this CPU, capped by ONNXFAST_ISA

@@ -1,11 +1,13 @@
 // Vector math for float32 rows, written as plain loops that the compiler vectorizes. This file is
 // compiled once per ISA tier (vecmath_portable.cpp, vecmath_avx2.cpp, vecmath_avx512.cpp), each
 // with its own flags and namespace; vecmath.cpp picks the table for the CPU at start-up.
-// Accuracy: exp ~2 ulp; erf, tanh, sigmoid, gelu about 1e-6 relative (1e-7 absolute near 0).
+// Accuracy: exp ~2 ulp; log ~1 ulp; erf, tanh, sigmoid, gelu and the activations of act_t about 1e-6
+// relative (1e-7 absolute near 0).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -147,6 +149,122 @@ inline float tanh1(float x) {
 
 inline float sigmoid1(float x) { return 1.f / (1.f + exp1(-x)); }
 
+inline int32_t bits_of(float f) {
+  int32_t i;
+  std::memcpy(&i, &f, 4);
+  return i;
+}
+inline ilanes_t bits_of(lanes_t v) {
+  ilanes_t i;
+  std::memcpy(&i, &v, sizeof(i));
+  return i;
+}
+inline float float_of(int32_t i) {
+  float f;
+  std::memcpy(&f, &i, 4);
+  return f;
+}
+inline lanes_t float_of(ilanes_t i) {
+  lanes_t f;
+  std::memcpy(&f, &i, sizeof(f));
+  return f;
+}
+inline float to_float(int32_t i) { return static_cast<float>(i); }
+inline lanes_t to_float(ilanes_t i) { return __builtin_convertvector(i, lanes_t); }
+
+// log(x): x = m 2^e with m in [sqrt(1/2), sqrt(2)), log(m) = 2 atanh(s), s = (m - 1) / (m + 1),
+// |s| < 0.172, as an odd series to s^9 (error ~1e-10); e ln2 added in two parts. Subnormal x is
+// scaled by 2^23 first; 0 -> -inf, negative -> NaN, inf and NaN pass through.
+template <typename T>
+inline T log_t(T x) {
+  const auto tiny = x < 1.17549435e-38f;
+  const T xs = tiny ? x * 8388608.f : x;
+  const auto ib = bits_of(xs);
+  const auto k = (ib - 0x3f3504f3) >> 23;
+  const T m = float_of(ib - (k << 23));
+  const T e = to_float(k) - (tiny ? bcast<T>(23.f) : bcast<T>(0.f));
+  const T f = m - 1.f;
+  const T sv = f / (2.f + f);
+  const T z = sv * sv;
+  const T p = sv * (2.f + z * (0.666666667f + z * (0.4f + z * (0.285714286f + z * 0.222222222f))));
+  T r = e * 0.693359375f + (p + e * -2.12194440e-4f);
+  r = x == 0.f ? bcast<T>(-std::numeric_limits<float>::infinity()) : r;
+  r = x < 0.f ? bcast<T>(std::numeric_limits<float>::quiet_NaN()) : r;
+  r = x == std::numeric_limits<float>::infinity() ? x : r;
+  return x != x ? x : r;
+}
+
+// exp(x) - 1 with relative accuracy near 0: Taylor series to x^8 for |x| < 0.35, else exp - 1.
+template <typename T>
+inline T expm1_t(T x) {
+  const T a = x < 0.f ? -x : x;
+  const T small =
+      x * (1.f + x * (0.5f + x * (0.166666667f + x * (0.0416666667f + x * (0.00833333333f + x * (0.00138888889f +
+                                                                       x * (0.000198412698f + x * 2.48015873e-5f)))))));
+  return a < 0.35f ? small : exp_t(x) - 1.f;
+}
+
+// log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)); log1p(e) = log(u) e / (u - 1), u = 1 + e (exact
+// for the rounding of u), and e itself when u rounds to 1.
+template <typename T>
+inline T softplus_t(T x) {
+  const T a = x < 0.f ? -x : x;
+  const T e = a > 87.3f ? bcast<T>(0.f) : exp_t(-a);  // exp_t's floor is 2^-126, not 0
+  const T u = 1.f + e;
+  const T l = u == 1.f ? e : log_t(u) * e / (u - 1.f);
+  return (x > 0.f ? x : bcast<T>(0.f)) + l;
+}
+
+template <typename T>
+inline T tanh_t(T x) {
+  const T a = x < 0.f ? -x : x;
+  const T e = exp_t(2.f * (a > 9.f ? bcast<T>(9.f) : a));
+  const T big = 1.f - 2.f / (e + 1.f);
+  const T x2 = a * a;
+  const T small =
+      a * (1.f + x2 * (-0.333333333f + x2 * (0.133333333f + x2 * (-0.0539682540f + x2 * (0.0218694885f +
+                                                                                         x2 * -0.00886323552f)))));
+  const T r = a < 0.4f ? small : big;
+  return x < 0.f ? -r : r;
+}
+
+// clamp to [0, 1], NaN kept
+template <typename T>
+inline T clamp01(T v) {
+  v = v < 0.f ? bcast<T>(0.f) : v;
+  return v > 1.f ? bcast<T>(1.f) : v;
+}
+
+template <ActKind kKind, typename T>
+inline T act_t(T x, float alpha, float beta) {
+  switch (kKind) {
+    case ActKind::kLog: return log_t(x);
+    case ActKind::kReciprocal: return 1.f / x;
+    case ActKind::kSoftplus: return softplus_t(x);
+    case ActKind::kSoftsign: return x / (1.f + (x < 0.f ? -x : x));
+    case ActKind::kElu: return x > 0.f ? x : alpha * expm1_t(x);
+    case ActKind::kSelu: return beta * (x > 0.f ? x : alpha * expm1_t(x));  // beta: gamma
+    case ActKind::kCelu: {
+      const T neg = alpha * expm1_t((x < 0.f ? x : bcast<T>(0.f)) / alpha);
+      const T r = (x > 0.f ? x : bcast<T>(0.f)) + (neg < 0.f ? neg : bcast<T>(0.f));
+      return x != x ? x : r;
+    }
+    case ActKind::kMish: return x * tanh_t(softplus_t(x));
+    case ActKind::kSwish: {  // x sigmoid(alpha x), sigmoid from e = exp(-|alpha x|) (0 below 2^-126)
+      const T v = alpha * x;
+      const T av = v < 0.f ? -v : v;
+      const T e = av > 87.3f ? bcast<T>(0.f) : exp_t(-av);
+      return x * ((v >= 0.f ? bcast<T>(1.f) : e) / (1.f + e));
+    }
+    case ActKind::kHardSigmoid: return clamp01(x * alpha + beta);
+    case ActKind::kHardSwish: return x * clamp01(x * (1.f / 6.f) + 0.5f);
+    case ActKind::kThresholdedRelu: return x > alpha ? x : bcast<T>(0.f);
+    case ActKind::kShrink:  // alpha: lambd, beta: bias
+      return x < -alpha ? x + beta : (x > alpha ? x - beta : bcast<T>(0.f));
+  }
+  return x;
+}
+
 }  // namespace
 
 // Pairwise in a fixed tree (lane j + lane j + w, w = 8, 4, 2, 1): short dependency chains.
@@ -260,6 +378,31 @@ void layernorm_row(const float* x, float* y, int64_t n, const float* gamma, cons
   if (invstd_out) *invstd_out = invstd;
 }
 
+template <ActKind kKind>
+void act_row(const float* x, float* y, int64_t n, float alpha, float beta) {
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) store_lanes(y + i, act_t<kKind>(load_lanes(x + i), alpha, beta));
+  for (; i < n; ++i) y[i] = act_t<kKind>(x[i], alpha, beta);
+}
+
+void vact(ActKind kind, const float* x, float* y, int64_t n, float alpha, float beta) {
+  switch (kind) {
+    case ActKind::kLog: return act_row<ActKind::kLog>(x, y, n, alpha, beta);
+    case ActKind::kReciprocal: return act_row<ActKind::kReciprocal>(x, y, n, alpha, beta);
+    case ActKind::kSoftplus: return act_row<ActKind::kSoftplus>(x, y, n, alpha, beta);
+    case ActKind::kSoftsign: return act_row<ActKind::kSoftsign>(x, y, n, alpha, beta);
+    case ActKind::kElu: return act_row<ActKind::kElu>(x, y, n, alpha, beta);
+    case ActKind::kSelu: return act_row<ActKind::kSelu>(x, y, n, alpha, beta);
+    case ActKind::kCelu: return act_row<ActKind::kCelu>(x, y, n, alpha, beta);
+    case ActKind::kMish: return act_row<ActKind::kMish>(x, y, n, alpha, beta);
+    case ActKind::kSwish: return act_row<ActKind::kSwish>(x, y, n, alpha, beta);
+    case ActKind::kHardSigmoid: return act_row<ActKind::kHardSigmoid>(x, y, n, alpha, beta);
+    case ActKind::kHardSwish: return act_row<ActKind::kHardSwish>(x, y, n, alpha, beta);
+    case ActKind::kThresholdedRelu: return act_row<ActKind::kThresholdedRelu>(x, y, n, alpha, beta);
+    case ActKind::kShrink: return act_row<ActKind::kShrink>(x, y, n, alpha, beta);
+  }
+}
+
 // Mean and 1 / sqrt(variance + eps) of a long row (an instance-norm plane): both passes sum blocks of
 // kMomentBlock floats in lanes and add the block sums in double, so a plane of millions of values keeps
 // about float precision. The block split depends on n only, so results do not depend on threads.
@@ -294,7 +437,7 @@ void affine(const float* x, float* y, int64_t n, float a, float b) {
 
 VecMath table() {
   return VecMath{ONNXFAST_VEC_NAME, &vexp, &verf, &vtanh, &vsigmoid, &vgelu, &softmax_row, &layernorm_row,
-                 &moments, &affine};
+                 &moments, &affine, &vact};
 }
 
 }  // namespace ONNXFAST_VEC_NS

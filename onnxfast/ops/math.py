@@ -273,7 +273,7 @@ _reg_unary("Exp", _unary_f32_compute(np.exp), native_since=6)
 _reg_unary("Log", _unary_f32_compute(np.log), native_since=6)
 _reg_unary("Sqrt", _unary_f32_compute(np.sqrt), native_since=6)
 _reg_unary("Erf", erf, since=9, native_since=9)
-_reg_unary("Reciprocal", _unary_f32_compute(np.reciprocal))
+_reg_unary("Reciprocal", _unary_f32_compute(np.reciprocal), native_since=6)
 _reg_unary("Floor", _unary_f32_compute(np.floor))
 _reg_unary("Ceil", _unary_f32_compute(np.ceil))
 _reg_unary("Round", _unary_f32_compute(np.round), since=11)
@@ -348,9 +348,9 @@ def _softplus(x):
 _act("Relu", lambda n: lambda x: np.maximum(x, 0), native_since=6)
 _act("Sigmoid", lambda n: _sigmoid, native_since=6)
 _act("Tanh", lambda n: np.tanh, native_since=6)
-_act("Softplus", lambda n: _softplus)
-_act("Softsign", lambda n: lambda x: x / (1 + np.abs(x)))
-_act("Mish", lambda n: lambda x: x * np.tanh(_softplus(x)), since=18)
+_act("Softplus", lambda n: _softplus, native_since=1)
+_act("Softsign", lambda n: lambda x: x / (1 + np.abs(x)), native_since=1)
+_act("Mish", lambda n: lambda x: x * np.tanh(_softplus(x)), since=18, native_since=18)
 
 
 def _make_leaky(n):
@@ -366,7 +366,7 @@ def _make_elu(n):
     return lambda x: np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
 
 
-_act("Elu", _make_elu)
+_act("Elu", _make_elu, native_since=6)
 
 
 def _make_selu(n):
@@ -375,7 +375,7 @@ def _make_selu(n):
     return lambda x: gamma * np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
 
 
-_act("Selu", _make_selu)
+_act("Selu", _make_selu, native_since=6)
 
 
 def _make_celu(n):
@@ -383,7 +383,7 @@ def _make_celu(n):
     return lambda x: np.maximum(x, 0) + np.minimum(0, alpha * np.expm1(np.minimum(x, 0) / alpha))
 
 
-_act("Celu", _make_celu, since=12)
+_act("Celu", _make_celu, since=12, native_since=12)
 
 
 def _make_thresholded(n):
@@ -391,7 +391,7 @@ def _make_thresholded(n):
     return lambda x: np.where(x > alpha, x, 0)
 
 
-_act("ThresholdedRelu", _make_thresholded, since=10)
+_act("ThresholdedRelu", _make_thresholded, since=10, native_since=10)
 
 
 def _make_hardsigmoid(n):
@@ -400,8 +400,8 @@ def _make_hardsigmoid(n):
     return lambda x: np.clip(x * alpha + beta, 0, 1)
 
 
-_act("HardSigmoid", _make_hardsigmoid)
-_act("HardSwish", lambda n: lambda x: x * np.clip(x * (1 / 6) + 0.5, 0, 1), since=14)
+_act("HardSigmoid", _make_hardsigmoid, native_since=6)
+_act("HardSwish", lambda n: lambda x: x * np.clip(x * (1 / 6) + 0.5, 0, 1), since=14, native_since=14)
 
 
 def _make_shrink(n):
@@ -410,7 +410,7 @@ def _make_shrink(n):
     return lambda x: np.where(x < -lambd, x + bias, np.where(x > lambd, x - bias, 0))
 
 
-_act("Shrink", _make_shrink, since=9)
+_act("Shrink", _make_shrink, since=9, native_since=9)
 
 
 def _make_swish(n):
@@ -418,7 +418,7 @@ def _make_swish(n):
     return lambda x: x * _sigmoid(x * alpha)
 
 
-_act("Swish", _make_swish, since=24)
+_act("Swish", _make_swish, since=24, native_since=24)
 
 
 def _make_gelu(n):
@@ -467,6 +467,9 @@ _cmp("Less", np.less)
 _cmp("Greater", np.greater)
 _cmp("LessOrEqual", np.less_equal, since=12)
 _cmp("GreaterOrEqual", np.greater_equal, since=12)
+# csrc/kernels/elementwise.cpp: float / double / int32 / int64 (Equal: bool too), bool results
+for _name, _since in (("Equal", 7), ("Less", 7), ("Greater", 7), ("LessOrEqual", 12), ("GreaterOrEqual", 12)):
+    REGISTRY.register_native(_name, since=_since)
 _cmp("And", np.logical_and)
 _cmp("Or", np.logical_or)
 _cmp("Xor", np.logical_xor)
