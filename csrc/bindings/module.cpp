@@ -110,6 +110,7 @@ PYBIND11_MODULE(_core, m) {
   register_elementwise_kernels();
   register_gemm_kernels();
   register_conv_kernels();
+  register_conv_transpose_kernels();
   register_device_kernels();
   register_normalization_kernels();
   register_half_kernels();

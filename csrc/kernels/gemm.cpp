@@ -305,7 +305,7 @@ PackedB sgemm_pack_b(bool transB, int64_t K, int64_t N, const float* B, int64_t 
   p.data = alloc_floats(static_cast<size_t>(np * std::max<int64_t>(K, 1)));
   // Layout: for each K block, the panels of all columns (kc x 16 floats each).
   for (int64_t k0 = 0; k0 < K; k0 += kKC)
-    pack_b_block(transB, B, ldb, k0, std::min(kKC, K - k0), 0, np, p.data.get() + k0 * np);
+    pack_b_block(transB, B, ldb, k0, std::min(kKC, K - k0), 0, N, p.data.get() + k0 * np);  // tail zero-padded
   return p;
 }
 

@@ -1,4 +1,4 @@
-// float16 / bfloat16 through the float32 kernels: MatMul, Gemm, Conv and FusedConv accept half
+// float16 / bfloat16 through the float32 kernels: MatMul, Gemm, Conv, FusedConv and ConvTranspose accept half
 // inputs by widening them to float32, computing with the float32 kernel (same packing, same
 // micro-kernels) and rounding the outputs back to nearest-even. Constant half inputs (weights)
 // are widened once at session creation, so the float32 kernel pre-packs them as usual.
@@ -198,7 +198,7 @@ class ViaFloatKernel : public Kernel {
 }  // namespace
 
 void register_half_kernels() {
-  for (const char* op : {"MatMul", "Gemm", "Conv", "FusedConv"}) {
+  for (const char* op : {"MatMul", "Gemm", "Conv", "FusedConv", "ConvTranspose"}) {
     auto it = kernel_table().find(op);
     if (it == kernel_table().end()) continue;
     KernelFactory inner = it->second.factory;

@@ -88,9 +88,10 @@ void register_kernel(const std::string& op, std::vector<int> dtypes, KernelFacto
 void register_elementwise_kernels();
 void register_gemm_kernels();
 void register_conv_kernels();
+void register_conv_transpose_kernels();  // conv_transpose.cpp
 void register_device_kernels();
 void register_normalization_kernels();
-// float16 / bfloat16 variants of MatMul, Gemm, Conv (call after those are registered).
+// float16 / bfloat16 variants of MatMul, Gemm, Conv, ConvTranspose (call after those are registered).
 void register_half_kernels();
 // pooling.cpp, reduce.cpp, tensor_ops.cpp
 void register_pooling_kernels();

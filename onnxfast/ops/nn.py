@@ -279,6 +279,9 @@ def conv_transpose_1(node):
     return run
 
 
+REGISTRY.register_native("ConvTranspose", since=1)
+
+
 # ----------------------------------------------------------------------------------------------
 # pooling
 

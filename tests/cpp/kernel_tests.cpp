@@ -1,6 +1,6 @@
 // C++ unit tests of the native kernels, without Python: SGEMM (every transpose, alpha/beta,
 // pre-packed B, edge sizes around the micro-kernel and K-block sizes), the vector math row
-// functions, the thread pool, the Add / Conv kernels through the kernel table, and the reduction
+// functions, the thread pool, the Add / Conv / ConvTranspose kernels through the kernel table, and the reduction
 // engine / pooling / Transpose kernels (reduce.cpp, pooling.cpp, tensor_ops.cpp).
 // Built and run by tests/test_cpp_units.py (natively, at every ISA tier) and by
 // ci/cross_aarch64.sh (cross-compiled for aarch64, run under qemu-user).
@@ -318,6 +318,66 @@ void test_conv_kernel() {
   unsetenv("ONNXFAST_CONV_DIRECT");
 }
 
+// ConvTranspose (conv_transpose.cpp) against a direct scatter in double: strides, asymmetric pads,
+// dilations, output_padding, groups (depthwise too), constant and fed weights; 40 input channels
+// span several GEMM strips of W^T, 23 x 29 several row runs per position chunk.
+void test_conv_transpose_kernel() {
+  std::mt19937 gen(7);
+  struct Cfg {
+    int64_t C, Mg, group, H, W, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, oph, opw;
+  };
+  const Cfg cfgs[] = {{3, 4, 1, 5, 7, 3, 3, 2, 2, 1, 1, 1, 0, 2, 1, 1, 0},
+                      {6, 2, 3, 4, 6, 2, 3, 3, 1, 2, 1, 0, 2, 1, 0, 0, 0},
+                      {5, 1, 5, 9, 8, 4, 4, 2, 2, 1, 1, 1, 1, 1, 1, 0, 1},
+                      {40, 9, 1, 23, 29, 5, 2, 1, 3, 1, 2, 2, 1, 0, 3, 0, 2}};
+  for (const Cfg& c : cfgs)
+    for (bool constant : {true, false}) {
+      KernelArgs args;
+      args.op_type = "ConvTranspose";
+      args.node_name = "t";
+      args.attrs["strides"] = ints({c.sh, c.sw});
+      args.attrs["dilations"] = ints({c.dh, c.dw});
+      args.attrs["pads"] = ints({c.pt, c.pl, c.pb, c.pr});
+      args.attrs["output_padding"] = ints({c.oph, c.opw});
+      AttrValue g;
+      g.kind = AttrValue::kInt;
+      g.i = c.group;
+      args.attrs["group"] = g;
+      const int64_t M = c.Mg * c.group, Cg = c.C / c.group, N = 2;
+      auto x = random_floats(N * c.C * c.H * c.W, gen), w = random_floats(c.C * c.Mg * c.kh * c.kw, gen),
+           b = random_floats(M, gen);
+      auto tx = make_tensor({N, c.C, c.H, c.W}, x), tw = make_tensor({c.C, c.Mg, c.kh, c.kw}, w), tb = make_tensor({M}, b);
+      args.const_inputs = {nullptr, constant ? tw : nullptr, nullptr};
+      auto k = kernel_table().at("ConvTranspose").factory(args);
+      auto out = run_kernel(*k, {tx.get(), tw.get(), tb.get()});
+      const int64_t OH = c.sh * (c.H - 1) + (c.kh - 1) * c.dh + 1 + c.oph - c.pt - c.pb;
+      const int64_t OW = c.sw * (c.W - 1) + (c.kw - 1) * c.dw + 1 + c.opw - c.pl - c.pr;
+      bool ok = out[0].shape == Shape({N, M, OH, OW});
+      std::vector<double> ref(static_cast<size_t>(N * M * OH * OW));
+      for (int64_t n = 0; ok && n < N; ++n)
+        for (int64_t m = 0; m < M; ++m)
+          for (int64_t i = 0; i < OH * OW; ++i) ref[(n * M + m) * OH * OW + i] = b[m];
+      for (int64_t n = 0; ok && n < N; ++n)
+        for (int64_t ci = 0; ci < c.C; ++ci)
+          for (int64_t mg = 0; mg < c.Mg; ++mg)
+            for (int64_t ih = 0; ih < c.H; ++ih)
+              for (int64_t iw = 0; iw < c.W; ++iw)
+                for (int64_t i = 0; i < c.kh; ++i)
+                  for (int64_t j = 0; j < c.kw; ++j) {
+                    const int64_t oh = ih * c.sh + i * c.dh - c.pt, ow = iw * c.sw + j * c.dw - c.pl;
+                    if (oh < 0 || oh >= OH || ow < 0 || ow >= OW) continue;
+                    const int64_t m = (ci / Cg) * c.Mg + mg;
+                    ref[((n * M + m) * OH + oh) * OW + ow] += static_cast<double>(x[((n * c.C + ci) * c.H + ih) * c.W + iw]) *
+                                                              w[((ci * c.Mg + mg) * c.kh + i) * c.kw + j];
+                  }
+      double worst = 0;
+      for (size_t i = 0; ok && i < ref.size(); ++i) worst = std::max(worst, std::fabs(out[0].ptr<float>()[i] - ref[i]));
+      check(ok && worst < 1e-4 * std::sqrt(static_cast<double>(Cg * c.kh * c.kw)),
+            "ConvTranspose " + std::to_string(c.C) + "->" + std::to_string(M) + " group " + std::to_string(c.group) +
+                (constant ? " constant" : " fed") + " err " + std::to_string(worst));
+    }
+}
+
 // ---- reductions, pooling, Transpose ---------------------------------------------------------
 
 void test_reduce_engine() {
@@ -466,6 +526,7 @@ int main() {
   register_elementwise_kernels();
   register_gemm_kernels();
   register_conv_kernels();
+  register_conv_transpose_kernels();
   register_normalization_kernels();
   register_half_kernels();
   register_pooling_kernels();
@@ -478,6 +539,7 @@ int main() {
   test_threadpool();
   test_add_kernel();
   test_conv_kernel();
+  test_conv_transpose_kernel();
   test_reduce_engine();
   test_pool_kernels();
   test_transpose_kernel();
