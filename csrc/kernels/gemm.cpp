@@ -208,6 +208,34 @@ void gemm_rows_direct(int64_t M, int64_t N, int64_t K, float alpha, const float*
   });
 }
 
+// Per packed element of A (a strided 4 x 4 transpose) and of a fed B (row copies), in multiply-adds;
+// fitted to 1024^3 at 2 threads, where 1 x 8 tiles ran 10-15% slower than 2 x 2 or 1 x 2.
+constexpr double kPackACost = 24.0, kPackBCost = 8.0;
+
+void choose_grid(int64_t M, int64_t N, int64_t K, int64_t mr, int64_t step, int64_t P, bool fed_b, int64_t& mb,
+                 int64_t& nb) {
+  const int64_t nb_min = ceil_div(N, kNCMax);
+  double best = -1;
+  for (int64_t mbt = 1; mbt <= std::min<int64_t>(4 * P, ceil_div(M, mr)); ++mbt) {
+    for (int64_t nbt = nb_min; mbt * nbt <= 4 * P || nbt == nb_min; ++nbt) {
+      const int64_t nc = round_up(ceil_div(N, nbt), step), mc = round_up(ceil_div(M, mbt), mr);
+      const int64_t tn = ceil_div(N, nc), tm = ceil_div(M, mc), tasks = tn * tm;
+      if (tn != nbt || tm != mbt) continue;  // the same grid as a smaller count
+      if (tasks < P && !(tn == ceil_div(N, kNR) && tm == ceil_div(M, mr))) continue;
+      const double tile = static_cast<double>(std::min(mc, M)) * std::min(nc, N) +
+                          kPackACost * std::min(mc, M) + (fed_b ? kPackBCost * std::min(nc, N) : 0.0);
+      // + 0.1 tile: a thread that falls behind (another process took its core) holds up the run by
+      // part of a tile, which favours more, smaller tiles when packing costs about the same.
+      const double t = (static_cast<double>(ceil_div(tasks, P)) + 0.1) * tile * K;
+      if (best < 0 || t < best * 0.999) {
+        best = t;
+        mb = tm;
+        nb = tn;
+      }
+    }
+  }
+}
+
 // The threaded driver. B is either pre-packed (pb) or raw (B, ldb, transB) and then packed per task.
 void gemm_driver(bool transA, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                  const PackedB* pb, bool transB, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,
@@ -225,18 +253,12 @@ void gemm_driver(bool transA, int64_t M, int64_t N, int64_t K, float alpha, cons
   // Task grid: mb x nb tiles of C, each computed over all of K by one thread, so every output
   // element is summed in the same order whatever the grid (results do not depend on threads).
   // Within a tile, each K block packs its B block once (L2) and streams the A strips past it (each
-  // strip sits in L1 for the whole row of panels), so M is split only to make tasks for threads.
+  // strip sits in L1 for the whole row of panels). Every tile packs its rows of A and, for a fed B,
+  // its columns of B, so more tiles cost more packing: with threads, the grid is the one with the
+  // least modeled time per thread (tiles per thread x (multiply-adds + packing)) among those with
+  // P to 4P tiles (choose_grid).
   int64_t nb = ceil_div(N, kNCMax), mb = 1;
-  if (P > 1) {
-    const int64_t want = 4 * P;
-    // Split N down to tiles of 4 panel pairs (each A strip is packed once per tile, so narrower
-    // tiles would pack A more often than they use it); split M, which packs a fed B once more per
-    // block, when B is constant or no larger than A, or when there are fewer tasks than threads.
-    if (mb * nb < want) nb = std::max(nb, std::min(ceil_div(want, mb), ceil_div(N, 4 * step)));
-    if (mb * nb < want && (pb || N <= M || mb * nb < P))
-      mb = std::max(mb, std::min(ceil_div(want, nb), ceil_div(M, mr)));
-    if ((mb * nb) % P != 0 && ceil_div(N, nb + 1) >= step) nb = round_up(nb, P);
-  }
+  if (P > 1) choose_grid(M, N, K, mr, step, P, pb == nullptr, mb, nb);
   const int64_t nc = round_up(ceil_div(N, nb), step), mc = round_up(ceil_div(M, mb), mr);
   nb = ceil_div(N, nc);
   mb = ceil_div(M, mc);
