@@ -13,9 +13,10 @@ mkdir -p "$out"
 sources=(csrc/core/tensor.cpp csrc/kernels/kernel.cpp csrc/kernels/elementwise.cpp csrc/kernels/gemm.cpp
          csrc/cpu/cpu.cpp csrc/threadpool/threadpool.cpp csrc/kernels/conv.cpp csrc/kernels/conv_transpose.cpp csrc/kernels/device.cpp
          csrc/kernels/normalization.cpp csrc/kernels/half.cpp csrc/kernels/vecmath.cpp csrc/kernels/vecmath_portable.cpp
-         csrc/kernels/pooling.cpp csrc/kernels/reduce.cpp csrc/kernels/tensor_ops.cpp tests/cpp/kernel_tests.cpp)
+         csrc/kernels/pooling.cpp csrc/kernels/reduce.cpp csrc/kernels/tensor_ops.cpp csrc/kernels/resize.cpp
+         tests/cpp/kernel_tests.cpp)
 flags=(-std=c++17 -O2 -Wall -Wno-unused-parameter -Wno-psabi -fno-math-errno)
-declare -A extra=()
+declare -A extra=([csrc/kernels/resize.cpp]="-ffp-contract=off")
 case "$mode" in
   native)
     cxx=${CXX:-g++}

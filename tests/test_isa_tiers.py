@@ -13,7 +13,8 @@ import onnxfast
 TIERS = ["portable", "avx2", "avx512"]
 ORDER = {t: i for i, t in enumerate(TIERS)}
 HERE = pathlib.Path(__file__).parent
-NATIVE_TEST_FILES = ["test_native_kernels.py", "test_native_ops.py", "test_native_convtranspose.py"]
+NATIVE_TEST_FILES = ["test_native_kernels.py", "test_native_ops.py", "test_native_convtranspose.py",
+                     "test_native_resize.py"]
 
 
 def test_cpu_info_reports_a_tier():

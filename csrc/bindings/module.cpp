@@ -117,6 +117,7 @@ PYBIND11_MODULE(_core, m) {
   register_pooling_kernels();
   register_reduce_kernels();
   register_tensor_kernels();
+  register_resize_kernels();
   register_error_translator();
 
   m.def("register_dtype", &register_numpy_dtype, py::arg("dtype"), py::arg("code"), py::arg("name"));

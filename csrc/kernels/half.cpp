@@ -197,6 +197,8 @@ class ViaFloatKernel : public Kernel {
 
 }  // namespace
 
+float half_to_float32(uint16_t h) { return half_to_float(h); }
+
 void register_half_kernels() {
   for (const char* op : {"MatMul", "Gemm", "Conv", "FusedConv", "ConvTranspose"}) {
     auto it = kernel_table().find(op);

@@ -97,6 +97,8 @@ void register_half_kernels();
 void register_pooling_kernels();
 void register_reduce_kernels();
 void register_tensor_kernels();
+// resize.cpp: Resize (float32, opset 10+)
+void register_resize_kernels();
 
 // Helpers shared by kernels.
 
@@ -105,6 +107,8 @@ void register_tensor_kernels();
 // Defined in kernel.cpp (baseline flags): the conv tile transpose, GEMM's A strips, Transpose.
 void transpose_f32(const float* src, int64_t lds, int64_t rows, int64_t cols, float* dst, int64_t ldd);
 [[noreturn]] void kernel_fail(const std::string& msg);
+// IEEE half (float16) bits -> float (half.cpp); for kernels reading a float16 parameter tensor.
+float half_to_float32(uint16_t h);
 
 // Row-major odometer over some dims, tracking an element offset into each of N tensors
 // (strides[k][d]: tensor k's stride for dim d). seek() jumps to a linear index, next() steps.

@@ -1172,6 +1172,11 @@ def resize_10(node):
     return run
 
 
+# csrc/kernels/resize.cpp computes every mode, coordinate transformation, nearest_mode and option of
+# _resize for float32 (other element types stay here).
+REGISTRY.register_native("Resize", since=10)
+
+
 @op("Upsample", since=1)
 def upsample_1(node):
     p = _resize_params(node)

@@ -1,7 +1,7 @@
 // C++ unit tests of the native kernels, without Python: SGEMM (every transpose, alpha/beta,
 // pre-packed B, edge sizes around the micro-kernel and K-block sizes), the vector math row
 // functions, the thread pool, the Add / Conv / ConvTranspose kernels through the kernel table, and the reduction
-// engine / pooling / Transpose kernels (reduce.cpp, pooling.cpp, tensor_ops.cpp).
+// engine / pooling / Transpose kernels (reduce.cpp, pooling.cpp, tensor_ops.cpp) and Resize (resize.cpp).
 // Built and run by tests/test_cpp_units.py (natively, at every ISA tier) and by
 // ci/cross_aarch64.sh (cross-compiled for aarch64, run under qemu-user).
 // Exit status 0 when every check passes; failures are printed one per line.
@@ -494,6 +494,35 @@ void test_transpose_kernel() {
   }
 }
 
+void test_resize_kernel() {
+  // ONNX's resize_upsample_scales_linear / _nearest examples: 2 x 2 -> 4 x 4 (half_pixel).
+  auto x = make_tensor({1, 1, 2, 2}, {1, 2, 3, 4});
+  auto scales = make_tensor({4}, {1, 1, 2, 2});
+  const float linear[16] = {1, 1.25, 1.75, 2, 1.5, 1.75, 2.25, 2.5, 2.5, 2.75, 3.25, 3.5, 3, 3.25, 3.75, 4};
+  const float nearest[16] = {1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4};
+  for (const char* mode : {"linear", "nearest"}) {
+    KernelArgs args;
+    args.op_type = "Resize";
+    args.node_name = "n0";
+    args.opset = 19;
+    args.attrs["mode"].kind = AttrValue::kString;
+    args.attrs["mode"].s = mode;
+    auto k = kernel_table().at("Resize").factory(args);
+    auto out = run_kernel(*k, {x.get(), nullptr, scales.get()});
+    const float* want = std::string(mode) == "linear" ? linear : nearest;
+    bool ok = out[0].shape == Shape({1, 1, 4, 4});
+    for (int i = 0; ok && i < 16; ++i) ok = out[0].ptr<float>()[i] == want[i];
+    check(ok, std::string("Resize ") + mode + " 2x2 -> 4x4");
+    bool failed = false;
+    try {
+      run_kernel(*k, {x.get(), nullptr, nullptr});
+    } catch (const Error& e) {
+      failed = std::string(e.what()).find("'n0'") != std::string::npos;
+    }
+    check(failed, "Resize without scales or sizes fails naming the node");
+  }
+}
+
 }  // namespace
 
 // ---- Block cache --------------------------------------------------------------------------
@@ -532,6 +561,7 @@ int main() {
   register_pooling_kernels();
   register_reduce_kernels();
   register_tensor_kernels();
+  register_resize_kernels();
   std::printf("tier: isa=%s gemm=%s vecmath=%s\n", isa_name(active_isa()), gemm_tier().name, vecmath().name);
   test_sgemm();
   test_sgemm_threads_bitwise();
@@ -543,6 +573,7 @@ int main() {
   test_reduce_engine();
   test_pool_kernels();
   test_transpose_kernel();
+  test_resize_kernel();
   test_block_cache();
   std::printf("%d checks, %d failures\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
