@@ -208,7 +208,7 @@ class ConvKernel : public Kernel {
         for (int64_t k0 = 0; k0 < kdim; k0 += kGemmKC) {
           const int64_t kc = std::min(kGemmKC, kdim - k0);
           pack_columns(g, xg, k0, kc, j0, nc, table, buf.floats());
-          sgemm_kblock((*wp)[gr], m0, m1, k0, kc, buf.floats(), nc, yt, out_size, k0 == 0 ? 0.f : 1.f);
+          sgemm_kblock((*wp)[gr], m0, m1, k0, kc, buf.floats(), nc, yt + m0 * out_size, out_size, k0 == 0 ? 0.f : 1.f);
         }
         const float* res = residual ? residual + (n * g.M + gr * Mg) * out_size + j0 : nullptr;
         for (int64_t m = m0; m < m1; ++m)

@@ -206,12 +206,11 @@ class ConvTransposeKernel : public Kernel {
             std::fill(yg + m * g.out_size, yg + (m + 1) * g.out_size, bias ? bias[gr * Mg + m0 + m] : 0.f);
           for (int64_t j0 = 0; j0 < P; j0 += chunk) {
             const int64_t nc = std::min(chunk, P - j0);
-            // sgemm_kblock addresses C from row 0 of W^T: this task's rows start at m0 * Kp.
-            float* c_row0 = cols.floats() - m0 * Kp * nc;
+            // cols holds this task's rows of W^T X: rows m0 * Kp .. m1 * Kp.
             for (int64_t k0 = 0; k0 < Cg; k0 += kGemmKC) {
               const int64_t kc = std::min(kGemmKC, Cg - k0);
-              sgemm_kblock((*wp)[gr], m0 * Kp, m1 * Kp, k0, kc, xb.data.get() + k0 * np + j0 * kc, nc, c_row0, nc,
-                           k0 == 0 ? 0.f : 1.f);
+              sgemm_kblock((*wp)[gr], m0 * Kp, m1 * Kp, k0, kc, xb.data.get() + k0 * np + j0 * kc, nc, cols.floats(),
+                           nc, k0 == 0 ? 0.f : 1.f);
             }
             plan.scatter(cols.floats(), nc, j0, m1 - m0, yg);
           }

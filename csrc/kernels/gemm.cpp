@@ -361,8 +361,8 @@ void sgemm_kblock(const PackedA& A, int64_t m0, int64_t m1, int64_t k0, int64_t 
     const float* p0 = Bblock + (j0 / kNR) * kNR * kc;
     const float* p1 = nr > kNR ? p0 + kNR * kc : nullptr;
     for (int64_t i0 = m0; i0 < m1; i0 += mr)
-      tier.kernel(std::min(mr, m1 - i0), kc, ablk + i0 * kc, mr, false, p0, p1, C + i0 * ldc + j0, ldc, nr, 1.f,
-                  beta);
+      tier.kernel(std::min(mr, m1 - i0), kc, ablk + i0 * kc, mr, false, p0, p1, C + (i0 - m0) * ldc + j0, ldc, nr,
+                  1.f, beta);
   }
 }
 

@@ -49,8 +49,8 @@ constexpr int64_t kGemmPanel = 16;   // B panel width
 // Offset of column j's panel in a packed B block of kc rows: (j / 16) * 16 * kc, lane j % 16.
 inline int64_t packed_b_index(int64_t j, int64_t k, int64_t kc) { return (j >> 4) * 16 * kc + k * 16 + (j & 15); }
 
-// C[m0:m1, 0:nc] += A[m0:m1, k0:k0+kc] * Bblock, with Bblock packed as above (kc rows, nc columns);
-// m0 must be a multiple of A.mr. C points at row 0.
+// C[0:m1-m0, 0:nc] += A[m0:m1, k0:k0+kc] * Bblock, with Bblock packed as above (kc rows, nc columns);
+// m0 must be a multiple of A.mr. C points at the row of A's row m0.
 // beta scales what C held (0: overwrite without reading, 1: accumulate).
 void sgemm_kblock(const PackedA& A, int64_t m0, int64_t m1, int64_t k0, int64_t kc, const float* Bblock, int64_t nc,
                   float* C, int64_t ldc, float beta = 1.f);
