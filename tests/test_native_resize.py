@@ -7,7 +7,7 @@ every mode x coordinate_transformation_mode x nearest_mode, up- and downsampling
 not) and by sizes (0, 1, odd, primes, larger), 1-D to 5-D inputs with non-spatial axes resized, opset 18's
 axes and keep_aspect_ratio_policy, antialias, exclude_outside, cubic_coeff_a, tf_crop_and_resize with roi
 and extrapolation, constant and fed scales / sizes / roi, opsets 10 / 11 / 13, non-contiguous inputs,
-thread counts and errors. tests/test_isa_tiers.py reruns this file at every ISA tier."""
+thread counts and errors; Upsample 7-9 (run by the same kernel as Resize-10). tests/test_isa_tiers.py reruns this file at every ISA tier."""
 
 import numpy as np
 import pytest
@@ -22,7 +22,7 @@ MODES = [("nearest", nm) for nm in ("round_prefer_floor", "round_prefer_ceil", "
     ("linear", None), ("cubic", None)]
 
 
-def _sessions(model, threads=0):
+def _sessions(model, threads=0, op="Resize"):
     def make(disabled):
         o = onnxfast.SessionOptions()
         o.add_session_config_entry("onnxfast.disable_kernels", disabled)
@@ -30,9 +30,9 @@ def _sessions(model, threads=0):
             o.intra_op_num_threads = threads
         return onnxfast.InferenceSession(model.SerializeToString(), o)
 
-    nat, ref = make("numpy:Resize"), make("native")
-    assert [r["kernel"] for r in nat.kernel_listing() if r["op_type"] == "Resize"] == ["native"]
-    assert [r["kernel"] for r in ref.kernel_listing() if r["op_type"] == "Resize"] == ["numpy"]
+    nat, ref = make(f"numpy:{op}"), make("native")
+    assert [r["kernel"] for r in nat.kernel_listing() if r["op_type"] == op] == ["native"]
+    assert [r["kernel"] for r in ref.kernel_listing() if r["op_type"] == op] == ["numpy"]
     return nat, ref
 
 
@@ -192,6 +192,26 @@ def test_resize_older_opsets_and_constant_inputs(rng, opset, mode):
             inits[0] = ("roi", np.array([0, 0, -0.25, 0.5, 1, 1, 0.75, 1.5], dt))
             nat, ref = _sessions(make_model([node], [vi("x")], [vi("y")], initializers=inits, opset=opset))
             _compare(nat, ref, {"x": x}, mode == "nearest")
+
+
+@pytest.mark.parametrize("opset", [7, 8, 9])
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+def test_upsample_runs_as_resize_10(rng, opset, mode):
+    # Upsample 7 / 8: scales attribute; 9: scales input (constant or fed). Asymmetric, floor.
+    x = rng.standard_normal((2, 3, 5, 7)).astype(np.float32)
+    for scales in ([1, 1, 2, 2], [1, 1, 1.5, 3], [1, 2, 0.5, 1]):
+        if opset < 9:
+            node = helper.make_node("Upsample", ["x"], ["y"], name="n0", mode=mode, scales=[float(v) for v in scales])
+            models = [(make_model([node], [vi("x")], [vi("y")], opset=opset), {})]
+        else:
+            node = helper.make_node("Upsample", ["x", "scales"], ["y"], name="n0", mode=mode)
+            sc = np.array(scales, np.float32)
+            models = [(make_model([node], [vi("x")], [vi("y")], initializers=[("scales", sc)], opset=opset), {}),
+                      (make_model([node], [vi("x"), vi("scales")], [vi("y")], opset=opset), {"scales": sc})]
+        for model, extra in models:
+            nat, ref = _sessions(model, op="Upsample")
+            got = _compare(nat, ref, {"x": x, **extra}, mode == "nearest")
+            assert got is not None and got.shape == tuple(int(d * s) for d, s in zip(x.shape, scales))
 
 
 @pytest.mark.parametrize("mode", ["nearest", "linear", "cubic"])

@@ -1,4 +1,4 @@
-// Resize, float32 (opset 10 and later): modes nearest / linear / cubic, every
+// Resize, float32 (opset 10 and later; Upsample 7-9 as Resize-10): modes nearest / linear / cubic, every
 // coordinate_transformation_mode and nearest_mode, cubic_coeff_a, exclude_outside, antialias,
 // tf_crop_and_resize with roi and extrapolation_value, scales or sizes (constant or fed), and the
 // opset-18 axes and keep_aspect_ratio_policy.
@@ -182,24 +182,32 @@ Odometer<1> row_walk(const Shape& shape, int64_t first) {
 
 class ResizeKernel : public Kernel {
  public:
+  // The Resize schema whose semantics apply: Upsample (opset 7-9; deprecated at 10) is Resize-10
+  // (asymmetric coordinates, floor rounding, scales only).
+  static int schema_version(const KernelArgs& a) { return a.op_type == "Upsample" ? 10 : a.opset; }
+
   // a.opset is the model's opset: for Resize (schemas 10, 11, 13, 18, 19) opset >= 11 / >= 18 is the
   // numpy kernel's since_version test.
   explicit ResizeKernel(const KernelArgs& a)
       : name_(a.op_type + " '" + a.node_name + "'"),
-        opset_(a.opset),
+        opset_(schema_version(a)),
         mode_name_(a.get_string("mode", "nearest")),
-        coord_name_(a.opset >= 11 ? a.get_string("coordinate_transformation_mode", "half_pixel") : "asymmetric"),
-        rounding_name_(a.opset >= 11 ? a.get_string("nearest_mode", "round_prefer_floor") : "floor"),
+        coord_name_(schema_version(a) >= 11 ? a.get_string("coordinate_transformation_mode", "half_pixel") : "asymmetric"),
+        rounding_name_(schema_version(a) >= 11 ? a.get_string("nearest_mode", "round_prefer_floor") : "floor"),
         mode_(parse_mode(mode_name_)),
         coord_(parse_coord(coord_name_)),
         rounding_(parse_rounding(rounding_name_)),
         cubic_a_(a.get_float("cubic_coeff_a", -0.75)),
         exclude_outside_(a.get_int("exclude_outside", 0) != 0),
-        antialias_(a.opset >= 18 && a.get_int("antialias", 0) != 0),
+        antialias_(schema_version(a) >= 18 && a.get_int("antialias", 0) != 0),
         extrapolation_(static_cast<float>(a.get_float("extrapolation_value", 0.0))),
-        has_axes_(a.opset >= 18 && a.has("axes")),
+        has_axes_(schema_version(a) >= 18 && a.has("axes")),
         axes_attr_(has_axes_ ? a.get_ints("axes") : std::vector<int64_t>{}) {
-    const std::string policy = a.opset >= 18 ? a.get_string("keep_aspect_ratio_policy", "stretch") : "stretch";
+    if (a.op_type == "Upsample") {  // opset 7 and 8: scales is an attribute
+      auto it = a.attrs.find("scales");
+      if (it != a.attrs.end() && it->second.kind == AttrValue::kFloats) scales_attr_ = it->second.floats;
+    }
+    const std::string policy = schema_version(a) >= 18 ? a.get_string("keep_aspect_ratio_policy", "stretch") : "stretch";
     aspect_ = policy == "stretch" ? Aspect::kStretch : policy == "not_larger" ? Aspect::kNotLarger : Aspect::kNotSmaller;
   }
 
@@ -303,6 +311,7 @@ class ResizeKernel : public Kernel {
     const Tensor* scales_t = optional_input(in, v10 ? 1 : 2);
     const Tensor* sizes_t = v10 ? nullptr : optional_input(in, 3);
     if (scales_t && sizes_t) kernel_fail(name_ + ": only one of scales and sizes may be given");
+    const bool attr_scales = !scales_t && !scales_attr_.empty();
     if (roi_t) {  // per resized axis or per tensor axis; other lengths are ignored
       const std::vector<double> rv = reals(*roi_t, "roi");
       if (rv.size() == 2 * na) {
@@ -337,8 +346,8 @@ class ResizeKernel : public Kernel {
           g.out_shape[a] = checked_length(s * static_cast<double>(xs[a]) + 0.5, a);  // Python int(): truncation
         }
       }
-    } else if (scales_t) {
-      const std::vector<double> scales = reals(*scales_t, "scales");
+    } else if (scales_t || attr_scales) {
+      const std::vector<double> scales = scales_t ? reals(*scales_t, "scales") : scales_attr_;
       if (scales.size() != na)
         kernel_fail(name_ + ": scales " + list_str(scales) + " must have one entry per resized axis " + list_str(g.axes));
       for (double s : scales)
@@ -612,6 +621,7 @@ class ResizeKernel : public Kernel {
   float extrapolation_;
   bool has_axes_;
   std::vector<int64_t> axes_attr_;
+  std::vector<double> scales_attr_;  // Upsample-7's scales attribute
   Aspect aspect_ = Aspect::kStretch;
 };
 
@@ -619,6 +629,7 @@ class ResizeKernel : public Kernel {
 
 void register_resize_kernels() {
   register_kernel("Resize", {kFloat}, [](const KernelArgs& a) { return std::make_unique<ResizeKernel>(a); });
+  register_kernel("Upsample", {kFloat}, [](const KernelArgs& a) { return std::make_unique<ResizeKernel>(a); });
 }
 
 }  // namespace onnxfast

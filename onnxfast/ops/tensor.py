@@ -1193,6 +1193,10 @@ def upsample_1(node):
     return run
 
 
+# csrc/kernels/resize.cpp runs Upsample 7+ as Resize-10 (float32).
+REGISTRY.register_native("Upsample", since=7)
+
+
 # ----------------------------------------------------------------------------------------------
 # CenterCropPad, BitCast, MaxUnpool, Col2Im
 
