@@ -563,3 +563,37 @@ def test_comparison_broadcast(rng, op, dtype, sa, sb):
     want = CMP_OPS[op](a, b)
     assert got.dtype == np.bool_ and got.shape == want.shape
     np.testing.assert_array_equal(got, want)
+
+
+VAR_OPS = {"Max": np.maximum, "Min": np.minimum, "Sum": np.add, "Mean": np.add}
+
+
+@pytest.mark.parametrize("op,dtype", [(op, dt) for op in ("Max", "Min", "Sum") for dt in (np.float32, np.float64, np.int32,
+                                                                                        np.int64)]
+                         + [("Mean", np.float32), ("Mean", np.float64)],
+                         ids=lambda v: v if isinstance(v, str) else np.dtype(v).name)
+@pytest.mark.parametrize("shapes", [[(5,)], [(3, 4), (4,)], [(2, 1, 4), (1, 3, 1), (4,)], [(), (2, 3)],
+                                    [(17,), (17,), (17,), (17,)], [(0, 3), (3,)], [(40000,), (1,), (40000,)]],
+                         ids=lambda s: "-".join("x".join(map(str, d)) or "s" for d in s))
+def test_variadic_broadcast(rng, op, dtype, shapes):
+    import functools
+
+    code = onnxfast.dtypes.onnx_code(dtype)
+    names = [f"x{i}" for i in range(len(shapes))]
+    model = make_model([helper.make_node(op, names, ["y"])], [vi(n, code) for n in names], [vi("y", code)])
+    xs = [(rng.standard_normal(s) * 10).astype(dtype) for s in shapes]
+    if dtype == np.float32 and xs[0].size > 3:
+        xs[0].reshape(-1)[:3] = [np.nan, -0.0, np.inf]
+    got = native_session(model, (op,)).run(None, dict(zip(names, xs)))[0]
+    want = functools.reduce(VAR_OPS[op], xs)
+    if op == "Mean" and len(xs) > 1:
+        want = want / len(xs)
+    assert got.dtype == dtype and got.shape == want.shape
+    np.testing.assert_array_equal(got, want.astype(dtype))
+
+
+def test_variadic_errors_name_the_node():
+    model = make_model([helper.make_node("Max", ["a", "b"], ["y"], name="n0")], [vi("a"), vi("b")], [vi("y")])
+    s = native_session(model, ("Max",))
+    with pytest.raises(onnxfast.errors.InvalidArgument, match="Max 'n0'.*cannot be broadcast"):
+        s.run(None, {"a": np.zeros((2, 3), np.float32), "b": np.zeros(4, np.float32)})

@@ -1,5 +1,6 @@
-// Elementwise kernels: broadcasting binary arithmetic (Add, Sub, Mul, Div) and comparisons (Equal,
-// Less, Greater, LessOrEqual, GreaterOrEqual: bool results) over float/double/int32/int64, and float
+// Elementwise kernels: broadcasting binary arithmetic (Add, Sub, Mul, Div), variadic Max / Min / Sum /
+// Mean, and comparisons (Equal, Less, Greater, LessOrEqual, GreaterOrEqual: bool results) over
+// float/double/int32/int64, and float
 // unary activations (Relu, LeakyRelu, Sqrt, Neg, Abs; the transcendental ones are in normalization.cpp). Broadcasting collapses the
 // output index space to as few dimensions as possible, then runs a contiguous inner loop.
 #include <atomic>
@@ -194,6 +195,82 @@ class BinaryKernel : public Kernel {
   std::string name_;
 };
 
+enum class VarOp { kMax, kMin, kSum, kMean };
+
+// Max / Min / Sum / Mean over 1..N inputs with numpy broadcasting, folded left to right as the numpy
+// kernel's functools.reduce does (so Sum's additions happen in the same order); Max / Min propagate
+// NaN like np.maximum / np.minimum; Mean divides the sum by N.
+class VariadicKernel : public Kernel {
+ public:
+  VariadicKernel(VarOp op, std::string name) : op_(op), name_(std::move(name)) {}
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    Shape shape;
+    int dtype = kUndefined;
+    bool any = false;
+    for (const Tensor* t : in) {
+      if (!t) continue;
+      if (!any) {
+        shape = t->shape;
+        dtype = t->dtype;
+        any = true;
+        continue;
+      }
+      if (t->dtype != dtype)
+        fail(ErrorKind::kInvalidType, name_ + ": input types differ: tensor(" + dtype_name(dtype) + ") and tensor(" +
+                                          dtype_name(t->dtype) + ")");
+      shape = broadcast_shapes(shape, t->shape, name_.c_str());
+    }
+    if (!any) kernel_fail(name_ + " needs at least one input");
+    out.resize(1);
+    out[0] = {dtype, shape};
+  }
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    Tensor& c = *out[0];
+    std::vector<const Tensor*> xs;
+    for (const Tensor* t : in)
+      if (t) xs.push_back(t);
+    if (c.numel() == 0) return;
+    switch (c.dtype) {
+      case kFloat: dispatch<float>(xs, c); break;
+      case kDouble: dispatch<double>(xs, c); break;
+      case kInt32: dispatch<int32_t>(xs, c); break;
+      case kInt64: dispatch<int64_t>(xs, c); break;
+      default: fail(ErrorKind::kInvalidType, name_ + ": no native kernel for tensor(" + dtype_name(c.dtype) + ")");
+    }
+  }
+
+ private:
+  template <typename T>
+  void dispatch(const std::vector<const Tensor*>& xs, Tensor& c) const {
+    T* pc = c.ptr<T>();
+    if (xs.size() == 1) {
+      std::memcpy(pc, xs[0]->ptr<T>(), sizeof(T) * static_cast<size_t>(c.numel()));
+    } else {
+      for (size_t i = 1; i < xs.size(); ++i) {
+        // the running result lives in c (full shape, so reading and writing an element is in place)
+        const Tensor& a = i == 1 ? *xs[0] : c;
+        fold<T>(make_plan(c.shape, a.shape, xs[i]->shape), a.ptr<T>(), xs[i]->ptr<T>(), pc);
+      }
+    }
+    if (op_ == VarOp::kMean && xs.size() > 1) {
+      const T n = static_cast<T>(xs.size());
+      const int64_t total = c.numel();
+      for (int64_t j = 0; j < total; ++j) pc[j] = pc[j] / n;
+    }
+  }
+  template <typename T>
+  void fold(const BroadcastPlan& p, const T* a, const T* b, T* c) const {
+    switch (op_) {
+      case VarOp::kMax: run_binary<T>(p, a, b, c, [](T x, T y) { return (x >= y || x != x) ? x : y; }); break;
+      case VarOp::kMin: run_binary<T>(p, a, b, c, [](T x, T y) { return (x <= y || x != x) ? x : y; }); break;
+      case VarOp::kSum:
+      case VarOp::kMean: run_binary<T>(p, a, b, c, [](T x, T y) { return x + y; }); break;
+    }
+  }
+  VarOp op_;
+  std::string name_;
+};
+
 enum class CmpOp { kEqual, kLess, kGreater, kLessOrEqual, kGreaterOrEqual };
 
 // Equal / Less / Greater / LessOrEqual / GreaterOrEqual: broadcasting, bool result (NaN compares
@@ -281,6 +358,15 @@ void register_elementwise_kernels() {
   bin("Sub", BinOp::kSub);
   bin("Mul", BinOp::kMul);
   bin("Div", BinOp::kDiv);
+  auto var = [&](const char* name, VarOp op, std::vector<int> types) {
+    register_kernel(name, types, [op](const KernelArgs& a) {
+      return std::make_unique<VariadicKernel>(op, a.op_type + " '" + a.node_name + "'");
+    });
+  };
+  var("Max", VarOp::kMax, num);
+  var("Min", VarOp::kMin, num);
+  var("Sum", VarOp::kSum, num);
+  var("Mean", VarOp::kMean, {kFloat, kDouble});
   auto cmp = [&](const char* name, CmpOp op, std::vector<int> types) {
     register_kernel(name, types, [op](const KernelArgs& a) {
       return std::make_unique<CompareKernel>(op, a.op_type + " '" + a.node_name + "'");

@@ -590,6 +590,10 @@ _variadic("Max", np.maximum)
 _variadic("Min", np.minimum)
 _variadic("Sum", np.add)
 _variadic("Mean", np.add, mean=True)
+# csrc/kernels/elementwise.cpp: float / double / int32 / int64 (Mean: float / double), from the opset
+# that brought numpy broadcasting (8)
+for _name in ("Max", "Min", "Sum", "Mean"):
+    REGISTRY.register_native(_name, since=8)
 
 
 # ----------------------------------------------------------------------------------------------
