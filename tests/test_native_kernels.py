@@ -597,3 +597,32 @@ def test_variadic_errors_name_the_node():
     s = native_session(model, ("Max",))
     with pytest.raises(onnxfast.errors.InvalidArgument, match="Max 'n0'.*cannot be broadcast"):
         s.run(None, {"a": np.zeros((2, 3), np.float32), "b": np.zeros(4, np.float32)})
+
+
+@pytest.mark.parametrize("opset", [6, 11, 13])
+def test_clip_against_numpy(rng, opset):
+    x = (rng.standard_normal(1000) * 4).astype(np.float32)
+    x[:4] = [np.nan, np.inf, -np.inf, -0.0]
+    bounds = [(-1.0, 2.0), (None, 0.5), (-0.5, None), (None, None), (3.0, 1.0), (np.nan, 1.0)]
+    for lo, hi in bounds:
+        if opset < 11:
+            attrs = {k: v for k, v in (("min", lo), ("max", hi)) if v is not None}
+            model = make_model([helper.make_node("Clip", ["x"], ["y"], **attrs)], [vi("x")], [vi("y")], opset=opset)
+            feeds = [{"x": x}]
+        else:
+            ins = ["x", "lo" if lo is not None else "", "hi" if hi is not None else ""]
+            fed = [vi(n) for n in ins[1:] if n]
+            model = make_model([helper.make_node("Clip", ins, ["y"])], [vi("x")] + fed, [vi("y")], opset=opset)
+            feeds = [{"x": x, **{n: np.array(v, np.float32) for n, v in (("lo", lo), ("hi", hi)) if v is not None}}]
+        for feed in feeds:
+            with np.errstate(invalid="ignore"):
+                got = native_session(model, ("Clip",)).run(None, feed)[0]
+                want = numpy_session(model).run(None, feed)[0]
+            np.testing.assert_array_equal(got, want, err_msg=f"Clip({lo}, {hi}) opset {opset}")
+            assert np.array_equal(np.signbit(got), np.signbit(want))
+
+
+def test_clip_bound_must_be_a_scalar():
+    model = make_model([helper.make_node("Clip", ["x", "lo"], ["y"], name="n0")], [vi("x"), vi("lo")], [vi("y")], opset=13)
+    with pytest.raises(onnxfast.errors.InvalidArgument, match="Clip 'n0': min must be a scalar"):
+        native_session(model, ("Clip",)).run(None, {"x": np.zeros(3, np.float32), "lo": np.zeros(2, np.float32)})

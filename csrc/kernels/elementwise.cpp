@@ -1,6 +1,6 @@
 // Elementwise kernels: broadcasting binary arithmetic (Add, Sub, Mul, Div), variadic Max / Min / Sum /
 // Mean, and comparisons (Equal, Less, Greater, LessOrEqual, GreaterOrEqual: bool results) over
-// float/double/int32/int64, and float
+// float/double/int32/int64, and float Clip and
 // unary activations (Relu, LeakyRelu, Sqrt, Neg, Abs; the transcendental ones are in normalization.cpp). Broadcasting collapses the
 // output index space to as few dimensions as possible, then runs a contiguous inner loop.
 #include <atomic>
@@ -271,6 +271,51 @@ class VariadicKernel : public Kernel {
   std::string name_;
 };
 
+// Clip, float32: max(x, min) then min(., max), NaN-propagating like np.maximum / np.minimum (min > max
+// gives max everywhere). Bounds: attributes before opset 11, optional scalar inputs from 11 on.
+class ClipKernel : public Kernel {
+ public:
+  explicit ClipKernel(const KernelArgs& a)
+      : name_(a.op_type + " '" + a.node_name + "'"),
+        from_inputs_(a.opset >= 11),
+        attr_lo_(static_cast<float>(a.get_float("min", -std::numeric_limits<float>::infinity()))),
+        attr_hi_(static_cast<float>(a.get_float("max", std::numeric_limits<float>::infinity()))) {}
+
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    if (in.empty() || !in[0]) kernel_fail(name_ + " needs an input");
+    expect_dtype(*in[0], kFloat, (name_ + " input").c_str());
+    bound(in, 1, "min");
+    bound(in, 2, "max");
+    out.resize(1);
+    out[0] = {kFloat, in[0]->shape};
+  }
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    const float lo = bound(in, 1, "min"), hi = bound(in, 2, "max");
+    float_chunks(*in[0], *out[0], 0.3, [lo, hi](const float* x, float* y, int64_t n) {
+      for (int64_t i = 0; i < n; ++i) {
+        const float v = (x[i] >= lo || x[i] != x[i]) ? x[i] : lo;
+        y[i] = (v <= hi || v != v) ? v : hi;
+      }
+    });
+  }
+
+ private:
+  // The lower (i = 1) or upper (i = 2) bound: the attribute before opset 11, else input i as a float32
+  // scalar (absent: no bound).
+  float bound(const std::vector<const Tensor*>& in, size_t i, const char* what) const {
+    if (!from_inputs_) return i == 1 ? attr_lo_ : attr_hi_;
+    if (i >= in.size() || !in[i])
+      return i == 1 ? -std::numeric_limits<float>::infinity() : std::numeric_limits<float>::infinity();
+    expect_dtype(*in[i], kFloat, (name_ + " " + what).c_str());
+    if (in[i]->numel() != 1)
+      kernel_fail(name_ + ": " + what + " must be a scalar, got shape " + shape_str(in[i]->shape));
+    return in[i]->ptr<float>()[0];
+  }
+  std::string name_;
+  bool from_inputs_;
+  float attr_lo_, attr_hi_;
+};
+
 enum class CmpOp { kEqual, kLess, kGreater, kLessOrEqual, kGreaterOrEqual };
 
 // Equal / Less / Greater / LessOrEqual / GreaterOrEqual: broadcasting, bool result (NaN compares
@@ -358,6 +403,7 @@ void register_elementwise_kernels() {
   bin("Sub", BinOp::kSub);
   bin("Mul", BinOp::kMul);
   bin("Div", BinOp::kDiv);
+  register_kernel("Clip", {kFloat}, [](const KernelArgs& a) { return std::make_unique<ClipKernel>(a); });
   auto var = [&](const char* name, VarOp op, std::vector<int> types) {
     register_kernel(name, types, [op](const KernelArgs& a) {
       return std::make_unique<VariadicKernel>(op, a.op_type + " '" + a.node_name + "'");

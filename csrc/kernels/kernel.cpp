@@ -75,13 +75,18 @@ void FloatUnaryKernel::infer(const std::vector<const Tensor*>& in, std::vector<O
 }
 
 void FloatUnaryKernel::compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const {
-  const float* x = in[0]->ptr<float>();
-  float* y = out[0]->ptr<float>();
-  const int64_t total = in[0]->numel();
+  float_chunks(*in[0], *out[0], cost_, [this](const float* x, float* y, int64_t n) { apply(x, y, n); });
+}
+
+void float_chunks(const Tensor& X, Tensor& Y, double cost_per_element,
+                  const std::function<void(const float*, float*, int64_t)>& f) {
+  const float* x = X.ptr<float>();
+  float* y = Y.ptr<float>();
+  const int64_t total = X.numel();
   const int64_t chunk = 4096;
-  parallel_for((total + chunk - 1) / chunk, cost_ * chunk, [&](int64_t cb, int64_t ce) {
+  parallel_for((total + chunk - 1) / chunk, cost_per_element * chunk, [&](int64_t cb, int64_t ce) {
     const int64_t lo = cb * chunk;
-    apply(x + lo, y + lo, std::min(total, ce * chunk) - lo);
+    f(x + lo, y + lo, std::min(total, ce * chunk) - lo);
   });
 }
 

@@ -74,6 +74,11 @@ class FloatUnaryKernel : public Kernel {
   double cost_;
 };
 
+// f(x chunk, y chunk, n) over the float32 elements of X (Y shaped alike) in parallel chunks of 4096;
+// cost_per_element as for parallel_for. FloatUnaryKernel::compute runs apply() through it.
+void float_chunks(const Tensor& X, Tensor& Y, double cost_per_element,
+                  const std::function<void(const float*, float*, int64_t)>& f);
+
 using KernelFactory = std::function<std::unique_ptr<Kernel>(const KernelArgs&)>;
 
 struct KernelEntry {

@@ -559,6 +559,9 @@ def clip_11(node):
     return run
 
 
+REGISTRY.register_native("Clip", since=6)  # csrc/kernels/elementwise.cpp, float32
+
+
 def _variadic(name, fn, mean=False, since=1):
     def factory(node):
         label = f"{node.op_type} node '{node.name}'"
