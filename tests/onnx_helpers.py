@@ -32,3 +32,36 @@ def session(model, **kw):
     import onnxfast
 
     return onnxfast.InferenceSession(model.SerializeToString() if isinstance(model, onnx.ModelProto) else model, **kw)
+
+
+def native_and_numpy(model, op, threads=0):
+    """Two sessions of `model`: one with op's numpy kernel disabled (its kernel listing must say native),
+    one with every native kernel disabled (numpy), as the reference the native kernel is tested against."""
+    import onnxfast
+
+    def make(disabled):
+        o = onnxfast.SessionOptions()
+        o.add_session_config_entry("onnxfast.disable_kernels", disabled)
+        if threads:
+            o.intra_op_num_threads = threads
+        return onnxfast.InferenceSession(model.SerializeToString(), o)
+
+    nat, ref = make(f"numpy:{op}"), make("native")
+    kinds = [r["kernel"] for r in nat.kernel_listing() if r["op_type"] == op]
+    assert kinds and all(k in ("native", "native:prepacked") for k in kinds), kinds
+    assert all(r["kernel"] == "numpy" for r in ref.kernel_listing() if r["op_type"] == op)
+    return nat, ref
+
+
+def noncontiguous(x):
+    """x's values as a non-contiguous view (the transpose of a transposed copy; 1-D: every other
+    element of a buffer twice as long; 0-D: x itself)."""
+    if x.ndim == 0:
+        return x
+    if x.ndim == 1:
+        buf = np.zeros(2 * x.shape[0], x.dtype)
+        buf[::2] = x
+        return buf[::2]
+    v = np.ascontiguousarray(x.T).T
+    assert not v.flags.c_contiguous or x.size == 0 or sum(d > 1 for d in x.shape) <= 1
+    return v

@@ -10,7 +10,7 @@ tests/test_isa_tiers.py reruns this file at every ISA tier."""
 import numpy as np
 import pytest
 from onnx import helper
-from onnx_helpers import make_model, vi
+from onnx_helpers import make_model, native_and_numpy, noncontiguous, vi
 
 import onnxfast
 
@@ -66,28 +66,6 @@ def _model(attrs, bias=True, w=None, b=None):
     return make_model([node], graph_inputs, [vi("y")], initializers=inits)
 
 
-def _sessions(model, threads=0):
-    def make(disabled):
-        o = onnxfast.SessionOptions()
-        o.add_session_config_entry("onnxfast.disable_kernels", disabled)
-        if threads:
-            o.intra_op_num_threads = threads
-        return onnxfast.InferenceSession(model.SerializeToString(), o)
-
-    nat, ref = make("numpy:ConvTranspose"), make("native")
-    kinds = [r["kernel"] for r in nat.kernel_listing() if r["op_type"] == "ConvTranspose"]
-    assert len(kinds) == 1 and kinds[0] in ("native", "native:prepacked"), kinds
-    assert [r["kernel"] for r in ref.kernel_listing() if r["op_type"] == "ConvTranspose"] == ["numpy"]
-    return nat, ref
-
-
-def _noncontiguous(a):
-    """a's values as a non-contiguous view (the transpose of a transposed copy)."""
-    v = np.ascontiguousarray(a.T).T
-    assert not v.flags.c_contiguous or a.size == 0 or sum(d > 1 for d in a.shape) <= 1
-    return v
-
-
 def _check(got, want, terms, what):
     assert got.shape == want.shape and got.dtype == want.dtype == np.float32, (what, got.shape, want.shape)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.sqrt(max(terms, 1)), err_msg=what)
@@ -104,7 +82,7 @@ def _inputs(rng, geom, n, spatial, C, Mg, group, bias):
 @pytest.mark.parametrize("geom", GEOMS, ids=_gid)
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 def test_fed_weights_against_numpy(rng, geom, bias):
-    nat, ref = _sessions(_model(geom, bias))
+    nat, ref = native_and_numpy(_model(geom, bias), "ConvTranspose")
     nsp = len(geom["kernel_shape"])
     checked = 0
     for i, spatial in enumerate(SPATIAL[nsp]):
@@ -115,14 +93,14 @@ def test_fed_weights_against_numpy(rng, geom, bias):
             x, w, b = _inputs(rng, geom, n, spatial, C, Mg, group, bias)
             attrs = dict(geom, group=group) if group > 1 else geom
             if group > 1:
-                nat_g, ref_g = _sessions(_model(attrs, bias))
+                nat_g, ref_g = native_and_numpy(_model(attrs, bias), "ConvTranspose")
             else:
                 nat_g, ref_g = nat, ref
             feed = {"x": x, "w": w}
             if bias:
                 feed["b"] = b
             want = ref_g.run(None, feed)[0]
-            for f in (feed, dict(feed, x=_noncontiguous(x), w=_noncontiguous(w))):
+            for f in (feed, dict(feed, x=noncontiguous(x), w=noncontiguous(w))):
                 got = nat_g.run(None, f)[0]
                 _check(got, want, C // group * w[0, 0].size, f"{attrs} x{x.shape} w{w.shape}")
                 checked += 1
@@ -135,12 +113,12 @@ def test_constant_weights_against_numpy(rng, geom):
     for C, Mg, group, bias in ((3, 2, 1, True), (17, 1, 17, False), (6, 5, 2, True)):
         attrs = dict(geom, group=group) if group > 1 else geom
         _, w, b = _inputs(rng, geom, 1, SPATIAL[nsp][0], C, Mg, group, bias)
-        nat, ref = _sessions(_model(attrs, bias, w, b))
+        nat, ref = native_and_numpy(_model(attrs, bias, w, b), "ConvTranspose")
         assert [r["kernel"] for r in nat.kernel_listing() if r["op_type"] == "ConvTranspose"] == ["native:prepacked"]
         for n, spatial in zip((2, 1, 0), SPATIAL[nsp][1:4]):
             x = rng.standard_normal((n, C) + spatial).astype(np.float32)
             want = ref.run(None, {"x": x})[0]
-            for feed in (x, _noncontiguous(x)):
+            for feed in (x, noncontiguous(x)):
                 _check(nat.run(None, {"x": feed})[0], want, C // group * w[0, 0].size, f"{attrs} x{x.shape}")
 
 
@@ -161,14 +139,14 @@ def test_large_shapes_and_threads_bitwise(rng, xshape, wshape, attrs):
     model = _model(dict(attrs, kernel_shape=list(wshape[2:])), True, w, b)
     results = []
     for threads in (1, 2, 3):
-        nat, ref = _sessions(model, threads)
+        nat, ref = native_and_numpy(model, "ConvTranspose", threads)
         got = nat.run(None, {"x": x})[0]
         results.append(got.tobytes())
         if threads == 1:
             _check(got, ref.run(None, {"x": x})[0], xshape[1] // group * w[0, 0].size, str(attrs))
     assert results[0] == results[1] == results[2]
     # the fed-weight path packs per run: same values
-    nat, _ = _sessions(_model(dict(attrs, kernel_shape=list(wshape[2:]))), 2)
+    nat, _ = native_and_numpy(_model(dict(attrs, kernel_shape=list(wshape[2:]))), "ConvTranspose", 2)
     assert nat.run(None, {"x": x, "w": w, "b": b})[0].tobytes() == results[0]
 
 
@@ -178,7 +156,7 @@ def test_large_shapes_and_threads_bitwise(rng, xshape, wshape, attrs):
     ((1, 2, 3), (2, 2, 1), dict(pads=[1, 2])),          # everything cropped
 ])
 def test_empty_inputs_give_the_bias(rng, xshape, wshape, attrs):
-    nat, ref = _sessions(_model(attrs))
+    nat, ref = native_and_numpy(_model(attrs), "ConvTranspose")
     feed = {"x": rng.standard_normal(xshape).astype(np.float32), "w": rng.standard_normal(wshape).astype(np.float32),
             "b": rng.standard_normal(wshape[1]).astype(np.float32)}
     want = ref.run(None, feed)[0]
@@ -208,7 +186,7 @@ def test_against_onnxruntime(rng, xshape, wshape, attrs):
     w = rng.standard_normal(wshape).astype(np.float32)
     b = rng.standard_normal(wshape[1] * group).astype(np.float32)
     model = _model(dict(attrs, kernel_shape=list(wshape[2:])), True)
-    nat, _ = _sessions(model)
+    nat, _ = native_and_numpy(model, "ConvTranspose")
     feed = {"x": x, "w": w, "b": b}
     want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)[0]
     _check(nat.run(None, feed)[0], want, xshape[1] // group * w[0, 0].size, str(attrs))
@@ -230,7 +208,7 @@ def test_errors_name_the_node(rng, case, msg, const):
     b = rng.standard_normal(nb).astype(np.float32)
     attrs = case.get("attrs", {})
     model = _model(attrs, True, w if const else None, b if const else None)
-    nat, _ = _sessions(model)
+    nat, _ = native_and_numpy(model, "ConvTranspose")
     feed = {"x": rng.standard_normal((1, 3, 4, 4)).astype(np.float32)}
     if not const:
         feed.update(w=w, b=b)
@@ -259,10 +237,10 @@ def test_half_inputs_widened_to_float32(rng, dtype, const):
     node = helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], name="n0", **attrs)
     inits = [tensor("w", w), tensor("b", b)] if const else []
     ins = [vi("x", elem)] + ([] if const else [vi("w", elem), vi("b", elem)])
-    nat, _ = _sessions(make_model([node], ins, [vi("y", elem)], initializers=inits))
+    nat, _ = native_and_numpy(make_model([node], ins, [vi("y", elem)], initializers=inits), "ConvTranspose")
     got = nat.run(None, {"x": x} if const else {"x": x, "w": w, "b": b})[0]
     model32 = _model(attrs, True, w.astype(np.float32), b.astype(np.float32))
-    _, ref32 = _sessions(model32)
+    _, ref32 = native_and_numpy(model32, "ConvTranspose")
     want = ref32.run(None, {"x": x.astype(np.float32)})[0]
     assert got.dtype == dt and got.shape == want.shape
     np.testing.assert_allclose(got.astype(np.float32), want, rtol=2 * ulp, atol=2 * ulp * (np.abs(want).max() + 1))

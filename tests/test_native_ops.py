@@ -11,25 +11,11 @@ import itertools
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from onnx_helpers import F, make_model, vi
+from onnx_helpers import F, make_model, native_and_numpy, noncontiguous, vi
 
 import onnxfast
 
 SWEEP = list(range(18)) + [31, 64]
-
-
-def _sessions(model, op, threads=0):
-    def make(disabled):
-        o = onnxfast.SessionOptions()
-        o.add_session_config_entry("onnxfast.disable_kernels", disabled)
-        if threads:
-            o.intra_op_num_threads = threads
-        return onnxfast.InferenceSession(model.SerializeToString(), o)
-
-    nat, ref = make(f"numpy:{op}"), make("native")
-    assert [r["kernel"] for r in nat.kernel_listing() if r["op_type"] == op] == ["native"]
-    assert [r["kernel"] for r in ref.kernel_listing() if r["op_type"] == op] == ["numpy"]
-    return nat, ref
 
 
 def _run_both(nat, ref, feed):
@@ -46,21 +32,6 @@ def _run_both(nat, ref, feed):
         assert "'n0'" in str(got.value), got.value
         return None, None
     return nat.run(None, feed), want
-
-
-def _noncontiguous(x):
-    """x's values as a non-contiguous view (the transpose of a transposed copy; 1-D: every other
-    element of a buffer twice as long)."""
-    if x.ndim == 0:
-        return x
-    if x.ndim == 1:
-        buf = np.zeros(2 * x.shape[0], x.dtype)
-        buf[::2] = x
-        return buf[::2]
-    v = np.ascontiguousarray(x.T).T
-    if x.ndim >= 2 and x.size > 1:
-        assert not v.flags.c_contiguous or x.shape.count(1) >= x.ndim - 1
-    return v
 
 
 # ---- MaxPool / AveragePool ------------------------------------------------------------------
@@ -115,12 +86,12 @@ def test_pool_against_numpy(rng, geom, variant):
     opset = 19 if (op == "AveragePool" and "dilations" in attrs) else 18
     model = make_model([helper.make_node(op, ["x"], outs, name="n0", **attrs)], [vi("x")],
                        [vi("y")] + ([vi("i", TensorProto.INT64)] if len(outs) > 1 else []), opset=opset)
-    nat, ref = _sessions(model, op)
+    nat, ref = native_and_numpy(model, op)
     checked = 0
     for shape in _pool_shapes(nsp):
         for ties in (False, True):
             x = _pool_input(rng, shape, ties)
-            for feed in (x, _noncontiguous(x)):
+            for feed in (x, noncontiguous(x)):
                 got, want = _run_both(nat, ref, {"x": feed})
                 if got is None:
                     continue
@@ -146,7 +117,7 @@ def test_maxpool_nan_inf_and_all_padding_windows():
         model = make_model([helper.make_node(op, ["x"], outs, name="n0", kernel_shape=[2, 3], strides=[2, 2],
                                              pads=[3, 3, 3, 3], **extra)],
                            [vi("x")], [vi(o, TensorProto.INT64 if o == "i" else F) for o in outs])
-        nat, ref = _sessions(model, op)
+        nat, ref = native_and_numpy(model, op)
         with np.errstate(all="ignore"):
             got, want = _run_both(nat, ref, {"x": x})
         for g, w in zip(got, want):
@@ -157,7 +128,7 @@ def test_maxpool_indices_only(rng):
     model = make_model([helper.make_node("MaxPool", ["x"], ["", "i"], name="n0", kernel_shape=[2, 3], strides=[2, 1],
                                          pads=[1, 1, 0, 1])],
                        [vi("x")], [vi("i", TensorProto.INT64)])
-    nat, ref = _sessions(model, "MaxPool")
+    nat, ref = native_and_numpy(model, "MaxPool")
     x = rng.integers(-3, 3, (2, 3, 7, 8)).astype(np.float32)
     got, want = _run_both(nat, ref, {"x": x})
     assert got[0].dtype == np.int64
@@ -174,7 +145,7 @@ def test_maxpool_indices_only(rng):
 @pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
 def test_pool_errors_name_the_node(op, attrs, msg):
     model = make_model([helper.make_node(op, ["x"], ["y"], name="n0", **attrs)], [vi("x")], [vi("y")])
-    nat, _ = _sessions(model, op)
+    nat, _ = native_and_numpy(model, op)
     with pytest.raises(onnxfast.errors.InvalidArgument, match=f"{op} 'n0'.*{msg}"):
         nat.run(None, {"x": np.zeros((1, 2, 5, 5), np.float32)})
 
@@ -186,7 +157,7 @@ def test_pool_large_map_threads_agree(rng):
         model = make_model([helper.make_node(op, ["x"], ["y"], name="n0", **attrs)], [vi("x")], [vi("y")])
         results = []
         for threads in (1, 3):
-            nat, ref = _sessions(model, op, threads)
+            nat, ref = native_and_numpy(model, op, threads)
             got, want = _run_both(nat, ref, {"x": x})
             np.testing.assert_array_equal(got[0], want[0])
             results.append(got[0].tobytes())
@@ -198,12 +169,12 @@ def test_global_pool(rng, op):
     op, _, p = op.partition(":")
     attrs = {"p": int(p)} if p else {}
     model = make_model([helper.make_node(op, ["x"], ["y"], name="n0", **attrs)], [vi("x")], [vi("y")])
-    nat, ref = _sessions(model, op)
+    nat, ref = native_and_numpy(model, op)
     shapes = [(2, 3, n) for n in SWEEP if n] + [(2, 3, n, n + 1) for n in SWEEP] + [
         (0, 4, 3, 3), (3, 0, 2, 2), (1, 2, 3, 4, 5), (2, 5), (1, 3, 300, 300), (2, 2048, 7, 7)]
     for shape in shapes:
         x = rng.standard_normal(shape).astype(np.float32)
-        for feed in (x, _noncontiguous(x)):
+        for feed in (x, noncontiguous(x)):
             got = nat.run(None, {"x": feed})[0]
             if x.size == 0 and 0 not in shape[:2] and op != "GlobalLpPool":
                 want = np.full(shape[:2] + (1,) * (len(shape) - 2), np.nan if "Average" in op else -np.inf, np.float32)
@@ -244,10 +215,10 @@ def test_channel_norms_against_numpy(rng, op, const):
     for shape in NORM_SHAPES:
         C = shape[1]
         model, stats = _norm_model(op, C, const, rng, epsilon=1e-3)
-        nat, ref = _sessions(model, op)
+        nat, ref = native_and_numpy(model, op)
         # an offset mean: the instance statistics must not lose precision on large planes
         x = (rng.standard_normal(shape) * 3 + 50).astype(np.float32)
-        for feed in (x, _noncontiguous(x)):
+        for feed in (x, noncontiguous(x)):
             got = nat.run(None, {"x": feed, **stats})[0]
             want = ref.run(None, {"x": feed, **stats})[0]
             assert got.shape == want.shape and got.dtype == np.float32
@@ -266,7 +237,7 @@ def test_batchnorm_legacy_outputs_and_old_opsets(rng):
         if opset < 14:
             model.graph.node[0].output.extend(["m", "v"])
             model.graph.output.extend([vi("m"), vi("v")])
-        nat, ref = _sessions(model, "BatchNormalization")
+        nat, ref = native_and_numpy(model, "BatchNormalization")
         got, want = nat.run(None, {"x": x}), ref.run(None, {"x": x})
         assert len(got) == len(want)
         for g, w in zip(got, want):
@@ -286,7 +257,7 @@ def test_batchnorm_training_and_half_statistics_run_on_numpy(rng):
 @pytest.mark.parametrize("op", ["BatchNormalization", "InstanceNormalization"])
 def test_channel_norm_errors_name_the_node(rng, op):
     model, stats = _norm_model(op, 4, False, rng)
-    nat, _ = _sessions(model, op)
+    nat, _ = native_and_numpy(model, op)
     bad = dict(stats, scale=np.ones(5, np.float32))
     with pytest.raises(onnxfast.errors.InvalidArgument, match=f"{op} 'n0'.*scale.*one value per channel"):
         nat.run(None, {"x": np.zeros((1, 4, 3), np.float32), **bad})
@@ -300,7 +271,7 @@ def test_channel_norm_threads_agree(rng, op):
     results = []
     for threads in (1, 2, 3):
         model, _ = _norm_model(op, 6, True, np.random.default_rng(1))
-        nat, _ = _sessions(model, op, threads)
+        nat, _ = native_and_numpy(model, op, threads)
         results.append(nat.run(None, {"x": x})[0].tobytes())
     assert results[0] == results[1] == results[2]
 
@@ -358,13 +329,13 @@ def _reduce_cases(rank):
 @pytest.mark.parametrize("keepdims", [0, 1])
 def test_reduce_axes_input_sweep(rng, op, keepdims):
     model = _reduce_model(op, 18, keepdims)
-    nat, ref = _sessions(model, op)
+    nat, ref = native_and_numpy(model, op)
     for rank in (1, 2, 3, 4):
         for shape, axes in _reduce_cases(rank):
             x = rng.standard_normal(shape).astype(np.float32)
             count = int(np.prod([shape[a] for a in axes]))
             negated = [a - rank if i % 2 else a for i, a in enumerate(axes)]
-            for feed in (x, _noncontiguous(x)):
+            for feed in (x, noncontiguous(x)):
                 got, want = _run_both(nat, ref, {"x": feed, "axes": np.array(negated, np.int64)})
                 _check_reduce(op, got[0], want[0], count)
 
@@ -375,7 +346,7 @@ def test_reduce_old_opset_attribute_and_constant_axes(rng, op, mode):
     opset = _axes_input_opset(op) - 1 if mode == "attr" else _axes_input_opset(op)
     for axes, keepdims in (([1], 1), ([0, 2], 0), ([-1], 0), ([2, 0, 1], 1)):
         model = _reduce_model(op, opset, keepdims, axes, mode)
-        nat, ref = _sessions(model, op)
+        nat, ref = native_and_numpy(model, op)
         for shape in ((4, 5, 6), (1, 17, 1), (3, 0, 2), (0, 4, 3), (7, 33, 129)):
             x = rng.standard_normal(shape).astype(np.float32)
             got, want = _run_both(nat, ref, {"x": x})
@@ -389,7 +360,7 @@ def test_reduce_empty_axes_and_noop(rng, op):
              ("input", 18, 0)]
     for mode, opset, noop in cases:
         model = _reduce_model(op, opset, 1, None, mode, noop)
-        nat, ref = _sessions(model, op)
+        nat, ref = native_and_numpy(model, op)
         feed = {"x": x}
         if mode == "input":
             feed["axes"] = np.zeros(0, np.int64)
@@ -403,7 +374,7 @@ def test_reduce_empty_axes_and_noop(rng, op):
 @pytest.mark.parametrize("op", REDUCE_OPS)
 def test_reduce_nan_inf_and_scalars(op):
     model = _reduce_model(op, 18, 0)
-    nat, ref = _sessions(model, op)
+    nat, ref = native_and_numpy(model, op)
     x = np.arange(60, dtype=np.float32).reshape(3, 4, 5) - 30
     x[0, 1, 2] = np.nan
     x[1, 2, 3] = np.inf
@@ -419,7 +390,7 @@ def test_reduce_nan_inf_and_scalars(op):
 @pytest.mark.parametrize("axes,msg", [([3], "out of range"), ([-4], "out of range"), ([1, -2], "twice")])
 def test_reduce_bad_axes_name_the_node(axes, msg):
     model = _reduce_model("ReduceSum", 18, 1)
-    nat, ref = _sessions(model, "ReduceSum")
+    nat, ref = native_and_numpy(model, "ReduceSum")
     feed = {"x": np.zeros((2, 3, 4), np.float32), "axes": np.array(axes, np.int64)}
     with pytest.raises(onnxfast.errors.InvalidArgument, match=f"ReduceSum 'n0'.*{msg}"):
         nat.run(None, feed)
@@ -441,7 +412,7 @@ def test_reduce_is_bitwise_deterministic_across_threads(rng, op, shape, axes):
     model = _reduce_model(op, 18, 0)
     outs = []
     for threads in (1, 2, 3, 4):
-        nat, ref = _sessions(model, op, threads)
+        nat, ref = native_and_numpy(model, op, threads)
         feed = {"x": x, "axes": np.array(axes, np.int64)}
         for _ in range(2):
             outs.append(nat.run(None, feed)[0].tobytes())
@@ -480,10 +451,10 @@ def test_transpose_all_perms(rng, rank, dt):
         attrs = {} if perm is None else {"perm": list(perm)}
         model = make_model([helper.make_node("Transpose", ["x"], ["y"], name="n0", **attrs)], [vi("x", code)],
                            [vi("y", code)])
-        nat, ref = _sessions(model, "Transpose")
+        nat, ref = native_and_numpy(model, "Transpose")
         for shape in _transpose_shapes(rank):
             x = _values(rng, shape, dt)
-            for feed in (x, _noncontiguous(x)):
+            for feed in (x, noncontiguous(x)):
                 got = nat.run(None, {"x": feed})[0]
                 want = np.transpose(x, perm)
                 assert got.dtype == want.dtype and got.shape == want.shape
@@ -502,14 +473,14 @@ def test_transpose_large_and_high_rank(rng, shape, perm, dt):
                        [vi("y", code)])
     x = _values(rng, shape, dt)
     for threads in (1, 2):
-        nat, _ = _sessions(model, "Transpose", threads)
+        nat, _ = native_and_numpy(model, "Transpose", threads)
         np.testing.assert_array_equal(nat.run(None, {"x": x})[0], np.transpose(x, perm))
 
 
 @pytest.mark.parametrize("perm", [[0, 0, 1], [0, 1], [0, 1, 3], [-1, 0, 1]])
 def test_transpose_bad_perm_names_the_node(perm):
     model = make_model([helper.make_node("Transpose", ["x"], ["y"], name="n0", perm=perm)], [vi("x")], [vi("y")])
-    nat, ref = _sessions(model, "Transpose")
+    nat, ref = native_and_numpy(model, "Transpose")
     x = np.zeros((2, 3, 4), np.float32)
     with pytest.raises(onnxfast.errors.InvalidArgument, match="Transpose 'n0'.*perm"):
         nat.run(None, {"x": x})
@@ -532,7 +503,7 @@ def test_concat_sweep(rng, dt, nin):
         for axis in range(-rank, rank):
             model = make_model([helper.make_node("Concat", names, ["y"], name="n0", axis=axis)],
                                [vi(n, code) for n in names], [vi("y", code)])
-            nat, ref = _sessions(model, "Concat")
+            nat, ref = native_and_numpy(model, "Concat")
             for n in SWEEP[::3] + [17]:
                 arrays = []
                 for k in range(nin):
@@ -540,7 +511,7 @@ def test_concat_sweep(rng, dt, nin):
                     shape[axis] = (n + 5 * k) % 19 if k else n
                     arrays.append(_values(rng, tuple(shape), dt))
                 for feed in ({nm: a for nm, a in zip(names, arrays)},
-                             {nm: _noncontiguous(a) for nm, a in zip(names, arrays)}):
+                             {nm: noncontiguous(a) for nm, a in zip(names, arrays)}):
                     got, want = _run_both(nat, ref, feed)
                     assert got[0].dtype == want[0].dtype and got[0].shape == want[0].shape
                     np.testing.assert_array_equal(got[0], want[0])
@@ -559,7 +530,7 @@ def test_concat_large(rng, shapes, axis):
                        [vi("y")])
     arrays = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     for threads in (1, 2):
-        nat, _ = _sessions(model, "Concat", threads)
+        nat, _ = native_and_numpy(model, "Concat", threads)
         np.testing.assert_array_equal(nat.run(None, dict(zip(names, arrays)))[0], np.concatenate(arrays, axis=axis))
 
 
@@ -573,7 +544,7 @@ def test_concat_errors_name_the_node(shapes, axis, msg):
     names = [f"x{k}" for k in range(len(shapes))]
     model = make_model([helper.make_node("Concat", names, ["y"], name="n0", axis=axis)], [vi(n) for n in names],
                        [vi("y")])
-    nat, ref = _sessions(model, "Concat")
+    nat, ref = native_and_numpy(model, "Concat")
     feed = {n: np.zeros(s, np.float32) for n, s in zip(names, shapes)}
     with pytest.raises(onnxfast.errors.InvalidArgument, match=f"Concat 'n0'.*{msg}"):
         nat.run(None, feed)
@@ -595,11 +566,11 @@ def test_where_broadcast(rng, dt):
     code = onnxfast.dtypes.onnx_code(dt)
     model = make_model([helper.make_node("Where", ["c", "x", "y"], ["o"], name="n0")],
                        [vi("c", TensorProto.BOOL), vi("x", code), vi("y", code)], [vi("o", code)])
-    nat, ref = _sessions(model, "Where")
+    nat, ref = native_and_numpy(model, "Where")
     for sc, sx, sy in WHERE_SHAPES:
         c = rng.random(sc) > 0.4
         x, y = _values(rng, sx, dt), _values(rng, sy, dt)
-        for feed in ({"c": c, "x": x, "y": y}, {"c": _noncontiguous(c), "x": _noncontiguous(x), "y": y}):
+        for feed in ({"c": c, "x": x, "y": y}, {"c": noncontiguous(c), "x": noncontiguous(x), "y": y}):
             got, want = _run_both(nat, ref, feed)
             assert got[0].dtype == want[0].dtype and got[0].shape == want[0].shape
             np.testing.assert_array_equal(got[0], want[0])
@@ -609,7 +580,7 @@ def test_where_broadcast(rng, dt):
 def test_where_errors_name_the_node():
     model = make_model([helper.make_node("Where", ["c", "x", "y"], ["o"], name="n0")],
                        [vi("c", TensorProto.BOOL), vi("x"), vi("y")], [vi("o")])
-    nat, ref = _sessions(model, "Where")
+    nat, ref = native_and_numpy(model, "Where")
     feed = {"c": np.ones((2, 3), bool), "x": np.zeros((4, 3), np.float32), "y": np.zeros(3, np.float32)}
     with pytest.raises(onnxfast.errors.InvalidArgument, match="Where 'n0'.*broadcast"):
         nat.run(None, feed)
@@ -640,12 +611,12 @@ def test_gather_sweep(rng, dt, idt):
         for axis in range(-r, r):
             model = make_model([helper.make_node("Gather", ["x", "i"], ["y"], name="n0", axis=axis)],
                                [vi("x", code), vi("i", icode)], [vi("y", code)])
-            nat, ref = _sessions(model, "Gather")
+            nat, ref = native_and_numpy(model, "Gather")
             x = _values(rng, shape, dt)
             d = shape[axis]
             for idx in _gather_indices(rng, d, idt):
                 want = np.take(x, np.where(idx < 0, idx + d, idx).astype(np.int64), axis=axis)
-                for feed in ({"x": x, "i": idx}, {"x": _noncontiguous(x), "i": _noncontiguous(idx)}):
+                for feed in ({"x": x, "i": idx}, {"x": noncontiguous(x), "i": noncontiguous(idx)}):
                     got, ref_out = _run_both(nat, ref, feed)
                     assert got[0].dtype == ref_out[0].dtype == want.dtype
                     assert got[0].shape == ref_out[0].shape == want.shape  # scalar indices drop the axis
@@ -663,7 +634,7 @@ def test_gather_large(rng, shape, axis, ishape):
     d = shape[axis]
     idx = rng.integers(-d, d, size=ishape)
     for threads in (1, 2):
-        nat, _ = _sessions(model, "Gather", threads)
+        nat, _ = native_and_numpy(model, "Gather", threads)
         np.testing.assert_array_equal(nat.run(None, {"x": x, "i": idx})[0], np.take(x, idx % d, axis=axis))
 
 
@@ -677,7 +648,7 @@ def test_gather_out_of_range_names_node_and_index(shape, axis, idx, bad, idt):
         pytest.skip("index does not fit int32")
     model = make_model([helper.make_node("Gather", ["x", "i"], ["y"], name="n0", axis=axis)],
                        [vi("x"), vi("i", onnxfast.dtypes.onnx_code(idt))], [vi("y")])
-    nat, ref = _sessions(model, "Gather")
+    nat, ref = native_and_numpy(model, "Gather")
     feed = {"x": np.zeros(shape, np.float32), "i": np.asarray(idx, idt)}
     with pytest.raises(onnxfast.errors.IndexOutOfRange, match=f"Gather 'n0': index {bad} on axis .* out of range"):
         nat.run(None, feed)
@@ -688,7 +659,7 @@ def test_gather_out_of_range_names_node_and_index(shape, axis, idx, bad, idt):
 def test_gather_bad_axis_names_the_node():
     model = make_model([helper.make_node("Gather", ["x", "i"], ["y"], name="n0", axis=2)],
                        [vi("x"), vi("i", TensorProto.INT64)], [vi("y")])
-    nat, ref = _sessions(model, "Gather")
+    nat, ref = native_and_numpy(model, "Gather")
     feed = {"x": np.zeros((2, 3), np.float32), "i": np.zeros(1, np.int64)}
     with pytest.raises(onnxfast.errors.InvalidArgument, match="Gather 'n0'.*axis 2 is out of range"):
         nat.run(None, feed)
@@ -738,7 +709,7 @@ def _check_slice(nat, ref, x, starts, ends, axes, steps, idt=np.int64):
 @pytest.mark.parametrize("dt", SLICE_DTYPES, ids=lambda d: np.dtype(d).name)
 def test_slice_one_axis_clamping(rng, dt):
     """Every start x end x step (clamped, negative, INT64_MAX / INT64_MIN) on 1-D inputs of sizes 0..17."""
-    nat, ref = _sessions(_slice_model(onnxfast.dtypes.onnx_code(dt)), "Slice")
+    nat, ref = native_and_numpy(_slice_model(onnxfast.dtypes.onnx_code(dt)), "Slice")
     for n in (0, 1, 2, 5, 17):
         x = _values(rng, (n,), dt)
         for s, e, st in itertools.product(SLICE_STARTS, SLICE_ENDS, SLICE_STEPS):
@@ -751,7 +722,7 @@ def test_slice_multi_axis_sweep(rng, dt, idt):
     code, icode = onnxfast.dtypes.onnx_code(dt), onnxfast.dtypes.onnx_code(idt)
     small = [v for v in SLICE_STARTS + SLICE_ENDS if abs(v) < 2**31]
     for axes_in, steps_in in ((True, True), (True, False), (False, True), (False, False)):
-        nat, ref = _sessions(_slice_model(code, icode, axes_in, steps_in), "Slice")
+        nat, ref = native_and_numpy(_slice_model(code, icode, axes_in, steps_in), "Slice")
         for shape in [(3, 4, 5), (2, 0, 3), (17, 16, 3), (1, 1, 1), (4, 17), (1, 7, 1, 9), ()]:
             x = _values(rng, shape, dt)
             r = len(shape)
@@ -766,7 +737,7 @@ def test_slice_multi_axis_sweep(rng, dt, idt):
                 steps = [int(rng.choice([1, 1, 2, -1, -3, 3])) for _ in range(k)]
                 if not steps_in:
                     steps = [1] * k
-                for feed_x in (x, _noncontiguous(x)):
+                for feed_x in (x, noncontiguous(x)):
                     _check_slice(nat, ref, feed_x, starts, ends, axes if axes_in else None,
                                  steps if steps_in else None, idt)
 
@@ -780,7 +751,7 @@ def test_slice_constant_inputs_and_large(rng, idt):
         x = rng.standard_normal(shape).astype(np.float32)
         want = x[1:-1:2, ::-3, 0:70000]
         for threads in (1, 2):
-            nat, ref = _sessions(model, "Slice", threads)
+            nat, ref = native_and_numpy(model, "Slice", threads)
             got = nat.run(None, {"x": x})[0]
             np.testing.assert_array_equal(got, want)
             np.testing.assert_array_equal(got, ref.run(None, {"x": x})[0])
@@ -792,10 +763,10 @@ def test_slice_opset1_attribute_form(rng):
                        ({"starts": [5], "ends": [-100], "axes": [1]}, (slice(None), slice(5, -100)))]:
         model = make_model([helper.make_node("Slice", ["x"], ["y"], name="n0", **attrs)], [vi("x")], [vi("y")],
                            opset=9)
-        nat, ref = _sessions(model, "Slice")
+        nat, ref = native_and_numpy(model, "Slice")
         for shape in [(4, 6), (0, 3), (1, 17)]:
             x = rng.standard_normal(shape).astype(np.float32)
-            for feed in (x, _noncontiguous(x)):
+            for feed in (x, noncontiguous(x)):
                 got = nat.run(None, {"x": feed})[0]
                 np.testing.assert_array_equal(got, x[key])
                 np.testing.assert_array_equal(got, ref.run(None, {"x": feed})[0])
@@ -808,7 +779,7 @@ def test_slice_opset1_attribute_form(rng):
     ([0, 0], [1], [0], [1], "same length"),
 ])
 def test_slice_errors_name_the_node(starts, ends, axes, steps, msg):
-    nat, ref = _sessions(_slice_model(TensorProto.FLOAT), "Slice")
+    nat, ref = native_and_numpy(_slice_model(TensorProto.FLOAT), "Slice")
     feed = {"x": np.zeros((2, 3), np.float32), "s": np.array(starts), "e": np.array(ends), "a": np.array(axes),
             "st": np.array(steps)}
     with pytest.raises(onnxfast.errors.InvalidArgument, match=f"Slice 'n0'.*{msg}"):

@@ -12,7 +12,7 @@ thread counts and errors; Upsample 7-9 (run by the same kernel as Resize-10). te
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
-from onnx_helpers import F, make_model, vi
+from onnx_helpers import make_model, native_and_numpy, noncontiguous, vi
 
 import onnxfast
 
@@ -20,26 +20,6 @@ CTMS = ["half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corne
         "tf_crop_and_resize"]
 MODES = [("nearest", nm) for nm in ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")] + [
     ("linear", None), ("cubic", None)]
-
-
-def _sessions(model, threads=0, op="Resize"):
-    def make(disabled):
-        o = onnxfast.SessionOptions()
-        o.add_session_config_entry("onnxfast.disable_kernels", disabled)
-        if threads:
-            o.intra_op_num_threads = threads
-        return onnxfast.InferenceSession(model.SerializeToString(), o)
-
-    nat, ref = make(f"numpy:{op}"), make("native")
-    assert [r["kernel"] for r in nat.kernel_listing() if r["op_type"] == op] == ["native"]
-    assert [r["kernel"] for r in ref.kernel_listing() if r["op_type"] == op] == ["numpy"]
-    return nat, ref
-
-
-def _noncontiguous(x):
-    if x.ndim < 2:
-        return x
-    return np.ascontiguousarray(x.T).T
 
 
 def _fed_model(opset=19, **attrs):
@@ -92,7 +72,7 @@ def test_resize_modes_sweep(rng, mode, nearest_mode, ctm):
     attrs = dict(mode=mode, coordinate_transformation_mode=ctm, extrapolation_value=-7.5)
     if nearest_mode:
         attrs["nearest_mode"] = nearest_mode
-    nat, ref = _sessions(_fed_model(**attrs))
+    nat, ref = native_and_numpy(_fed_model(**attrs), "Resize")
     exact = mode == "nearest"
     roi4 = [0, 0, 0.1, -0.2, 1, 1, 0.8, 1.3] if ctm == "tf_crop_and_resize" else None
     for shape in SHAPES_4D:
@@ -103,7 +83,7 @@ def test_resize_modes_sweep(rng, mode, nearest_mode, ctm):
             if 0 in shape[2:]:
                 continue
             _compare(nat, ref, _feed(x, sizes=[shape[0], shape[1], h, w], roi=roi4), exact)
-        _compare(nat, ref, _feed(_noncontiguous(x), scales=[1, 1, 2, 2], roi=roi4), exact)
+        _compare(nat, ref, _feed(noncontiguous(x), scales=[1, 1, 2, 2], roi=roi4), exact)
     # 1-D, 2-D, 3-D and 5-D, every axis resized (non-spatial ones included)
     roi_for = (lambda r: [0.05] * r + [0.9] * r) if ctm == "tf_crop_and_resize" else (lambda r: None)
     for shape, scales in [((7,), [2.0]), ((11,), [0.4]), ((4, 5), [1.5, 0.5]), ((2, 3, 4), [2, 0.5, 1.5]),
@@ -111,7 +91,7 @@ def test_resize_modes_sweep(rng, mode, nearest_mode, ctm):
                           ((2, 2, 3, 3, 4), [1.5, 2, 1, 0.7, 2])]:
         x = rng.standard_normal(shape).astype(np.float32)
         _compare(nat, ref, _feed(x, scales=scales, roi=roi_for(len(shape))), exact)
-        _compare(nat, ref, _feed(_noncontiguous(x), scales=scales, roi=roi_for(len(shape))), exact)
+        _compare(nat, ref, _feed(noncontiguous(x), scales=scales, roi=roi_for(len(shape))), exact)
         sizes = [max(1, int(d * s) + 1) for d, s in zip(shape, scales)]
         _compare(nat, ref, _feed(x, sizes=sizes, roi=roi_for(len(shape))), exact)
 
@@ -120,8 +100,8 @@ def test_resize_modes_sweep(rng, mode, nearest_mode, ctm):
 @pytest.mark.parametrize("mode", ["linear", "cubic"])
 def test_resize_exclude_outside_and_cubic_coeff(rng, mode, ctm):
     for a, excl in [(-0.5, 1), (-0.75, 1), (-0.5, 0)]:
-        nat, ref = _sessions(_fed_model(mode=mode, coordinate_transformation_mode=ctm, cubic_coeff_a=a,
-                                        exclude_outside=excl))
+        nat, ref = native_and_numpy(_fed_model(mode=mode, coordinate_transformation_mode=ctm, cubic_coeff_a=a,
+                                               exclude_outside=excl), "Resize")
         roi = [0, 0, 0.2, 0.1, 1, 1, 0.7, 0.95] if ctm == "tf_crop_and_resize" else None
         for shape in [(1, 2, 6, 9), (2, 1, 3, 2)]:
             x = rng.standard_normal(shape).astype(np.float32)
@@ -133,8 +113,8 @@ def test_resize_exclude_outside_and_cubic_coeff(rng, mode, ctm):
 def test_resize_antialias(rng, mode):
     for ctm in ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric"):
         for excl in (0, 1):
-            nat, ref = _sessions(_fed_model(mode=mode, antialias=1, exclude_outside=excl,
-                                            coordinate_transformation_mode=ctm))
+            nat, ref = native_and_numpy(_fed_model(mode=mode, antialias=1, exclude_outside=excl,
+                                                   coordinate_transformation_mode=ctm), "Resize")
             for shape in [(1, 2, 20, 17), (1, 1, 9, 64)]:
                 x = rng.standard_normal(shape).astype(np.float32)
                 for scales in ([1, 1, 0.5, 0.5], [1, 1, 0.3, 0.77], [1, 1, 2, 0.1], [1, 1, 0.05, 1.5]):
@@ -149,7 +129,7 @@ def test_resize_axes_and_keep_aspect_ratio(rng, mode):
     x = rng.standard_normal((2, 3, 10, 7)).astype(np.float32)
     for axes in ([2, 3], [3, 2], [-1], [0, 2], [1, -1, 0]):
         for policy in ("stretch", "not_larger", "not_smaller"):
-            nat, ref = _sessions(_fed_model(mode=mode, axes=axes, keep_aspect_ratio_policy=policy))
+            nat, ref = native_and_numpy(_fed_model(mode=mode, axes=axes, keep_aspect_ratio_policy=policy), "Resize")
             n = len(axes)
             for sizes in ([5] * n, [13, 4, 9][:n], [1] * n, [31, 2, 17][:n]):
                 _compare(nat, ref, _feed(x, sizes=sizes), exact)
@@ -157,8 +137,8 @@ def test_resize_axes_and_keep_aspect_ratio(rng, mode):
                 _compare(nat, ref, _feed(x, scales=scales), exact)
     # tf_crop_and_resize with the roi given per listed axis (or per tensor axis)
     for axes in ([2, 3], [3]):
-        nat, ref = _sessions(_fed_model(mode=mode, axes=axes, coordinate_transformation_mode="tf_crop_and_resize",
-                                        extrapolation_value=3.0))
+        nat, ref = native_and_numpy(_fed_model(mode=mode, axes=axes, coordinate_transformation_mode="tf_crop_and_resize",
+                                               extrapolation_value=3.0), "Resize")
         n = len(axes)
         roi = [0.1, -0.3][:n] + [1.2, 0.6][:n]
         _compare(nat, ref, _feed(x, scales=[1.5] * n, roi=roi), exact)
@@ -177,20 +157,20 @@ def test_resize_older_opsets_and_constant_inputs(rng, opset, mode):
     else:
         inputs, inits = ["x", "", "scales"], [("scales", scales)]
     node = helper.make_node("Resize", inputs, ["y"], name="n0", mode=mode)
-    nat, ref = _sessions(make_model([node], [vi("x")], [vi("y")], initializers=inits, opset=opset))
+    nat, ref = native_and_numpy(make_model([node], [vi("x")], [vi("y")], initializers=inits, opset=opset), "Resize")
     _compare(nat, ref, {"x": x}, mode == "nearest")
-    _compare(nat, ref, {"x": _noncontiguous(x)}, mode == "nearest")
+    _compare(nat, ref, {"x": noncontiguous(x)}, mode == "nearest")
     if opset >= 11:  # constant roi and sizes
         node = helper.make_node("Resize", ["x", "roi", "", "sizes"], ["y"], name="n0", mode=mode,
                                 coordinate_transformation_mode="tf_crop_and_resize", extrapolation_value=1.5)
         inits = [("roi", np.array([0, 0, -0.1, 0.2, 1, 1, 0.9, 1.4], np.float32)),
                  ("sizes", np.array([1, 3, 7, 4], np.int64))]
-        nat, ref = _sessions(make_model([node], [vi("x")], [vi("y")], initializers=inits, opset=opset))
+        nat, ref = native_and_numpy(make_model([node], [vi("x")], [vi("y")], initializers=inits, opset=opset), "Resize")
         _compare(nat, ref, {"x": x}, mode == "nearest")
         # a float16 and a float64 roi
         for dt in (np.float16, np.float64):
             inits[0] = ("roi", np.array([0, 0, -0.25, 0.5, 1, 1, 0.75, 1.5], dt))
-            nat, ref = _sessions(make_model([node], [vi("x")], [vi("y")], initializers=inits, opset=opset))
+            nat, ref = native_and_numpy(make_model([node], [vi("x")], [vi("y")], initializers=inits, opset=opset), "Resize")
             _compare(nat, ref, {"x": x}, mode == "nearest")
 
 
@@ -209,7 +189,7 @@ def test_upsample_runs_as_resize_10(rng, opset, mode):
             models = [(make_model([node], [vi("x")], [vi("y")], initializers=[("scales", sc)], opset=opset), {}),
                       (make_model([node], [vi("x"), vi("scales")], [vi("y")], opset=opset), {"scales": sc})]
         for model, extra in models:
-            nat, ref = _sessions(model, op="Upsample")
+            nat, ref = native_and_numpy(model, op="Upsample")
             got = _compare(nat, ref, {"x": x, **extra}, mode == "nearest")
             assert got is not None and got.shape == tuple(int(d * s) for d, s in zip(x.shape, scales))
 
@@ -222,7 +202,7 @@ def test_resize_threads_agree(rng, mode):
                  _feed(x, scales=[1, 2, 1.5, 1])):
         results = []
         for threads in (1, 2):
-            nat, ref = _sessions(model, threads)
+            nat, ref = native_and_numpy(model, "Resize", threads)
             results.append(_compare(nat, ref, feed, mode == "nearest").tobytes())
         assert results[0] == results[1]
 
@@ -231,7 +211,7 @@ def test_resize_upsampling_2x_bitwise(rng):
     """The fused NCHW path (H then W): linear 2x matches numpy's float32 arithmetic exactly."""
     x = rng.standard_normal((1, 4, 33, 40)).astype(np.float32)
     for ctm in ("half_pixel", "align_corners", "asymmetric", "pytorch_half_pixel"):
-        nat, ref = _sessions(_fed_model(mode="linear", coordinate_transformation_mode=ctm))
+        nat, ref = native_and_numpy(_fed_model(mode="linear", coordinate_transformation_mode=ctm), "Resize")
         feed = _feed(x, scales=[1, 1, 2, 2])
         np.testing.assert_array_equal(nat.run(None, feed)[0], ref.run(None, feed)[0])
 
@@ -243,7 +223,7 @@ def _error(nat, feed, cls, msg):
 
 def test_resize_errors(rng):
     x = rng.standard_normal((1, 2, 3, 4)).astype(np.float32)
-    nat, ref = _sessions(_fed_model())
+    nat, ref = native_and_numpy(_fed_model(), "Resize")
     inv = onnxfast.errors.InvalidArgument
     _error(nat, _feed(x, scales=[1, 1, 2, 2], sizes=[1, 2, 6, 8]), inv, "only one of scales and sizes")
     _error(nat, _feed(x), inv, "one of scales or sizes must be given")
@@ -267,10 +247,10 @@ def test_resize_errors(rng):
                        (dict(mode="bogus"), "unknown mode 'bogus'"),
                        (dict(coordinate_transformation_mode="bogus"), "unknown coordinate_transformation_mode"),
                        (dict(nearest_mode="bogus"), "unknown nearest_mode")]:
-        nat, ref = _sessions(_fed_model(**attrs))
+        nat, ref = native_and_numpy(_fed_model(**attrs), "Resize")
         feed = _feed(x, scales=[2.0] * len(attrs.get("axes", [0] * 4)))
         _error(nat, feed, inv, msg)
         _compare(nat, ref, feed, True)
     # an unknown mode on a node that resizes nothing does not fail (the numpy kernel never looks)
-    nat, ref = _sessions(_fed_model(mode="bogus"))
+    nat, ref = native_and_numpy(_fed_model(mode="bogus"), "Resize")
     _compare(nat, ref, _feed(x, scales=[1, 1, 1, 1]), True)

@@ -131,15 +131,9 @@ class ConvTransposeKernel : public Kernel {
   }
 
   void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
-    if (in.size() < 2 || !in[0] || !in[1]) kernel_fail(name_ + " needs inputs X and W");
-    expect_dtype(*in[0], kFloat, (name_ + " input X").c_str());
-    expect_dtype(*in[1], kFloat, (name_ + " input W").c_str());
+    expect_conv_inputs(in, name_);
     const ConvTransposeGeom g = geometry(*in[0], *in[1]);
-    if (in.size() > 2 && in[2]) {
-      expect_dtype(*in[2], kFloat, (name_ + " input B").c_str());
-      if (in[2]->rank() != 1 || in[2]->shape[0] != g.M)
-        kernel_fail(name_ + ": bias must have shape (" + std::to_string(g.M) + ",), got " + shape_str(in[2]->shape));
-    }
+    expect_conv_bias(in, g.M, name_);
     out.resize(1);
     out[0].dtype = kFloat;
     out[0].shape = {g.N, g.M};

@@ -123,19 +123,24 @@ void run_binary(const BroadcastPlan& p, const T* a, const T* b, R* c, Op op) {
   });
 }
 
+// The broadcast output shape of a two-input op, after checking both inputs are there and of one type.
+Shape binary_shape(const std::vector<const Tensor*>& in, const std::string& name) {
+  if (in.size() != 2 || !in[0] || !in[1]) kernel_fail(name + " needs two inputs");
+  if (in[0]->dtype != in[1]->dtype)
+    fail(ErrorKind::kInvalidType, name + ": input types differ: tensor(" + dtype_name(in[0]->dtype) + ") and tensor(" +
+                                      dtype_name(in[1]->dtype) + ")");
+  return broadcast_shapes(in[0]->shape, in[1]->shape, name.c_str());
+}
+
 enum class BinOp { kAdd, kSub, kMul, kDiv };
 
 class BinaryKernel : public Kernel {
  public:
   BinaryKernel(BinOp op, std::string name) : op_(op), name_(std::move(name)) {}
   void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
-    if (in.size() != 2 || !in[0] || !in[1]) kernel_fail(name_ + " needs two inputs");
-    if (in[0]->dtype != in[1]->dtype)
-      fail(ErrorKind::kInvalidType, name_ + ": input types differ: tensor(" + dtype_name(in[0]->dtype) +
-                                        ") and tensor(" + dtype_name(in[1]->dtype) + ")");
+    const Shape shape = binary_shape(in, name_);
     out.resize(1);
-    out[0].dtype = in[0]->dtype;
-    out[0].shape = broadcast_shapes(in[0]->shape, in[1]->shape, name_.c_str());
+    out[0] = {in[0]->dtype, shape};
   }
   void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
     Tensor& c = *out[0];
@@ -324,13 +329,8 @@ class CompareKernel : public Kernel {
  public:
   CompareKernel(CmpOp op, std::string name) : op_(op), name_(std::move(name)) {}
   void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
-    if (in.size() != 2 || !in[0] || !in[1]) kernel_fail(name_ + " needs two inputs");
-    if (in[0]->dtype != in[1]->dtype)
-      fail(ErrorKind::kInvalidType, name_ + ": input types differ: tensor(" + dtype_name(in[0]->dtype) +
-                                        ") and tensor(" + dtype_name(in[1]->dtype) + ")");
     out.resize(1);
-    out[0].dtype = kBool;
-    out[0].shape = broadcast_shapes(in[0]->shape, in[1]->shape, name_.c_str());
+    out[0] = {kBool, binary_shape(in, name_)};
   }
   void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
     Tensor& c = *out[0];

@@ -8,6 +8,7 @@
 
 #include "../cpu/cpu.h"
 #include "../threadpool/threadpool.h"
+#include "bit_cast.h"
 #include "kernel.h"
 
 namespace onnxfast {
@@ -19,16 +20,8 @@ void float_to_half_f16c(const float* s, uint16_t* d, int64_t n);
 
 namespace {
 
-inline float bits_float(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-inline uint32_t float_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
+inline float bits_float(uint32_t u) { return bit_cast<float>(u); }
+inline uint32_t float_bits(float f) { return bit_cast<uint32_t>(f); }
 
 inline float half_to_float(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;

@@ -98,6 +98,19 @@ void expect_dtype(const Tensor& t, int dtype, const char* what) {
                                       "), expected tensor(" + dtype_name(dtype) + ")");
 }
 
+void expect_conv_inputs(const std::vector<const Tensor*>& in, const std::string& who) {
+  if (in.size() < 2 || !in[0] || !in[1]) kernel_fail(who + " needs inputs X and W");
+  expect_dtype(*in[0], kFloat, (who + " input X").c_str());
+  expect_dtype(*in[1], kFloat, (who + " input W").c_str());
+}
+
+void expect_conv_bias(const std::vector<const Tensor*>& in, int64_t M, const std::string& who) {
+  if (in.size() <= 2 || !in[2]) return;
+  expect_dtype(*in[2], kFloat, (who + " input B").c_str());
+  if (in[2]->rank() != 1 || in[2]->shape[0] != M)
+    kernel_fail(who + ": bias must have shape (" + std::to_string(M) + ",), got " + shape_str(in[2]->shape));
+}
+
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* what) {
   size_t r = std::max(a.size(), b.size());
   Shape out(r);

@@ -143,6 +143,9 @@ struct Odometer {
   }
 };
 void expect_dtype(const Tensor& t, int dtype, const char* what);
+// Conv / ConvTranspose: inputs X and W present and float32; the optional bias (input 2) float32 of shape (M,).
+void expect_conv_inputs(const std::vector<const Tensor*>& in, const std::string& who);
+void expect_conv_bias(const std::vector<const Tensor*>& in, int64_t M, const std::string& who);
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* what);
 
 }  // namespace onnxfast

@@ -12,6 +12,7 @@
 #include <immintrin.h>
 #endif
 
+#include "bit_cast.h"
 #include "vecmath.h"
 
 #ifndef ONNXFAST_VEC_NS
@@ -49,18 +50,8 @@ template <>
 inline lanes_t bcast<lanes_t>(float f) { return splat(f); }
 
 // 2^n for integral-valued n in the float exponent range.
-inline float pow2i(float n) {
-  const int32_t i = (static_cast<int32_t>(n) + 127) << 23;
-  float f;
-  std::memcpy(&f, &i, 4);
-  return f;
-}
-inline lanes_t pow2i(lanes_t n) {
-  const ilanes_t i = (__builtin_convertvector(n, ilanes_t) + 127) << 23;
-  lanes_t f;
-  std::memcpy(&f, &i, sizeof(f));
-  return f;
-}
+inline float pow2i(float n) { return bit_cast<float>((static_cast<int32_t>(n) + 127) << 23); }
+inline lanes_t pow2i(lanes_t n) { return bit_cast<lanes_t>((__builtin_convertvector(n, ilanes_t) + 127) << 23); }
 
 // 1 / d: on AVX-512 lanes a 14-bit estimate refined by one Newton step (about 1 ulp), else a division.
 inline float recip(float d) { return 1.f / d; }
@@ -149,26 +140,10 @@ inline float tanh1(float x) {
 
 inline float sigmoid1(float x) { return 1.f / (1.f + exp1(-x)); }
 
-inline int32_t bits_of(float f) {
-  int32_t i;
-  std::memcpy(&i, &f, 4);
-  return i;
-}
-inline ilanes_t bits_of(lanes_t v) {
-  ilanes_t i;
-  std::memcpy(&i, &v, sizeof(i));
-  return i;
-}
-inline float float_of(int32_t i) {
-  float f;
-  std::memcpy(&f, &i, 4);
-  return f;
-}
-inline lanes_t float_of(ilanes_t i) {
-  lanes_t f;
-  std::memcpy(&f, &i, sizeof(f));
-  return f;
-}
+inline int32_t bits_of(float f) { return bit_cast<int32_t>(f); }
+inline ilanes_t bits_of(lanes_t v) { return bit_cast<ilanes_t>(v); }
+inline float float_of(int32_t i) { return bit_cast<float>(i); }
+inline lanes_t float_of(ilanes_t i) { return bit_cast<lanes_t>(i); }
 inline float to_float(int32_t i) { return static_cast<float>(i); }
 inline lanes_t to_float(ilanes_t i) { return __builtin_convertvector(i, lanes_t); }
 
