@@ -139,12 +139,41 @@ void test_vecmath() {
       {"erf", [&] { vm.erf(x.data(), y.data(), n); }, [](double v) { return std::erf(v); }},
       {"tanh", [&] { vm.tanh(x.data(), y.data(), n); }, [](double v) { return std::tanh(v); }},
       {"sigmoid", [&] { vm.sigmoid(x.data(), y.data(), n); }, [](double v) { return 1 / (1 + std::exp(-v)); }},
+      {"softplus", [&] { vm.act(ActKind::kSoftplus, x.data(), y.data(), n, 0, 0); },
+       [](double v) { return std::log1p(std::exp(v)); }},
+      {"elu", [&] { vm.act(ActKind::kElu, x.data(), y.data(), n, 0.7f, 0); },
+       [](double v) { return v > 0 ? v : 0.7 * std::expm1(v); }},
+      {"mish", [&] { vm.act(ActKind::kMish, x.data(), y.data(), n, 0, 0); },
+       [](double v) { return v * std::tanh(std::log1p(std::exp(v))); }},
+      {"swish", [&] { vm.act(ActKind::kSwish, x.data(), y.data(), n, 0.8f, 0); },
+       [](double v) { return v / (1 + std::exp(-0.8 * v)); }},
   };
   for (const Case& c : cases) {
     c.run();
     double worst = 0;
     for (size_t i = 0; i < x.size(); ++i) worst = std::max(worst, rel_err(y[i], c.ref(x[i])));
     check(worst < 2e-6, std::string("vecmath ") + c.name + " relative error " + std::to_string(worst));
+  }
+  // log over magnitudes 1e-44 .. 1e38 (subnormals included), each length up to 40 (bodies and tails).
+  {
+    std::vector<float> xs;
+    for (int e = -44; e <= 38; ++e)
+      for (float m : {1.f, 1.5f, 2.9f, 7.3f}) {
+        const float v = m * std::pow(10.f, static_cast<float>(e));
+        if (v > 0 && std::isfinite(v)) xs.push_back(v);
+      }
+    std::vector<float> ys(xs.size());
+    double worst = 0;  // relative to 2e-7 (about 1.7 ulp)
+    auto score = [&](int64_t len) {
+      for (int64_t i = 0; i < len; ++i) worst = std::max(worst, rel_err(ys[i], std::log(static_cast<double>(xs[i]))) / 2e-7);
+    };
+    for (int64_t len = 0; len <= 40; ++len) {
+      vm.act(ActKind::kLog, xs.data(), ys.data(), len, 0, 0);
+      score(len);
+    }
+    vm.act(ActKind::kLog, xs.data(), ys.data(), static_cast<int64_t>(xs.size()), 0, 0);
+    score(static_cast<int64_t>(xs.size()));
+    check(worst <= 1.0, "vecmath log error " + std::to_string(worst));
   }
   // gelu: every length up to 40 (vector bodies and tails): 5e-6 relative or 1e-6 absolute error.
   for (int tanh_approx = 0; tanh_approx < 2; ++tanh_approx) {
