@@ -244,6 +244,29 @@ def test_batchnorm_legacy_outputs_and_old_opsets(rng):
             np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
 
 
+def test_modes_without_a_native_kernel_run_on_numpy(rng):
+    # the registrations' when= conditions: these nodes get the numpy kernel, and it computes them
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    cases = [
+        (helper.make_node("GlobalLpPool", ["x"], ["y"], p=3), [], 18,
+         lambda: (np.abs(x) ** 3).sum(axis=(2, 3), keepdims=True) ** (1 / 3)),
+        (helper.make_node("LpPool", ["x"], ["y"], kernel_shape=[4, 5], p=-1), [], 18,
+         lambda: (np.abs(x) ** -1.0).sum(axis=(2, 3), keepdims=True) ** -1.0),
+        (helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], spatial=0),
+         [("s", np.full((3, 4, 5), 2, np.float32)), ("b", np.zeros((3, 4, 5), np.float32)),
+          ("m", np.zeros((3, 4, 5), np.float32)), ("v", np.ones((3, 4, 5), np.float32))], 7,
+         lambda: 2 * x / np.sqrt(1 + 1e-5)),
+    ]
+    for node, inits, opset, ref in cases:
+        model = make_model([node], [vi("x")], [vi("y")], initializers=inits, opset=opset)
+        s = onnxfast.InferenceSession(model.SerializeToString())
+        assert [r["kernel"] for r in s.kernel_listing()] == ["numpy"], node.op_type
+        with np.errstate(all="ignore"):
+            got = s.run(None, {"x": x})[0]
+        if ref is not None:
+            np.testing.assert_allclose(got, ref(), rtol=1e-5)
+
+
 def test_batchnorm_training_and_half_statistics_run_on_numpy(rng):
     model, _ = _norm_model("BatchNormalization", 3, True, rng, training_mode=1)
     assert [r["kernel"] for r in onnxfast.InferenceSession(model.SerializeToString()).kernel_listing()] == ["numpy"]

@@ -216,12 +216,20 @@ void choose_grid(int64_t M, int64_t N, int64_t K, int64_t mr, int64_t step, int6
                  int64_t& nb) {
   const int64_t nb_min = ceil_div(N, kNCMax);
   double best = -1;
+  int64_t most = 0;  // when no grid has P tiles (a small C), the one with the most
   for (int64_t mbt = 1; mbt <= std::min<int64_t>(4 * P, ceil_div(M, mr)); ++mbt) {
     for (int64_t nbt = nb_min; mbt * nbt <= 4 * P || nbt == nb_min; ++nbt) {
       const int64_t nc = round_up(ceil_div(N, nbt), step), mc = round_up(ceil_div(M, mbt), mr);
       const int64_t tn = ceil_div(N, nc), tm = ceil_div(M, mc), tasks = tn * tm;
       if (tn != nbt || tm != mbt) continue;  // the same grid as a smaller count
-      if (tasks < P && !(tn == ceil_div(N, kNR) && tm == ceil_div(M, mr))) continue;
+      if (tasks < P) {
+        if (best < 0 && tasks > most) {
+          most = tasks;
+          mb = tm;
+          nb = tn;
+        }
+        continue;
+      }
       const double tile = static_cast<double>(std::min(mc, M)) * std::min(nc, N) +
                           kPackACost * std::min(mc, M) + (fed_b ? kPackBCost * std::min(nc, N) : 0.0);
       // + 0.1 tile: a thread that falls behind (another process took its core) holds up the run by

@@ -102,7 +102,7 @@ void register_half_kernels();
 void register_pooling_kernels();
 void register_reduce_kernels();
 void register_tensor_kernels();
-// resize.cpp: Resize (float32, opset 10+)
+// resize.cpp: Resize (float32, opset 10+) and Upsample 7-9 (as Resize-10)
 void register_resize_kernels();
 
 // Helpers shared by kernels.

@@ -1,7 +1,7 @@
 // Vector math for float32 rows, written as plain loops that the compiler vectorizes. This file is
 // compiled once per ISA tier (vecmath_portable.cpp, vecmath_avx2.cpp, vecmath_avx512.cpp), each
 // with its own flags and namespace; vecmath.cpp picks the table for the CPU at start-up.
-// Accuracy: exp ~2 ulp; log ~1 ulp; erf, tanh, sigmoid, gelu and the activations of act_t about 1e-6
+// Accuracy: exp ~2 ulp (subnormal results and overflow to inf included); log ~1 ulp; erf, tanh, sigmoid, gelu and the activations of act_t about 1e-6
 // relative (1e-7 absolute near 0).
 #include <algorithm>
 #include <cmath>
@@ -49,9 +49,6 @@ inline float bcast<float>(float f) { return f; }
 template <>
 inline lanes_t bcast<lanes_t>(float f) { return splat(f); }
 
-// 2^n for integral-valued n in the float exponent range.
-inline float pow2i(float n) { return bit_cast<float>((static_cast<int32_t>(n) + 127) << 23); }
-inline lanes_t pow2i(lanes_t n) { return bit_cast<lanes_t>((__builtin_convertvector(n, ilanes_t) + 127) << 23); }
 
 // 1 / d: on AVX-512 lanes a 14-bit estimate refined by one Newton step (about 1 ulp), else a division.
 inline float recip(float d) { return 1.f / d; }
@@ -64,11 +61,20 @@ inline lanes_t recip(lanes_t d) {
 #endif
 }
 
-// exp(x): range reduction x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial, scale by 2^n.
+// 2^n for integral n in [-126, 127] (float exponent field).
+inline float pow2i(int32_t n) { return bit_cast<float>((n + 127) << 23); }
+inline lanes_t pow2i(ilanes_t n) { return bit_cast<lanes_t>((n + 127) << 23); }
+inline int32_t to_int(float f) { return static_cast<int32_t>(f); }
+inline ilanes_t to_int(lanes_t f) { return __builtin_convertvector(f, ilanes_t); }
+
+// exp(x): range reduction x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial, scaled by 2^n as
+// 2^(n/2) 2^(n - n/2) so that results down to the subnormals round once; inf above ln(FLT_MAX), 0
+// below -104, NaN stays NaN.
 template <typename T>
 inline T exp_t(T x) {
-  x = x < -87.3f ? bcast<T>(-87.3f) : x;
-  x = x > 88.3f ? bcast<T>(88.3f) : x;
+  const T in = x;
+  x = x < -104.f ? bcast<T>(-104.f) : x;
+  x = x > 88.7228f ? bcast<T>(88.7228f) : x;
   const T t = x * 1.44269504088896341f + 12582912.f;  // round to nearest via the magic number
   const T n = t - 12582912.f;
   T r = x - n * 0.693359375f;
@@ -80,7 +86,11 @@ inline T exp_t(T x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.f;
-  return p * pow2i(n);
+  const auto ni = to_int(n);
+  const auto na = ni >> 1;  // floor(n / 2): both halves within the exponent range
+  T y = p * pow2i(na) * pow2i(ni - na);
+  y = in < -104.f ? bcast<T>(0.f) : y;
+  return in > 88.7228391f ? bcast<T>(std::numeric_limits<float>::infinity()) : y;
 }
 inline float exp1(float x) { return exp_t(x); }
 
@@ -184,7 +194,7 @@ inline T expm1_t(T x) {
 template <typename T>
 inline T softplus_t(T x) {
   const T a = x < 0.f ? -x : x;
-  const T e = a > 87.3f ? bcast<T>(0.f) : exp_t(-a);  // exp_t's floor is 2^-126, not 0
+  const T e = exp_t(-a);
   const T u = 1.f + e;
   const T l = u == 1.f ? e : log_t(u) * e / (u - 1.f);
   return (x > 0.f ? x : bcast<T>(0.f)) + l;
@@ -225,10 +235,10 @@ inline T act_t(T x, float alpha, float beta) {
       return x != x ? x : r;
     }
     case ActKind::kMish: return x * tanh_t(softplus_t(x));
-    case ActKind::kSwish: {  // x sigmoid(alpha x), sigmoid from e = exp(-|alpha x|) (0 below 2^-126)
+    case ActKind::kSwish: {  // x sigmoid(alpha x), sigmoid from e = exp(-|alpha x|) as the numpy kernel
       const T v = alpha * x;
       const T av = v < 0.f ? -v : v;
-      const T e = av > 87.3f ? bcast<T>(0.f) : exp_t(-av);
+      const T e = exp_t(-av);
       return x * ((v >= 0.f ? bcast<T>(1.f) : e) / (1.f + e));
     }
     case ActKind::kHardSigmoid: return clamp01(x * alpha + beta);

@@ -207,7 +207,13 @@ void ThreadPool::work(int self) {
   t_in_task = true;
   DenormalScope dz(daz_);
   int64_t b, e;
-  while (take(self, b, e)) (*fn_)(b, e);
+  try {
+    while (!failed_.load(std::memory_order_relaxed) && take(self, b, e)) (*fn_)(b, e);
+  } catch (...) {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (!error_) error_ = std::current_exception();
+    failed_.store(true, std::memory_order_relaxed);
+  }
   t_in_task = false;
 }
 
@@ -237,6 +243,8 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const Fn& fn, bool denor
   }
   fn_ = &fn;
   daz_ = denormal_as_zero;
+  failed_.store(false, std::memory_order_relaxed);
+  error_ = nullptr;
   {
     std::lock_guard<std::mutex> lk(mu_);
     active_.store(static_cast<int>(threads_.size()));
@@ -248,6 +256,11 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const Fn& fn, bool denor
     std::unique_lock<std::mutex> lk(mu_);
     cv_done_.wait(lk, [&] { return active_.load() == 0; });
     fn_ = nullptr;
+  }
+  if (error_) {
+    std::exception_ptr err = std::move(error_);
+    error_ = nullptr;
+    std::rethrow_exception(err);
   }
 }
 

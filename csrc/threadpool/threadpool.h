@@ -10,6 +10,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -30,7 +31,8 @@ class ThreadPool {
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   int num_threads() const { return num_threads_; }
-  // Run fn over [0, n) in blocks of at least `grain` items.
+  // Run fn over [0, n) in blocks of at least `grain` items. An exception thrown by fn (on any thread)
+  // stops the other participants from taking more blocks and is rethrown here once all have finished.
   void parallel_for(int64_t n, int64_t grain, const Fn& fn, bool denormal_as_zero = false);
   void set_spin_us(int us) { spin_us_ = us; }
 
@@ -67,6 +69,8 @@ class ThreadPool {
   int64_t n_ = 0;      // items
   bool daz_ = false;
   std::vector<Range> ranges_;
+  std::atomic<bool> failed_{false};  // a participant's fn threw: the others stop taking blocks
+  std::exception_ptr error_;         // the first exception (guarded by mu_)
 };
 
 // The pool the executor installed for the current run (null: run inline).

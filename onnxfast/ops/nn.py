@@ -436,12 +436,14 @@ def batchnorm_1(node):
     eps = float(node.attr("epsilon", 1e-5))
     momentum = float(node.attr("momentum", 0.9))
     training = bool(node.attr("training_mode", 0)) if node.since_version >= 14 else False
+    # opset < 9, spatial = 0: statistics per activation, shaped like one sample (C x D1 x ...)
+    per_activation = node.since_version < 9 and int(node.attr("spatial", 1)) == 0
 
     def run(x, scale, bias, mean, var):
         dt = x.dtype
         cd = _compute_dtype(dt)
         xx = x.astype(cd, copy=False)
-        cs = (1, -1) + (1,) * (x.ndim - 2)
+        cs = (1,) + x.shape[1:] if per_activation else (1, -1) + (1,) * (x.ndim - 2)
         sc = scale.astype(cd, copy=False).reshape(cs)
         bi = bias.astype(cd, copy=False).reshape(cs)
         if training and node.num_outputs > 1 or training:
@@ -740,7 +742,8 @@ REGISTRY.register_native(
 REGISTRY.register_native("InstanceNormalization", since=1,
                          when=lambda a, sv, types: all(t in _FLOAT_OR_UNKNOWN for t in types[1:3]))
 # csrc/kernels/pooling.cpp (float32; MaxPool computes Indices too when the node asks for them)
-for _name in ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool"):
+for _name in ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"):
     REGISTRY.register_native(_name, since=1)
+REGISTRY.register_native("LpPool", since=1, when=lambda a, sv, types: float(a.get("p", 2)) > 0)  # p <= 0: numpy
 # GlobalLpPool: the reduction engine's L1 / L2 (other p on numpy)
 REGISTRY.register_native("GlobalLpPool", since=1, when=lambda a, sv, types: float(a.get("p", 2)) in (1.0, 2.0))

@@ -13,6 +13,8 @@
 #include <functional>
 #include <random>
 #include <string>
+#include <stdexcept>
+#include <atomic>
 #include <vector>
 
 #include "../../csrc/core/tensor.h"
@@ -250,6 +252,21 @@ void test_threadpool() {
       });
   });
   check(std::all_of(hits.begin(), hits.end(), [](int h) { return h == 1; }), "nested parallel_for");
+  // An exception from any block (either thread's) reaches the caller after the join; the pool still works.
+  for (int64_t bad : {0, 999}) {
+    bool caught = false;
+    try {
+      pool.parallel_for(1000, 1, [&](int64_t b, int64_t e) {
+        if (bad >= b && bad < e) throw std::runtime_error("block failed");
+      });
+    } catch (const std::runtime_error& err) {
+      caught = std::string(err.what()) == "block failed";
+    }
+    check(caught, "parallel_for rethrows a block's exception (index " + std::to_string(bad) + ")");
+  }
+  std::atomic<int64_t> sum{0};
+  pool.parallel_for(1000, 1, [&](int64_t b, int64_t e) { sum += e - b; });
+  check(sum.load() == 1000, "parallel_for after an exception");
 }
 
 // ---- kernels through the table ---------------------------------------------------------------
