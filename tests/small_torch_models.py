@@ -75,14 +75,39 @@ def _models():
         def forward(self, x):
             return self.net(x)
 
+    class Decoder(nn.Module):
+        """Upsampling path of a segmentation / GAN generator: transposed convolution, resizing, instance
+        norm and the less common activations, comparisons and Max."""
+
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(3, 8, 3, padding=1)
+            self.b = nn.BatchNorm2d(8)
+            self.inorm = nn.InstanceNorm2d(8, affine=True)
+            self.ct = nn.ConvTranspose2d(8, 6, 4, stride=2, padding=1)
+            self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+            self.down = nn.Upsample(scale_factor=0.5, mode="nearest")
+
+        def forward(self, x):
+            y = self.b(self.c(x))
+            y = nn.functional.hardswish(y) + 0.1 * nn.functional.mish(y) + nn.functional.elu(y)
+            y = self.inorm(y)
+            y = nn.functional.softplus(y) - 0.2 * nn.functional.selu(y)
+            y = self.up(self.ct(y))
+            y = torch.clamp(y, -1.5, 2.0)
+            y = torch.where(y > 0.3, y, torch.maximum(y, -0.5 * y))
+            y = self.down(y) + nn.functional.hardsigmoid(y[:, :, ::2, ::2])
+            return torch.log(torch.abs(y) + 1e-3) + torch.reciprocal(torch.abs(y) + 1.0)
+
     return {
         "cnn": (SmallCNN, (2, 3, 16, 16), {0: "batch"}),
+        "decoder": (Decoder, (2, 3, 10, 12), {0: "batch"}),
         "encoder": (Encoder, (2, 7, 32), {0: "batch", 1: "seq"}),
         "mlp": (MLP, (4, 20), {0: "batch"}),
     }
 
 
-MODEL_NAMES = ["cnn", "encoder", "mlp"]
+MODEL_NAMES = ["cnn", "decoder", "encoder", "mlp"]
 
 
 def export(name: str) -> tuple[pathlib.Path, "callable"]:

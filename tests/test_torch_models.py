@@ -46,5 +46,5 @@ def test_heavy_nodes_run_native(exported):
     name, path, _ = exported
     sess = onnxfast.InferenceSession(str(path))
     for r in sess.kernel_listing():
-        if r["op_type"] in ("Conv", "MatMul", "Gemm"):
+        if r["op_type"] in ("Conv", "MatMul", "Gemm", "ConvTranspose", "Resize", "InstanceNormalization"):
             assert r["kernel"].startswith("native"), r
