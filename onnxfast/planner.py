@@ -9,6 +9,8 @@ records what runs where for the kernel listing. Lifetimes are computed by ``Plan
 
 from __future__ import annotations
 
+import functools
+
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -207,9 +209,9 @@ class Planner:
                 )
             sv = since_version(node.op_type, opset, node.domain)
             in_types = [self._elem_type(graph, consts, n) for n in node.inputs]
-            native_types = REGISTRY.native_dtypes(
-                node.domain, node.op_type, sv, lambda: resolve_attributes(node.op_type, node.domain, opset, node.attrs),
-                in_types)
+            # the node's attributes with schema defaults, resolved once if a `when` or the native kernel asks
+            node_attrs = functools.cache(lambda: resolve_attributes(node.op_type, node.domain, opset, node.attrs))
+            native_types = REGISTRY.native_dtypes(node.domain, node.op_type, sv, node_attrs, in_types)
             first_type = in_types[0] if in_types else None
             native_allowed = (native_types is not None and self.options.allowed("native", node.op_type)
                               and not node.subgraphs)
@@ -244,12 +246,7 @@ class Planner:
                         raise InvalidModel(f"value '{o}' is defined twice (node '{node.name}')")
             if native_ok or (by_type and device == 0):
                 const_inputs = [consts.get(n) if n else None for n in node.inputs]
-                attrs = {k: v for k, v in node.attrs.items() if isinstance(v, _SIMPLE_ATTR)}
-                attrs = {
-                    k: v
-                    for k, v in resolve_attributes(node.op_type, node.domain, opset, attrs).items()
-                    if isinstance(v, _SIMPLE_ATTR)
-                }
+                attrs = {k: v for k, v in node_attrs().items() if isinstance(v, _SIMPLE_ATTR)}
                 kernel = _core.create_kernel(
                     node.op_type, node.name, opset, attrs, const_inputs, self.options.allow_prepack
                 )

@@ -250,26 +250,26 @@ class VariadicKernel : public Kernel {
     T* pc = c.ptr<T>();
     if (xs.size() == 1) {
       std::memcpy(pc, xs[0]->ptr<T>(), sizeof(T) * static_cast<size_t>(c.numel()));
-    } else {
-      for (size_t i = 1; i < xs.size(); ++i) {
-        // the running result lives in c (full shape, so reading and writing an element is in place)
-        const Tensor& a = i == 1 ? *xs[0] : c;
-        fold<T>(make_plan(c.shape, a.shape, xs[i]->shape), a.ptr<T>(), xs[i]->ptr<T>(), pc);
-      }
+      return;
     }
-    if (op_ == VarOp::kMean && xs.size() > 1) {
-      const T n = static_cast<T>(xs.size());
-      const int64_t total = c.numel();
-      for (int64_t j = 0; j < total; ++j) pc[j] = pc[j] / n;
+    for (size_t i = 1; i < xs.size(); ++i) {
+      // the running result lives in c (full shape, so reading and writing an element is in place)
+      const Tensor& a = i == 1 ? *xs[0] : c;
+      fold<T>(make_plan(c.shape, a.shape, xs[i]->shape), a.ptr<T>(), xs[i]->ptr<T>(), pc,
+              i + 1 == xs.size() ? static_cast<T>(xs.size()) : T(1));
     }
   }
+  // c = op(a, b); Mean's last fold also divides the rounded sum by n (n = 1 on the others).
   template <typename T>
-  void fold(const BroadcastPlan& p, const T* a, const T* b, T* c) const {
+  void fold(const BroadcastPlan& p, const T* a, const T* b, T* c, T n) const {
     switch (op_) {
       case VarOp::kMax: run_binary<T>(p, a, b, c, [](T x, T y) { return (x >= y || x != x) ? x : y; }); break;
       case VarOp::kMin: run_binary<T>(p, a, b, c, [](T x, T y) { return (x <= y || x != x) ? x : y; }); break;
-      case VarOp::kSum:
-      case VarOp::kMean: run_binary<T>(p, a, b, c, [](T x, T y) { return x + y; }); break;
+      case VarOp::kSum: run_binary<T>(p, a, b, c, [](T x, T y) { return x + y; }); break;
+      case VarOp::kMean:
+        if (n == T(1)) run_binary<T>(p, a, b, c, [](T x, T y) { return x + y; });
+        else run_binary<T>(p, a, b, c, [n](T x, T y) { return static_cast<T>(x + y) / n; });
+        break;
     }
   }
   VarOp op_;

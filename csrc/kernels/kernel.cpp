@@ -2,6 +2,7 @@
 #include "kernel.h"
 
 #include <algorithm>
+#include <sstream>
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -97,6 +98,40 @@ void expect_dtype(const Tensor& t, int dtype, const char* what) {
     fail(ErrorKind::kInvalidType, std::string(what) + " has type tensor(" + dtype_name(t.dtype) +
                                       "), expected tensor(" + dtype_name(dtype) + ")");
 }
+
+std::vector<int64_t> int_values(const Tensor& t, const std::string& who, const char* what) {
+  std::vector<int64_t> v(static_cast<size_t>(t.numel()));
+  if (t.dtype == kInt64) {
+    std::copy(t.ptr<int64_t>(), t.ptr<int64_t>() + t.numel(), v.begin());
+  } else if (t.dtype == kInt32) {
+    std::copy(t.ptr<int32_t>(), t.ptr<int32_t>() + t.numel(), v.begin());
+  } else {
+    fail(ErrorKind::kInvalidType, who + ": " + what + " must be tensor(int32) or tensor(int64), got tensor(" +
+                                      dtype_name(t.dtype) + ")");
+  }
+  return v;
+}
+
+int64_t normalize_axis(int64_t axis, int64_t rank, const std::string& who, const char* what) {
+  if (axis < -rank || axis >= rank)
+    kernel_fail(who + ": " + what + " " + std::to_string(axis) + " is out of range for a tensor of rank " +
+                std::to_string(rank) + " (valid: [" + std::to_string(-rank) + ", " + std::to_string(rank - 1) + "])");
+  return axis < 0 ? axis + rank : axis;
+}
+
+namespace {
+template <typename T>
+std::string join_list(const std::vector<T>& v) {
+  std::ostringstream s;
+  s << "[";
+  for (size_t i = 0; i < v.size(); ++i) s << (i ? ", " : "") << v[i];
+  s << "]";
+  return s.str();
+}
+}  // namespace
+
+std::string list_str(const std::vector<int64_t>& v) { return join_list(v); }
+std::string list_str(const std::vector<double>& v) { return join_list(v); }
 
 void expect_conv_inputs(const std::vector<const Tensor*>& in, const std::string& who) {
   if (in.size() < 2 || !in[0] || !in[1]) kernel_fail(who + " needs inputs X and W");

@@ -143,6 +143,13 @@ struct Odometer {
   }
 };
 void expect_dtype(const Tensor& t, int dtype, const char* what);
+// axis in [-rank, rank) made non-negative (InvalidArgument naming who / what otherwise).
+int64_t normalize_axis(int64_t axis, int64_t rank, const std::string& who, const char* what);
+// The values of a 1-D (or scalar) int32 / int64 tensor (InvalidType naming who / what otherwise).
+std::vector<int64_t> int_values(const Tensor& t, const std::string& who, const char* what);
+// "[1, 2, 3]", for error messages.
+std::string list_str(const std::vector<int64_t>& v);
+std::string list_str(const std::vector<double>& v);
 // Conv / ConvTranspose: inputs X and W present and float32; the optional bias (input 2) float32 of shape (M,).
 void expect_conv_inputs(const std::vector<const Tensor*>& in, const std::string& who);
 void expect_conv_bias(const std::vector<const Tensor*>& in, int64_t M, const std::string& who);

@@ -162,14 +162,13 @@ class LayerNormKernel : public Kernel {
 };
 
 // The C values of a per-channel input (scale, bias, mean, var), checked: float32 with C elements.
-std::vector<float> channel_values(const Tensor* t, int64_t C, const std::string& who, const char* what) {
+const float* channel_values(const Tensor* t, int64_t C, const std::string& who, const char* what) {
   if (!t) kernel_fail(who + " needs input " + what);
   expect_dtype(*t, kFloat, (who + " " + what).c_str());
   if (t->numel() != C)
     kernel_fail(who + ": " + what + " of shape " + shape_str(t->shape) + " must have one value per channel (" +
                 std::to_string(C) + ")");
-  const float* p = t->ptr<float>();
-  return std::vector<float>(p, p + C);
+  return t->ptr<float>();
 }
 
 void check_channels_input(const std::vector<const Tensor*>& in, const std::string& who) {
@@ -219,12 +218,14 @@ class BatchNormKernel : public Kernel {
   void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
     const Tensor& X = *in[0];
     const int64_t C = X.shape[1];
-    std::vector<float> a = channel_values(in[1], C, name_, "scale"), b = channel_values(in[2], C, name_, "B");
-    const std::vector<float> mean = channel_values(in[3], C, name_, "input_mean");
-    const std::vector<float> var = channel_values(in[4], C, name_, "input_var");
+    const float* scale = channel_values(in[1], C, name_, "scale");
+    const float* bias = channel_values(in[2], C, name_, "B");
+    const float* mean = channel_values(in[3], C, name_, "input_mean");
+    const float* var = channel_values(in[4], C, name_, "input_var");
+    std::vector<float> a(static_cast<size_t>(C)), b(static_cast<size_t>(C));
     for (int64_t c = 0; c < C; ++c) {
-      a[c] = a[c] / std::sqrt(var[c] + eps_);
-      b[c] = b[c] - mean[c] * a[c];
+      a[c] = scale[c] / std::sqrt(var[c] + eps_);
+      b[c] = bias[c] - mean[c] * a[c];
     }
     channel_affine(X, out[0]->ptr<float>(), a, b);
     for (size_t i = 1; i < out.size() && i < 5; ++i) {
@@ -258,8 +259,8 @@ class InstanceNormKernel : public Kernel {
   void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
     const Tensor& X = *in[0];
     const int64_t N = X.shape[0], C = X.shape[1];
-    const std::vector<float> scale = channel_values(in[1], C, name_, "scale");
-    const std::vector<float> bias = channel_values(in[2], C, name_, "B");
+    const float* scale = channel_values(in[1], C, name_, "scale");
+    const float* bias = channel_values(in[2], C, name_, "B");
     if (X.numel() == 0) return;
     const int64_t plane = X.numel() / (N * C);
     const float* x = X.ptr<float>();

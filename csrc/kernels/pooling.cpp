@@ -22,12 +22,6 @@
 namespace onnxfast {
 namespace {
 
-std::string ints_str(const std::vector<int64_t>& v) {
-  std::string s = "[";
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
-  return s + "]";
-}
-
 struct Geometry {
   int64_t nsp = 0;
   Shape out_shape;
@@ -282,7 +276,7 @@ class PoolKernel : public Kernel {
     const int64_t nsp = static_cast<int64_t>(kernel_.size());
     if (nsp == 0) kernel_fail(name_ + ": attribute kernel_shape is missing or empty");
     if (X.rank() != nsp + 2)
-      kernel_fail(name_ + ": kernel_shape " + ints_str(kernel_) + " does not match input of shape " +
+      kernel_fail(name_ + ": kernel_shape " + list_str(kernel_) + " does not match input of shape " +
                   shape_str(X.shape) + " (expected rank " + std::to_string(nsp + 2) + ")");
     g.nsp = nsp;
     g.kernel = kernel_;
@@ -290,10 +284,10 @@ class PoolKernel : public Kernel {
     g.dil = dil_.empty() ? std::vector<int64_t>(nsp, 1) : dil_;
     auto check = [&](const std::vector<int64_t>& v, const char* what, int64_t len, int64_t min) {
       if (static_cast<int64_t>(v.size()) != len)
-        kernel_fail(name_ + ": " + what + " " + ints_str(v) + " must have " + std::to_string(len) + " entries");
+        kernel_fail(name_ + ": " + what + " " + list_str(v) + " must have " + std::to_string(len) + " entries");
       for (int64_t e : v)
         if (e < min)
-          kernel_fail(name_ + ": " + what + " " + ints_str(v) + " must be at least " + std::to_string(min));
+          kernel_fail(name_ + ": " + what + " " + list_str(v) + " must be at least " + std::to_string(min));
     };
     check(g.kernel, "kernel_shape", nsp, 1);
     check(g.strides, "strides", nsp, 1);
@@ -335,9 +329,9 @@ class PoolKernel : public Kernel {
           }
         }
         if (span < 0 || o <= 0)
-          kernel_fail(name_ + ": kernel " + ints_str(g.kernel) + " (dilations " + ints_str(g.dil) +
-                      ") is larger than the padded input " + ints_str(g.in_sp) + " (pads " +
-                      ints_str(g.pb) + " + " + ints_str(g.pe) + ")");
+          kernel_fail(name_ + ": kernel " + list_str(g.kernel) + " (dilations " + list_str(g.dil) +
+                      ") is larger than the padded input " + list_str(g.in_sp) + " (pads " +
+                      list_str(g.pb) + " + " + list_str(g.pe) + ")");
         g.out_sp[i] = o;
       }
     }

@@ -24,7 +24,6 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -62,15 +61,6 @@ Rounding parse_rounding(const std::string& s) {
   if (s == "floor") return Rounding::kFloor;
   if (s == "ceil") return Rounding::kCeil;
   return Rounding::kUnknown;
-}
-
-template <typename T>
-std::string list_str(const std::vector<T>& v) {
-  std::ostringstream s;
-  s << "[";
-  for (size_t i = 0; i < v.size(); ++i) s << (i ? ", " : "") << v[i];
-  s << "]";
-  return s.str();
 }
 
 // A double index into [-2^62, 2^62] (NaN: 0), so absurd coordinates cannot overflow; they are
@@ -264,18 +254,6 @@ class ResizeKernel : public Kernel {
     return v;
   }
 
-  std::vector<int64_t> ints(const Tensor& t, const char* what) const {
-    const int64_t n = t.numel();
-    std::vector<int64_t> v(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) {
-      if (t.dtype == kInt64) v[i] = t.ptr<int64_t>()[i];
-      else if (t.dtype == kInt32) v[i] = t.ptr<int32_t>()[i];
-      else fail(ErrorKind::kInvalidType, name_ + ": " + what + " has type tensor(" + dtype_name(t.dtype) +
-                                             "), expected tensor(int64)");
-    }
-    return v;
-  }
-
   // An output length from a double (floor'ed or truncated by the caller): too large to hold is an
   // allocation failure, as the numpy kernel's check_alloc reports it.
   int64_t checked_length(double v, int64_t axis) const {
@@ -294,10 +272,7 @@ class ResizeKernel : public Kernel {
     Geometry g;
     if (has_axes_) {
       for (int64_t a : axes_attr_) {
-        if (a < -r || a >= r)
-          kernel_fail(name_ + ": axes " + std::to_string(a) + " is out of range for a tensor of rank " +
-                      std::to_string(r) + " (valid: [" + std::to_string(-r) + ", " + std::to_string(r - 1) + "])");
-        const int64_t na = a < 0 ? a + r : a;
+        const int64_t na = normalize_axis(a, r, name_, "axes");
         if (std::find(g.axes.begin(), g.axes.end(), na) != g.axes.end())
           kernel_fail(name_ + ": axes " + list_str(axes_attr_) + " contains duplicates");
         g.axes.push_back(na);
@@ -328,7 +303,7 @@ class ResizeKernel : public Kernel {
     g.scale.assign(r, 1.0);
     g.out_shape = xs;
     if (sizes_t) {
-      const std::vector<int64_t> sizes = ints(*sizes_t, "sizes");
+      const std::vector<int64_t> sizes = int_values(*sizes_t, name_, "sizes");
       if (sizes.size() != na)
         kernel_fail(name_ + ": sizes " + list_str(sizes) + " must have one entry per resized axis " + list_str(g.axes));
       for (size_t i = 0; i < na; ++i) {

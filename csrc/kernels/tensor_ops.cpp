@@ -426,35 +426,8 @@ class WhereKernel : public Kernel {
   std::string name_;
 };
 
-
 // ---- Gather ---------------------------------------------------------------------------------
 
-// Integer values of a 1-D (or scalar) int32 / int64 tensor.
-std::vector<int64_t> int_values(const Tensor& t, const std::string& who, const char* what) {
-  std::vector<int64_t> v(static_cast<size_t>(t.numel()));
-  if (t.dtype == kInt64) {
-    std::copy(t.ptr<int64_t>(), t.ptr<int64_t>() + t.numel(), v.begin());
-  } else if (t.dtype == kInt32) {
-    std::copy(t.ptr<int32_t>(), t.ptr<int32_t>() + t.numel(), v.begin());
-  } else {
-    fail(ErrorKind::kInvalidType, who + ": " + what + " must be tensor(int32) or tensor(int64), got tensor(" +
-                                      dtype_name(t.dtype) + ")");
-  }
-  return v;
-}
-
-std::string ints_str(const std::vector<int64_t>& v) {
-  std::string s = "[";
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
-  return s + "]";
-}
-
-int64_t normalize_axis(int64_t axis, int64_t rank, const std::string& who, const char* what) {
-  if (axis < -rank || axis >= rank)
-    kernel_fail(who + ": " + what + " " + std::to_string(axis) + " is out of range for a tensor of rank " +
-                std::to_string(rank) + " (valid: [" + std::to_string(-rank) + ", " + std::to_string(rank - 1) + "])");
-  return axis < 0 ? axis + rank : axis;
-}
 
 // y[o, n, :] = x[o, idx[n], :] for rows of `inner` words.
 template <typename T>
@@ -604,14 +577,14 @@ class SliceKernel : public Kernel {
       for (size_t i = 0; i < starts.size(); ++i) axes.push_back(static_cast<int64_t>(i));
     if (!has_steps) steps.assign(starts.size(), 1);
     if (ends.size() != starts.size() || axes.size() != starts.size() || steps.size() != starts.size())
-      kernel_fail(name_ + ": starts " + ints_str(starts) + ", ends " + ints_str(ends) + ", axes " + ints_str(axes) +
-                  " and steps " + ints_str(steps) + " must have the same length");
+      kernel_fail(name_ + ": starts " + list_str(starts) + ", ends " + list_str(ends) + ", axes " + list_str(axes) +
+                  " and steps " + list_str(steps) + " must have the same length");
     std::vector<SliceAxis> p(static_cast<size_t>(r));
     for (int64_t i = 0; i < r; ++i) p[static_cast<size_t>(i)].count = X.shape[static_cast<size_t>(i)];
     std::vector<bool> seen(static_cast<size_t>(r), false);
     for (size_t k = 0; k < axes.size(); ++k) {
       const int64_t a = normalize_axis(axes[k], r, name_, "axes");
-      if (seen[static_cast<size_t>(a)]) kernel_fail(name_ + ": axes " + ints_str(axes) + " contains duplicates");
+      if (seen[static_cast<size_t>(a)]) kernel_fail(name_ + ": axes " + list_str(axes) + " contains duplicates");
       seen[static_cast<size_t>(a)] = true;
     }
     for (size_t k = 0; k < axes.size(); ++k) {

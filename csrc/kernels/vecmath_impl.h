@@ -136,17 +136,20 @@ inline T gelu_erf(T v) {
   return v < 0.f ? 0.5f * v * c : v - 0.5f * v * c;
 }
 
-inline float tanh1(float x) {
-  const float a = x < 0 ? -x : x;
-  const float e = exp1(2.f * (a > 9.f ? 9.f : a));
-  const float big = 1.f - 2.f / (e + 1.f);
-  const float x2 = a * a;
-  const float small =
+// tanh(x): odd series below |x| = 0.4, 1 - 2 / (exp(2|x|) + 1) above (|x| capped at 9).
+template <typename T>
+inline T tanh_t(T x) {
+  const T a = x < 0.f ? -x : x;
+  const T e = exp_t(2.f * (a > 9.f ? bcast<T>(9.f) : a));
+  const T big = 1.f - 2.f / (e + 1.f);
+  const T x2 = a * a;
+  const T small =
       a * (1.f + x2 * (-0.333333333f + x2 * (0.133333333f + x2 * (-0.0539682540f + x2 * (0.0218694885f +
                                                                                          x2 * -0.00886323552f)))));
-  const float r = a < 0.4f ? small : big;
-  return x < 0 ? -r : r;
+  const T r = a < 0.4f ? small : big;
+  return x < 0.f ? -r : r;
 }
+inline float tanh1(float x) { return tanh_t(x); }
 
 inline float sigmoid1(float x) { return 1.f / (1.f + exp1(-x)); }
 
@@ -200,18 +203,6 @@ inline T softplus_t(T x) {
   return (x > 0.f ? x : bcast<T>(0.f)) + l;
 }
 
-template <typename T>
-inline T tanh_t(T x) {
-  const T a = x < 0.f ? -x : x;
-  const T e = exp_t(2.f * (a > 9.f ? bcast<T>(9.f) : a));
-  const T big = 1.f - 2.f / (e + 1.f);
-  const T x2 = a * a;
-  const T small =
-      a * (1.f + x2 * (-0.333333333f + x2 * (0.133333333f + x2 * (-0.0539682540f + x2 * (0.0218694885f +
-                                                                                         x2 * -0.00886323552f)))));
-  const T r = a < 0.4f ? small : big;
-  return x < 0.f ? -r : r;
-}
 
 // clamp to [0, 1], NaN kept
 template <typename T>
