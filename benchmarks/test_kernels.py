@@ -5,7 +5,9 @@
 - Every distinct ResNet-50 / MobileNetV2 convolution layer (Conv + bias + Relu) vs onnxruntime.
 - Softmax, LayerNormalization, Gelu and broadcast Add on BERT-base shapes vs onnxruntime.
 
-extra_info holds the peer's median and the ratio (onnxfast / peer; < 1 is faster). numpy's BLAS
+extra_info holds the peer's median, the ratio of the medians (onnxfast / peer; < 1 is faster) and
+the paired ratio (the median over rounds of onnxfast's time / the peer's, each pair run back to
+back, so a slow phase of the machine hits both halves of a pair alike). numpy's BLAS
 is whatever numpy ships (see extra_info['blas'] via threadpoolctl when installed); run with
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset to measure numpy at its best.
 """
@@ -89,6 +91,12 @@ def _pair(benchmark, group: str, fast_fn, peer_fn, rounds: int, flops: float | N
     if stats is not None and peer_times:
         fm, pm = stats.stats.median, float(np.median(peer_times))
         benchmark.extra_info.update({"peer": peer, "peer_median_s": pm, "ratio": fm / pm})
+        # Round i's peer call ran just before its onnxfast call: the median of the per-round
+        # ratios cancels the slow phases of this shared machine (another tenant on the core's
+        # sibling thread halves the FMA rate for a while) that move both medians apart.
+        fast_times = list(stats.stats.data)
+        if len(fast_times) == len(peer_times):
+            benchmark.extra_info["paired_ratio"] = float(np.median(np.array(fast_times) / np.array(peer_times)))
         if flops:
             benchmark.extra_info.update({"gflops": flops / fm / 1e9, "peer_gflops": flops / pm / 1e9})
 

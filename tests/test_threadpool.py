@@ -61,6 +61,22 @@ def test_sessions_share_pools_and_threads_agree(rng):
     np.testing.assert_array_equal(a, b)  # every output element is summed by one thread in a fixed order
 
 
+@pytest.mark.parametrize("shape,cout,k,group", [((1, 64, 14, 14), 96, 1, 1), ((3, 32, 9, 11), 40, 1, 2),
+                                                 ((2, 24, 20, 20), 36, 3, 3), ((1, 16, 40, 40), 20, 1, 1)])
+def test_im2col_conv_grids_agree_across_thread_counts(rng, shape, cout, k, group, monkeypatch):
+    # The im2col path (1x1, or forced for 3x3) cuts (images x groups) x channel blocks x position
+    # chunks differently at 1, 2 and 3 threads; each output is still summed by one task in K order.
+    monkeypatch.setenv("ONNXFAST_CONV_DIRECT", "off")
+    w = (rng.standard_normal((cout, shape[1] // group, k, k)) / 8).astype(np.float32)
+    m = make_model([helper.make_node("Conv", ["x", "w"], ["y"], pads=[k // 2] * 4, group=group)],
+                   [vi("x", F, list(shape))], [vi("y", F, None)], initializers=[("w", w)])
+    x = rng.standard_normal(shape).astype(np.float32)
+    outs = [session(m, t).run(None, {"x": x})[0] for t in (1, 2, 3)]
+    np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_array_equal(outs[0], outs[2])
+    assert outs[0].shape[1] == cout and np.isfinite(outs[0]).all()
+
+
 def test_bitwise_identical_across_runs_at_two_threads(rng):
     s = session(heavy_model(rng), 2)
     x = rng.standard_normal((1, 8, 64, 64)).astype(np.float32)

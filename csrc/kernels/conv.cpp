@@ -161,26 +161,24 @@ class ConvKernel : public Kernel {
     }
     const int64_t out_size = shape_numel(g.out_sp), in_size = shape_numel(g.in_sp);
     const int64_t kdim = Cg * shape_numel(g.k_sp);
-    // Tasks: (image, group, chunk of output positions). Each task packs its columns of the
-    // im2col matrix one K block at a time straight into GEMM panels (cache-sized, no full
-    // im2col buffer), multiplies by the pre-packed weights, then runs the epilogue on the tile.
-    // Enough tasks for the pool: split output positions into chunks of up to 192 and, when the
-    // image is small, the output channels into blocks (each a multiple of the GEMM strip height).
+    // Tasks: (image, group, block of output channels, chunk of output positions). Each task packs
+    // its columns of the im2col matrix one K block at a time straight into GEMM panels (cache-sized,
+    // no full im2col buffer), multiplies by the pre-packed weights, then runs the epilogue on the
+    // tile. The grid is the GEMM driver's (choose_grid): one thread takes the fewest chunks (of up
+    // to kChunkMax positions, equal sizes: 196 positions as one chunk, not 64 + 64 + 64 + 4, each
+    // of which streamed all the weights); with threads, a chunk costs its column packing
+    // (gathered taps cost more than the 1x1 row copies) and a channel block its weight streaming.
     ThreadPool* pool = current_pool();
-    const int64_t threads = pool ? pool->num_threads() : 1;
-    const int64_t want = 4 * threads;
-    // Chunks of equal size (a multiple of 16) rather than 192s and a tail: 196 positions (14x14)
-    // as 2 x 112 instead of 192 + 4, which streamed all the weights once more for 4 columns.
-    int64_t nchunks = (out_size + 191) / 192;
-    auto chunk_of = [&](int64_t n) { return ((out_size + n - 1) / n + 15) / 16 * 16; };
-    while (chunk_of(nchunks) > 48 && g.N * g.group * nchunks < want) ++nchunks;
-    const int64_t chunk = chunk_of(nchunks);
-    nchunks = (out_size + chunk - 1) / chunk;
     const int64_t mr = (*wp)[0].mr;
-    int64_t mblock = ((Mg + mr - 1) / mr) * mr;
-    while (mblock > 4 * mr && g.N * g.group * nchunks * ((Mg + mblock - 1) / mblock) < want)
-      mblock = ((mblock / 2 + mr - 1) / mr) * mr;
-    const int64_t mblocks = (Mg + mblock - 1) / mblock;
+    const bool taps = shape_numel(g.k_sp) > 1;
+    int64_t mblocks = 1, nchunks = 1;
+    choose_grid(GridProblem{Mg, out_size, kdim, mr, kGemmPanel, pool ? pool->num_threads() : 1, kChunkMax,
+                            g.N * g.group, kStreamWeightCost, taps ? kGatherColumnCost : kCopyColumnCost},
+                mblocks, nchunks);
+    const int64_t chunk = ((out_size + nchunks - 1) / nchunks + kGemmPanel - 1) / kGemmPanel * kGemmPanel;
+    const int64_t mblock = ((Mg + mblocks - 1) / mblocks + mr - 1) / mr * mr;
+    nchunks = (out_size + chunk - 1) / chunk;
+    mblocks = (Mg + mblock - 1) / mblock;
     const float* x = X.ptr<float>();
     float* y = Y.ptr<float>();
     const double cost = 2.0 * std::min(Mg, mblock) * chunk * kdim / 48.0;
@@ -497,14 +495,26 @@ class ConvKernel : public Kernel {
     return !(wshape[2] == 1 && wshape[3] == 1);
   }
 
-  // A strided convolution whose phase planes outgrow the L2 (one image's, over 1.5 MiB: 128x56x56
-  // at stride 2 builds four 29x29 planes per channel, 1.7 MiB) takes im2col + GEMM in the automatic
-  // mode: tiling B then re-reads the planes from L3 for every block of output channels, and on
-  // ResNet-50's 128x56x56 3x3 stride-2 layer im2col measured 1.05-1.2x onnxruntime against 1.3-1.5x.
+  // A strided convolution takes im2col + GEMM in the automatic mode when its phase planes outgrow
+  // the L2 (one image's, over 1.5 MiB: 128x56x56 at stride 2 builds four 29x29 planes per channel,
+  // 1.7 MiB; tiling B then re-reads them from L3 for every block of output channels), or when it
+  // has positions for full GEMM panels (128 and more) and a K of 256 and more: the stride's phases
+  // multiply the planes tiling B sweeps per K block, while im2col gathers each column once.
+  // Measured against onnxruntime at 1 thread: 128x56x56 -> 128 1.05-1.2x against 1.3-1.5x,
+  // 256x28x28 -> 256 1.06-1.10x against 1.20-1.26x; 512x14x14 (49 positions) stays direct (1.2x
+  // against 2.3x). The strided stems (K = 27) stay direct too.
   bool direct_declined(const ConvGeom& g, const Planes& pl) const {
     if (direct_mode() != 0 || (g.strides[0] == 1 && g.strides[1] == 1)) return false;
+    const int64_t kdim = g.C / g.group * shape_numel(g.k_sp);
+    if (shape_numel(g.out_sp) >= 128 && kdim >= 256) return true;
     return static_cast<double>(pl.slots) * g.C * pl.cs * sizeof(float) > 1.5 * 1024 * 1024;
   }
+
+  // The im2col path's task grid (choose_grid): output positions per chunk (a K block of its
+  // columns, 256 x 256 floats, stays in L2), and per element the cost, in multiply-adds, of
+  // streaming a pre-packed weight and of packing a column copied (1x1) or gathered (taps).
+  static constexpr int64_t kChunkMax = 256;
+  static constexpr double kStreamWeightCost = 4.0, kCopyColumnCost = 8.0, kGatherColumnCost = 16.0;
 
   static constexpr int64_t kTileAPositions = 1536;
   // Input channels per block of the direct kernels' K loop: a block's weights (taps x 32 x lb

@@ -208,19 +208,24 @@ void gemm_rows_direct(int64_t M, int64_t N, int64_t K, float alpha, const float*
   });
 }
 
+}  // namespace
+
 // Per packed element of A (a strided 4 x 4 transpose) and of a fed B (row copies), in multiply-adds;
 // fitted to 1024^3 at 2 threads, where 1 x 8 tiles ran 10-15% slower than 2 x 2 or 1 x 2.
 constexpr double kPackACost = 24.0, kPackBCost = 8.0;
 
-void choose_grid(int64_t M, int64_t N, int64_t K, int64_t mr, int64_t step, int64_t P, bool fed_b, int64_t& mb,
-                 int64_t& nb) {
-  const int64_t nb_min = ceil_div(N, kNCMax);
+void choose_grid(const GridProblem& g, int64_t& mb, int64_t& nb) {
+  const int64_t M = g.M, N = g.N, mr = g.mr, step = g.step, P = g.threads;
+  const int64_t nb_min = ceil_div(N, g.nc_max);
+  mb = 1;
+  nb = nb_min;
+  if (P <= 1) return;
   double best = -1;
   int64_t most = 0;  // when no grid has P tiles (a small C), the one with the most
   for (int64_t mbt = 1; mbt <= std::min<int64_t>(4 * P, ceil_div(M, mr)); ++mbt) {
-    for (int64_t nbt = nb_min; mbt * nbt <= 4 * P || nbt == nb_min; ++nbt) {
+    for (int64_t nbt = nb_min; g.outer * mbt * nbt <= 4 * P || nbt == nb_min; ++nbt) {
       const int64_t nc = round_up(ceil_div(N, nbt), step), mc = round_up(ceil_div(M, mbt), mr);
-      const int64_t tn = ceil_div(N, nc), tm = ceil_div(M, mc), tasks = tn * tm;
+      const int64_t tn = ceil_div(N, nc), tm = ceil_div(M, mc), tasks = g.outer * tn * tm;
       if (tn != nbt || tm != mbt) continue;  // the same grid as a smaller count
       if (tasks < P) {
         if (best < 0 && tasks > most) {
@@ -231,10 +236,10 @@ void choose_grid(int64_t M, int64_t N, int64_t K, int64_t mr, int64_t step, int6
         continue;
       }
       const double tile = static_cast<double>(std::min(mc, M)) * std::min(nc, N) +
-                          kPackACost * std::min(mc, M) + (fed_b ? kPackBCost * std::min(nc, N) : 0.0);
+                          g.a_cost * std::min(mc, M) + g.b_cost * std::min(nc, N);
       // + 0.1 tile: a thread that falls behind (another process took its core) holds up the run by
       // part of a tile, which favours more, smaller tiles when packing costs about the same.
-      const double t = (static_cast<double>(ceil_div(tasks, P)) + 0.1) * tile * K;
+      const double t = (static_cast<double>(ceil_div(tasks, P)) + 0.1) * tile * g.K;
       if (best < 0 || t < best * 0.999) {
         best = t;
         mb = tm;
@@ -243,6 +248,8 @@ void choose_grid(int64_t M, int64_t N, int64_t K, int64_t mr, int64_t step, int6
     }
   }
 }
+
+namespace {
 
 // The threaded driver. B is either pre-packed (pb) or raw (B, ldb, transB) and then packed per task.
 void gemm_driver(bool transA, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
@@ -265,8 +272,8 @@ void gemm_driver(bool transA, int64_t M, int64_t N, int64_t K, float alpha, cons
   // its columns of B, so more tiles cost more packing: with threads, the grid is the one with the
   // least modeled time per thread (tiles per thread x (multiply-adds + packing)) among those with
   // P to 4P tiles (choose_grid).
-  int64_t nb = ceil_div(N, kNCMax), mb = 1;
-  if (P > 1) choose_grid(M, N, K, mr, step, P, pb == nullptr, mb, nb);
+  int64_t mb, nb;
+  choose_grid(GridProblem{M, N, K, mr, step, P, kNCMax, 1, kPackACost, pb ? 0.0 : kPackBCost}, mb, nb);
   const int64_t nc = round_up(ceil_div(N, nb), step), mc = round_up(ceil_div(M, mb), mr);
   nb = ceil_div(N, nc);
   mb = ceil_div(M, mc);

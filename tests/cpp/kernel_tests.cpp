@@ -118,6 +118,43 @@ void test_sgemm_threads_bitwise() {
   check(std::memcmp(c1.data(), c2.data(), c1.size() * sizeof(float)) == 0, "sgemm: 1 and 2 threads bitwise equal");
 }
 
+// choose_grid: one thread takes the fewest tiles; threads get P..4P tasks whenever the product
+// has that many strips x column steps (counting the outer copies), else as many as it has; the
+// tiles cover C exactly once (mc, nc multiples of mr, step; no empty tile).
+void test_choose_grid() {
+  auto tiles = [](int64_t total, int64_t parts, int64_t unit) {
+    const int64_t size = ((total + parts - 1) / parts + unit - 1) / unit * unit;
+    return std::make_pair(size, (total + size - 1) / size);
+  };
+  struct Case {
+    int64_t M, N, K, mr, step, P, nc_max, outer;
+  };
+  const Case cases[] = {{512, 196, 1024, 12, 16, 1, 256, 1},  {512, 196, 1024, 12, 16, 2, 256, 1},
+                        {64, 3136, 576, 12, 16, 2, 256, 1},   {1024, 1024, 1024, 12, 32, 2, 1024, 1},
+                        {128, 128, 128, 12, 32, 4, 1024, 1},  {5, 7, 3, 12, 32, 8, 1024, 1},
+                        {256, 49, 288, 12, 16, 2, 256, 8},    {36, 100, 9, 6, 16, 3, 256, 2},
+                        {3000, 40, 64, 12, 32, 2, 1024, 1},   {12, 4000, 64, 12, 16, 2, 256, 1}};
+  for (const Case& c : cases) {
+    int64_t mb = 0, nb = 0;
+    choose_grid(GridProblem{c.M, c.N, c.K, c.mr, c.step, c.P, c.nc_max, c.outer, 24.0, 8.0}, mb, nb);
+    const std::string what = "choose_grid " + std::to_string(c.M) + "x" + std::to_string(c.N) + " P" + std::to_string(c.P) +
+                             " outer " + std::to_string(c.outer) + ": " + std::to_string(mb) + " x " + std::to_string(nb);
+    const auto [mc, tm] = tiles(c.M, mb, c.mr);
+    const auto [nc, tn] = tiles(c.N, nb, c.step);
+    check(mb >= 1 && nb >= 1 && tm == mb && tn == nb && mc % c.mr == 0 && nc % c.step == 0, what + " is a grid");
+    check(nc <= std::max(c.nc_max, c.step), what + " keeps tiles within nc_max");
+    const int64_t tasks = c.outer * mb * nb;
+    const int64_t most = c.outer * ((c.M + c.mr - 1) / c.mr) * ((c.N + c.step - 1) / c.step);
+    if (c.P == 1)
+      check(mb == 1 && nb == (c.N + c.nc_max - 1) / c.nc_max, what + " is the fewest tiles for one thread");
+    else if (most >= c.P)
+      check(tasks >= c.P && (tasks <= 4 * c.P || (mb == 1 && nb == (c.N + c.nc_max - 1) / c.nc_max)),
+            what + " has P..4P tasks");
+    else
+      check(tasks == most, what + " has every tile there is");
+  }
+}
+
 // ---- vector math --------------------------------------------------------------------------
 
 double rel_err(double got, double ref) {
@@ -611,6 +648,7 @@ int main() {
   std::printf("tier: isa=%s gemm=%s vecmath=%s\n", isa_name(active_isa()), gemm_tier().name, vecmath().name);
   test_sgemm();
   test_sgemm_threads_bitwise();
+  test_choose_grid();
   test_vecmath();
   test_threadpool();
   test_add_kernel();
