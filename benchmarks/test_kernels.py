@@ -126,7 +126,7 @@ def test_gemm_vs_numpy(benchmark, mkn, const, threads):
     with threadpool_limits(threads, user_api="blas"):
         benchmark.extra_info["blas"] = _blas()
         _pair(benchmark, f"gemm {m}x{k}x{n} {'const' if const else 'fed'} t{threads}", lambda: s.run(None, feed),
-              lambda: a @ b, rounds=10, flops=2.0 * m * k * n, peer="numpy")
+              lambda: a @ b, rounds=20, flops=2.0 * m * k * n, peer="numpy")
 
 
 @pytest.mark.parametrize("threads", [1, 2])
