@@ -16,7 +16,8 @@ inline __m256i tail_mask(int64_t n) {  // first n of 8 lanes
 template <int R, bool Rows>
 void kern(int64_t kc, const float* a, int64_t as, const float* b, float* c, int64_t ldc, int64_t nr, float alpha,
           float beta) {
-  __m256 acc0[R], acc1[R];
+  __m256 acc0[R], acc1[R];  // rows unrolled everywhere: the accumulators stay in registers
+#pragma GCC unroll 6
   for (int i = 0; i < R; ++i) {
     acc0[i] = _mm256_setzero_ps();
     acc1[i] = _mm256_setzero_ps();
@@ -36,6 +37,7 @@ void kern(int64_t kc, const float* a, int64_t as, const float* b, float* c, int6
   const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
   const bool read_c = beta != 0.f;
   if (nr == 16) {
+#pragma GCC unroll 6
     for (int i = 0; i < R; ++i) {
       float* ci = c + i * ldc;
       __m256 r0 = _mm256_mul_ps(acc0[i], va), r1 = _mm256_mul_ps(acc1[i], va);
@@ -48,6 +50,7 @@ void kern(int64_t kc, const float* a, int64_t as, const float* b, float* c, int6
     }
   } else {
     const __m256i m0 = tail_mask(nr), m1 = tail_mask(nr - 8);
+#pragma GCC unroll 6
     for (int i = 0; i < R; ++i) {
       float* ci = c + i * ldc;
       __m256 r0 = _mm256_mul_ps(acc0[i], va), r1 = _mm256_mul_ps(acc1[i], va);

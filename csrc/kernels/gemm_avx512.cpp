@@ -15,7 +15,12 @@ inline __mmask16 mask_of(int64_t n) {
 template <int R, bool Two, bool Rows>
 void kern(int64_t kc, const float* a, int64_t as, const float* b0, const float* b1, float* c, int64_t ldc, int64_t nr,
           float alpha, float beta) {
+  // The row loops that touch the accumulators fully unrolled, so they live in registers from the
+  // zeroing to the store (rolled, they were a stack array zeroed with rep stos and spilled around
+  // the K loop, which cost small-K calls such as 1x1 convolutions over 16 channels). The prefetch
+  // loop stays rolled: unrolled, it cost the K loop a register (one B vector spilled).
   __m512 acc0[R], acc1[R];
+#pragma GCC unroll 12
   for (int i = 0; i < R; ++i) {
     acc0[i] = _mm512_setzero_ps();
     if (Two) acc1[i] = _mm512_setzero_ps();
@@ -40,6 +45,7 @@ void kern(int64_t kc, const float* a, int64_t as, const float* b0, const float* 
   }
   const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
   const __mmask16 m0 = mask_of(nr), m1 = mask_of(nr - 16);
+#pragma GCC unroll 12
   for (int i = 0; i < R; ++i) {
     float* ci = c + i * ldc;
     __m512 r0 = _mm512_mul_ps(acc0[i], va), r1 = _mm512_setzero_ps();
