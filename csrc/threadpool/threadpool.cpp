@@ -150,7 +150,7 @@ void ThreadPool::reset_after_fork() {
   threads_.clear();
   started_ = false;
   stop_ = false;
-  active_.store(0);
+  gate_.store(0);
   fn_ = nullptr;
 }
 
@@ -171,10 +171,21 @@ void* ThreadPool::worker_main(void* arg) {
       pool->cv_work_.wait(lk, [&] { return pool->epoch_.load() != seen || pool->stop_; });
       if (pool->stop_) return nullptr;
       seen = pool->epoch_.load();
-      if (!pool->fn_) continue;
     }
+    // Join job `seen` if it is still open (the caller may have finished every block already and
+    // moved on: then there is nothing to do, and the caller did not wait for this thread).
+    uint64_t g = pool->gate_.load(std::memory_order_acquire);
+    bool joined = false;
+    while ((g >> 32) == (seen & 0xffffffffu) && !(g & kGateClosed)) {
+      if (pool->gate_.compare_exchange_weak(g, g + 1, std::memory_order_acq_rel)) {
+        joined = true;
+        break;
+      }
+    }
+    if (!joined) continue;
     pool->work(self);
-    if (pool->active_.fetch_sub(1) == 1) {
+    g = pool->gate_.fetch_sub(1, std::memory_order_acq_rel);
+    if ((g & kGateClosed) && (g & kGateCount) == 1) {
       std::lock_guard<std::mutex> lk(pool->mu_);
       pool->cv_done_.notify_all();
     }
@@ -247,15 +258,16 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const Fn& fn, bool denor
   error_ = nullptr;
   {
     std::lock_guard<std::mutex> lk(mu_);
-    active_.store(static_cast<int>(threads_.size()));
-    epoch_.fetch_add(1, std::memory_order_release);
+    const uint64_t job = epoch_.load() + 1;
+    gate_.store((job & 0xffffffffu) << 32, std::memory_order_release);
+    epoch_.store(job, std::memory_order_release);
   }
   cv_work_.notify_all();
   work(0);
-  {
+  // Every block is taken: close the job, then wait only for the workers inside it.
+  if (gate_.fetch_or(kGateClosed, std::memory_order_acq_rel) & kGateCount) {
     std::unique_lock<std::mutex> lk(mu_);
-    cv_done_.wait(lk, [&] { return active_.load() == 0; });
-    fn_ = nullptr;
+    cv_done_.wait(lk, [&] { return (gate_.load(std::memory_order_acquire) & kGateCount) == 0; });
   }
   if (error_) {
     std::exception_ptr err = std::move(error_);

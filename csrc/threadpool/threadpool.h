@@ -62,7 +62,11 @@ class ThreadPool {
   std::mutex mu_;
   std::condition_variable cv_work_, cv_done_;
   std::atomic<uint64_t> epoch_{0};
-  std::atomic<int> active_{0};
+  // The job's gate: (job << 32) | closed bit | workers inside. A worker joins only the job it was
+  // woken for and only while it is open; the caller, done with every block, closes it and waits
+  // for those inside, never for a worker that has not woken yet (descheduled, or still asleep).
+  std::atomic<uint64_t> gate_{0};
+  static constexpr uint64_t kGateClosed = 1ull << 31, kGateCount = kGateClosed - 1;
   bool stop_ = false;
   const Fn* fn_ = nullptr;
   int64_t block_ = 1;  // items per block

@@ -304,6 +304,21 @@ void test_threadpool() {
   std::atomic<int64_t> sum{0};
   pool.parallel_for(1000, 1, [&](int64_t b, int64_t e) { sum += e - b; });
   check(sum.load() == 1000, "parallel_for after an exception");
+  // Back-to-back tiny jobs: the caller often finishes before the worker wakes and returns without
+  // it; a worker waking late must not join a later job's blocks with an earlier job's state.
+  // Every job writes its number into each of its items: an item a job missed (or that a stale
+  // worker overwrote with an earlier job's number before the check) is counted.
+  ThreadPool pool3(3);
+  std::vector<int64_t> tags(8, -1);
+  int64_t wrong = 0;
+  for (int64_t job = 0; job < 20000; ++job) {
+    const int64_t n = 1 + job % 8;
+    pool3.parallel_for(n, 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) tags[static_cast<size_t>(i)] = job;
+    });
+    for (int64_t i = 0; i < n; ++i) wrong += tags[static_cast<size_t>(i)] != job;
+  }
+  check(wrong == 0, "20000 back-to-back tiny jobs on 3 threads: " + std::to_string(wrong) + " items missed");
 }
 
 // ---- kernels through the table ---------------------------------------------------------------
