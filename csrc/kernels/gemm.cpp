@@ -7,6 +7,7 @@
 #include "gemm.h"
 
 #include <algorithm>
+#include <limits>
 #include <cstdlib>
 #include <cstring>
 
@@ -236,7 +237,7 @@ void choose_grid(const GridProblem& g, int64_t& mb, int64_t& nb) {
         continue;
       }
       const double tile = static_cast<double>(std::min(mc, M)) * std::min(nc, N) +
-                          g.a_cost * std::min(mc, M) + g.b_cost * std::min(nc, N);
+                          (nc >= g.a_min_nc ? g.a_cost * std::min(mc, M) : 0.0) + g.b_cost * std::min(nc, N);
       // + 0.1 tile: a thread that falls behind (another process took its core) holds up the run by
       // part of a tile, which favours more, smaller tiles when packing costs about the same.
       const double t = (static_cast<double>(ceil_div(tasks, P)) + 0.1) * tile * g.K;
@@ -272,17 +273,18 @@ void gemm_driver(bool transA, int64_t M, int64_t N, int64_t K, float alpha, cons
   // its columns of B, so more tiles cost more packing: with threads, the grid is the one with the
   // least modeled time per thread (tiles per thread x (multiply-adds + packing)) among those with
   // P to 4P tiles (choose_grid).
+  // Row-major A is packed strip by strip (then one pointer walks a strip; read in place, the 12
+  // row pointers spill, and a 4 KiB-multiple row stride maps all rows to the same L1 sets) when the
+  // tile is wide enough for a strip to be reused by two panel pairs or more.
+  const int64_t pack_min_nc = transA ? 0 : K > kKC / 4 ? 2 * step : std::numeric_limits<int64_t>::max();
   int64_t mb, nb;
-  choose_grid(GridProblem{M, N, K, mr, step, P, kNCMax, 1, kPackACost, pb ? 0.0 : kPackBCost}, mb, nb);
+  choose_grid(GridProblem{M, N, K, mr, step, P, kNCMax, 1, kPackACost, pb ? 0.0 : kPackBCost, pack_min_nc}, mb, nb);
   const int64_t nc = round_up(ceil_div(N, nb), step), mc = round_up(ceil_div(M, mb), mr);
   nb = ceil_div(N, nc);
   mb = ceil_div(M, mc);
   const int64_t np_all = pb ? round_up(N, kNR) : 0;
   const double cost = 2.0 * std::min(M, mc) * std::min(N, nc) * K / 64.0;
-  // Row-major A is packed strip by strip (then one pointer walks a strip; read in place, the 12
-  // row pointers spill, and a 4 KiB-multiple row stride maps all rows to the same L1 sets) when the
-  // tile is wide enough for a strip to be reused by two panel pairs or more.
-  const bool pack_rows = !transA && nc >= 2 * step && K > kKC / 4;
+  const bool pack_rows = nc >= pack_min_nc;
   parallel_for(mb * nb, cost, [&](int64_t tb, int64_t te) {
     float* bbuf = pb ? nullptr : scratch(0, static_cast<size_t>(kKC * round_up(nc, kNR)));
     float* abuf = transA || pack_rows ? scratch(1, static_cast<size_t>(kKC * mr)) : nullptr;

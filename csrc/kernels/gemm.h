@@ -60,10 +60,12 @@ void sgemm_kblock(const PackedA& A, int64_t m0, int64_t m1, int64_t k0, int64_t 
 // each computed over all of K by one task. One thread: the fewest tiles (nc <= nc_max). Threads:
 // among the grids of P to 4P tasks, the least modeled time per thread, (tasks per thread + 0.1) x
 // (multiply-adds + a_cost per row of A and b_cost per column of B each tile packs or streams) x K;
+// a tile narrower than a_min_nc columns does not pack A (the GEMM driver reads A in place there);
 // with fewer than P tasks possible, the grid with the most.
 struct GridProblem {
   int64_t M, N, K, mr, step, threads, nc_max, outer;
   double a_cost, b_cost;
+  int64_t a_min_nc = 0;  // tiles narrower than this read A in place: no a_cost (the GEMM driver)
 };
 void choose_grid(const GridProblem& problem, int64_t& mb, int64_t& nb);
 
