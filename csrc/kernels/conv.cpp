@@ -171,14 +171,10 @@ class ConvKernel : public Kernel {
     ThreadPool* pool = current_pool();
     const int64_t mr = (*wp)[0].mr;
     const bool taps = shape_numel(g.k_sp) > 1;
-    int64_t mblocks = 1, nchunks = 1;
-    choose_grid(GridProblem{Mg, out_size, kdim, mr, kGemmPanel, pool ? pool->num_threads() : 1, kChunkMax,
-                            g.N * g.group, kStreamWeightCost, taps ? kGatherColumnCost : kCopyColumnCost},
-                mblocks, nchunks);
-    const int64_t chunk = ((out_size + nchunks - 1) / nchunks + kGemmPanel - 1) / kGemmPanel * kGemmPanel;
-    const int64_t mblock = ((Mg + mblocks - 1) / mblocks + mr - 1) / mr * mr;
-    nchunks = (out_size + chunk - 1) / chunk;
-    mblocks = (Mg + mblock - 1) / mblock;
+    const TaskGrid grid =
+        choose_grid(GridProblem{Mg, out_size, kdim, mr, kGemmPanel, pool ? pool->num_threads() : 1, kChunkMax,
+                                g.N * g.group, kStreamWeightCost, taps ? kGatherColumnCost : kCopyColumnCost});
+    const int64_t mblocks = grid.mb, nchunks = grid.nb, mblock = grid.mc, chunk = grid.nc;
     const float* x = X.ptr<float>();
     float* y = Y.ptr<float>();
     const double cost = 2.0 * std::min(Mg, mblock) * chunk * kdim / 48.0;

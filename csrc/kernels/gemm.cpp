@@ -215,12 +215,15 @@ void gemm_rows_direct(int64_t M, int64_t N, int64_t K, float alpha, const float*
 // fitted to 1024^3 at 2 threads, where 1 x 8 tiles ran 10-15% slower than 2 x 2 or 1 x 2.
 constexpr double kPackACost = 24.0, kPackBCost = 8.0;
 
-void choose_grid(const GridProblem& g, int64_t& mb, int64_t& nb) {
+TaskGrid choose_grid(const GridProblem& g) {
   const int64_t M = g.M, N = g.N, mr = g.mr, step = g.step, P = g.threads;
   const int64_t nb_min = ceil_div(N, g.nc_max);
-  mb = 1;
-  nb = nb_min;
-  if (P <= 1) return;
+  int64_t mb = 1, nb = nb_min;
+  auto grid = [&] {  // the tile sizes of mb x nb, and the counts they give
+    const int64_t mc = round_up(ceil_div(M, mb), mr), nc = round_up(ceil_div(N, nb), step);
+    return TaskGrid{ceil_div(M, mc), ceil_div(N, nc), mc, nc};
+  };
+  if (P <= 1) return grid();
   double best = -1;
   int64_t most = 0;  // when no grid has P tiles (a small C), the one with the most
   for (int64_t mbt = 1; mbt <= std::min<int64_t>(4 * P, ceil_div(M, mr)); ++mbt) {
@@ -248,6 +251,7 @@ void choose_grid(const GridProblem& g, int64_t& mb, int64_t& nb) {
       }
     }
   }
+  return grid();
 }
 
 namespace {
@@ -277,11 +281,9 @@ void gemm_driver(bool transA, int64_t M, int64_t N, int64_t K, float alpha, cons
   // row pointers spill, and a 4 KiB-multiple row stride maps all rows to the same L1 sets) when the
   // tile is wide enough for a strip to be reused by two panel pairs or more.
   const int64_t pack_min_nc = transA ? 0 : K > kKC / 4 ? 2 * step : std::numeric_limits<int64_t>::max();
-  int64_t mb, nb;
-  choose_grid(GridProblem{M, N, K, mr, step, P, kNCMax, 1, kPackACost, pb ? 0.0 : kPackBCost, pack_min_nc}, mb, nb);
-  const int64_t nc = round_up(ceil_div(N, nb), step), mc = round_up(ceil_div(M, mb), mr);
-  nb = ceil_div(N, nc);
-  mb = ceil_div(M, mc);
+  const TaskGrid grid =
+      choose_grid(GridProblem{M, N, K, mr, step, P, kNCMax, 1, kPackACost, pb ? 0.0 : kPackBCost, pack_min_nc});
+  const int64_t mb = grid.mb, nb = grid.nb, mc = grid.mc, nc = grid.nc;
   const int64_t np_all = pb ? round_up(N, kNR) : 0;
   const double cost = 2.0 * std::min(M, mc) * std::min(N, nc) * K / 64.0;
   const bool pack_rows = nc >= pack_min_nc;

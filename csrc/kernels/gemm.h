@@ -55,8 +55,8 @@ inline int64_t packed_b_index(int64_t j, int64_t k, int64_t kc) { return (j >> 4
 void sgemm_kblock(const PackedA& A, int64_t m0, int64_t m1, int64_t k0, int64_t kc, const float* Bblock, int64_t nc,
                   float* C, int64_t ldc, float beta = 1.f);
 
-// A threaded product's task grid: C (M x N, in `outer` independent copies, e.g. images x groups)
-// cut into mb x nb tiles of mc = round_up(M / mb, mr) rows and nc = round_up(N / nb, step) columns,
+// A threaded product's task grid, returned as tile counts and sizes: C (M x N, in `outer`
+// independent copies, e.g. images x groups) cut into mb x nb tiles of mc = round_up(M / mb, mr) rows and nc = round_up(N / nb, step) columns,
 // each computed over all of K by one task. One thread: the fewest tiles (nc <= nc_max). Threads:
 // among the grids of P to 4P tasks, the least modeled time per thread, (tasks per thread + 0.1) x
 // (multiply-adds + a_cost per row of A and b_cost per column of B each tile packs or streams) x K;
@@ -67,7 +67,11 @@ struct GridProblem {
   double a_cost, b_cost;
   int64_t a_min_nc = 0;  // tiles narrower than this read A in place: no a_cost (the GEMM driver)
 };
-void choose_grid(const GridProblem& problem, int64_t& mb, int64_t& nb);
+struct TaskGrid {
+  int64_t mb, nb;  // tiles down M and across N
+  int64_t mc, nc;  // rows (a multiple of mr) and columns (a multiple of step) per tile
+};
+TaskGrid choose_grid(const GridProblem& problem);
 
 void sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,

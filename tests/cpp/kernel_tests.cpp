@@ -135,8 +135,8 @@ void test_choose_grid() {
                         {256, 49, 288, 12, 16, 2, 256, 8},    {36, 100, 9, 6, 16, 3, 256, 2},
                         {3000, 40, 64, 12, 32, 2, 1024, 1},   {12, 4000, 64, 12, 16, 2, 256, 1}};
   for (const Case& c : cases) {
-    int64_t mb = 0, nb = 0;
-    choose_grid(GridProblem{c.M, c.N, c.K, c.mr, c.step, c.P, c.nc_max, c.outer, 24.0, 8.0}, mb, nb);
+    const TaskGrid grid = choose_grid(GridProblem{c.M, c.N, c.K, c.mr, c.step, c.P, c.nc_max, c.outer, 24.0, 8.0});
+    const int64_t mb = grid.mb, nb = grid.nb;
     const std::string what = "choose_grid " + std::to_string(c.M) + "x" + std::to_string(c.N) + " P" + std::to_string(c.P) +
                              " outer " + std::to_string(c.outer) + ": " + std::to_string(mb) + " x " + std::to_string(nb);
     const auto [mc, tm] = tiles(c.M, mb, c.mr);
