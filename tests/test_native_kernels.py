@@ -627,3 +627,57 @@ def test_clip_bound_must_be_a_scalar():
     model = make_model([helper.make_node("Clip", ["x", "lo"], ["y"], name="n0")], [vi("x"), vi("lo")], [vi("y")], opset=13)
     with pytest.raises(onnxfast.errors.InvalidArgument, match="Clip 'n0': min must be a scalar"):
         native_session(model, ("Clip",)).run(None, {"x": np.zeros(3, np.float32), "lo": np.zeros(2, np.float32)})
+
+
+# im2col convolutions finish bias, residual and Relu / LeakyRelu / Clip in the GEMM micro-kernel's
+# store (other activations run as a pass): the fused node must give the bits of the separate nodes.
+IM2COL_CASES = {
+    "1x1_10x13": dict(x=(2, 16, 10, 13), w=(13, 16, 1, 1)),  # 130 positions: not the small-map path
+    "1d_k3": dict(x=(1, 5, 71), w=(29, 5, 3), pads=[1, 1]),
+    "3d_k3": dict(x=(1, 3, 5, 6, 7), w=(14, 3, 3, 3, 3), pads=[1, 1, 1, 1, 1, 1]),
+    "k300": dict(x=(1, 300, 17), w=(7, 300, 1)),  # two K blocks: the epilogue on the last one only
+}
+ACTIVATIONS = {"none": None, "relu": ("Relu", {}), "leaky": ("LeakyRelu", {"alpha": 0.1}),
+               "clip": ("Clip", {}), "sigmoid": ("Sigmoid", {})}
+
+
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("act", list(ACTIVATIONS))
+@pytest.mark.parametrize("case", list(IM2COL_CASES))
+def test_im2col_conv_fused_epilogue_matches_separate_nodes(rng, case, act, residual):
+    c = dict(IM2COL_CASES[case])
+    xs, ws = c.pop("x"), c.pop("w")
+    x = rng.standard_normal(xs).astype(np.float32)
+    x.flat[::37] = np.nan  # NaN through every activation: Relu gives 0, Clip and LeakyRelu keep it
+    w = (rng.standard_normal(ws) * 0.3).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32)
+    b[::3] = 0.0  # zero bias entries take the no-add branch
+    out_shape = [xs[0], ws[0], *[n + sum(c.get("pads", [0] * 6)[d::len(xs) - 2][:2]) - k + 1
+                                for d, (n, k) in enumerate(zip(xs[2:], ws[2:]))]]
+    r = rng.standard_normal(out_shape).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], **c)]
+    last, feed, inputs, inits = "c", {"x": x}, [vi("x", F, list(xs))], [("w", w), ("b", b)]
+    if residual:
+        nodes.append(helper.make_node("Add", ["c", "r"], ["s"]))
+        last, feed["r"] = "s", r
+        inputs.append(vi("r", F, out_shape))
+    if ACTIVATIONS[act]:
+        op, attrs = ACTIVATIONS[act]
+        ins = [last] + (["lo", "hi"] if op == "Clip" else [])
+        if op == "Clip":
+            inits += [("lo", np.array(-0.5, np.float32)), ("hi", np.array(0.75, np.float32))]
+        nodes.append(helper.make_node(op, ins, ["y"], **attrs))
+    else:
+        nodes.append(helper.make_node("Identity", [last], ["y"]))
+    model = make_model(nodes, inputs, [vi("y", F)], initializers=inits)
+    fused = native_session(model, ("Conv",))
+    assert "FusedConv" in [k["op_type"] for k in fused.kernel_listing()] or act == "none" and not residual
+    o = onnxfast.SessionOptions()
+    o.graph_optimization_level = onnxfast.GraphOptimizationLevel.ORT_DISABLE_ALL
+    separate = onnxfast.InferenceSession(model.SerializeToString(), o)
+    got = fused.run(None, feed)[0]
+    np.testing.assert_array_equal(got, separate.run(None, feed)[0])
+    ref = ort_run(model, feed)[0]
+    finite = np.isfinite(ref)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_allclose(got[finite], ref[finite], rtol=1e-4, atol=1e-4)

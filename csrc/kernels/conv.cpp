@@ -191,16 +191,25 @@ class ConvKernel : public Kernel {
         float* yt = y + (n * g.M + gr * Mg) * out_size + j0;
         if (kdim == 0)
           for (int64_t m = m0; m < m1; ++m) std::fill(yt + m * out_size, yt + m * out_size + nc, 0.f);
+        const float* res = residual ? residual + (n * g.M + gr * Mg) * out_size + j0 : nullptr;
+        // Bias, residual and a simple activation are applied by the micro-kernel as it stores the
+        // last K block (the tile is written once); other activations run as a pass on the tile.
+        MicroEpilogue mep;
+        const bool fused = kdim > 0 && act_.to_micro(mep);
+        mep.row_bias = bias ? bias + gr * Mg + m0 : nullptr;
+        mep.residual = res ? res + m0 * out_size : nullptr;
+        mep.ldr = out_size;
         thread_local ColumnTable table;
         if (g.in_sp.size() == 2) build_table(g, j0, nc, table);  // once per task, for all K blocks
         for (int64_t k0 = 0; k0 < kdim; k0 += kGemmKC) {
           const int64_t kc = std::min(kGemmKC, kdim - k0);
           pack_columns(g, xg, k0, kc, j0, nc, table, buf.floats());
-          sgemm_kblock((*wp)[gr], m0, m1, k0, kc, buf.floats(), nc, yt + m0 * out_size, out_size, k0 == 0 ? 0.f : 1.f);
+          sgemm_kblock((*wp)[gr], m0, m1, k0, kc, buf.floats(), nc, yt + m0 * out_size, out_size, k0 == 0 ? 0.f : 1.f,
+                       fused && k0 + kc >= kdim ? &mep : nullptr);
         }
-        const float* res = residual ? residual + (n * g.M + gr * Mg) * out_size + j0 : nullptr;
-        for (int64_t m = m0; m < m1; ++m)
-          epilogue(yt + m * out_size, nc, bias ? bias[gr * Mg + m] : 0.f, res ? res + m * out_size : nullptr);
+        if (!fused)
+          for (int64_t m = m0; m < m1; ++m)
+            epilogue(yt + m * out_size, nc, bias ? bias[gr * Mg + m] : 0.f, res ? res + m * out_size : nullptr);
       }
     });
   }

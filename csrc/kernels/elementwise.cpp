@@ -378,7 +378,7 @@ class UnaryKernel : public FloatUnaryKernel {
   void apply(const float* x, float* y, int64_t n) const override {
     const float alpha = alpha_;
     switch (op_) {
-      case UnOp::kRelu: for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.f ? x[i] : 0.f; break;
+      case UnOp::kRelu: for (int64_t i = 0; i < n; ++i) y[i] = x[i] < 0.f ? 0.f : x[i]; break;  // NaN, -0 kept (onnxruntime)
       case UnOp::kLeakyRelu: for (int64_t i = 0; i < n; ++i) y[i] = x[i] >= 0.f ? x[i] : alpha * x[i]; break;
       case UnOp::kSqrt: for (int64_t i = 0; i < n; ++i) y[i] = std::sqrt(x[i]); break;
       case UnOp::kNeg: for (int64_t i = 0; i < n; ++i) y[i] = -x[i]; break;

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "gemm_tiers.h"
 #include "kernel.h"
 #include "vecmath.h"
 
@@ -44,6 +45,21 @@ struct Activation {
     return act;
   }
 
+  // Sets e's op to this activation and returns true when a micro-kernel can apply it in its
+  // store (None, Relu, Clip, LeakyRelu); false for the others, which run as a pass.
+  bool to_micro(MicroEpilogue& e) const {
+    switch (kind) {
+      case kNone: e.op = MicroEpilogue::kNone; break;
+      case kRelu: e.op = MicroEpilogue::kRelu; break;
+      case kClip: e.op = MicroEpilogue::kClip; break;
+      case kLeakyRelu: e.op = MicroEpilogue::kLeakyRelu; break;
+      default: return false;
+    }
+    e.p0 = p0;
+    e.p1 = p1;
+    return true;
+  }
+
   // row[j] = act(src[j] + b + res[j]) for j < n (res may be null; src may be row).
   void apply(const float* src, float* row, int64_t n, float b, const float* res) const {
     if (res)
@@ -67,7 +83,7 @@ struct Activation {
     switch (kind) {
       case kNone: break;
       case kRelu:
-        for (int64_t j = 0; j < n; ++j) row[j] = row[j] > 0.f ? row[j] : 0.f;
+        for (int64_t j = 0; j < n; ++j) row[j] = row[j] < 0.f ? 0.f : row[j];
         break;
       case kClip:
         for (int64_t j = 0; j < n; ++j) row[j] = row[j] < p0 ? p0 : (row[j] > p1 ? p1 : row[j]);

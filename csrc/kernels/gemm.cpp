@@ -48,9 +48,32 @@ inline int64_t ceil_div(int64_t x, int64_t m) { return (x + m - 1) / m; }
 // x86-64 baseline, NEON on aarch64), so it vectorizes without any ISA flag.
 typedef float v4f __attribute__((vector_size(16)));
 
+// The fused epilogue on n of row i's final values (see MicroEpilogue).
+void portable_finish(const MicroEpilogue& e, int64_t i, float* v, int64_t n) {
+  const float b = e.row_bias ? e.row_bias[i] : 0.f;
+  if (e.residual) {
+    const float* res = e.residual + i * e.ldr;
+    for (int64_t j = 0; j < n; ++j) v[j] = v[j] + b + res[j];
+  } else if (b != 0.f) {
+    for (int64_t j = 0; j < n; ++j) v[j] += b;
+  }
+  switch (e.op) {
+    case MicroEpilogue::kNone: break;
+    case MicroEpilogue::kRelu:
+      for (int64_t j = 0; j < n; ++j) v[j] = v[j] < 0.f ? 0.f : v[j];
+      break;
+    case MicroEpilogue::kClip:
+      for (int64_t j = 0; j < n; ++j) v[j] = v[j] < e.p0 ? e.p0 : (v[j] > e.p1 ? e.p1 : v[j]);
+      break;
+    case MicroEpilogue::kLeakyRelu:
+      for (int64_t j = 0; j < n; ++j) v[j] = v[j] >= 0.f ? v[j] : e.p0 * v[j];
+      break;
+  }
+}
+
 template <int R, bool Rows>
 void portable_kern(int64_t kc, const float* __restrict a, int64_t as, const float* __restrict b, float* __restrict c,
-                   int64_t ldc, int64_t nr, float alpha, float beta) {
+                   int64_t ldc, int64_t nr, float alpha, float beta, const MicroEpilogue* ep) {
   v4f acc[R][4];
   for (int i = 0; i < R; ++i)
     for (int j = 0; j < 4; ++j) acc[i][j] = v4f{0.f, 0.f, 0.f, 0.f};
@@ -68,27 +91,29 @@ void portable_kern(int64_t kc, const float* __restrict a, int64_t as, const floa
     std::memcpy(out, acc[i], sizeof(out));
     float* ci = c + i * ldc;
     if (beta == 0.f)
-      for (int64_t j = 0; j < nr; ++j) ci[j] = alpha * out[j];
+      for (int64_t j = 0; j < nr; ++j) out[j] = alpha * out[j];
     else
-      for (int64_t j = 0; j < nr; ++j) ci[j] = alpha * out[j] + beta * ci[j];
+      for (int64_t j = 0; j < nr; ++j) out[j] = alpha * out[j] + beta * ci[j];
+    if (ep) portable_finish(*ep, i, out, nr);
+    std::memcpy(ci, out, sizeof(float) * nr);
   }
 }
 
 template <bool Rows>
 void portable_dispatch(int64_t rows, int64_t kc, const float* a, int64_t as, const float* b0, float* c, int64_t ldc,
-                       int64_t nr, float alpha, float beta) {
+                       int64_t nr, float alpha, float beta, const MicroEpilogue* ep) {
   switch (rows) {
-    case 1: portable_kern<1, Rows>(kc, a, as, b0, c, ldc, nr, alpha, beta); break;
-    case 2: portable_kern<2, Rows>(kc, a, as, b0, c, ldc, nr, alpha, beta); break;
-    case 3: portable_kern<3, Rows>(kc, a, as, b0, c, ldc, nr, alpha, beta); break;
-    default: portable_kern<4, Rows>(kc, a, as, b0, c, ldc, nr, alpha, beta); break;
+    case 1: portable_kern<1, Rows>(kc, a, as, b0, c, ldc, nr, alpha, beta, ep); break;
+    case 2: portable_kern<2, Rows>(kc, a, as, b0, c, ldc, nr, alpha, beta, ep); break;
+    case 3: portable_kern<3, Rows>(kc, a, as, b0, c, ldc, nr, alpha, beta, ep); break;
+    default: portable_kern<4, Rows>(kc, a, as, b0, c, ldc, nr, alpha, beta, ep); break;
   }
 }
 
 void portable_micro(int64_t rows, int64_t kc, const float* a, int64_t as, bool a_rows, const float* b0, const float*,
-                    float* c, int64_t ldc, int64_t nr, float alpha, float beta) {
-  if (a_rows) portable_dispatch<true>(rows, kc, a, as, b0, c, ldc, nr, alpha, beta);
-  else portable_dispatch<false>(rows, kc, a, as, b0, c, ldc, nr, alpha, beta);
+                    float* c, int64_t ldc, int64_t nr, float alpha, float beta, const MicroEpilogue* ep) {
+  if (a_rows) portable_dispatch<true>(rows, kc, a, as, b0, c, ldc, nr, alpha, beta, ep);
+  else portable_dispatch<false>(rows, kc, a, as, b0, c, ldc, nr, alpha, beta, ep);
 }
 
 // Pack rows [m0, m0+mc) x cols [k0, k0+kc) of op(A) into strips of mr rows: strip[k][mr].
@@ -319,7 +344,7 @@ void gemm_driver(bool transA, int64_t M, int64_t N, int64_t K, float alpha, cons
             const float* p0 = bblk + (j0 - n0) * kc;
             const float* p1 = nr > kNR ? p0 + kNR * kc : nullptr;
             float* c = C + i0 * ldc + j0;
-            tier.kernel(rows, kc, a, as, a_rows, p0, p1, c, ldc, nr, alpha, b);
+            tier.kernel(rows, kc, a, as, a_rows, p0, p1, c, ldc, nr, alpha, b, nullptr);
             if (ep && k0 + kc >= K)  // last K block: the micro-tile is final and still in L1
               for (int64_t r = 0; r < rows; ++r) ep->apply(c + r * ldc, i0 + r, j0, nr);
           }
@@ -371,17 +396,23 @@ PackedA sgemm_pack_a(int64_t M, int64_t K, const float* A, int64_t lda) {
 }
 
 void sgemm_kblock(const PackedA& A, int64_t m0, int64_t m1, int64_t k0, int64_t kc, const float* Bblock, int64_t nc,
-                  float* C, int64_t ldc, float beta) {
+                  float* C, int64_t ldc, float beta, const MicroEpilogue* ep) {
   const GemmTier& tier = gemm_tier();
   const int64_t mr = A.mr, step = kNR * tier.panels;
   const float* ablk = A.data.get() + k0 * A.mpad;
+  MicroEpilogue e = ep ? *ep : MicroEpilogue{};
   for (int64_t j0 = 0; j0 < nc; j0 += step) {
     int64_t nr = std::min(step, nc - j0);
     const float* p0 = Bblock + (j0 / kNR) * kNR * kc;
     const float* p1 = nr > kNR ? p0 + kNR * kc : nullptr;
-    for (int64_t i0 = m0; i0 < m1; i0 += mr)
+    for (int64_t i0 = m0; i0 < m1; i0 += mr) {
+      if (ep) {  // the call's rows and columns
+        e.row_bias = ep->row_bias ? ep->row_bias + (i0 - m0) : nullptr;
+        e.residual = ep->residual ? ep->residual + (i0 - m0) * ep->ldr + j0 : nullptr;
+      }
       tier.kernel(std::min(mr, m1 - i0), kc, ablk + i0 * kc, mr, false, p0, p1, C + (i0 - m0) * ldc + j0, ldc, nr,
-                  1.f, beta);
+                  1.f, beta, ep ? &e : nullptr);
+    }
   }
 }
 

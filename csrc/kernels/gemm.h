@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "epilogue.h"
+#include "gemm_tiers.h"
 
 namespace onnxfast {
 
@@ -51,9 +52,11 @@ inline int64_t packed_b_index(int64_t j, int64_t k, int64_t kc) { return (j >> 4
 
 // C[0:m1-m0, 0:nc] += A[m0:m1, k0:k0+kc] * Bblock, with Bblock packed as above (kc rows, nc columns);
 // m0 must be a multiple of A.mr. C points at the row of A's row m0.
-// beta scales what C held (0: overwrite without reading, 1: accumulate).
+// beta scales what C held (0: overwrite without reading, 1: accumulate). With `ep` (the last K
+// block) the values are finished before the store; its row_bias and residual are those of C's
+// rows and columns (row m0, column 0).
 void sgemm_kblock(const PackedA& A, int64_t m0, int64_t m1, int64_t k0, int64_t kc, const float* Bblock, int64_t nc,
-                  float* C, int64_t ldc, float beta = 1.f);
+                  float* C, int64_t ldc, float beta = 1.f, const MicroEpilogue* ep = nullptr);
 
 // A threaded product's task grid, returned as tile counts and sizes: C (M x N, in `outer`
 // independent copies, e.g. images x groups) cut into mb x nb tiles of mc = round_up(M / mb, mr) rows and nc = round_up(N / nb, step) columns,

@@ -5,6 +5,10 @@
 
 #include "gemm_tiers.h"
 
+// GCC 12 reports the _mm512_undefined_ps() pass-through inside _mm512_max_ps/_mm512_min_ps as
+// "may be used uninitialized" once they are inlined into the unrolled store (a false positive).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 namespace onnxfast {
 namespace {
 
@@ -12,9 +16,28 @@ inline __mmask16 mask_of(int64_t n) {
   return n >= 16 ? static_cast<__mmask16>(0xFFFF) : n <= 0 ? 0 : static_cast<__mmask16>((1u << n) - 1);
 }
 
+// The fused epilogue on one row's final values (see MicroEpilogue).
+inline __m512 finish(const MicroEpilogue& e, int64_t i, const float* res, __mmask16 m, __m512 r) {
+  const float b = e.row_bias ? e.row_bias[i] : 0.f;
+  if (e.residual)
+    r = _mm512_add_ps(_mm512_add_ps(r, _mm512_set1_ps(b)), _mm512_maskz_loadu_ps(m, res));
+  else if (b != 0.f)
+    r = _mm512_add_ps(r, _mm512_set1_ps(b));
+  switch (e.op) {
+    case MicroEpilogue::kNone: break;
+    case MicroEpilogue::kRelu: r = _mm512_max_ps(_mm512_setzero_ps(), r); break;
+    case MicroEpilogue::kClip: r = _mm512_min_ps(_mm512_set1_ps(e.p1), _mm512_max_ps(_mm512_set1_ps(e.p0), r)); break;
+    case MicroEpilogue::kLeakyRelu:
+      r = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(r, _mm512_setzero_ps(), _CMP_GE_OQ),
+                               _mm512_mul_ps(r, _mm512_set1_ps(e.p0)), r);
+      break;
+  }
+  return r;
+}
+
 template <int R, bool Two, bool Rows>
 void kern(int64_t kc, const float* a, int64_t as, const float* b0, const float* b1, float* c, int64_t ldc, int64_t nr,
-          float alpha, float beta) {
+          float alpha, float beta, const MicroEpilogue* ep) {
   // The row loops that touch the accumulators fully unrolled, so they live in registers from the
   // zeroing to the store (rolled, they were a stack array zeroed with rep stos and spilled around
   // the K loop, which cost small-K calls such as 1x1 convolutions over 16 channels). The prefetch
@@ -54,6 +77,11 @@ void kern(int64_t kc, const float* a, int64_t as, const float* b0, const float* 
       r0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m0, ci), vb, r0);
       if (Two) r1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m1, ci + 16), vb, r1);
     }
+    if (ep) {
+      const float* res = ep->residual ? ep->residual + i * ep->ldr : nullptr;
+      r0 = finish(*ep, i, res, m0, r0);
+      if (Two) r1 = finish(*ep, i, res ? res + 16 : nullptr, m1, r1);
+    }
     _mm512_mask_storeu_ps(ci, m0, r0);
     if (Two) _mm512_mask_storeu_ps(ci + 16, m1, r1);
   }
@@ -61,25 +89,25 @@ void kern(int64_t kc, const float* a, int64_t as, const float* b0, const float* 
 
 template <bool Two, bool Rows>
 void dispatch(int64_t rows, int64_t kc, const float* a, int64_t as, const float* b0, const float* b1, float* c,
-              int64_t ldc, int64_t nr, float alpha, float beta) {
+              int64_t ldc, int64_t nr, float alpha, float beta, const MicroEpilogue* ep) {
   switch (rows) {
 #define ONNXFAST_CASE(R) \
-  case R: kern<R, Two, Rows>(kc, a, as, b0, b1, c, ldc, nr, alpha, beta); break;
+  case R: kern<R, Two, Rows>(kc, a, as, b0, b1, c, ldc, nr, alpha, beta, ep); break;
     ONNXFAST_CASE(1) ONNXFAST_CASE(2) ONNXFAST_CASE(3) ONNXFAST_CASE(4) ONNXFAST_CASE(5) ONNXFAST_CASE(6)
     ONNXFAST_CASE(7) ONNXFAST_CASE(8) ONNXFAST_CASE(9) ONNXFAST_CASE(10) ONNXFAST_CASE(11)
 #undef ONNXFAST_CASE
-    default: kern<12, Two, Rows>(kc, a, as, b0, b1, c, ldc, nr, alpha, beta); break;
+    default: kern<12, Two, Rows>(kc, a, as, b0, b1, c, ldc, nr, alpha, beta, ep); break;
   }
 }
 
 void micro(int64_t rows, int64_t kc, const float* a, int64_t as, bool a_rows, const float* b0, const float* b1,
-           float* c, int64_t ldc, int64_t nr, float alpha, float beta) {
+           float* c, int64_t ldc, int64_t nr, float alpha, float beta, const MicroEpilogue* ep) {
   if (a_rows) {
-    if (b1) dispatch<true, true>(rows, kc, a, as, b0, b1, c, ldc, nr, alpha, beta);
-    else dispatch<false, true>(rows, kc, a, as, b0, b1, c, ldc, nr, alpha, beta);
+    if (b1) dispatch<true, true>(rows, kc, a, as, b0, b1, c, ldc, nr, alpha, beta, ep);
+    else dispatch<false, true>(rows, kc, a, as, b0, b1, c, ldc, nr, alpha, beta, ep);
   } else {
-    if (b1) dispatch<true, false>(rows, kc, a, as, b0, b1, c, ldc, nr, alpha, beta);
-    else dispatch<false, false>(rows, kc, a, as, b0, b1, c, ldc, nr, alpha, beta);
+    if (b1) dispatch<true, false>(rows, kc, a, as, b0, b1, c, ldc, nr, alpha, beta, ep);
+    else dispatch<false, false>(rows, kc, a, as, b0, b1, c, ldc, nr, alpha, beta, ep);
   }
 }
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..registry import REGISTRY, KernelNode, op
+from .math import relu
 
 _CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
 
@@ -32,7 +33,7 @@ def _activation(node: KernelNode):
     act = node.attr("activation", "None")
     params = list(node.attr("activation_params", []))
     if act == "Relu":
-        return lambda y: np.maximum(y, 0)
+        return relu
     if act == "LeakyRelu":
         return lambda y: np.where(y >= 0, y, y * np.asarray(params[0], y.dtype))
     if act == "Clip":

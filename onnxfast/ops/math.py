@@ -341,11 +341,16 @@ def _sigmoid(x):
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
+def relu(x):
+    """x < 0 ? 0 : x, as onnxruntime: NaN and -0 pass through (np.maximum(x, 0) turns -0 into 0)."""
+    return np.where(x < 0, np.zeros((), x.dtype), x)
+
+
 def _softplus(x):
     return np.logaddexp(0, x)
 
 
-_act("Relu", lambda n: lambda x: np.maximum(x, 0), native_since=6)
+_act("Relu", lambda n: relu, native_since=6)
 _act("Sigmoid", lambda n: _sigmoid, native_since=6)
 _act("Tanh", lambda n: np.tanh, native_since=6)
 _act("Softplus", lambda n: _softplus, native_since=1)

@@ -121,6 +121,57 @@ void test_sgemm_threads_bitwise() {
 // choose_grid: one thread takes the fewest tiles; threads get P..4P tasks whenever the product
 // has that many strips x column steps (counting the outer copies), else as many as it has; the
 // tiles cover C exactly once (mc, nc multiples of mr, step; no empty tile).
+// sgemm_kblock's fused store (MicroEpilogue) against the separate pass it replaces
+// (Activation::apply on the stored rows): bitwise, over row tails of every tier's strip, column
+// tails of its panels, two K blocks, zero and NaN values, each op with and without a residual.
+void test_sgemm_kblock_epilogue() {
+  std::mt19937 gen(17);
+  const std::pair<Activation::Kind, MicroEpilogue::Op> ops[] = {{Activation::kNone, MicroEpilogue::kNone},
+                                                                  {Activation::kRelu, MicroEpilogue::kRelu},
+                                                                  {Activation::kClip, MicroEpilogue::kClip},
+                                                                  {Activation::kLeakyRelu, MicroEpilogue::kLeakyRelu}};
+  for (int64_t M : {1, 5, 13, 25})
+    for (int64_t K : {3, 300})
+      for (int64_t nc : {1, 9, 17, 40})
+        for (const auto& op : ops)
+          for (bool with_res : {false, true}) {
+            auto a = random_floats(static_cast<size_t>(M * K), gen), bm = random_floats(static_cast<size_t>(K * nc), gen);
+            auto bias = random_floats(static_cast<size_t>(M), gen), res = random_floats(static_cast<size_t>(M * nc), gen);
+            for (size_t i = 0; i < bias.size(); i += 3) bias[i] = 0.f;  // the no-add branch
+            if (K == 3) bm[0] = std::nanf("");                          // a NaN column
+            res[1 % res.size()] = -0.f;
+            const PackedA pa = sgemm_pack_a(M, K, a.data(), K);
+            std::vector<float> want(static_cast<size_t>(M * nc)), got(want.size());
+            Activation act;
+            act.kind = op.first;
+            act.p0 = op.first == Activation::kClip ? -0.5f : 0.1f;
+            act.p1 = 0.75f;
+            MicroEpilogue e;
+            check(act.to_micro(e) && e.op == op.second, "Activation::to_micro");
+            e.row_bias = bias.data();
+            e.residual = with_res ? res.data() : nullptr;
+            e.ldr = nc;
+            for (int64_t k0 = 0; k0 < K; k0 += kGemmKC) {
+              const int64_t kc = std::min(kGemmKC, K - k0);
+              const size_t nblk = static_cast<size_t>(kc * ((nc + 15) / 16) * 16);
+              std::shared_ptr<float> blk_mem = alloc_floats(nblk);  // panels are read with aligned loads
+              float* blk = blk_mem.get();
+              std::fill(blk, blk + nblk, 0.f);
+              for (int64_t k = 0; k < kc; ++k)
+                for (int64_t j = 0; j < nc; ++j) blk[packed_b_index(j, k, kc)] = bm[(k0 + k) * nc + j];
+              const float beta = k0 == 0 ? 0.f : 1.f;
+              const bool last = k0 + kc >= K;
+              sgemm_kblock(pa, 0, M, k0, kc, blk, nc, want.data(), nc, beta);
+              sgemm_kblock(pa, 0, M, k0, kc, blk, nc, got.data(), nc, beta, last ? &e : nullptr);
+            }
+            for (int64_t i = 0; i < M; ++i)
+              act.apply(want.data() + i * nc, want.data() + i * nc, nc, bias[i], with_res ? res.data() + i * nc : nullptr);
+            check(std::memcmp(want.data(), got.data(), want.size() * sizeof(float)) == 0,
+                  "sgemm_kblock fused epilogue M=" + std::to_string(M) + " K=" + std::to_string(K) + " nc=" +
+                      std::to_string(nc) + " op=" + std::to_string(op.second) + " residual=" + std::to_string(with_res));
+          }
+}
+
 void test_choose_grid() {
   auto tiles = [](int64_t total, int64_t parts, int64_t unit) {
     const int64_t size = ((total + parts - 1) / parts + unit - 1) / unit * unit;
@@ -663,6 +714,7 @@ int main() {
   std::printf("tier: isa=%s gemm=%s vecmath=%s\n", isa_name(active_isa()), gemm_tier().name, vecmath().name);
   test_sgemm();
   test_sgemm_threads_bitwise();
+  test_sgemm_kblock_epilogue();
   test_choose_grid();
   test_vecmath();
   test_threadpool();
