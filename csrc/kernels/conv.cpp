@@ -621,11 +621,20 @@ class ConvKernel : public Kernel {
             for (int64_t q = q0; q < q1; ++q) pos[q - q0] = (q / OW) * pl.Wph + q % OW;
             const float* in = planes.floats() + gr * Cg * pl.cs;
             const float* wb = (*wp)[gr].get() + blk * Cg * T * lb;
+            const int64_t ncalls = (q1 - q0 + rb - 1) / rb;
             for (int64_t ib = 0, c0 = 0; ib < ncb; ++ib, c0 += cb) {
-              const int64_t K = T * std::min(cb, Cg - c0);
-              for (int64_t q = q0; q < q1; q += rb)
+              const int64_t cbn = std::min(cb, Cg - c0), K = T * cbn;
+              // The weights multiplied next (the next channel block, or the next output block's
+              // first) follow this block in the packing; the calls on this block prefetch them
+              // into L2, a share each (none past the last output block).
+              const int64_t c1 = c0 + cbn, next_c = c1 < Cg ? std::min(cb, Cg - c1) : (blk + 1 < nblk ? cb : 0);
+              const int64_t lines = T * next_c * lb * static_cast<int64_t>(sizeof(float)) / 64;
+              const int64_t share = (lines + ncalls - 1) / ncalls;
+              const float* next = wb + c1 * T * lb;
+              for (int64_t q = q0, ci = 0; q < q1; q += rb, ++ci)
                 dt.b(std::min(rb, q1 - q), K, koff(c0), in + c0 * pl.cs, pos.data() + (q - q0), wb + c0 * T * lb,
-                     tile.data() + (q - q0) * lb, ib > 0);
+                     tile.data() + (q - q0) * lb, ib > 0, next + ci * share * 16,
+                     std::max<int64_t>(0, std::min(share, lines - ci * share)));
             }
             // Without a residual the epilogue runs on the tile, whose rows are positions and whose
             // columns are output channels (bias per column), then the tile is transposed into Y;

@@ -19,9 +19,11 @@ namespace onnxfast {
 // A: for r < rows, p < la: out[r * ldo + p] (+)= sum_k w[k * ws + r] * in[koff[k] + p]
 using ConvDirectA = void (*)(int64_t rows, int64_t K, const int64_t* koff, const float* in, const float* w, int64_t ws,
                              float* out, int64_t ldo, bool acc_in);
-// B: for r < rows, j < lb: out[r * lb + j] (+)= sum_k w[k * lb + j] * in[koff[k] + pos[r]]
+// B: for r < rows, j < lb: out[r * lb + j] (+)= sum_k w[k * lb + j] * in[koff[k] + pos[r]];
+// meanwhile the first min(K, next_lines) 64-byte lines from `next` (the weights the caller
+// multiplies next) are prefetched into L2.
 using ConvDirectB = void (*)(int64_t rows, int64_t K, const int64_t* koff, const float* in, const int64_t* pos,
-                             const float* w, float* out, bool acc_in);
+                             const float* w, float* out, bool acc_in, const float* next, int64_t next_lines);
 
 struct ConvDirectTier {
   const char* name;

@@ -4,6 +4,8 @@
 #pragma once
 #include <cstdint>
 
+#include <xmmintrin.h>  // _mm_prefetch
+
 #include "conv_direct.h"
 
 namespace onnxfast {
@@ -33,7 +35,7 @@ void kern_a(int64_t rows, int64_t K, const int64_t* koff, const float* in, const
 
 template <class V, int R, int NV>
 void kern_b_rows(int64_t K, const int64_t* koff, const float* in, const int64_t* pos, const float* w, float* out,
-                 bool acc_in) {
+                 bool acc_in, const float* next, int64_t next_lines) {
   constexpr int LB = NV * V::L;
   typename V::T acc[R][NV];
   const float* p[R];
@@ -43,6 +45,11 @@ void kern_b_rows(int64_t K, const int64_t* koff, const float* in, const int64_t*
   }
   for (int64_t k = 0; k < K; ++k, w += LB) {
     const int64_t o = koff[k];
+    // Weights: this call's 8 rows ahead into L1 (after the first call of a block they come from
+    // L2), and one line of the next block into L2 (the first call of a block would otherwise wait
+    // on L3 for them).
+    for (int l = 0; l < LB * 4 / 64; ++l) _mm_prefetch(reinterpret_cast<const char*>(w + 8 * LB + l * 16), _MM_HINT_T0);
+    if (k < next_lines) _mm_prefetch(reinterpret_cast<const char*>(next + k * 16), _MM_HINT_T1);
     typename V::T wv[NV];
     for (int v = 0; v < NV; ++v) wv[v] = V::loadu(w + v * V::L);
 #pragma GCC unroll 16
@@ -58,14 +65,14 @@ void kern_b_rows(int64_t K, const int64_t* koff, const float* in, const int64_t*
 // Position tails: one instantiation per row count up to R.
 template <class V, int R, int NV>
 void kern_b(int64_t rows, int64_t K, const int64_t* koff, const float* in, const int64_t* pos, const float* w,
-            float* out, bool acc_in) {
+            float* out, bool acc_in, const float* next, int64_t next_lines) {
   if constexpr (R > 1) {
     if (rows < R) {
-      kern_b<V, R - 1, NV>(rows, K, koff, in, pos, w, out, acc_in);
+      kern_b<V, R - 1, NV>(rows, K, koff, in, pos, w, out, acc_in, next, next_lines);
       return;
     }
   }
-  kern_b_rows<V, R, NV>(K, koff, in, pos, w, out, acc_in);
+  kern_b_rows<V, R, NV>(K, koff, in, pos, w, out, acc_in, next, next_lines);
 }
 
 }  // namespace direct_impl
