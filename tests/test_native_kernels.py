@@ -630,12 +630,19 @@ def test_clip_bound_must_be_a_scalar():
 
 
 # im2col convolutions finish bias, residual and Relu / LeakyRelu / Clip in the GEMM micro-kernel's
-# store (other activations run as a pass): the fused node must give the bits of the separate nodes.
-IM2COL_CASES = {
+# store, the direct tiling A in its store into Y (other activations run as a pass): the fused node
+# must give the bits of the separate nodes.
+FUSED_CONV_CASES = {
     "1x1_10x13": dict(x=(2, 16, 10, 13), w=(13, 16, 1, 1)),  # 130 positions: not the small-map path
     "1d_k3": dict(x=(1, 5, 71), w=(29, 5, 3), pads=[1, 1]),
     "3d_k3": dict(x=(1, 3, 5, 6, 7), w=(14, 3, 3, 3, 3), pads=[1, 1, 1, 1, 1, 1]),
     "k300": dict(x=(1, 300, 17), w=(7, 300, 1)),  # two K blocks: the epilogue on the last one only
+    # Direct tilings forced: A stores into Y lane ranges of each plane row (rows of 11 + 2 garbage
+    # columns, 5 + 3 at stride 2); 40 channels make two channel blocks; B for comparison.
+    "direct_a": dict(x=(2, 5, 11, 11), w=(13, 5, 3, 3), pads=[1, 1, 1, 1], direct="a"),
+    "direct_a_k7s2": dict(x=(1, 3, 23, 21), w=(10, 3, 7, 7), strides=[2, 2], pads=[3, 3, 3, 3], direct="a"),
+    "direct_a_2blocks": dict(x=(1, 40, 9, 8), w=(9, 40, 3, 3), pads=[1, 0, 1, 2], direct="a"),
+    "direct_b": dict(x=(1, 40, 9, 8), w=(70, 40, 3, 3), pads=[1, 1, 1, 1], direct="b"),
 }
 ACTIVATIONS = {"none": None, "relu": ("Relu", {}), "leaky": ("LeakyRelu", {"alpha": 0.1}),
                "clip": ("Clip", {}), "sigmoid": ("Sigmoid", {})}
@@ -643,16 +650,20 @@ ACTIVATIONS = {"none": None, "relu": ("Relu", {}), "leaky": ("LeakyRelu", {"alph
 
 @pytest.mark.parametrize("residual", [False, True])
 @pytest.mark.parametrize("act", list(ACTIVATIONS))
-@pytest.mark.parametrize("case", list(IM2COL_CASES))
-def test_im2col_conv_fused_epilogue_matches_separate_nodes(rng, case, act, residual):
-    c = dict(IM2COL_CASES[case])
+@pytest.mark.parametrize("case", list(FUSED_CONV_CASES))
+def test_conv_fused_epilogue_matches_separate_nodes(rng, monkeypatch, case, act, residual):
+    c = dict(FUSED_CONV_CASES[case])
     xs, ws = c.pop("x"), c.pop("w")
+    if "direct" in c:
+        monkeypatch.setenv("ONNXFAST_CONV_DIRECT", c.pop("direct"))
     x = rng.standard_normal(xs).astype(np.float32)
     x.flat[::37] = np.nan  # NaN through every activation: Relu gives 0, Clip and LeakyRelu keep it
     w = (rng.standard_normal(ws) * 0.3).astype(np.float32)
     b = rng.standard_normal(ws[0]).astype(np.float32)
     b[::3] = 0.0  # zero bias entries take the no-add branch
-    out_shape = [xs[0], ws[0], *[n + sum(c.get("pads", [0] * 6)[d::len(xs) - 2][:2]) - k + 1
+    nd = len(xs) - 2
+    pads, strides = c.get("pads", [0] * 2 * nd), c.get("strides", [1] * nd)
+    out_shape = [xs[0], ws[0], *[(n + pads[d] + pads[d + nd] - k) // strides[d] + 1
                                 for d, (n, k) in enumerate(zip(xs[2:], ws[2:]))]]
     r = rng.standard_normal(out_shape).astype(np.float32)
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], **c)]

@@ -654,11 +654,12 @@ class ConvKernel : public Kernel {
         continue;
       }
       // Tiling A. Tasks: (group, block of output channels, chunk of output rows); a chunk's plane
-      // positions [oy0 * Wph, oy1 * Wph) go through the kernel la at a time into a scratch tile,
-      // whose valid columns are copied to Y.
+      // positions [oy0 * Wph, oy1 * Wph) go through the kernel la at a time (the last tile only
+      // the vectors it needs); the last channel block stores the output columns straight into Y
+      // (DirectOut), earlier ones accumulate in a scratch tile (ra x positions).
       // Row chunks of about kTileAPositions plane positions: a chunk's planes stay in cache while
-      // every block of output channels sweeps them, and its scratch tile (ra x positions) stays in
-      // L1/L2 until copied to Y; then halve the chunks until there are tasks for every thread.
+      // every block of output channels sweeps them, and the scratch tile stays in L1/L2; then
+      // halve the chunks until there are tasks for every thread.
       const int64_t nra = (Mg + ra - 1) / ra;
       int64_t mchunk = nra;  // in units of ra
       int64_t rchunk = std::max<int64_t>(1, std::min(OH, kTileAPositions / pl.Wph));
@@ -673,25 +674,33 @@ class ConvKernel : public Kernel {
           const int64_t ri = t % nr, mi = (t / nr) % nm, gr = t / (nr * nm);
           const int64_t oy0 = ri * rchunk, oy1 = std::min(OH, oy0 + rchunk);
           const int64_t np = (oy1 - oy0) * pl.Wph, ntiles = (np + la - 1) / la, ldo = ntiles * la;
-          if (scratch.size() < static_cast<size_t>(ra * ldo)) scratch.resize(static_cast<size_t>(ra * ldo));
+          if (ncb > 1 && scratch.size() < static_cast<size_t>(ra * ldo)) scratch.resize(static_cast<size_t>(ra * ldo));
           const float* in = planes.floats() + gr * Cg * pl.cs + oy0 * pl.Wph;
           for (int64_t rb0 = mi * mchunk; rb0 < std::min(nra, (mi + 1) * mchunk); ++rb0) {
             const int64_t m0 = rb0 * ra, rows = std::min(ra, Mg - m0);
             const float* w = (*wp)[gr].get() + (m0 / lb) * Cg * T * lb + m0 % lb;
+            // The last channel block stores into Y, bias, residual and a simple activation
+            // applied on the way (DirectOut); earlier blocks accumulate in the scratch tile.
+            DirectOut d;
+            const bool fused = act_.to_micro(d.ep);
+            d.ep.row_bias = bias ? bias + gr * Mg + m0 : nullptr;
+            d.ep.residual = rn ? rn + (gr * Mg + m0) * OHW : nullptr;
+            d.ep.ldr = OHW;
+            d.y = yn + (gr * Mg + m0) * OHW;
+            d.ldy = OHW;
+            d.Wph = pl.Wph;
+            d.OW = OW;
+            d.row_end = oy1;
             for (int64_t ib = 0, c0 = 0; ib < ncb; ++ib, c0 += cb) {
               const int64_t K = T * std::min(cb, Cg - c0);
-              for (int64_t i = 0; i < ntiles; ++i)
-                dt.a(rows, K, koff(c0), in + c0 * pl.cs + i * la, w + c0 * T * lb, lb, scratch.data() + i * la, ldo,
-                     ib > 0);
+              for (int64_t i = 0; i < ntiles; ++i) {
+                d.p = oy0 * pl.Wph + i * la;
+                dt.a(rows, std::min(la, np - i * la), K, koff(c0), in + c0 * pl.cs + i * la, w + c0 * T * lb, lb,
+                     scratch.data() + i * la, ldo, ib > 0, ib + 1 == ncb ? &d : nullptr);
+              }
             }
-            for (int64_t r = 0; r < rows; ++r) {
-              const int64_t m = gr * Mg + m0 + r;
-              float* yr = yn + m * OHW + oy0 * OW;
-              const float* sr = scratch.data() + r * ldo;
-              const float* res = rn ? rn + m * OHW + oy0 * OW : nullptr;
-              for (int64_t oy = 0; oy < oy1 - oy0; ++oy)
-                epilogue(sr + oy * pl.Wph, yr + oy * OW, OW, bias ? bias[m] : 0.f, res ? res + oy * OW : nullptr);
-            }
+            if (!fused)  // the activation a micro-kernel does not apply, as a pass over the rows
+              for (int64_t r = 0; r < rows; ++r) act_.apply(d.y + r * OHW + oy0 * OW, (oy1 - oy0) * OW);
           }
         }
       });

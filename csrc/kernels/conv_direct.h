@@ -11,14 +11,31 @@
 #pragma once
 #include <cstdint>
 
+#include "gemm_tiers.h"  // MicroEpilogue
+
 namespace onnxfast {
+
+// Tiling A's final store straight into Y: a call's lane at plane position P (row P / Wph, column
+// P % Wph) is output (oy, ox) = that row and column when ox < OW (the Wph - OW columns past OW are
+// the garbage positions; rows at or past row_end belong to another task and are not stored),
+// finished by `ep` on the way (its row_bias per channel row of the call, its residual laid out
+// like y, ldr = ldy).
+struct DirectOut {
+  float* y = nullptr;  // the call's first channel row, output (0, 0)
+  int64_t ldy = 0;     // floats between channel rows (OH * OW)
+  int64_t p = 0;       // plane position of the call's first lane
+  int64_t Wph = 0, OW = 0, row_end = 0;
+  MicroEpilogue ep;
+};
 
 // k runs over the K = taps x channels of one channel block; koff[k] is the offset of (tap, channel)
 // in the planes from `in` (both kernels), w advances ws floats (A) or lb floats (B) per k.
 // acc_in: add to what `out` holds (later channel blocks) instead of overwriting it.
-// A: for r < rows, p < la: out[r * ldo + p] (+)= sum_k w[k * ws + r] * in[koff[k] + p]
-using ConvDirectA = void (*)(int64_t rows, int64_t K, const int64_t* koff, const float* in, const float* w, int64_t ws,
-                             float* out, int64_t ldo, bool acc_in);
+// A: for r < rows, p < cols (<= la, rounded up to whole vectors):
+// out[r * ldo + p] (+)= sum_k w[k * ws + r] * in[koff[k] + p]; with `fin` the sums go to Y
+// instead (see DirectOut), out only read (acc_in).
+using ConvDirectA = void (*)(int64_t rows, int64_t cols, int64_t K, const int64_t* koff, const float* in,
+                             const float* w, int64_t ws, float* out, int64_t ldo, bool acc_in, const DirectOut* fin);
 // B: for r < rows, j < lb: out[r * lb + j] (+)= sum_k w[k * lb + j] * in[koff[k] + pos[r]];
 // meanwhile the first min(K, next_lines) 64-byte lines from `next` (the weights the caller
 // multiplies next) are prefetched into L2.

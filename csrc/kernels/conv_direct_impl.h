@@ -1,6 +1,9 @@
 // The direct-convolution micro-kernels of conv_direct.h, written once over a vector traits type
-// `V` (T: register type, L: lanes, zero/loadu/bcast/fma/storeu) that each per-ISA file defines
-// before including this header; compiled with that file's ISA flags.
+// `V` (T: register type, L: lanes, zero/loadu/bcast/fma/storeu; for the fused store set1/add/mul/
+// max/min (x86 semantics: the second operand when either is NaN), ge0_or (x >= 0 ? x : y), Mask
+// and lanes(lo, hi), load_lanes/store_lanes (a mask's lanes at p + lane, the others zero /
+// untouched)) that each
+// per-ISA file defines before including this header; compiled with that file's ISA flags.
 #pragma once
 #include <cstdint>
 
@@ -11,9 +14,51 @@
 namespace onnxfast {
 namespace direct_impl {
 
+// The fused epilogue on one channel row's final values (MicroEpilogue's operations, in
+// Activation::apply's order); res points at lane 0's residual, read in the lanes of m.
+template <class V>
+typename V::T finish(const MicroEpilogue& e, float b, const float* res, typename V::Mask m, typename V::T r) {
+  if (res) r = V::add(V::add(r, V::set1(b)), V::load_lanes(res, m));
+  else if (b != 0.f) r = V::add(r, V::set1(b));
+  switch (e.op) {
+    case MicroEpilogue::kNone: break;
+    case MicroEpilogue::kRelu: r = V::max(V::zero(), r); break;
+    case MicroEpilogue::kClip: r = V::min(V::set1(e.p1), V::max(V::set1(e.p0), r)); break;
+    case MicroEpilogue::kLeakyRelu: r = V::ge0_or(r, V::mul(r, V::set1(e.p0))); break;
+  }
+  return r;
+}
+
+// The runs of a call's lanes that are outputs: vector v's lanes [lo, hi) go to Y offset at + lane
+// (per channel row, + r * ldy). Found once per call for all its channel rows: a vector spans at
+// most L / Wph + 2 plane rows.
+template <class V>
+struct OutRun {
+  int v, lo, hi;
+  int64_t at;
+  typename V::Mask mask;
+};
+
+template <class V, int NV>
+int out_runs(const DirectOut& d, OutRun<V>* runs) {
+  int n = 0;
+  int64_t oy = d.p / d.Wph;
+  for (int v = 0; v < NV; ++v) {
+    const int64_t P = d.p + v * V::L;
+    while ((oy + 1) * d.Wph <= P) ++oy;
+    for (int64_t y = oy; y * d.Wph < P + V::L && y < d.row_end; ++y) {
+      const int64_t start = y * d.Wph - P;  // lane of column 0 of plane row y (may be negative)
+      const int lo = static_cast<int>(start < 0 ? 0 : start);
+      const int hi = static_cast<int>(start + d.OW < V::L ? start + d.OW : V::L);
+      if (lo < hi) runs[n++] = OutRun<V>{v, lo, hi, y * d.OW - start, V::lanes(lo, hi)};
+    }
+  }
+  return n;
+}
+
 template <class V, int R, int NV>
-void kern_a(int64_t rows, int64_t K, const int64_t* koff, const float* in, const float* w, int64_t ws, float* out,
-            int64_t ldo, bool acc_in) {
+void kern_a_nv(int64_t rows, int64_t K, const int64_t* koff, const float* in, const float* w, int64_t ws, float* out,
+               int64_t ldo, bool acc_in, const DirectOut* fin) {
   typename V::T acc[R][NV];
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < NV; ++v) acc[r][v] = acc_in && r < rows ? V::loadu(out + r * ldo + v * V::L) : V::zero();
@@ -27,10 +72,44 @@ void kern_a(int64_t rows, int64_t K, const int64_t* koff, const float* in, const
       for (int v = 0; v < NV; ++v) acc[r][v] = V::fma(b, x[v], acc[r][v]);
     }
   }
+  if (fin) {
+    OutRun<V> runs[NV * (V::L + 2)];
+    const int nruns = out_runs<V, NV>(*fin, runs);
+    const MicroEpilogue& e = fin->ep;
+    for (int r = 0; r < R; ++r) {
+      if (r >= rows) break;
+      const float b = e.row_bias ? e.row_bias[r] : 0.f;
+      float* yr = fin->y + r * fin->ldy;
+      const float* res = e.residual ? e.residual + r * fin->ldy : nullptr;
+      for (int i = 0; i < nruns; ++i) {
+        const OutRun<V>& u = runs[i];
+        typename V::T x = acc[r][0];
+        for (int v = 1; v < NV; ++v)
+          if (u.v == v) x = acc[r][v];
+        x = finish<V>(e, b, res ? res + u.at : nullptr, u.mask, x);
+        if (u.hi - u.lo == V::L) V::storeu(yr + u.at, x);
+        else V::store_lanes(yr + u.at, u.mask, x);
+      }
+    }
+    return;
+  }
   for (int r = 0; r < R; ++r) {
     if (r >= rows) break;
     for (int v = 0; v < NV; ++v) V::storeu(out + r * ldo + v * V::L, acc[r][v]);
   }
+}
+
+// A chunk's last tile, `cols` < R x L positions, computes only the vectors it needs.
+template <class V, int R, int NV>
+void kern_a(int64_t rows, int64_t cols, int64_t K, const int64_t* koff, const float* in, const float* w, int64_t ws,
+            float* out, int64_t ldo, bool acc_in, const DirectOut* fin) {
+  if constexpr (NV > 1) {
+    if (cols <= (NV - 1) * V::L) {
+      kern_a<V, R, NV - 1>(rows, cols, K, koff, in, w, ws, out, ldo, acc_in, fin);
+      return;
+    }
+  }
+  kern_a_nv<V, R, NV>(rows, K, koff, in, w, ws, out, ldo, acc_in, fin);
 }
 
 template <class V, int R, int NV>
