@@ -1,9 +1,9 @@
 // The direct-convolution micro-kernels of conv_direct.h, written once over a vector traits type
-// `V` (T: register type, L: lanes, zero/loadu/bcast/fma/storeu; for the fused store set1/add/mul/
-// max/min (x86 semantics: the second operand when either is NaN), ge0_or (x >= 0 ? x : y), Mask
-// and lanes(lo, hi), load_lanes/store_lanes (a mask's lanes at p + lane, the others zero /
-// untouched)) that each
-// per-ISA file defines before including this header; compiled with that file's ISA flags.
+// `V` that each per-ISA file defines before including this header (compiled with that file's ISA
+// flags): T (register type), L (lanes), zero/loadu/bcast/fma/storeu, and for the fused store into
+// Y set1/add/mul/max/min (x86 semantics: the second operand when either is NaN), ge0_or
+// (x >= 0 ? x : y), Mask with lanes(lo, hi), load_lanes/store_lanes (a mask's lanes at p + lane,
+// the others zero / untouched).
 #pragma once
 #include <cstdint>
 
