@@ -1,33 +1,17 @@
 // The direct-convolution micro-kernels of conv_direct.h, written once over a vector traits type
-// `V` that each per-ISA file defines before including this header (compiled with that file's ISA
-// flags): T (register type), L (lanes), zero/loadu/bcast/fma/storeu, and for the fused store into
-// Y set1/add/mul/max/min (x86 semantics: the second operand when either is NaN), ge0_or
-// (x >= 0 ? x : y), Mask with lanes(lo, hi), load_lanes/store_lanes (a mask's lanes at p + lane,
-// the others zero / untouched).
+// `V` (simd_avx2.h / simd_avx512.h: T, L, zero/loadu/bcast/fma/storeu, Mask/lanes/store_lanes, and
+// what micro_epilogue.h needs) that each per-ISA file includes before this header (compiled with
+// that file's ISA flags).
 #pragma once
 #include <cstdint>
 
 #include <xmmintrin.h>  // _mm_prefetch
 
 #include "conv_direct.h"
+#include "micro_epilogue.h"
 
 namespace onnxfast {
 namespace direct_impl {
-
-// The fused epilogue on one channel row's final values (MicroEpilogue's operations, in
-// Activation::apply's order); res points at lane 0's residual, read in the lanes of m.
-template <class V>
-typename V::T finish(const MicroEpilogue& e, float b, const float* res, typename V::Mask m, typename V::T r) {
-  if (res) r = V::add(V::add(r, V::set1(b)), V::load_lanes(res, m));
-  else if (b != 0.f) r = V::add(r, V::set1(b));
-  switch (e.op) {
-    case MicroEpilogue::kNone: break;
-    case MicroEpilogue::kRelu: r = V::max(V::zero(), r); break;
-    case MicroEpilogue::kClip: r = V::min(V::set1(e.p1), V::max(V::set1(e.p0), r)); break;
-    case MicroEpilogue::kLeakyRelu: r = V::ge0_or(r, V::mul(r, V::set1(e.p0))); break;
-  }
-  return r;
-}
 
 // The runs of a call's lanes that are outputs: vector v's lanes [lo, hi) go to Y offset at + lane
 // (per channel row, + r * ldy). Found once per call for all its channel rows: a vector spans at
@@ -86,7 +70,7 @@ void kern_a_nv(int64_t rows, int64_t K, const int64_t* koff, const float* in, co
         typename V::T x = acc[r][0];
         for (int v = 1; v < NV; ++v)
           if (u.v == v) x = acc[r][v];
-        x = finish<V>(e, b, res ? res + u.at : nullptr, u.mask, x);
+        x = micro_epilogue<V>(e, b, res ? res + u.at : nullptr, u.mask, x);
         if (u.hi - u.lo == V::L) V::storeu(yr + u.at, x);
         else V::store_lanes(yr + u.at, u.mask, x);
       }

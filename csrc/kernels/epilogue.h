@@ -60,6 +60,18 @@ struct Activation {
     return true;
   }
 
+  // The activation of a MicroEpilogue (to_micro's inverse).
+  static Activation from_micro(const MicroEpilogue& e) {
+    Activation act;
+    act.kind = e.op == MicroEpilogue::kRelu        ? kRelu
+               : e.op == MicroEpilogue::kClip      ? kClip
+               : e.op == MicroEpilogue::kLeakyRelu ? kLeakyRelu
+                                                   : kNone;
+    act.p0 = e.p0;
+    act.p1 = e.p1;
+    return act;
+  }
+
   // row[j] = act(src[j] + b + res[j]) for j < n (res may be null; src may be row).
   void apply(const float* src, float* row, int64_t n, float b, const float* res) const {
     if (res)

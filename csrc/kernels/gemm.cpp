@@ -48,29 +48,6 @@ inline int64_t ceil_div(int64_t x, int64_t m) { return (x + m - 1) / m; }
 // x86-64 baseline, NEON on aarch64), so it vectorizes without any ISA flag.
 typedef float v4f __attribute__((vector_size(16)));
 
-// The fused epilogue on n of row i's final values (see MicroEpilogue).
-void portable_finish(const MicroEpilogue& e, int64_t i, float* v, int64_t n) {
-  const float b = e.row_bias ? e.row_bias[i] : 0.f;
-  if (e.residual) {
-    const float* res = e.residual + i * e.ldr;
-    for (int64_t j = 0; j < n; ++j) v[j] = v[j] + b + res[j];
-  } else if (b != 0.f) {
-    for (int64_t j = 0; j < n; ++j) v[j] += b;
-  }
-  switch (e.op) {
-    case MicroEpilogue::kNone: break;
-    case MicroEpilogue::kRelu:
-      for (int64_t j = 0; j < n; ++j) v[j] = v[j] < 0.f ? 0.f : v[j];
-      break;
-    case MicroEpilogue::kClip:
-      for (int64_t j = 0; j < n; ++j) v[j] = v[j] < e.p0 ? e.p0 : (v[j] > e.p1 ? e.p1 : v[j]);
-      break;
-    case MicroEpilogue::kLeakyRelu:
-      for (int64_t j = 0; j < n; ++j) v[j] = v[j] >= 0.f ? v[j] : e.p0 * v[j];
-      break;
-  }
-}
-
 template <int R, bool Rows>
 void portable_kern(int64_t kc, const float* __restrict a, int64_t as, const float* __restrict b, float* __restrict c,
                    int64_t ldc, int64_t nr, float alpha, float beta, const MicroEpilogue* ep) {
@@ -94,7 +71,9 @@ void portable_kern(int64_t kc, const float* __restrict a, int64_t as, const floa
       for (int64_t j = 0; j < nr; ++j) out[j] = alpha * out[j];
     else
       for (int64_t j = 0; j < nr; ++j) out[j] = alpha * out[j] + beta * ci[j];
-    if (ep) portable_finish(*ep, i, out, nr);
+    if (ep)  // the scalar epilogue itself: MicroEpilogue's operations are Activation::apply's
+      Activation::from_micro(*ep).apply(out, out, nr, ep->row_bias ? ep->row_bias[i] : 0.f,
+                                        ep->residual ? ep->residual + i * ep->ldr : nullptr);
     std::memcpy(ci, out, sizeof(float) * nr);
   }
 }

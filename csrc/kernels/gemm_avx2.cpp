@@ -1,8 +1,8 @@
 // AVX2 + FMA SGEMM micro-kernel: up to 6 rows x 16 columns (12 ymm accumulators); A packed or read in place.
 // Compiled with -mavx2 -mfma; only called when the CPU has them.
-#include <immintrin.h>
-
 #include "gemm_tiers.h"
+#include "micro_epilogue.h"
+#include "simd_avx2.h"
 
 namespace onnxfast {
 namespace {
@@ -11,25 +11,6 @@ inline __m256i tail_mask(int64_t n) {  // first n of 8 lanes
   alignas(32) static const int32_t m[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
   n = n < 0 ? 0 : (n > 8 ? 8 : n);
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(m + 8 - n));
-}
-
-// The fused epilogue on 8 of one row's final values (see MicroEpilogue); `res` points at their residual.
-template <bool Tail>
-inline __m256 finish(const MicroEpilogue& e, int64_t i, const float* res, __m256i m, __m256 r) {
-  const float b = e.row_bias ? e.row_bias[i] : 0.f;
-  if (e.residual)
-    r = _mm256_add_ps(_mm256_add_ps(r, _mm256_set1_ps(b)), Tail ? _mm256_maskload_ps(res, m) : _mm256_loadu_ps(res));
-  else if (b != 0.f)
-    r = _mm256_add_ps(r, _mm256_set1_ps(b));
-  switch (e.op) {
-    case MicroEpilogue::kNone: break;
-    case MicroEpilogue::kRelu: r = _mm256_max_ps(_mm256_setzero_ps(), r); break;
-    case MicroEpilogue::kClip: r = _mm256_min_ps(_mm256_set1_ps(e.p1), _mm256_max_ps(_mm256_set1_ps(e.p0), r)); break;
-    case MicroEpilogue::kLeakyRelu:
-      r = _mm256_blendv_ps(_mm256_mul_ps(r, _mm256_set1_ps(e.p0)), r, _mm256_cmp_ps(r, _mm256_setzero_ps(), _CMP_GE_OQ));
-      break;
-  }
-  return r;
 }
 
 template <int R, bool Rows>
@@ -56,6 +37,7 @@ void kern(int64_t kc, const float* a, int64_t as, const float* b, float* c, int6
   const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
   const bool read_c = beta != 0.f;
   if (nr == 16) {
+    const V::Mask all = V::lanes(0, 8);  // the epilogue's residual loads
 #pragma GCC unroll 6
     for (int i = 0; i < R; ++i) {
       float* ci = c + i * ldc;
@@ -65,9 +47,10 @@ void kern(int64_t kc, const float* a, int64_t as, const float* b, float* c, int6
         r1 = _mm256_fmadd_ps(_mm256_loadu_ps(ci + 8), vb, r1);
       }
       if (ep) {
+        const float b = ep->row_bias ? ep->row_bias[i] : 0.f;
         const float* res = ep->residual ? ep->residual + i * ep->ldr : nullptr;
-        r0 = finish<false>(*ep, i, res, __m256i(), r0);
-        r1 = finish<false>(*ep, i, res ? res + 8 : nullptr, __m256i(), r1);
+        r0 = micro_epilogue<V>(*ep, b, res, all, r0);
+        r1 = micro_epilogue<V>(*ep, b, res ? res + 8 : nullptr, all, r1);
       }
       _mm256_storeu_ps(ci, r0);
       _mm256_storeu_ps(ci + 8, r1);
@@ -83,9 +66,10 @@ void kern(int64_t kc, const float* a, int64_t as, const float* b, float* c, int6
         r1 = _mm256_fmadd_ps(_mm256_maskload_ps(ci + 8, m1), vb, r1);
       }
       if (ep) {
+        const float b = ep->row_bias ? ep->row_bias[i] : 0.f;
         const float* res = ep->residual ? ep->residual + i * ep->ldr : nullptr;
-        r0 = finish<true>(*ep, i, res, m0, r0);
-        r1 = finish<true>(*ep, i, res ? res + 8 : nullptr, m1, r1);
+        r0 = micro_epilogue<V>(*ep, b, res, m0, r0);
+        r1 = micro_epilogue<V>(*ep, b, res ? res + 8 : nullptr, m1, r1);
       }
       _mm256_maskstore_ps(ci, m0, r0);
       _mm256_maskstore_ps(ci + 8, m1, r1);

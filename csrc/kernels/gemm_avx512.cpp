@@ -1,38 +1,15 @@
 // AVX-512 SGEMM micro-kernel: up to 12 rows x 32 columns (24 zmm accumulators), two packed
 // 16-column panels per call; A packed or read in place; masked loads/stores for column tails.
 // Compiled with -mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma; only called on such CPUs.
-#include <immintrin.h>
-
 #include "gemm_tiers.h"
-
-// GCC 12 reports the _mm512_undefined_ps() pass-through inside _mm512_max_ps/_mm512_min_ps as
-// "may be used uninitialized" once they are inlined into the unrolled store (a false positive).
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include "micro_epilogue.h"
+#include "simd_avx512.h"
 
 namespace onnxfast {
 namespace {
 
 inline __mmask16 mask_of(int64_t n) {
   return n >= 16 ? static_cast<__mmask16>(0xFFFF) : n <= 0 ? 0 : static_cast<__mmask16>((1u << n) - 1);
-}
-
-// The fused epilogue on one row's final values (see MicroEpilogue).
-inline __m512 finish(const MicroEpilogue& e, int64_t i, const float* res, __mmask16 m, __m512 r) {
-  const float b = e.row_bias ? e.row_bias[i] : 0.f;
-  if (e.residual)
-    r = _mm512_add_ps(_mm512_add_ps(r, _mm512_set1_ps(b)), _mm512_maskz_loadu_ps(m, res));
-  else if (b != 0.f)
-    r = _mm512_add_ps(r, _mm512_set1_ps(b));
-  switch (e.op) {
-    case MicroEpilogue::kNone: break;
-    case MicroEpilogue::kRelu: r = _mm512_max_ps(_mm512_setzero_ps(), r); break;
-    case MicroEpilogue::kClip: r = _mm512_min_ps(_mm512_set1_ps(e.p1), _mm512_max_ps(_mm512_set1_ps(e.p0), r)); break;
-    case MicroEpilogue::kLeakyRelu:
-      r = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(r, _mm512_setzero_ps(), _CMP_GE_OQ),
-                               _mm512_mul_ps(r, _mm512_set1_ps(e.p0)), r);
-      break;
-  }
-  return r;
 }
 
 template <int R, bool Two, bool Rows>
@@ -78,9 +55,10 @@ void kern(int64_t kc, const float* a, int64_t as, const float* b0, const float* 
       if (Two) r1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m1, ci + 16), vb, r1);
     }
     if (ep) {
+      const float b = ep->row_bias ? ep->row_bias[i] : 0.f;
       const float* res = ep->residual ? ep->residual + i * ep->ldr : nullptr;
-      r0 = finish(*ep, i, res, m0, r0);
-      if (Two) r1 = finish(*ep, i, res ? res + 16 : nullptr, m1, r1);
+      r0 = micro_epilogue<V>(*ep, b, res, m0, r0);
+      if (Two) r1 = micro_epilogue<V>(*ep, b, res ? res + 16 : nullptr, m1, r1);
     }
     _mm512_mask_storeu_ps(ci, m0, r0);
     if (Two) _mm512_mask_storeu_ps(ci + 16, m1, r1);

@@ -1,0 +1,31 @@
+// The AVX-512 vector traits `V` the templated kernels are written over (conv_direct_impl.h,
+// micro_epilogue.h), for files compiled with -mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma.
+// In an anonymous namespace, so each file's instantiations stay its own.
+#pragma once
+#include <immintrin.h>
+
+// GCC 12 reports the _mm512_undefined_ps() pass-through inside _mm512_max_ps/_mm512_min_ps as
+// "may be used uninitialized" once they are inlined (a false positive).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+namespace {
+struct V {
+  using T = __m512;
+  static constexpr int L = 16;
+  static T zero() { return _mm512_setzero_ps(); }
+  static T loadu(const float* p) { return _mm512_loadu_ps(p); }
+  static T bcast(const float* p) { return _mm512_set1_ps(*p); }
+  static T fma(T a, T b, T c) { return _mm512_fmadd_ps(a, b, c); }
+  static void storeu(float* p, T v) { _mm512_storeu_ps(p, v); }
+  static T set1(float x) { return _mm512_set1_ps(x); }
+  static T add(T a, T b) { return _mm512_add_ps(a, b); }
+  static T mul(T a, T b) { return _mm512_mul_ps(a, b); }
+  static T max(T a, T b) { return _mm512_max_ps(a, b); }
+  static T min(T a, T b) { return _mm512_min_ps(a, b); }
+  static T ge0_or(T x, T y) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, zero(), _CMP_GE_OQ), y, x); }
+  using Mask = __mmask16;
+  static Mask lanes(int lo, int hi) { return static_cast<__mmask16>(((1u << hi) - 1) & ~((1u << lo) - 1)); }
+  static T load_lanes(const float* p, Mask m) { return _mm512_maskz_loadu_ps(m, p); }
+  static void store_lanes(float* p, Mask m, T v) { _mm512_mask_storeu_ps(p, m, v); }
+};
+}  // namespace
