@@ -98,7 +98,10 @@ struct Activation {
         for (int64_t j = 0; j < n; ++j) row[j] = row[j] < 0.f ? 0.f : row[j];
         break;
       case kClip:
-        for (int64_t j = 0; j < n; ++j) row[j] = row[j] < p0 ? p0 : (row[j] > p1 ? p1 : row[j]);
+        for (int64_t j = 0; j < n; ++j) {  // min(hi, max(lo, x)): hi wins when lo > hi, as Clip does
+          const float v = row[j] < p0 ? p0 : row[j];
+          row[j] = v > p1 ? p1 : v;
+        }
         break;
       case kLeakyRelu:
         for (int64_t j = 0; j < n; ++j) row[j] = row[j] >= 0.f ? row[j] : p0 * row[j];

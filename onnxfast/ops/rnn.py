@@ -8,6 +8,7 @@ import numpy as np
 from .. import errors
 from ..registry import op
 from ._common import invalid
+from .math import relu
 
 
 def _sigmoid(x):
@@ -26,7 +27,7 @@ def _softplus(x):
 
 # name -> (uses alpha, uses beta, default alpha, default beta, builder(alpha, beta) -> fn)
 _ACTS = {
-    "relu": (False, False, None, None, lambda a, b: lambda x: np.maximum(x, 0)),
+    "relu": (False, False, None, None, lambda a, b: relu),
     "tanh": (False, False, None, None, lambda a, b: np.tanh),
     "sigmoid": (False, False, None, None, lambda a, b: _sigmoid),
     "affine": (True, True, 1.0, 0.0, lambda a, b: lambda x: x * x.dtype.type(a) + x.dtype.type(b)),

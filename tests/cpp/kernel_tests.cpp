@@ -118,9 +118,6 @@ void test_sgemm_threads_bitwise() {
   check(std::memcmp(c1.data(), c2.data(), c1.size() * sizeof(float)) == 0, "sgemm: 1 and 2 threads bitwise equal");
 }
 
-// choose_grid: one thread takes the fewest tiles; threads get P..4P tasks whenever the product
-// has that many strips x column steps (counting the outer copies), else as many as it has; the
-// tiles cover C exactly once (mc, nc multiples of mr, step; no empty tile).
 // sgemm_kblock's fused store (MicroEpilogue) against the separate pass it replaces
 // (Activation::apply on the stored rows): bitwise, over row tails of every tier's strip, column
 // tails of its panels, two K blocks, zero and NaN values, each op with and without a residual.
@@ -172,6 +169,9 @@ void test_sgemm_kblock_epilogue() {
           }
 }
 
+// choose_grid: one thread takes the fewest tiles; threads get P..4P tasks whenever the product
+// has that many strips x column steps (counting the outer copies), else as many as it has; the
+// tiles cover C exactly once (mc, nc multiples of mr, step; no empty tile).
 void test_choose_grid() {
   auto tiles = [](int64_t total, int64_t parts, int64_t unit) {
     const int64_t size = ((total + parts - 1) / parts + unit - 1) / unit * unit;
