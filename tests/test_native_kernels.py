@@ -642,6 +642,8 @@ FUSED_CONV_CASES = {
     "direct_a": dict(x=(2, 5, 11, 11), w=(13, 5, 3, 3), pads=[1, 1, 1, 1], direct="a"),
     "direct_a_k7s2": dict(x=(1, 3, 23, 21), w=(10, 3, 7, 7), strides=[2, 2], pads=[3, 3, 3, 3], direct="a"),
     "direct_a_2blocks": dict(x=(1, 40, 9, 8), w=(9, 40, 3, 3), pads=[1, 0, 1, 2], direct="a"),
+    # Plane rows of 5 (3 outputs + 2 garbage): one AVX2 vector spans two rows and part of a third.
+    "direct_a_narrow": dict(x=(1, 3, 6, 5), w=(6, 3, 3, 3), direct="a"),
     "direct_b": dict(x=(1, 40, 9, 8), w=(70, 40, 3, 3), pads=[1, 1, 1, 1], direct="b"),
 }
 ACTIVATIONS = {"none": None, "relu": ("Relu", {}), "leaky": ("LeakyRelu", {"alpha": 0.1}),
