@@ -31,6 +31,7 @@ class ConvKernel : public Kernel {
   explicit ConvKernel(const KernelArgs& a)
       : name_(a.op_type + " '" + a.node_name + "'"),
         act_(Activation::from_args(a, a.op_type + " '" + a.node_name + "'")),
+        act_in_store_(act_.to_micro(micro_act_)),
         auto_pad_(a.get_string("auto_pad", "NOTSET")),
         group_(a.get_int("group", 1)),
         kernel_shape_(a.get_ints("kernel_shape")),
@@ -194,8 +195,8 @@ class ConvKernel : public Kernel {
         const float* res = residual ? residual + (n * g.M + gr * Mg) * out_size + j0 : nullptr;
         // Bias, residual and a simple activation are applied by the micro-kernel as it stores the
         // last K block (the tile is written once); other activations run as a pass on the tile.
-        MicroEpilogue mep;
-        const bool fused = kdim > 0 && act_.to_micro(mep);
+        MicroEpilogue mep = micro_act_;
+        const bool fused = kdim > 0 && act_in_store_;
         mep.row_bias = bias ? bias + gr * Mg + m0 : nullptr;
         mep.residual = res ? res + m0 * out_size : nullptr;
         mep.ldr = out_size;
@@ -682,12 +683,11 @@ class ConvKernel : public Kernel {
             // The last channel block stores into Y, bias, residual and a simple activation
             // applied on the way (DirectOut); earlier blocks accumulate in the scratch tile.
             DirectOut d;
-            const bool fused = act_.to_micro(d.ep);
+            d.ep = micro_act_;
             d.ep.row_bias = bias ? bias + gr * Mg + m0 : nullptr;
             d.ep.residual = rn ? rn + (gr * Mg + m0) * OHW : nullptr;
             d.ep.ldr = OHW;
             d.y = yn + (gr * Mg + m0) * OHW;
-            d.ldy = OHW;
             d.Wph = pl.Wph;
             d.OW = OW;
             d.row_end = oy1;
@@ -699,7 +699,7 @@ class ConvKernel : public Kernel {
                      scratch.data() + i * la, ldo, ib > 0, ib + 1 == ncb ? &d : nullptr);
               }
             }
-            if (!fused)  // the activation a micro-kernel does not apply, as a pass over the rows
+            if (!act_in_store_)  // the activation a micro-kernel does not apply, as a pass over the rows
               for (int64_t r = 0; r < rows; ++r) act_.apply(d.y + r * OHW + oy0 * OW, (oy1 - oy0) * OW);
           }
         }
@@ -786,6 +786,10 @@ class ConvKernel : public Kernel {
 
   std::string name_;
   Activation act_;
+  // The activation as the micro-kernels' fused store applies it (op and parameters; the callers
+  // fill in bias and residual), when it is one they apply (None, Relu, Clip, LeakyRelu).
+  MicroEpilogue micro_act_;
+  bool act_in_store_;
   std::string auto_pad_;
   int64_t group_;
   Shape kernel_shape_, strides_, dilations_, pads_;

@@ -19,10 +19,9 @@ namespace onnxfast {
 // P % Wph) is output (oy, ox) = that row and column when ox < OW (the Wph - OW columns past OW are
 // the garbage positions; rows at or past row_end belong to another task and are not stored),
 // finished by `ep` on the way (its row_bias per channel row of the call, its residual laid out
-// like y, ldr = ldy).
+// like y: y's channel rows are ep.ldr floats apart, OH * OW).
 struct DirectOut {
   float* y = nullptr;  // the call's first channel row, output (0, 0)
-  int64_t ldy = 0;     // floats between channel rows (OH * OW)
   int64_t p = 0;       // plane position of the call's first lane
   int64_t Wph = 0, OW = 0, row_end = 0;
   MicroEpilogue ep;

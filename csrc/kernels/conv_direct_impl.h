@@ -14,7 +14,7 @@ namespace onnxfast {
 namespace direct_impl {
 
 // The runs of a call's lanes that are outputs: vector v's lanes [lo, hi) go to Y offset at + lane
-// (per channel row, + r * ldy). Found once per call for all its channel rows: a vector spans at
+// (per channel row, + r * ep.ldr). Found once per call for all its channel rows: a vector spans at
 // most L / Wph + 2 plane rows.
 template <class V>
 struct OutRun {
@@ -62,9 +62,9 @@ void kern_a_nv(int64_t rows, int64_t K, const int64_t* koff, const float* in, co
     const MicroEpilogue& e = fin->ep;
     for (int r = 0; r < R; ++r) {
       if (r >= rows) break;
-      const float b = e.row_bias ? e.row_bias[r] : 0.f;
-      float* yr = fin->y + r * fin->ldy;
-      const float* res = e.residual ? e.residual + r * fin->ldy : nullptr;
+      const float b = e.bias(r);
+      float* yr = fin->y + r * e.ldr;
+      const float* res = e.residual_row(r);
       for (int i = 0; i < nruns; ++i) {
         const OutRun<V>& u = runs[i];
         typename V::T x = acc[r][0];

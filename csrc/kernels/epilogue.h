@@ -47,14 +47,10 @@ struct Activation {
 
   // Sets e's op to this activation and returns true when a micro-kernel can apply it in its
   // store (None, Relu, Clip, LeakyRelu); false for the others, which run as a pass.
+  // (MicroEpilogue::Op numbers the first four Kinds alike.)
   bool to_micro(MicroEpilogue& e) const {
-    switch (kind) {
-      case kNone: e.op = MicroEpilogue::kNone; break;
-      case kRelu: e.op = MicroEpilogue::kRelu; break;
-      case kClip: e.op = MicroEpilogue::kClip; break;
-      case kLeakyRelu: e.op = MicroEpilogue::kLeakyRelu; break;
-      default: return false;
-    }
+    if (kind > kLeakyRelu) return false;
+    e.op = static_cast<MicroEpilogue::Op>(kind);
     e.p0 = p0;
     e.p1 = p1;
     return true;
@@ -63,10 +59,7 @@ struct Activation {
   // The activation of a MicroEpilogue (to_micro's inverse).
   static Activation from_micro(const MicroEpilogue& e) {
     Activation act;
-    act.kind = e.op == MicroEpilogue::kRelu        ? kRelu
-               : e.op == MicroEpilogue::kClip      ? kClip
-               : e.op == MicroEpilogue::kLeakyRelu ? kLeakyRelu
-                                                   : kNone;
+    act.kind = static_cast<Kind>(e.op);
     act.p0 = e.p0;
     act.p1 = e.p1;
     return act;
@@ -113,5 +106,11 @@ struct Activation {
     }
   }
 };
+
+static_assert(static_cast<int>(Activation::kNone) == MicroEpilogue::kNone &&
+                  static_cast<int>(Activation::kRelu) == MicroEpilogue::kRelu &&
+                  static_cast<int>(Activation::kClip) == MicroEpilogue::kClip &&
+                  static_cast<int>(Activation::kLeakyRelu) == MicroEpilogue::kLeakyRelu,
+              "MicroEpilogue::Op and Activation::Kind number the simple activations alike");
 
 }  // namespace onnxfast

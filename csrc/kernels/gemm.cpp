@@ -54,6 +54,8 @@ void portable_kern(int64_t kc, const float* __restrict a, int64_t as, const floa
   v4f acc[R][4];
   for (int i = 0; i < R; ++i)
     for (int j = 0; j < 4; ++j) acc[i][j] = v4f{0.f, 0.f, 0.f, 0.f};
+  // The scalar epilogue itself: MicroEpilogue's operations are Activation::apply's.
+  const Activation act = ep ? Activation::from_micro(*ep) : Activation{};
   for (int64_t k = 0; k < kc; ++k) {
     v4f bv[4];
     std::memcpy(bv, b + k * kNR, sizeof(bv));
@@ -71,9 +73,7 @@ void portable_kern(int64_t kc, const float* __restrict a, int64_t as, const floa
       for (int64_t j = 0; j < nr; ++j) out[j] = alpha * out[j];
     else
       for (int64_t j = 0; j < nr; ++j) out[j] = alpha * out[j] + beta * ci[j];
-    if (ep)  // the scalar epilogue itself: MicroEpilogue's operations are Activation::apply's
-      Activation::from_micro(*ep).apply(out, out, nr, ep->row_bias ? ep->row_bias[i] : 0.f,
-                                        ep->residual ? ep->residual + i * ep->ldr : nullptr);
+    if (ep) act.apply(out, out, nr, ep->bias(i), ep->residual_row(i));
     std::memcpy(ci, out, sizeof(float) * nr);
   }
 }
@@ -379,16 +379,12 @@ void sgemm_kblock(const PackedA& A, int64_t m0, int64_t m1, int64_t k0, int64_t 
   const GemmTier& tier = gemm_tier();
   const int64_t mr = A.mr, step = kNR * tier.panels;
   const float* ablk = A.data.get() + k0 * A.mpad;
-  MicroEpilogue e = ep ? *ep : MicroEpilogue{};
   for (int64_t j0 = 0; j0 < nc; j0 += step) {
     int64_t nr = std::min(step, nc - j0);
     const float* p0 = Bblock + (j0 / kNR) * kNR * kc;
     const float* p1 = nr > kNR ? p0 + kNR * kc : nullptr;
     for (int64_t i0 = m0; i0 < m1; i0 += mr) {
-      if (ep) {  // the call's rows and columns
-        e.row_bias = ep->row_bias ? ep->row_bias + (i0 - m0) : nullptr;
-        e.residual = ep->residual ? ep->residual + (i0 - m0) * ep->ldr + j0 : nullptr;
-      }
+      const MicroEpilogue e = ep ? ep->at(i0 - m0, j0) : MicroEpilogue{};  // the call's rows and columns
       tier.kernel(std::min(mr, m1 - i0), kc, ablk + i0 * kc, mr, false, p0, p1, C + (i0 - m0) * ldc + j0, ldc, nr,
                   1.f, beta, ep ? &e : nullptr);
     }

@@ -7,12 +7,6 @@
 namespace onnxfast {
 namespace {
 
-inline __m256i tail_mask(int64_t n) {  // first n of 8 lanes
-  alignas(32) static const int32_t m[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
-  n = n < 0 ? 0 : (n > 8 ? 8 : n);
-  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(m + 8 - n));
-}
-
 template <int R, bool Rows>
 void kern(int64_t kc, const float* a, int64_t as, const float* b, float* c, int64_t ldc, int64_t nr, float alpha,
           float beta, const MicroEpilogue* ep) {
@@ -37,7 +31,7 @@ void kern(int64_t kc, const float* a, int64_t as, const float* b, float* c, int6
   const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
   const bool read_c = beta != 0.f;
   if (nr == 16) {
-    const V::Mask all = V::lanes(0, 8);  // the epilogue's residual loads
+    const V::Mask all = V::first(8);  // the epilogue's residual loads
 #pragma GCC unroll 6
     for (int i = 0; i < R; ++i) {
       float* ci = c + i * ldc;
@@ -47,8 +41,8 @@ void kern(int64_t kc, const float* a, int64_t as, const float* b, float* c, int6
         r1 = _mm256_fmadd_ps(_mm256_loadu_ps(ci + 8), vb, r1);
       }
       if (ep) {
-        const float b = ep->row_bias ? ep->row_bias[i] : 0.f;
-        const float* res = ep->residual ? ep->residual + i * ep->ldr : nullptr;
+        const float b = ep->bias(i);
+        const float* res = ep->residual_row(i);
         r0 = micro_epilogue<V>(*ep, b, res, all, r0);
         r1 = micro_epilogue<V>(*ep, b, res ? res + 8 : nullptr, all, r1);
       }
@@ -56,7 +50,7 @@ void kern(int64_t kc, const float* a, int64_t as, const float* b, float* c, int6
       _mm256_storeu_ps(ci + 8, r1);
     }
   } else {
-    const __m256i m0 = tail_mask(nr), m1 = tail_mask(nr - 8);
+    const V::Mask m0 = V::first(nr), m1 = V::first(nr - 8);
 #pragma GCC unroll 6
     for (int i = 0; i < R; ++i) {
       float* ci = c + i * ldc;
@@ -66,8 +60,8 @@ void kern(int64_t kc, const float* a, int64_t as, const float* b, float* c, int6
         r1 = _mm256_fmadd_ps(_mm256_maskload_ps(ci + 8, m1), vb, r1);
       }
       if (ep) {
-        const float b = ep->row_bias ? ep->row_bias[i] : 0.f;
-        const float* res = ep->residual ? ep->residual + i * ep->ldr : nullptr;
+        const float b = ep->bias(i);
+        const float* res = ep->residual_row(i);
         r0 = micro_epilogue<V>(*ep, b, res, m0, r0);
         r1 = micro_epilogue<V>(*ep, b, res ? res + 8 : nullptr, m1, r1);
       }

@@ -8,10 +8,6 @@
 namespace onnxfast {
 namespace {
 
-inline __mmask16 mask_of(int64_t n) {
-  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : n <= 0 ? 0 : static_cast<__mmask16>((1u << n) - 1);
-}
-
 template <int R, bool Two, bool Rows>
 void kern(int64_t kc, const float* a, int64_t as, const float* b0, const float* b1, float* c, int64_t ldc, int64_t nr,
           float alpha, float beta, const MicroEpilogue* ep) {
@@ -44,7 +40,7 @@ void kern(int64_t kc, const float* a, int64_t as, const float* b0, const float* 
     }
   }
   const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-  const __mmask16 m0 = mask_of(nr), m1 = mask_of(nr - 16);
+  const V::Mask m0 = V::first(nr), m1 = V::first(nr - 16);
 #pragma GCC unroll 12
   for (int i = 0; i < R; ++i) {
     float* ci = c + i * ldc;
@@ -55,8 +51,8 @@ void kern(int64_t kc, const float* a, int64_t as, const float* b0, const float* 
       if (Two) r1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m1, ci + 16), vb, r1);
     }
     if (ep) {
-      const float b = ep->row_bias ? ep->row_bias[i] : 0.f;
-      const float* res = ep->residual ? ep->residual + i * ep->ldr : nullptr;
+      const float b = ep->bias(i);
+      const float* res = ep->residual_row(i);
       r0 = micro_epilogue<V>(*ep, b, res, m0, r0);
       if (Two) r1 = micro_epilogue<V>(*ep, b, res ? res + 16 : nullptr, m1, r1);
     }

@@ -25,6 +25,16 @@ struct MicroEpilogue {
   int64_t ldr = 0;
   Op op = kNone;
   float p0 = 0.f, p1 = 0.f;  // Clip: lo, hi; LeakyRelu: alpha
+
+  float bias(int64_t i) const { return row_bias ? row_bias[i] : 0.f; }
+  const float* residual_row(int64_t i) const { return residual ? residual + i * ldr : nullptr; }
+  // The same epilogue for the block that starts at row i, column j.
+  MicroEpilogue at(int64_t i, int64_t j) const {
+    MicroEpilogue e = *this;
+    if (row_bias) e.row_bias += i;
+    if (residual) e.residual += i * ldr + j;
+    return e;
+  }
 };
 
 using GemmMicroKernel = void (*)(int64_t rows, int64_t kc, const float* a, int64_t as, bool a_rows, const float* b0,

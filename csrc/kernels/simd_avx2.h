@@ -4,6 +4,8 @@
 #pragma once
 #include <immintrin.h>
 
+#include <cstdint>
+
 namespace {
 struct V {
   using T = __m256;
@@ -20,10 +22,12 @@ struct V {
   static T min(T a, T b) { return _mm256_min_ps(a, b); }
   static T ge0_or(T x, T y) { return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, zero(), _CMP_GE_OQ)); }
   using Mask = __m256i;
-  static Mask lanes(int lo, int hi) {
-    const __m256i i = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    return _mm256_and_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(hi), i), _mm256_cmpgt_epi32(i, _mm256_set1_epi32(lo - 1)));
+  static Mask first(int64_t n) {  // lanes [0, n), n clamped to [0, 8]
+    alignas(32) static const int32_t m[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+    n = n < 0 ? 0 : (n > 8 ? 8 : n);
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(m + 8 - n));
   }
+  static Mask lanes(int lo, int hi) { return _mm256_andnot_si256(first(lo), first(hi)); }  // [lo, hi)
   static T load_lanes(const float* p, Mask m) { return _mm256_maskload_ps(p, m); }
   static void store_lanes(float* p, Mask m, T v) { _mm256_maskstore_ps(p, m, v); }
 };

@@ -4,6 +4,8 @@
 #pragma once
 #include <immintrin.h>
 
+#include <cstdint>
+
 // GCC 12 reports the _mm512_undefined_ps() pass-through inside _mm512_max_ps/_mm512_min_ps as
 // "may be used uninitialized" once they are inlined (a false positive).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -24,7 +26,10 @@ struct V {
   static T min(T a, T b) { return _mm512_min_ps(a, b); }
   static T ge0_or(T x, T y) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, zero(), _CMP_GE_OQ), y, x); }
   using Mask = __mmask16;
-  static Mask lanes(int lo, int hi) { return static_cast<__mmask16>(((1u << hi) - 1) & ~((1u << lo) - 1)); }
+  static Mask first(int64_t n) {  // lanes [0, n), n clamped to [0, 16]
+    return n >= 16 ? static_cast<Mask>(0xFFFF) : n <= 0 ? 0 : static_cast<Mask>((1u << n) - 1);
+  }
+  static Mask lanes(int lo, int hi) { return static_cast<Mask>(first(hi) & ~first(lo)); }  // [lo, hi)
   static T load_lanes(const float* p, Mask m) { return _mm512_maskz_loadu_ps(m, p); }
   static void store_lanes(float* p, Mask m, T v) { _mm512_mask_storeu_ps(p, m, v); }
 };
