@@ -19,3 +19,19 @@ if _ROOT not in sys.path:
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def pytest_report_header(config):
+    """The versions the suite's expectations depend on, so a failure after a dependency's release
+    names it (ci/newest_deps.sh runs the suite on the newest release of everything)."""
+    from importlib import metadata
+
+    names = ("numpy", "onnx", "onnxruntime", "ml_dtypes", "protobuf", "torch", "onnxscript", "transformers",
+             "scikit-learn", "skl2onnx", "lightgbm", "onnxmltools")
+    found = []
+    for n in names:
+        try:
+            found.append(f"{n} {metadata.version(n)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{n} (missing)")
+    return "dependencies: " + ", ".join(found)

@@ -744,7 +744,14 @@ def _cast_e8m0(x: np.ndarray, saturate: bool, round_mode: str) -> np.ndarray:
 
 
 def cast_array(x: np.ndarray, to: int, saturate: bool = True, node=None, round_mode: str = "up") -> np.ndarray:
-    """Cast ``x`` to ONNX element type ``to`` following the Cast spec."""
+    """Cast ``x`` to ONNX element type ``to`` following the Cast spec.
+
+    Floating point to an integer type is undefined by the spec when the value is out of range.
+    onnxfast's choice is onnxruntime's: NaN and +-inf give 0; for int8 .. int64 the value is
+    truncated toward zero as C does (numpy's cast); for the 4- and 2-bit types the value is
+    rounded to nearest even and then keeps its low bits (wraps), the same rule as an
+    integer-to-integer cast. The conformance runner does not compare these elements
+    (tests/conformance/runner.py, ``_undefined_cast_mask``)."""
     dt = np_dtype(to)
     if x.dtype == dt and to != _STRING:
         return x
