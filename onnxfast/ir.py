@@ -116,12 +116,47 @@ class _Ctx:
         self.counter = itertools.count()
 
 
+# Expanding functions (model-local or schema-defined) may not grow a graph past this many nodes:
+# a small model whose functions call the next one twice would otherwise expand exponentially.
+MAX_EXPANDED_NODES = 1_000_000
+
+
+def _supported_opsets() -> dict[str, int]:
+    """The newest opset of each ONNX domain the installed onnx package defines schemas for."""
+    top: dict[str, int] = {}
+    for sch in onnx.defs.get_all_schemas_with_history():
+        top[sch.domain] = max(top.get(sch.domain, 0), sch.since_version)
+    top[""] = max(top.get("", 0), onnx.defs.onnx_opset_version())
+    return top
+
+
+_SUPPORTED_OPSETS: dict[str, int] | None = None
+
+
+def check_opsets(opsets: dict[str, int]) -> None:
+    """Refuse an import of an ONNX-defined domain at an opset newer than its schemas (as onnxruntime
+    does): the model's operators could mean anything there."""
+    global _SUPPORTED_OPSETS
+    if _SUPPORTED_OPSETS is None:
+        _SUPPORTED_OPSETS = _supported_opsets()
+    for domain, version in opsets.items():
+        top = _SUPPORTED_OPSETS.get(domain)
+        if top is None:
+            continue  # a custom domain: its operators are checked one by one
+        shown = domain or "ai.onnx"
+        if version < 1 or version > top:
+            raise InvalidModel(
+                f"the model imports {shown} opset {version}; onnxfast supports {shown} opsets 1 to {top}"
+            )
+
+
 def build_model(proto: onnx.ModelProto, base_dir: str | None, release: bool) -> Model:
     opsets: dict[str, int] = {}
     for o in proto.opset_import:
         opsets["" if o.domain == "ai.onnx" else o.domain] = int(o.version)
     if "" not in opsets and proto.ir_version < 3:
         opsets[""] = 1
+    check_opsets(opsets)
     functions = {(f.domain, f.name, getattr(f, "overload", "")): f for f in proto.functions}
     external = ExternalData(base_dir)
     ctx = _Ctx(opsets, functions, external, release, {})
@@ -308,6 +343,57 @@ def _schema_function(n: onnx.NodeProto, ctx: _Ctx) -> onnx.FunctionProto | None:
     return f
 
 
+def _expanded_size(nodes, ctx: _Ctx, memo: dict, stack: tuple) -> int:
+    """How many nodes ``nodes`` become once model-local functions are expanded (computed per
+    function once, so a chain of functions that each call the next twice costs linear time)."""
+    total = 0
+    for n in nodes:
+        key = (n.domain, n.op_type, getattr(n, "overload", ""))
+        f = ctx.functions.get(key)
+        if f is None:
+            total += 1
+            continue
+        if key in stack:
+            raise InvalidModel(f"function '{n.op_type}' (domain '{n.domain}') calls itself")
+        if key not in memo:
+            memo[key] = _expanded_size(list(f.node), ctx, memo, stack + (key,))
+        total += memo[key]
+        if total > MAX_EXPANDED_NODES:
+            return total
+    return total
+
+
+def _check_arity(n: onnx.NodeProto, name: str, opsets: dict[str, int]) -> None:
+    """A node's inputs and outputs against its operator schema: not more than the schema allows,
+    and every required (non-optional) input and output named. Nodes of domains without ONNX
+    schemas (onnxfast's fused ops, custom domains) are checked by their kernels."""
+    domain = "" if n.domain == "ai.onnx" else n.domain
+    opset = opsets.get(domain)
+    if opset is None:
+        return
+    sch = schema_for(n.op_type, opset, domain)
+    if sch is None:
+        return
+    where = f"node '{name}' ({n.op_type})"
+    O = onnx.defs.OpSchema.FormalParameterOption
+    for kind, names, formals, lo, hi in (
+        ("input", list(n.input), sch.inputs, sch.min_input, sch.max_input),
+        ("output", list(n.output), sch.outputs, sch.min_output, sch.max_output),
+    ):
+        for i, formal in enumerate(formals):
+            if formal.option == O.Variadic:
+                break
+            if formal.option == O.Single and i < lo and i < len(names) and not names[i]:
+                raise InvalidModel(f"{where}: its required {kind} {i} ('{formal.name}') has an empty name")
+        count = len(names)
+        while count and not names[count - 1]:
+            count -= 1  # trailing empty names are omitted optionals
+        if count > hi:
+            raise InvalidModel(f"{where} has {count} {kind}s; {n.op_type}-{sch.since_version} takes at most {hi}")
+        if count < lo:
+            raise InvalidModel(f"{where} has {count} {kind}s; {n.op_type}-{sch.since_version} needs at least {lo}")
+
+
 def _inline_functions(nodes: list[onnx.NodeProto], ctx: _Ctx, depth: int = 0) -> list[onnx.NodeProto]:
     """Replace calls of model-local functions by their bodies, and operators without a kernel by
     the function body their schema defines (recursively)."""
@@ -347,6 +433,12 @@ def _build_graph(gp: onnx.GraphProto, ctx: _Ctx, outer: set[str], inits=None) ->
             value_info[name] = ValueInfo(name, tp)
             ctx.types.setdefault(name, tp)
 
+    expanded = _expanded_size(list(gp.node), ctx, {}, ())
+    if expanded > MAX_EXPANDED_NODES:
+        raise InvalidModel(
+            f"graph '{gp.name}' would have {expanded} nodes once its functions are expanded, more than the "
+            f"{MAX_EXPANDED_NODES} onnxfast accepts"
+        )
     protos = _inline_functions(list(gp.node), ctx)
     defined: dict[str, str] = {}
     for vi in gp.input:
@@ -356,6 +448,7 @@ def _build_graph(gp: onnx.GraphProto, ctx: _Ctx, outer: set[str], inits=None) ->
     nodes: list[Node] = []
     for i, n in enumerate(protos):
         name = n.name or f"{n.op_type}_{i}"
+        _check_arity(n, name, ctx.opsets)
         attrs = _node_attrs(n)
         node = Node(n.op_type, "" if n.domain == "ai.onnx" else n.domain, name, list(n.input), list(n.output), attrs)
         implicit: list[str] = []

@@ -105,8 +105,28 @@ class ExternalData:
         return arr
 
 
+# No tensor of a model may hold more elements than this (2^62 bytes of the smallest type is far
+# beyond any machine; the bound only keeps the element count and byte size in int64).
+_MAX_ELEMENTS = 1 << 60
+
+
+def checked_dims(dims, what: str) -> tuple:
+    """``dims`` as a tuple of ints after checking that none is negative and that their product fits
+    in int64 (an InvalidModel naming ``what`` otherwise)."""
+    shape = tuple(int(d) for d in dims)
+    count = 1
+    for d in shape:
+        if d < 0:
+            raise InvalidModel(f"{what} has a negative dimension in its shape {list(shape)}")
+        count *= d
+    if count > _MAX_ELEMENTS:
+        raise InvalidModel(f"{what} declares the shape {list(shape)}, {count} elements, which no machine can hold")
+    return shape
+
+
 def tensor_to_numpy(t: TensorProto, external: ExternalData | None = None) -> np.ndarray:
     """A TensorProto as a numpy array (ml_dtypes for bfloat16/float8/int4; object array of str for strings)."""
+    checked_dims(t.dims, f"tensor '{t.name}'")
     if t.data_location == TensorProto.EXTERNAL:
         return (external or ExternalData(None)).read(t)
     if t.data_type == TensorProto.UNDEFINED:
@@ -197,9 +217,23 @@ def load_initializers(graph: onnx.GraphProto, external: ExternalData, release: b
 
 
 def sparse_to_dense(st: onnx.SparseTensorProto, external: ExternalData | None = None) -> np.ndarray:
+    name = st.values.name
+    shape = checked_dims(st.dims, f"sparse initializer '{name}'")
     values = tensor_to_numpy(st.values, external)
     idx = tensor_to_numpy(st.indices, external).astype(np.int64)
-    shape = tuple(int(d) for d in st.dims)
+    size = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if size * max(values.dtype.itemsize, 1) > (1 << 34):
+        raise InvalidModel(f"sparse initializer '{name}' declares the dense shape {list(shape)}, too large to expand")
+    n = values.shape[0] if values.ndim else 1
+    ok = (idx.ndim == 1 and idx.shape[0] == n) or (idx.ndim == 2 and idx.shape == (n, len(shape)))
+    if not ok or values.ndim != 1:
+        raise InvalidModel(
+            f"sparse initializer '{name}': {n} values with indices of shape {list(idx.shape)} do not fit the "
+            f"dense shape {list(shape)}"
+        )
+    bound = size if idx.ndim == 1 else np.array(shape, dtype=np.int64)
+    if idx.size and ((idx < 0).any() or (idx >= bound).any()):
+        raise InvalidModel(f"sparse initializer '{name}': an index lies outside the dense shape {list(shape)}")
     dense = np.zeros(shape, dtype=values.dtype)
     if idx.ndim == 1:
         dense.reshape(-1)[idx] = values

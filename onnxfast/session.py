@@ -64,12 +64,24 @@ class _BlasLimit:
     """numpy's BLAS threads must not fight the session's pool: while any run that has numpy-
     implemented steps is in flight, the BLAS libraries numpy loaded (found with threadpoolctl) run
     single-threaded; the first run in saves their thread counts, the last one out restores them.
-    About 4 us per run; only sessions with numpy steps pay it."""
+    About 4 us per run; only sessions with numpy steps pay it.
+
+    Fork-safe: a child forked while another thread was inside (holding the lock, or with runs in
+    flight that will never finish in the child) starts with a fresh lock and no runs in flight; the
+    thread counts saved by the parent's runs are restored by the child's first run out."""
 
     _lock = threading.Lock()
     _depth = 0
     _saved: list = []
+    _stale: list | None = None  # in a forked child: counts to restore that the parent had saved
     _libs: list | None = None
+
+    @classmethod
+    def _after_fork_in_child(cls) -> None:
+        cls._lock = threading.Lock()
+        if cls._depth > 0:
+            cls._stale = list(cls._saved)
+        cls._depth = 0
 
     @classmethod
     def _blas_libs(cls) -> list:
@@ -86,7 +98,10 @@ class _BlasLimit:
         with self._lock:
             if _BlasLimit._depth == 0:
                 libs = self._blas_libs()
-                _BlasLimit._saved = [c.get_num_threads() for c in libs]
+                if _BlasLimit._stale is not None:  # forked mid-run: the parent's saved counts
+                    _BlasLimit._saved, _BlasLimit._stale = _BlasLimit._stale, None
+                else:
+                    _BlasLimit._saved = [c.get_num_threads() for c in libs]
                 for c in libs:
                     c.set_num_threads(1)
             _BlasLimit._depth += 1
@@ -101,6 +116,8 @@ class _BlasLimit:
 
 
 _BLAS_LIMIT = _BlasLimit()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_BlasLimit._after_fork_in_child)
 
 
 def _node_arg(vi: ir.ValueInfo, overrides: dict[str, int]) -> NodeArg:

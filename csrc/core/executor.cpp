@@ -230,8 +230,9 @@ void Plan::finalize(int num_values) {
       if (o >= 0 && last[o] < 0 && !keep[o]) steps_[i].release.push_back(o);
   all_outputs_.clear();
   for (auto& o : outputs_) all_outputs_.push_back(o.second);
-  full_order_.clear();
-  for (size_t i = 0; i < steps_.size(); ++i) full_order_.push_back(static_cast<int>(i));
+  auto full = std::make_shared<std::vector<int>>();
+  for (size_t i = 0; i < steps_.size(); ++i) full->push_back(static_cast<int>(i));
+  full_order_ = std::move(full);
 }
 
 std::vector<std::string> Plan::input_names() const {
@@ -246,7 +247,10 @@ std::vector<std::string> Plan::output_names() const {
   return v;
 }
 
-const std::vector<int>& Plan::order_for(const std::vector<int>& outs) {
+// The step subset for a set of requested outputs. The cache holds shared pointers and the caller
+// keeps its own reference for the whole run: another thread's run() may clear the (bounded) cache
+// while this run still walks its order.
+std::shared_ptr<const std::vector<int>> Plan::order_for(const std::vector<int>& outs) {
   if (outs == all_outputs_) return full_order_;
   std::lock_guard<std::mutex> lk(order_mu_);
   auto it = order_cache_.find(outs);
@@ -263,11 +267,12 @@ const std::vector<int>& Plan::order_for(const std::vector<int>& outs) {
     for (int v : steps_[s].inputs)
       if (v >= 0 && producer_[v] >= 0 && !need[producer_[v]]) stack.push_back(producer_[v]);
   }
-  std::vector<int> order;
+  auto order = std::make_shared<std::vector<int>>();
   for (size_t i = 0; i < steps_.size(); ++i)
-    if (need[i]) order.push_back(static_cast<int>(i));
-  if (order_cache_.size() >= 64) order_cache_.clear();  // bounded
-  return order_cache_.emplace(outs, std::move(order)).first->second;
+    if (need[i]) order->push_back(static_cast<int>(i));
+  if (order_cache_.size() >= 64) order_cache_.clear();  // bounded; runs in flight keep their own copy
+  order_cache_.emplace(outs, order);
+  return order;
 }
 
 void Plan::set_input(Run& r, const InputSpec& spec, py::handle v) const {
@@ -329,9 +334,29 @@ void Plan::set_input(Run& r, const InputSpec& spec, py::handle v) const {
   }
 }
 
+namespace {
+// The RunOptions of the run() this thread is inside. Control-flow bodies (If / Loop / Scan) run
+// through run_positional from a Python step on the same thread, and see the outer run's
+// terminate flag through it.
+thread_local RunOptions* t_run_options = nullptr;
+
+struct RunOptionsScope {
+  RunOptions* saved;
+  explicit RunOptionsScope(RunOptions* ro) : saved(t_run_options) {
+    if (ro) t_run_options = ro;
+  }
+  ~RunOptionsScope() { t_run_options = saved; }
+};
+
+[[noreturn]] void fail_terminated() {
+  fail(ErrorKind::kTerminated, "run() was terminated: RunOptions.terminate is set");
+}
+}  // namespace
+
 py::list Plan::run(py::object output_names, py::object feed, py::object run_options) {
   RunOptions* ro = run_options.is_none() ? nullptr : run_options.cast<RunOptions*>();
-  if (ro && ro->terminate.load()) fail(ErrorKind::kTerminated, "run() was terminated: RunOptions.terminate is set");
+  if (ro && ro->terminate.load()) fail_terminated();
+  RunOptionsScope ro_scope(ro);
   std::vector<int> outs;
   if (output_names.is_none()) {
     outs = all_outputs_;
@@ -387,14 +412,14 @@ py::list Plan::run(py::object output_names, py::object feed, py::object run_opti
                                             " are missing from the input feed " + names_list(keys));
     }
   }
-  const std::vector<int>& order = order_for(outs);
+  const std::shared_ptr<const std::vector<int>> order = order_for(outs);
   std::exception_ptr err;
   {
     py::gil_scoped_release release;
     try {
       DenormalScope dz(denormal_as_zero);
       PoolScope ps(pool.get(), denormal_as_zero);
-      execute(r, order, ro);
+      execute(r, *order, ro);
     } catch (...) {
       err = std::current_exception();
     }
@@ -451,7 +476,7 @@ py::list Plan::run_positional(py::sequence inputs) {
       DenormalScope dz(denormal_as_zero);
       // A subgraph runs on the pool of the run that called it.
       PoolScope ps(pool ? pool.get() : current_pool(), denormal_as_zero);
-      execute(r, full_order_, nullptr);
+      execute(r, *full_order_, t_run_options);
     } catch (...) {
       err = std::current_exception();
     }
@@ -472,10 +497,10 @@ void Plan::execute(Run& r, const std::vector<int>& order, RunOptions* ro) const 
   const bool prof = profiling;
   int64_t run_start = prof ? now_ns() : 0;
   std::vector<ProfileEvent> events;
+  if (ro && ro->terminate.load(std::memory_order_relaxed)) fail_terminated();
   for (int si : order) {
     const Step& st = steps_[si];
-    if (ro && ro->terminate.load(std::memory_order_relaxed))
-      fail(ErrorKind::kTerminated, "run() was terminated: RunOptions.terminate is set");
+    if (ro && ro->terminate.load(std::memory_order_relaxed)) fail_terminated();
     int64_t t0 = prof ? now_ns() : 0;
     bool use_native = static_cast<bool>(st.kernel);
     if (use_native && st.pyfn) {

@@ -105,7 +105,7 @@ class Plan {
  private:
   struct Run;
   void execute(Run& r, const std::vector<int>& order, RunOptions* ro) const;
-  const std::vector<int>& order_for(const std::vector<int>& outs);
+  std::shared_ptr<const std::vector<int>> order_for(const std::vector<int>& outs);
   void set_input(Run& r, const InputSpec& spec, py::handle v) const;
   py::list collect(Run& r, const std::vector<int>& outs) const;
 
@@ -118,9 +118,9 @@ class Plan {
   std::vector<Step> steps_;
   std::vector<int> producer_;  // value -> producing step or -1
   std::vector<int> all_outputs_;
-  std::vector<int> full_order_;
+  std::shared_ptr<const std::vector<int>> full_order_ = std::make_shared<std::vector<int>>();
   std::mutex order_mu_;
-  std::map<std::vector<int>, std::vector<int>> order_cache_;  // requested outputs -> steps to run
+  std::map<std::vector<int>, std::shared_ptr<const std::vector<int>>> order_cache_;  // requested outputs -> steps to run
 
   std::mutex prof_mu_;
   std::vector<ProfileEvent> prof_;

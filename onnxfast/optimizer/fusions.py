@@ -39,6 +39,14 @@ def _float32(graph: ir.Graph, name: str) -> bool:
     return vi is not None and vi.elem_type == TensorProto.FLOAT
 
 
+def _constant(graph: ir.Graph, name: str) -> np.ndarray | None:
+    """The value of ``name`` when it is a true constant: an initializer that is not also a graph
+    input (such an initializer is only a default the user may override at run time)."""
+    if name not in graph.initializers or any(vi.name == name for vi in graph.inputs):
+        return None
+    return graph.initializers[name]
+
+
 def _activation(node: ir.Node, graph: ir.Graph, opset: int) -> tuple[str, list[float]] | None:
     if node.domain != "" or node.op_type not in _ACTS:
         return None
@@ -51,12 +59,13 @@ def _activation(node: ir.Node, graph: ir.Graph, opset: int) -> tuple[str, list[f
         bounds = []
         for i, dflt in ((1, -3.4028234663852886e38), (2, 3.4028234663852886e38)):
             name = node.inputs[i] if len(node.inputs) > i else ""
+            value = _constant(graph, name) if name else None
             if not name:
                 bounds.append(dflt)
-            elif name in graph.initializers and graph.initializers[name].size == 1:
-                bounds.append(float(graph.initializers[name].reshape(-1)[0]))
+            elif value is not None and value.size == 1:
+                bounds.append(float(value.reshape(-1)[0]))
             else:
-                return None  # bounds computed at run time: not fusable
+                return None  # bounds known only at run time (computed, or an overridable initializer)
         return "Clip", bounds
     return node.op_type, []
 
