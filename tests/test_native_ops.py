@@ -125,7 +125,8 @@ def test_maxpool_nan_inf_and_all_padding_windows():
 
 
 def test_maxpool_indices_only(rng):
-    model = make_model([helper.make_node("MaxPool", ["x"], ["", "i"], name="n0", kernel_shape=[2, 3], strides=[2, 1],
+    # Y is required (an empty name is refused at load, as onnxruntime does); only the indices are read
+    model = make_model([helper.make_node("MaxPool", ["x"], ["unused_y", "i"], name="n0", kernel_shape=[2, 3], strides=[2, 1],
                                          pads=[1, 1, 0, 1])],
                        [vi("x")], [vi("i", TensorProto.INT64)])
     nat, ref = native_and_numpy(model, "MaxPool")

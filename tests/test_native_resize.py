@@ -154,6 +154,8 @@ def test_resize_older_opsets_and_constant_inputs(rng, opset, mode):
     scales = np.array([1, 1, 2, 1.5], np.float32)
     if opset == 10:
         inputs, inits = ["x", "scales"], [("scales", scales)]
+    elif opset == 11:  # roi is a required input in Resize-11: exporters pass an empty tensor
+        inputs, inits = ["x", "no_roi", "scales"], [("no_roi", np.zeros(0, np.float32)), ("scales", scales)]
     else:
         inputs, inits = ["x", "", "scales"], [("scales", scales)]
     node = helper.make_node("Resize", inputs, ["y"], name="n0", mode=mode)
@@ -161,10 +163,14 @@ def test_resize_older_opsets_and_constant_inputs(rng, opset, mode):
     _compare(nat, ref, {"x": x}, mode == "nearest")
     _compare(nat, ref, {"x": noncontiguous(x)}, mode == "nearest")
     if opset >= 11:  # constant roi and sizes
-        node = helper.make_node("Resize", ["x", "roi", "", "sizes"], ["y"], name="n0", mode=mode,
+        # Resize-11 requires scales: given with sizes as an empty tensor
+        no_scales = "no_scales" if opset == 11 else ""
+        node = helper.make_node("Resize", ["x", "roi", no_scales, "sizes"], ["y"], name="n0", mode=mode,
                                 coordinate_transformation_mode="tf_crop_and_resize", extrapolation_value=1.5)
         inits = [("roi", np.array([0, 0, -0.1, 0.2, 1, 1, 0.9, 1.4], np.float32)),
                  ("sizes", np.array([1, 3, 7, 4], np.int64))]
+        if opset == 11:
+            inits.append(("no_scales", np.zeros(0, np.float32)))
         nat, ref = native_and_numpy(make_model([node], [vi("x")], [vi("y")], initializers=inits, opset=opset), "Resize")
         _compare(nat, ref, {"x": x}, mode == "nearest")
         # a float16 and a float64 roi

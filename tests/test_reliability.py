@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -28,8 +29,10 @@ def run_child(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     pkg_root = os.path.dirname(os.path.dirname(onnxfast.__file__))
     env["PYTHONPATH"] = os.pathsep.join([pkg_root, os.path.join(ROOT, "tests")] + [env.get("PYTHONPATH", "")])
+    # cwd outside the repository: `python -c` puts the cwd first on sys.path, and the source tree's
+    # onnxfast/ (no compiled _core when the package is pip-installed) would shadow the installed one
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, cwd=tempfile.gettempdir())
 
 
 # ---- 2. use-after-free of the step-order cache under threads -------------------------------------
