@@ -23,8 +23,8 @@ struct Activation {
     (void)who;
     Activation act;
     // Checked at creation (kernel.h's validation helpers): a known activation, at most as many
-    // parameters as it takes (missing ones take the original operator's defaults), none NaN, and
-    // Clip's min <= max (as Clip-6 requires).
+    // parameters as it takes (missing ones take the original operator's defaults), none NaN. (Clip's
+    // min may exceed max: Clip-11's bounds are inputs, and then every value becomes max.)
     std::string s = attr_string(a, "activation", "");
     if (!s.empty())
       s = expect_known_string(a, "activation", "None",
@@ -43,7 +43,6 @@ struct Activation {
       act.kind = kClip;
       act.p0 = param(0, -3.4028234663852886e38);
       act.p1 = param(1, 3.4028234663852886e38);
-      if (act.p0 > act.p1) attr_fail(a, "activation_params", list_str(params), "[min, max] with min <= max");
     } else if (s == "LeakyRelu") {
       act.kind = kLeakyRelu;
       act.p0 = param(0, 0.01);

@@ -208,8 +208,8 @@ class ResizeKernel : public Kernel {
     if (a.op_type == "Upsample" && a.has("scales")) {  // opset 7 and 8: scales is an attribute
       scales_attr_ = attr_floats(a, "scales");
       for (double v : scales_attr_)
-        if (!(v >= 1.0) || !std::isfinite(v))  // onnxruntime: Upsample only enlarges
-          attr_fail(a, "scales", list_str(scales_attr_), "finite scales >= 1");
+        if (!(v > 0.0) || !std::isfinite(v))  // (onnxruntime refuses scales < 1; onnxfast downsamples)
+          attr_fail(a, "scales", list_str(scales_attr_), "finite positive scales");
       if (r >= 0 && static_cast<int64_t>(scales_attr_.size()) != r)
         attr_fail(a, "scales", list_str(scales_attr_), "one scale per axis of the input, of rank " + std::to_string(r));
     }
