@@ -79,6 +79,7 @@ NATIVE_CLASSES = {
     "Overflow": IntegerOverflow,
     "Terminated": RunTerminated,
     "Runtime": ExecutionError,
+    "InvalidModel": InvalidModel,
 }
 
 _WRAP = [

@@ -20,6 +20,7 @@ import onnx
 from . import dtypes
 from .errors import InvalidModel
 from .loader import ExternalData, load_initializers
+from .ops._validate import check_schema_attributes
 from .registry import REGISTRY, attribute_value, schema_for
 
 Dim = "int | str | None"
@@ -365,7 +366,8 @@ def _expanded_size(nodes, ctx: _Ctx, memo: dict, stack: tuple) -> int:
 
 def _check_arity(n: onnx.NodeProto, name: str, opsets: dict[str, int]) -> None:
     """A node's inputs and outputs against its operator schema: not more than the schema allows,
-    and every required (non-optional) input and output named. Nodes of domains without ONNX
+    and every required (non-optional) input and output named; its attributes too (ops/_validate.py:
+    none unknown, each of the schema's type, the required ones given). Nodes of domains without ONNX
     schemas (onnxfast's fused ops, custom domains) are checked by their kernels."""
     domain = "" if n.domain == "ai.onnx" else n.domain
     opset = opsets.get(domain)
@@ -392,6 +394,7 @@ def _check_arity(n: onnx.NodeProto, name: str, opsets: dict[str, int]) -> None:
             raise InvalidModel(f"{where} has {count} {kind}s; {n.op_type}-{sch.since_version} takes at most {hi}")
         if count < lo:
             raise InvalidModel(f"{where} has {count} {kind}s; {n.op_type}-{sch.since_version} needs at least {lo}")
+    check_schema_attributes(n, name, sch)
 
 
 def _inline_functions(nodes: list[onnx.NodeProto], ctx: _Ctx, depth: int = 0) -> list[onnx.NodeProto]:

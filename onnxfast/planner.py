@@ -20,6 +20,7 @@ import numpy as np
 from . import _core, dtypes, ir
 from .errors import InvalidModel, UnsupportedOperator
 from .providers import CPUExecutionProvider, ExecutionProvider
+from .ops._validate import input_shapes
 from .registry import REGISTRY, KernelNode, resolve_attributes, since_version
 
 log = logging.getLogger("onnxfast")
@@ -248,7 +249,8 @@ class Planner:
                 const_inputs = [consts.get(n) if n else None for n in node.inputs]
                 attrs = {k: v for k, v in node_attrs().items() if isinstance(v, _SIMPLE_ATTR)}
                 kernel = _core.create_kernel(
-                    node.op_type, node.name, opset, attrs, const_inputs, self.options.allow_prepack
+                    node.op_type, node.name, opset, attrs, const_inputs, self.options.allow_prepack,
+                    input_shapes(graph, node.inputs),
                 )
                 outputs = [new_id(o) if o else -1 for o in node.outputs]
                 for o in node.outputs:

@@ -22,6 +22,7 @@ import onnx
 from . import _core, dtypes, ir
 from .errors import InvalidArgument, InvalidType, NotImplementedFeature, OnnxfastWarning
 from .loader import load_model
+from .ops._validate import validate_graph
 from .optimizer import optimize
 from .options import ExecutionMode, SessionOptions
 from .planner import Planner, PlanOptions
@@ -155,6 +156,9 @@ class InferenceSession:
             # Saved as loaded: onnxfast's rewrites use internal operators other runtimes cannot run.
             onnx.save(proto, opts.optimized_model_filepath)
         self._model = ir.build_model(proto, base_dir, release=True)
+        # Every node with a native kernel is checked by that kernel's rules (attributes, declared
+        # input ranks) before the optimizer fuses or the planner folds anything (ops/_validate.py).
+        validate_graph(self._model)
         self._optimizations = optimize(self._model, int(opts.graph_optimization_level))
         for name, value in opts._initializers.items():
             arr = value.numpy() if hasattr(value, "numpy") else np.asarray(value)

@@ -248,15 +248,18 @@ def test_resize_errors(rng):
     # a huge but representable output: MemoryError from the executor's allocation, not a crash
     with pytest.raises(MemoryError):
         nat.run(None, _feed(x, sizes=[1, 2, 1 << 20, 1 << 20]))
-    # bad axes and unknown attribute values fail at run time, as the numpy kernel does
-    for attrs, msg in [(dict(axes=[4]), "out of range"), (dict(axes=[1, -3]), "duplicates"),
-                       (dict(mode="bogus"), "unknown mode 'bogus'"),
-                       (dict(coordinate_transformation_mode="bogus"), "unknown coordinate_transformation_mode"),
-                       (dict(nearest_mode="bogus"), "unknown nearest_mode")]:
+    # bad axes fail at run time where the input's rank is not declared (here), as the numpy kernel does
+    for attrs, msg in [(dict(axes=[4]), "out of range"), (dict(axes=[1, -3]), "duplicates")]:
         nat, ref = native_and_numpy(_fed_model(**attrs), "Resize")
         feed = _feed(x, scales=[2.0] * len(attrs.get("axes", [0] * 4)))
         _error(nat, feed, inv, msg)
         _compare(nat, ref, feed, True)
-    # an unknown mode on a node that resizes nothing does not fail (the numpy kernel never looks)
-    nat, ref = native_and_numpy(_fed_model(mode="bogus"), "Resize")
-    _compare(nat, ref, _feed(x, scales=[1, 1, 1, 1]), True)
+    # unknown attribute values are refused at session creation (as onnxruntime does), on every path,
+    # even on a node that would resize nothing (tests/test_kernel_validation.py sweeps every op)
+    for attrs in (dict(mode="bogus"), dict(coordinate_transformation_mode="bogus"), dict(nearest_mode="bogus")):
+        (name,) = attrs
+        for disabled in ("numpy:Resize", "native"):
+            o = onnxfast.SessionOptions()
+            o.add_session_config_entry("onnxfast.disable_kernels", disabled)
+            with pytest.raises(onnxfast.errors.InvalidModel, match=f"Resize 'n0': attribute '{name}' is 'bogus'"):
+                onnxfast.InferenceSession(_fed_model(**attrs).SerializeToString(), o)

@@ -92,6 +92,34 @@ py::list run_kernel(const PyKernel& pk, py::sequence inputs, int nout) {
   return res;
 }
 
+std::unique_ptr<Kernel> make_kernel(const std::string& op, const std::string& name, int opset, py::dict attrs,
+                                    py::sequence consts, bool allow_prepack, py::object input_shapes) {
+  auto& table = kernel_table();
+  auto it = table.find(op);
+  if (it == table.end()) fail(ErrorKind::kNotImplemented, "no native kernel for " + op);
+  KernelArgs a;
+  a.op_type = op;
+  a.node_name = name;
+  a.opset = opset;
+  a.allow_prepack = allow_prepack;
+  for (auto kv : attrs) a.attrs[kv.first.cast<std::string>()] = to_attr(kv.second);
+  for (auto c : consts) a.const_inputs.push_back(const_tensor(c));
+  if (!input_shapes.is_none()) {
+    for (auto s : py::reinterpret_borrow<py::sequence>(input_shapes)) {
+      if (s.is_none()) {
+        a.input_ranks.push_back(-1);
+        a.input_dims.emplace_back();
+        continue;
+      }
+      Shape dims;
+      for (auto d : py::reinterpret_borrow<py::sequence>(s)) dims.push_back(d.is_none() ? -1 : d.cast<int64_t>());
+      a.input_ranks.push_back(static_cast<int64_t>(dims.size()));
+      a.input_dims.push_back(std::move(dims));
+    }
+  }
+  return it->second.factory(a);
+}
+
 }  // namespace
 
 namespace {
@@ -172,25 +200,25 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "create_kernel",
       [](const std::string& op, const std::string& name, int opset, py::dict attrs, py::sequence consts,
-         bool allow_prepack) {
-        auto& table = kernel_table();
-        auto it = table.find(op);
-        if (it == table.end()) fail(ErrorKind::kNotImplemented, "no native kernel for " + op);
-        KernelArgs a;
-        a.op_type = op;
-        a.node_name = name;
-        a.opset = opset;
-        a.allow_prepack = allow_prepack;
-        for (auto kv : attrs) a.attrs[kv.first.cast<std::string>()] = to_attr(kv.second);
-        for (auto c : consts) a.const_inputs.push_back(const_tensor(c));
+         bool allow_prepack, py::object input_shapes) {
         PyKernel pk;
-        pk.k = std::shared_ptr<Kernel>(it->second.factory(a));
+        pk.k = std::shared_ptr<Kernel>(make_kernel(op, name, opset, attrs, consts, allow_prepack, input_shapes));
         pk.op_type = op;
         pk.name = name;
         return pk;
       },
       py::arg("op_type"), py::arg("node_name"), py::arg("opset"), py::arg("attrs"), py::arg("const_inputs"),
-      py::arg("allow_prepack") = true);
+      py::arg("allow_prepack") = true, py::arg("input_shapes") = py::none(),
+      "A native kernel for a node. input_shapes: per input, None (rank unknown) or its dims (-1: unknown "
+      "dim); the kernel checks its attributes and these ranks now (InvalidModel).");
+  m.def(
+      "validate_kernel",
+      [](const std::string& op, const std::string& name, int opset, py::dict attrs, py::sequence consts,
+         py::object input_shapes) { make_kernel(op, name, opset, attrs, consts, false, input_shapes); },
+      py::arg("op_type"), py::arg("node_name"), py::arg("opset"), py::arg("attrs"), py::arg("const_inputs"),
+      py::arg("input_shapes") = py::none(),
+      "Create the native kernel only to check the node (attributes, input ranks) and drop it: the "
+      "checks of nodes that run on numpy or are fused or folded away.");
 
   py::class_<ThreadPool, std::shared_ptr<ThreadPool>>(m, "ThreadPool")
       .def_property_readonly("num_threads", &ThreadPool::num_threads)

@@ -16,6 +16,7 @@ enum class ErrorKind {
   kOverflow,         // OverflowError
   kTerminated,       // RuntimeError (RunOptions.terminate)
   kRuntime,          // RuntimeError
+  kInvalidModel,     // ValueError (InvalidModel: a bad attribute or input rank, found at session creation)
 };
 
 class Error : public std::runtime_error {

@@ -162,9 +162,9 @@ void set_error_hook(py::object hook) {
 }
 
 void set_error_classes(py::dict classes) {
-  static const char* names[] = {"InvalidArgument", "InvalidType",  "NotImplemented", "Allocation", "Index",
-                                "ZeroDivision",    "Overflow",     "Terminated",     "Runtime"};
-  for (int i = 0; i < 9; ++i) {
+  static const char* names[] = {"InvalidArgument", "InvalidType", "NotImplemented", "Allocation", "Index",
+                                "ZeroDivision",    "Overflow",    "Terminated",     "Runtime",    "InvalidModel"};
+  for (int i = 0; i < 10; ++i) {
     if (classes.contains(names[i])) {
       PyObject* c = classes[names[i]].ptr();
       Py_INCREF(c);

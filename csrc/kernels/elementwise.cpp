@@ -283,8 +283,13 @@ class ClipKernel : public Kernel {
   explicit ClipKernel(const KernelArgs& a)
       : name_(a.op_type + " '" + a.node_name + "'"),
         from_inputs_(a.opset >= 11),
-        attr_lo_(static_cast<float>(a.get_float("min", -std::numeric_limits<float>::infinity()))),
-        attr_hi_(static_cast<float>(a.get_float("max", std::numeric_limits<float>::infinity()))) {}
+        attr_lo_(from_inputs_ ? 0.f : static_cast<float>(attr_float(a, "min", -std::numeric_limits<float>::infinity()))),
+        attr_hi_(from_inputs_ ? 0.f : static_cast<float>(attr_float(a, "max", std::numeric_limits<float>::infinity()))) {
+    // Clip-6 bounds are attributes: min > max is refused, as onnxruntime refuses it. (Clip-11's bound
+    // inputs are run-time values, clipped as given, as onnxruntime does.)
+    if (!from_inputs_ && attr_lo_ > attr_hi_)
+      attr_fail(a, "min", num_str(attr_lo_), "<= max (" + num_str(attr_hi_) + ")");
+  }
 
   void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
     if (in.empty() || !in[0]) kernel_fail(name_ + " needs an input");
@@ -396,6 +401,7 @@ void register_elementwise_kernels() {
   const std::vector<int> num = {kFloat, kDouble, kInt32, kInt64};
   auto bin = [&](const char* name, BinOp op) {
     register_kernel(name, num, [op](const KernelArgs& a) {
+      expect_broadcastable(a);
       return std::make_unique<BinaryKernel>(op, a.op_type + " '" + a.node_name + "'");
     });
   };
@@ -406,6 +412,7 @@ void register_elementwise_kernels() {
   register_kernel("Clip", {kFloat}, [](const KernelArgs& a) { return std::make_unique<ClipKernel>(a); });
   auto var = [&](const char* name, VarOp op, std::vector<int> types) {
     register_kernel(name, types, [op](const KernelArgs& a) {
+      expect_broadcastable(a);
       return std::make_unique<VariadicKernel>(op, a.op_type + " '" + a.node_name + "'");
     });
   };
@@ -415,6 +422,7 @@ void register_elementwise_kernels() {
   var("Mean", VarOp::kMean, {kFloat, kDouble});
   auto cmp = [&](const char* name, CmpOp op, std::vector<int> types) {
     register_kernel(name, types, [op](const KernelArgs& a) {
+      expect_broadcastable(a);
       return std::make_unique<CompareKernel>(op, a.op_type + " '" + a.node_name + "'");
     });
   };
@@ -426,7 +434,7 @@ void register_elementwise_kernels() {
   auto un = [&](const char* name, UnOp op) {
     register_kernel(name, {kFloat}, [op](const KernelArgs& a) {
       return std::make_unique<UnaryKernel>(op, a.op_type + " '" + a.node_name + "'",
-                                           static_cast<float>(a.get_float("alpha", 0.01)));
+                                           static_cast<float>(attr_float(a, "alpha", 0.01)));
     });
   };
   un("Relu", UnOp::kRelu);  // Exp, Erf, Tanh, Sigmoid, Log, Softplus, Elu, ...: vectorized in normalization.cpp

@@ -2,6 +2,7 @@
 // row of output while it is still in cache. The activation comes from the fused node's
 // `activation` / `activation_params` attributes (see onnxfast/optimizer/fusions.py).
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -19,14 +20,22 @@ struct Activation {
 
   // From the node's attributes; `who` names the node in errors.
   static Activation from_args(const KernelArgs& a, const std::string& who) {
+    (void)who;
     Activation act;
-    const std::string s = a.get_string("activation", "");
-    std::vector<double> params;
-    if (a.attrs.count("activation_params")) {
-      const AttrValue& v = a.attrs.at("activation_params");
-      params = v.floats;
-      for (int64_t i : v.ints) params.push_back(static_cast<double>(i));
-    }
+    // Checked at creation (kernel.h's validation helpers): a known activation, at most as many
+    // parameters as it takes (missing ones take the original operator's defaults), none NaN. (Clip's
+    // min may exceed max: Clip-11's bounds are inputs, and then every value becomes max.)
+    std::string s = attr_string(a, "activation", "");
+    if (!s.empty())
+      s = expect_known_string(a, "activation", "None",
+                              {"None", "Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "Gelu", "GeluTanh"});
+    const std::vector<double> params = attr_floats(a, "activation_params");
+    const size_t takes = s == "Clip" ? 2 : s == "LeakyRelu" ? 1 : 0;
+    if (params.size() > takes)
+      attr_fail(a, "activation_params", list_str(params),
+                "at most " + std::to_string(takes) + " values for activation '" + (s.empty() ? "None" : s) + "'");
+    for (double p : params)
+      if (std::isnan(p)) attr_fail(a, "activation_params", list_str(params), "numbers (no nan)");
     auto param = [&](size_t i, double dflt) { return static_cast<float>(params.size() > i ? params[i] : dflt); };
     if (s.empty() || s == "None") act.kind = kNone;
     else if (s == "Relu") act.kind = kRelu;
@@ -40,8 +49,7 @@ struct Activation {
     } else if (s == "Sigmoid") act.kind = kSigmoid;
     else if (s == "Tanh") act.kind = kTanh;
     else if (s == "Gelu") act.kind = kGelu;
-    else if (s == "GeluTanh") act.kind = kGeluTanh;
-    else kernel_fail(who + ": unknown fused activation '" + s + "'");
+    else act.kind = kGeluTanh;
     return act;
   }
 

@@ -413,6 +413,9 @@ class MatMulKernel : public Kernel {
       : name_(a.op_type + " '" + a.node_name + "'"),
         fused_(a.op_type == "FusedMatMul"),
         ep_act_(Activation::from_args(a, name_)) {
+    if (fused_) expect_known_attrs(a, {"activation", "activation_params"});
+    expect_rank_in(a, 0, "A", 1, -1);  // numpy semantics: scalars are refused (onnxruntime too)
+    expect_rank_in(a, 1, "B", 1, -1);
     if (a.const_inputs.size() > 1 && a.const_inputs[1] && a.allow_prepack) {
       const Tensor& b = *a.const_inputs[1];
       if (b.dtype == kFloat && b.rank() == 2) {
@@ -533,10 +536,14 @@ class GemmKernel : public Kernel {
  public:
   explicit GemmKernel(const KernelArgs& a)
       : name_("Gemm '" + a.node_name + "'"),
-        alpha_(static_cast<float>(a.get_float("alpha", 1.0))),
-        beta_(static_cast<float>(a.get_float("beta", 1.0))),
-        transA_(a.get_int("transA", 0) != 0),
-        transB_(a.get_int("transB", 0) != 0) {
+        alpha_(static_cast<float>(attr_float(a, "alpha", 1.0))),
+        beta_(static_cast<float>(attr_float(a, "beta", 1.0))),
+        // any nonzero value transposes, as in onnxruntime and ONNX's shape inference
+        transA_(attr_int(a, "transA", 0) != 0),
+        transB_(attr_int(a, "transB", 0) != 0) {
+    expect_rank_in(a, 0, "A", 2, 2);
+    expect_rank_in(a, 1, "B", 2, 2);
+    expect_rank_in(a, 2, "C", 0, 2);  // unidirectionally broadcast to (M, N)
     if (a.const_inputs.size() > 1 && a.const_inputs[1] && a.allow_prepack) {
       const Tensor& b = *a.const_inputs[1];
       if (b.dtype == kFloat && b.rank() == 2) {

@@ -2,6 +2,9 @@
 #include "kernel.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <set>
 #include <sstream>
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -160,6 +163,193 @@ Shape broadcast_shapes(const Shape& a, const Shape& b, const char* what) {
                   std::to_string(db) + ")");
   }
   return out;
+}
+
+// ---- Validation at kernel creation (see kernel.h) -------------------------------------------
+
+void attr_fail(const KernelArgs& a, const std::string& attr, const std::string& value, const std::string& allowed) {
+  fail(ErrorKind::kInvalidModel, a.who() + ": attribute '" + attr + "' is " + value + "; it must be " + allowed);
+}
+
+void input_fail(const KernelArgs& a, size_t input, const std::string& input_name, const std::string& what,
+                const std::string& allowed) {
+  fail(ErrorKind::kInvalidModel, a.who() + ": input " + std::to_string(input) + " ('" + input_name + "') " + what +
+                                     "; it must be " + allowed);
+}
+
+std::string num_str(double v) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.9g", v);
+  return buf;
+}
+
+namespace {
+const AttrValue* find_attr(const KernelArgs& a, const std::string& attr) {
+  auto it = a.attrs.find(attr);
+  return it == a.attrs.end() || it->second.kind == AttrValue::kNone ? nullptr : &it->second;
+}
+
+const char* kind_name(const AttrValue& v) {
+  switch (v.kind) {
+    case AttrValue::kInt: return "an integer";
+    case AttrValue::kFloat: return "a float";
+    case AttrValue::kString: return "a string";
+    case AttrValue::kInts: return "a list of integers";
+    case AttrValue::kFloats: return "a list of floats";
+    case AttrValue::kStrings: return "a list of strings";
+    default: return "of no known type";
+  }
+}
+
+[[noreturn]] void kind_fail(const KernelArgs& a, const std::string& attr, const AttrValue& v, const char* wanted) {
+  attr_fail(a, attr, kind_name(v), wanted);
+}
+}  // namespace
+
+int64_t attr_int(const KernelArgs& a, const std::string& attr, int64_t dflt) {
+  const AttrValue* v = find_attr(a, attr);
+  if (!v) return dflt;
+  if (v->kind != AttrValue::kInt) kind_fail(a, attr, *v, "an integer");
+  return v->i;
+}
+
+double attr_float(const KernelArgs& a, const std::string& attr, double dflt, bool allow_nan) {
+  const AttrValue* v = find_attr(a, attr);
+  if (!v) return dflt;
+  if (v->kind != AttrValue::kFloat && v->kind != AttrValue::kInt) kind_fail(a, attr, *v, "a float");
+  const double f = v->kind == AttrValue::kInt ? static_cast<double>(v->i) : v->f;
+  if (!allow_nan && std::isnan(f)) attr_fail(a, attr, "nan", "a number");
+  return f;
+}
+
+std::vector<int64_t> attr_ints(const KernelArgs& a, const std::string& attr) {
+  const AttrValue* v = find_attr(a, attr);
+  if (!v) return {};
+  if (v->kind == AttrValue::kInts) return v->ints;
+  if (v->kind == AttrValue::kFloats && v->floats.empty()) return {};
+  kind_fail(a, attr, *v, "a list of integers");
+}
+
+std::vector<double> attr_floats(const KernelArgs& a, const std::string& attr) {
+  const AttrValue* v = find_attr(a, attr);
+  if (!v) return {};
+  if (v->kind == AttrValue::kFloats) return v->floats;
+  if (v->kind == AttrValue::kInts) return std::vector<double>(v->ints.begin(), v->ints.end());
+  kind_fail(a, attr, *v, "a list of floats");
+}
+
+std::string attr_string(const KernelArgs& a, const std::string& attr, const std::string& dflt) {
+  const AttrValue* v = find_attr(a, attr);
+  if (!v) return dflt;
+  if (v->kind != AttrValue::kString) kind_fail(a, attr, *v, "a string");
+  return v->s;
+}
+
+int64_t expect_int_in(const KernelArgs& a, const std::string& attr, int64_t dflt, int64_t lo, int64_t hi) {
+  const int64_t v = attr_int(a, attr, dflt);
+  if (v < lo || v > hi)
+    attr_fail(a, attr, std::to_string(v), "in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  return v;
+}
+
+double expect_finite(const KernelArgs& a, const std::string& attr, double dflt) {
+  const double v = attr_float(a, attr, dflt, true);
+  if (!std::isfinite(v)) attr_fail(a, attr, num_str(v), "a finite number");
+  return v;
+}
+
+std::string expect_known_string(const KernelArgs& a, const std::string& attr, const std::string& dflt,
+                                const std::vector<std::string>& allowed) {
+  const std::string v = attr_string(a, attr, dflt);
+  if (std::find(allowed.begin(), allowed.end(), v) != allowed.end()) return v;
+  std::string list;
+  for (size_t i = 0; i < allowed.size(); ++i)
+    list += (i ? (i + 1 == allowed.size() ? " or '" : ", '") : "'") + allowed[i] + "'";
+  attr_fail(a, attr, "'" + v + "'", "one of " + list);
+}
+
+void expect_known_attrs(const KernelArgs& a, const std::vector<std::string>& known) {
+  for (const auto& kv : a.attrs) {
+    if (std::find(known.begin(), known.end(), kv.first) != known.end()) continue;
+    std::string list;
+    for (size_t i = 0; i < known.size(); ++i) list += (i ? ", " : "") + known[i];
+    attr_fail(a, kv.first, "set", "left out (" + a.op_type + " has " +
+                                      (known.empty() ? std::string("no attributes") : "attributes " + list) + ")");
+  }
+}
+
+int64_t check_axis(const KernelArgs& a, const std::string& attr, int64_t axis, int64_t rank) {
+  if (rank >= 0 && (axis < -rank || axis >= rank)) {
+    if (rank == 0)
+      attr_fail(a, attr, std::to_string(axis), "an axis of the input, which has rank 0 (no axes)");
+    attr_fail(a, attr, std::to_string(axis),
+              "in [" + std::to_string(-rank) + ", " + std::to_string(rank - 1) + "] for an input of rank " +
+                  std::to_string(rank));
+  }
+  return axis;
+}
+
+namespace {
+// What a list of axes must be, when it is not that ("" when it is fine).
+std::string axes_problem(const std::vector<int64_t>& axes, int64_t rank) {
+  std::set<int64_t> seen;
+  for (int64_t axis : axes) {
+    if (rank >= 0 && (axis < -rank || axis >= rank))
+      return "axes in [" + std::to_string(-rank) + ", " + std::to_string(rank - 1) + "] for an input of rank " +
+             std::to_string(rank) + " (" + std::to_string(axis) + " is not)";
+    // With the rank unknown, -1 and r-1 cannot be told apart: only literal repeats are refused then.
+    const int64_t n = rank >= 0 && axis < 0 ? axis + rank : axis;
+    if (!seen.insert(n).second) return "distinct axes (axis " + std::to_string(n) + " repeats)";
+  }
+  return "";
+}
+}  // namespace
+
+void check_axes(const KernelArgs& a, const std::string& attr, const std::vector<int64_t>& axes, int64_t rank) {
+  const std::string p = axes_problem(axes, rank);
+  if (!p.empty()) attr_fail(a, attr, list_str(axes), p);
+}
+
+void check_axes_input(const KernelArgs& a, size_t input, const std::string& input_name,
+                      const std::vector<int64_t>& axes, int64_t rank) {
+  const std::string p = axes_problem(axes, rank);
+  if (!p.empty()) input_fail(a, input, input_name, "is " + list_str(axes), p);
+}
+
+void expect_rank_in(const KernelArgs& a, size_t input, const std::string& input_name, int64_t lo, int64_t hi) {
+  const int64_t r = a.rank_of(input);
+  if (r < 0 || (r >= lo && (hi < 0 || r <= hi))) return;
+  std::string allowed;
+  if (hi < 0) allowed = "at least " + std::to_string(lo);
+  else if (lo == hi) allowed = std::to_string(lo);
+  else allowed = "in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
+  input_fail(a, input, input_name, "has rank " + std::to_string(r), allowed);
+}
+
+void expect_broadcastable(const KernelArgs& a, std::vector<size_t> inputs) {
+  if (inputs.empty())
+    for (size_t i = 0; i < a.input_ranks.size(); ++i) inputs.push_back(i);
+  // Per output dim (aligned from the right): the first input with a known dim other than 1.
+  std::vector<std::pair<int64_t, size_t>> known;
+  for (size_t i : inputs) {
+    if (a.rank_of(i) < 0 || i >= a.input_dims.size()) continue;
+    const Shape& d = a.input_dims[i];
+    if (d.size() > known.size()) known.insert(known.begin(), d.size() - known.size(), {-1, 0});
+    for (size_t k = 0; k < d.size(); ++k) {
+      auto& slot = known[known.size() - d.size() + k];
+      if (d[k] < 0 || d[k] == 1) continue;
+      if (slot.first < 0) slot = {d[k], i};
+      else if (slot.first != d[k]) {
+        const size_t j = slot.second;
+        fail(ErrorKind::kInvalidModel,
+             a.who() + ": inputs " + std::to_string(j) + " of shape " + shape_str(a.input_dims[j]) + " and " +
+                 std::to_string(i) + " of shape " + shape_str(d) + " cannot be broadcast together (" +
+                 std::to_string(slot.first) + " vs " + std::to_string(d[k]) + " in the same output dim)");
+      }
+    }
+  }
 }
 
 }  // namespace onnxfast

@@ -33,12 +33,21 @@ struct KernelArgs {
   // Inputs that are constant (initializers) at session creation; null where not constant.
   std::vector<std::shared_ptr<Tensor>> const_inputs;
   bool allow_prepack = true;
+  // Input shapes known at session creation (the model's declared or inferred types), per input:
+  // input_ranks[i] is -1 where the rank is unknown (or the input absent); input_dims[i] holds the
+  // dims where the rank is known, -1 for a dim not known. Checks of ranks unknown here run at run time.
+  std::vector<int64_t> input_ranks;
+  std::vector<Shape> input_dims;
 
   int64_t get_int(const std::string& name, int64_t dflt) const;
   double get_float(const std::string& name, double dflt) const;
   std::string get_string(const std::string& name, const std::string& dflt) const;
   std::vector<int64_t> get_ints(const std::string& name) const;
   bool has(const std::string& name) const { return attrs.count(name) != 0; }
+  // Input i's rank known at creation, -1 when unknown.
+  int64_t rank_of(size_t i) const { return i < input_ranks.size() ? input_ranks[i] : -1; }
+  // "<Op> '<node>'", the prefix of every error about this node.
+  std::string who() const { return op_type + " '" + node_name + "'"; }
 };
 
 struct OutSpec {
@@ -154,5 +163,46 @@ std::string list_str(const std::vector<double>& v);
 void expect_conv_inputs(const std::vector<const Tensor*>& in, const std::string& who);
 void expect_conv_bias(const std::vector<const Tensor*>& in, int64_t M, const std::string& who);
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* what);
+
+// ---- Validation at kernel creation ----------------------------------------------------------
+// Kernels check their attributes, and the input ranks the model declares, in their constructors,
+// i.e. at session creation, so a bad model is refused before it runs (InvalidModel); ranks that are
+// only known at run time are checked by infer(). One message form for all of them:
+//   "<Op> '<node>': attribute '<attr>' is <value>; it must be <allowed>"
+//   "<Op> '<node>': input <i> ('<name>') has rank <r>; it must be <allowed>"
+// (onnxfast/ops/_validate.py words the Python side's errors alike.)
+[[noreturn]] void attr_fail(const KernelArgs& a, const std::string& attr, const std::string& value,
+                            const std::string& allowed);
+[[noreturn]] void input_fail(const KernelArgs& a, size_t input, const std::string& input_name, const std::string& what,
+                             const std::string& allowed);
+// Typed attribute readers: the default when absent, InvalidModel when the attribute has another type.
+int64_t attr_int(const KernelArgs& a, const std::string& attr, int64_t dflt);
+// A float attribute that is a number (NaN refused unless allow_nan).
+double attr_float(const KernelArgs& a, const std::string& attr, double dflt, bool allow_nan = false);
+std::vector<int64_t> attr_ints(const KernelArgs& a, const std::string& attr);
+std::vector<double> attr_floats(const KernelArgs& a, const std::string& attr);
+std::string attr_string(const KernelArgs& a, const std::string& attr, const std::string& dflt);
+// An integer attribute in [lo, hi].
+int64_t expect_int_in(const KernelArgs& a, const std::string& attr, int64_t dflt, int64_t lo, int64_t hi);
+// A float attribute that is finite (epsilon).
+double expect_finite(const KernelArgs& a, const std::string& attr, double dflt);
+// A string attribute that is one of `allowed`.
+std::string expect_known_string(const KernelArgs& a, const std::string& attr, const std::string& dflt,
+                                const std::vector<std::string>& allowed);
+// Refuses attributes not in `known` (operators without an ONNX schema, whose nodes the loader cannot check).
+void expect_known_attrs(const KernelArgs& a, const std::vector<std::string>& known);
+// An axis value of attribute `attr` in [-rank, rank - 1] where rank >= 0 is known (returned as given).
+int64_t check_axis(const KernelArgs& a, const std::string& attr, int64_t axis, int64_t rank);
+// Axes of attribute (or constant input) `attr`: each in range where the rank is known, none twice.
+void check_axes(const KernelArgs& a, const std::string& attr, const std::vector<int64_t>& axes, int64_t rank);
+// The same for axes given by a constant input.
+void check_axes_input(const KernelArgs& a, size_t input, const std::string& input_name,
+                      const std::vector<int64_t>& axes, int64_t rank);
+// Input i's rank, where known, in [lo, hi] (hi < 0: no upper bound).
+void expect_rank_in(const KernelArgs& a, size_t input, const std::string& input_name, int64_t lo, int64_t hi);
+// The known dims of these inputs broadcast together (numpy rules); all inputs when `inputs` is empty.
+void expect_broadcastable(const KernelArgs& a, std::vector<size_t> inputs = {});
+// "1.5", "nan", "-inf": a value for messages.
+std::string num_str(double v);
 
 }  // namespace onnxfast

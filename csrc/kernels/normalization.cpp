@@ -27,7 +27,10 @@ class SoftmaxKernel : public Kernel {
       : name_(a.op_type + " '" + a.node_name + "'"),
         log_(log),
         legacy_(a.opset < 13),
-        axis_(a.get_int("axis", a.opset < 13 ? 1 : -1)) {}
+        axis_(attr_int(a, "axis", a.opset < 13 ? 1 : -1)) {
+    expect_rank_in(a, 0, "input", 1, -1);  // onnxruntime refuses a scalar
+    check_axis(a, "axis", axis_, a.rank_of(0));
+  }
 
   void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
     if (in.empty() || !in[0]) kernel_fail(name_ + " needs an input");
@@ -119,8 +122,12 @@ class LayerNormKernel : public Kernel {
  public:
   explicit LayerNormKernel(const KernelArgs& a)
       : name_("LayerNormalization '" + a.node_name + "'"),
-        axis_(a.get_int("axis", -1)),
-        eps_(static_cast<float>(a.get_float("epsilon", 1e-5))) {}
+        axis_(attr_int(a, "axis", -1)),
+        eps_(static_cast<float>(expect_finite(a, "epsilon", 1e-5))) {
+    expect_rank_in(a, 0, "X", 1, -1);
+    check_axis(a, "axis", axis_, a.rank_of(0));
+    attr_int(a, "stash_type", 1);
+  }
 
   void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
     if (in.size() < 2 || !in[0] || !in[1]) kernel_fail(name_ + " needs X and Scale");
@@ -202,7 +209,12 @@ void channel_affine(const Tensor& X, float* y, const std::vector<float>& a, cons
 class BatchNormKernel : public Kernel {
  public:
   explicit BatchNormKernel(const KernelArgs& a)
-      : name_("BatchNormalization '" + a.node_name + "'"), eps_(static_cast<float>(a.get_float("epsilon", 1e-5))) {}
+      : name_("BatchNormalization '" + a.node_name + "'"), eps_(static_cast<float>(expect_finite(a, "epsilon", 1e-5))) {
+    attr_float(a, "momentum", 0.9);
+    expect_rank_in(a, 0, "X", 2, -1);  // N x C x ...
+    const char* what[] = {"scale", "B", "input_mean", "input_var"};
+    for (size_t i = 1; i < 5; ++i) expect_rank_in(a, i, what[i - 1], 1, 1);
+  }
 
   void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
     check_channels_input(in, name_);
@@ -245,7 +257,11 @@ class BatchNormKernel : public Kernel {
 class InstanceNormKernel : public Kernel {
  public:
   explicit InstanceNormKernel(const KernelArgs& a)
-      : name_("InstanceNormalization '" + a.node_name + "'"), eps_(static_cast<float>(a.get_float("epsilon", 1e-5))) {}
+      : name_("InstanceNormalization '" + a.node_name + "'"), eps_(static_cast<float>(expect_finite(a, "epsilon", 1e-5))) {
+    expect_rank_in(a, 0, "input", 2, -1);  // N x C x ...
+    expect_rank_in(a, 1, "scale", 1, 1);
+    expect_rank_in(a, 2, "B", 1, 1);
+  }
 
   void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
     check_channels_input(in, name_);
@@ -335,7 +351,8 @@ void register_normalization_kernels() {
   auto vm = [](const char* name, MathOp op) {
     register_kernel(name, {kFloat}, [op](const KernelArgs& a) {
       MathOp o = op;
-      if (o == MathOp::kGelu && a.get_string("approximate", "none") == "tanh") o = MathOp::kGeluTanh;
+      if (o == MathOp::kGelu && expect_known_string(a, "approximate", "none", {"none", "tanh"}) == "tanh")
+        o = MathOp::kGeluTanh;
       return std::make_unique<VecMathKernel>(o, a.op_type + " '" + a.node_name + "'");
     });
   };
@@ -370,8 +387,12 @@ void register_normalization_kernels() {
   };
   for (const ActSpec& spec : acts) {
     register_kernel(spec.name, {kFloat}, [spec](const KernelArgs& a) {
-      return std::make_unique<ActKernel>(spec.kind, a, static_cast<float>(a.get_float(spec.alpha_attr, spec.alpha)),
-                                         static_cast<float>(a.get_float(spec.beta_attr, spec.beta)));
+      // A NaN parameter is refused (it would make the output NaN for every input of one sign);
+      // onnxruntime accepts it. Celu divides by alpha.
+      const double alpha = *spec.alpha_attr ? attr_float(a, spec.alpha_attr, spec.alpha) : 0.0;
+      const double beta = *spec.beta_attr ? attr_float(a, spec.beta_attr, spec.beta) : 0.0;
+      if (spec.kind == ActKind::kCelu && alpha == 0.0) attr_fail(a, "alpha", "0", "nonzero (Celu divides by alpha)");
+      return std::make_unique<ActKernel>(spec.kind, a, static_cast<float>(alpha), static_cast<float>(beta));
     });
   }
 }

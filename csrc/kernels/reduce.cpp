@@ -261,10 +261,19 @@ class ReduceKernel : public Kernel {
   ReduceKernel(const KernelArgs& a, ReduceKind kind, int axes_input_since)
       : name_(a.op_type + " '" + a.node_name + "'"),
         kind_(kind),
-        keepdims_(a.get_int("keepdims", 1) != 0),
+        // flags: any nonzero value is true, as in onnxruntime
+        keepdims_(attr_int(a, "keepdims", 1) != 0),
         axes_input_(a.opset >= axes_input_since),
-        noop_(axes_input_ && a.get_int("noop_with_empty_axes", 0) != 0),
-        attr_axes_(a.get_ints("axes")) {}
+        noop_(axes_input_ && attr_int(a, "noop_with_empty_axes", 0) != 0),
+        attr_axes_(axes_input_ ? std::vector<int64_t>{} : attr_ints(a, "axes")) {
+    const int64_t r = a.rank_of(0);
+    if (!axes_input_) {
+      check_axes(a, "axes", attr_axes_, r);
+    } else if (a.const_inputs.size() > 1 && a.const_inputs[1] && a.const_inputs[1]->dtype == kInt64) {
+      const Tensor& t = *a.const_inputs[1];
+      check_axes_input(a, 1, "axes", std::vector<int64_t>(t.ptr<int64_t>(), t.ptr<int64_t>() + t.numel()), r);
+    }
+  }
 
   void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
     std::vector<bool> red;

@@ -181,23 +181,42 @@ class ResizeKernel : public Kernel {
   explicit ResizeKernel(const KernelArgs& a)
       : name_(a.op_type + " '" + a.node_name + "'"),
         opset_(schema_version(a)),
-        mode_name_(a.get_string("mode", "nearest")),
-        coord_name_(schema_version(a) >= 11 ? a.get_string("coordinate_transformation_mode", "half_pixel") : "asymmetric"),
-        rounding_name_(schema_version(a) >= 11 ? a.get_string("nearest_mode", "round_prefer_floor") : "floor"),
+        mode_name_(a.op_type == "Upsample"
+                       ? expect_known_string(a, "mode", "nearest", {"nearest", "linear", "bilinear", "cubic"})
+                       : expect_known_string(a, "mode", "nearest", {"nearest", "linear", "cubic"})),
+        coord_name_(schema_version(a) >= 11
+                        ? expect_known_string(a, "coordinate_transformation_mode", "half_pixel",
+                                              {"half_pixel", "half_pixel_symmetric", "pytorch_half_pixel",
+                                               "align_corners", "asymmetric", "tf_crop_and_resize"})
+                        : "asymmetric"),
+        rounding_name_(schema_version(a) >= 11
+                           ? expect_known_string(a, "nearest_mode", "round_prefer_floor",
+                                                 {"round_prefer_floor", "round_prefer_ceil", "floor", "ceil"})
+                           : "floor"),
         mode_(parse_mode(mode_name_)),
         coord_(parse_coord(coord_name_)),
         rounding_(parse_rounding(rounding_name_)),
-        cubic_a_(a.get_float("cubic_coeff_a", -0.75)),
-        exclude_outside_(a.get_int("exclude_outside", 0) != 0),
-        antialias_(schema_version(a) >= 18 && a.get_int("antialias", 0) != 0),
-        extrapolation_(static_cast<float>(a.get_float("extrapolation_value", 0.0))),
+        cubic_a_(attr_float(a, "cubic_coeff_a", -0.75)),
+        // flags: any nonzero value is true, as in onnxruntime
+        exclude_outside_(attr_int(a, "exclude_outside", 0) != 0),
+        antialias_(schema_version(a) >= 18 && attr_int(a, "antialias", 0) != 0),
+        extrapolation_(static_cast<float>(attr_float(a, "extrapolation_value", 0.0, true))),
         has_axes_(schema_version(a) >= 18 && a.has("axes")),
-        axes_attr_(has_axes_ ? a.get_ints("axes") : std::vector<int64_t>{}) {
-    if (a.op_type == "Upsample") {  // opset 7 and 8: scales is an attribute
-      auto it = a.attrs.find("scales");
-      if (it != a.attrs.end() && it->second.kind == AttrValue::kFloats) scales_attr_ = it->second.floats;
+        axes_attr_(has_axes_ ? attr_ints(a, "axes") : std::vector<int64_t>{}) {
+    const int64_t r = a.rank_of(0);
+    check_axes(a, "axes", axes_attr_, r);
+    if (a.op_type == "Upsample" && a.has("scales")) {  // opset 7 and 8: scales is an attribute
+      scales_attr_ = attr_floats(a, "scales");
+      for (double v : scales_attr_)
+        if (!(v > 0.0) || !std::isfinite(v))  // (onnxruntime refuses scales < 1; onnxfast downsamples)
+          attr_fail(a, "scales", list_str(scales_attr_), "finite positive scales");
+      if (r >= 0 && static_cast<int64_t>(scales_attr_.size()) != r)
+        attr_fail(a, "scales", list_str(scales_attr_), "one scale per axis of the input, of rank " + std::to_string(r));
     }
-    const std::string policy = schema_version(a) >= 18 ? a.get_string("keep_aspect_ratio_policy", "stretch") : "stretch";
+    const std::string policy = schema_version(a) >= 18
+                                   ? expect_known_string(a, "keep_aspect_ratio_policy", "stretch",
+                                                         {"stretch", "not_larger", "not_smaller"})
+                                   : "stretch";
     aspect_ = policy == "stretch" ? Aspect::kStretch : policy == "not_larger" ? Aspect::kNotLarger : Aspect::kNotSmaller;
   }
 

@@ -59,7 +59,21 @@ void transpose_2d_tile(const T* in, T* out, int64_t is, int64_t os, int64_t i0, 
 class TransposeKernel : public Kernel {
  public:
   explicit TransposeKernel(const KernelArgs& a)
-      : name_("Transpose '" + a.node_name + "'"), has_perm_(a.has("perm")), perm_(a.get_ints("perm")) {}
+      : name_("Transpose '" + a.node_name + "'"), has_perm_(a.has("perm")), perm_(attr_ints(a, "perm")) {
+    if (!has_perm_) return;
+    // perm is a permutation of [0, n) with n the input's rank (where known, else perm's length).
+    const int64_t r = a.rank_of(0), n = r >= 0 ? r : static_cast<int64_t>(perm_.size());
+    std::vector<bool> seen(static_cast<size_t>(std::max<int64_t>(n, 0)), false);
+    bool ok = static_cast<int64_t>(perm_.size()) == n;
+    for (int64_t v : perm_) {
+      ok = ok && v >= 0 && v < n && !seen[static_cast<size_t>(v)];
+      if (ok) seen[static_cast<size_t>(v)] = true;
+    }
+    if (!ok)
+      attr_fail(a, "perm", list_str(perm_),
+                "a permutation of [0, " + std::to_string(n) + ")" +
+                    (r >= 0 ? " (each axis of the input, of rank " + std::to_string(r) + ", once)" : ""));
+  }
 
   void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
     std::vector<int64_t> p = perm(in);
@@ -216,7 +230,19 @@ class ConcatKernel : public Kernel {
  public:
   explicit ConcatKernel(const KernelArgs& a)
       : name_("Concat '" + a.node_name + "'"), has_axis_(a.has("axis") || a.opset < 4),
-        axis_(a.get_int("axis", 1)) {}
+        axis_(attr_int(a, "axis", 1)) {
+    if (!has_axis_) attr_fail(a, "axis", "missing", "given (Concat-4 and later require it)");
+    int64_t r = -1;
+    for (size_t i = 0; i < a.input_ranks.size(); ++i) {
+      const int64_t ri = a.rank_of(i);
+      if (ri < 0) continue;
+      if (ri == 0) input_fail(a, i, "inputs", "has rank 0", "at least 1 (a scalar has no axis to concatenate on)");
+      if (r >= 0 && ri != r)
+        input_fail(a, i, "inputs", "has rank " + std::to_string(ri), std::to_string(r) + ", the rank of the other inputs");
+      r = ri;
+    }
+    check_axis(a, "axis", axis_, r);
+  }
 
   void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
     std::vector<const Tensor*> xs;
@@ -391,7 +417,7 @@ void where_typed(const Broadcast3& b, const uint8_t* c, const T* x, const T* y, 
 
 class WhereKernel : public Kernel {
  public:
-  explicit WhereKernel(const KernelArgs& a) : name_("Where '" + a.node_name + "'") {}
+  explicit WhereKernel(const KernelArgs& a) : name_("Where '" + a.node_name + "'") { expect_broadcastable(a); }
 
   void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
     if (in.size() != 3 || !in[0] || !in[1] || !in[2]) kernel_fail(name_ + " needs condition, X and Y");
@@ -457,7 +483,10 @@ void gather_typed(const T* x, T* y, const std::vector<int64_t>& idx, int64_t out
 
 class GatherKernel : public Kernel {
  public:
-  explicit GatherKernel(const KernelArgs& a) : name_("Gather '" + a.node_name + "'"), axis_(a.get_int("axis", 0)) {}
+  explicit GatherKernel(const KernelArgs& a) : name_("Gather '" + a.node_name + "'"), axis_(attr_int(a, "axis", 0)) {
+    expect_rank_in(a, 0, "data", 1, -1);
+    check_axis(a, "axis", axis_, a.rank_of(0));
+  }
 
   void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
     const int64_t a = resolve(in);
@@ -522,7 +551,38 @@ class SliceKernel : public Kernel {
  public:
   explicit SliceKernel(const KernelArgs& a)
       : name_("Slice '" + a.node_name + "'"), attr_form_(a.opset < 10), has_axes_attr_(a.has("axes")),
-        starts_(a.get_ints("starts")), ends_(a.get_ints("ends")), axes_(a.get_ints("axes")) {}
+        starts_(attr_ints(a, "starts")), ends_(attr_ints(a, "ends")), axes_(attr_ints(a, "axes")) {
+    const int64_t r = a.rank_of(0);
+    if (attr_form_) {  // Slice-1: starts, ends (required) and axes are attributes
+      if (!a.has("starts")) attr_fail(a, "starts", "missing", "given (Slice-1 requires it)");
+      if (!a.has("ends")) attr_fail(a, "ends", "missing", "given (Slice-1 requires it)");
+      if (ends_.size() != starts_.size())
+        attr_fail(a, "ends", list_str(ends_), "as long as starts " + list_str(starts_));
+      if (has_axes_attr_ && axes_.size() != starts_.size())
+        attr_fail(a, "axes", list_str(axes_), "as long as starts " + list_str(starts_));
+      check_axes(a, "axes", axes_, r);
+      return;
+    }
+    // Slice-10+: starts, ends, axes, steps are inputs; those that are constants are checked now.
+    auto constant = [&](size_t i, std::vector<int64_t>& v) {
+      if (i >= a.const_inputs.size() || !a.const_inputs[i]) return false;
+      const Tensor& t = *a.const_inputs[i];
+      if ((t.dtype != kInt32 && t.dtype != kInt64) || t.rank() > 1) return false;  // refused at run time
+      v = int_values(t, name_, "a constant input");
+      return true;
+    };
+    static const char* what[] = {"data", "starts", "ends", "axes", "steps"};
+    std::vector<int64_t> v[5];
+    bool known[5] = {false, false, false, false, false};
+    for (size_t i = 1; i < 5; ++i) known[i] = constant(i, v[i]);
+    for (size_t i = 2; i < 5; ++i)
+      if (known[i] && known[1] && v[i].size() != v[1].size())
+        input_fail(a, i, what[i], "is " + list_str(v[i]), "as long as starts " + list_str(v[1]));
+    if (known[3]) check_axes_input(a, 3, "axes", v[3], r);
+    if (known[4])
+      for (int64_t st : v[4])
+        if (st == 0) input_fail(a, 4, "steps", "is " + list_str(v[4]), "nonzero steps");
+  }
 
   void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
     const std::vector<SliceAxis> p = plan(in);
