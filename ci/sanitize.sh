@@ -83,9 +83,16 @@ names = next(n.value for n in ast.walk(tree) if isinstance(n, ast.Assign) and ge
 print(' '.join('$root/tests/' + f for f in ast.literal_eval(names)))")
   for tier in $tiers; do
     echo "== native-kernel Python tests at ONNXFAST_ISA=$tier (ASan+UBSan preloaded)"
+    # --capture=sys: pytest captures Python's sys.stdout/stderr only, so a report written to fd 2 by an aborting
+    # process is not lost with the capture file (UBSan ignores log_path in gcc 12). Any report in the output
+    # fails the step, also one from a child process that the test tolerated.
+    log=$out/pytest-$tier.log
     # shellcheck disable=SC2086
-    if ! run_py "$tier" -m pytest -q -p no:cacheprovider $files "$@"; then
-      echo "FAILED: native-kernel tests at tier $tier under sanitizers"; status=1
+    if ! run_py "$tier" -m pytest -q -p no:cacheprovider --capture=sys $files "$@" 2>&1 | tee "$log"; then
+      echo "FAILED: native-kernel tests at tier $tier under sanitizers (output in $log)"; status=1
+    fi
+    if grep -q -E 'runtime error:|ERROR: (Address|Leak|UndefinedBehavior)Sanitizer' "$log"; then
+      echo "FAILED: sanitizer report(s) at tier $tier (in $log)"; status=1
     fi
     echo "   (${SECONDS}s so far)"
   done
