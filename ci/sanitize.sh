@@ -3,7 +3,7 @@
 # -fsanitize=address,undefined (every report fatal), then runs the C++ tests at every ISA tier and the native-kernel
 # Python tests (tests/test_isa_tiers.py's NATIVE_TEST_FILES) at each tier this CPU has. Exits non-zero on any
 # report or test failure.
-#   ci/sanitize.sh                 everything (about 15 min on 2 busy cores, most of it the two builds)
+#   ci/sanitize.sh                 everything (about 25 min on 2 busy cores: two builds ~5-7 min, 4-7 min per tier)
 #   ci/sanitize.sh -k conv         extra arguments go to pytest
 # Environment: ONNXFAST_SANITIZE_BUILD (default build/sanitize), ONNXFAST_SANITIZE_TIERS (default: portable up to
 # the CPU's best tier, e.g. "portable avx512"), ONNXFAST_SANITIZE_STEPS (default "cpp python").
