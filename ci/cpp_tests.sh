@@ -4,7 +4,8 @@
 #   ci/cpp_tests.sh aarch64    cross-compiles the portable kernels with Debian's aarch64-linux-gnu-g++
 #                              and runs them under qemu-aarch64 (apt-get install g++-aarch64-linux-gnu
 #                              qemu-user); exits 77 when either tool is missing.
-# Objects go to build/cpp-tests-<mode> (override with ONNXFAST_CPP_BUILD).
+# Objects go to build/cpp-tests-<mode> (override with ONNXFAST_CPP_BUILD). ONNXFAST_CPP_FLAGS adds compile and
+# link flags (ci/sanitize.sh passes the sanitizer flags).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-native}
@@ -16,6 +17,8 @@ sources=(csrc/core/tensor.cpp csrc/kernels/kernel.cpp csrc/kernels/elementwise.c
          csrc/kernels/pooling.cpp csrc/kernels/reduce.cpp csrc/kernels/tensor_ops.cpp csrc/kernels/resize.cpp
          tests/cpp/kernel_tests.cpp)
 flags=(-std=c++17 -O2 -Wall -Wno-unused-parameter -Wno-psabi -fno-math-errno)
+read -r -a user_flags <<< "${ONNXFAST_CPP_FLAGS:-}"
+flags+=("${user_flags[@]}")
 declare -A extra=([csrc/kernels/resize.cpp]="-ffp-contract=off")
 case "$mode" in
   native)
@@ -57,7 +60,7 @@ for src in "${sources[@]}"; do
   if (( ${#pids[@]} >= $(nproc) )); then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
 done
 for p in "${pids[@]}"; do wait "$p"; done
-"$cxx" "${objs[@]}" "${ldflags[@]}" -o "$out/kernel_tests"
+"$cxx" "${objs[@]}" "${ldflags[@]}" "${user_flags[@]}" -o "$out/kernel_tests"
 status=0
 if [[ $mode == native && $(uname -m) == x86_64 ]]; then
   for isa in portable avx2 avx512; do

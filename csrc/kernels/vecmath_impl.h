@@ -30,6 +30,7 @@ namespace {
 constexpr int64_t kLanes = 16;
 typedef float lanes_t __attribute__((vector_size(kLanes * sizeof(float))));
 typedef int32_t ilanes_t __attribute__((vector_size(kLanes * sizeof(int32_t))));
+typedef uint32_t uilanes_t __attribute__((vector_size(kLanes * sizeof(uint32_t))));
 
 inline lanes_t load_lanes(const float* p) {
   lanes_t v;
@@ -61,9 +62,10 @@ inline lanes_t recip(lanes_t d) {
 #endif
 }
 
-// 2^n for integral n in [-126, 127] (float exponent field).
-inline float pow2i(int32_t n) { return bit_cast<float>((n + 127) << 23); }
-inline lanes_t pow2i(ilanes_t n) { return bit_cast<lanes_t>((n + 127) << 23); }
+// 2^n for integral n in [-126, 127] (float exponent field). Shifted unsigned: a negative n + 127 (never for
+// the n used, but shifting a negative int is UB) must not make the shift undefined.
+inline float pow2i(int32_t n) { return bit_cast<float>(static_cast<uint32_t>(n + 127) << 23); }
+inline lanes_t pow2i(ilanes_t n) { return bit_cast<lanes_t>(bit_cast<uilanes_t>(n + 127) << 23); }
 inline int32_t to_int(float f) { return static_cast<int32_t>(f); }
 inline ilanes_t to_int(lanes_t f) { return __builtin_convertvector(f, ilanes_t); }
 
@@ -73,7 +75,8 @@ inline ilanes_t to_int(lanes_t f) { return __builtin_convertvector(f, ilanes_t);
 template <typename T>
 inline T exp_t(T x) {
   const T in = x;
-  x = x < -104.f ? bcast<T>(-104.f) : x;
+  // Clamped so that NaN becomes -104 too: n below is converted to int, and NaN -> int is undefined.
+  x = x >= -104.f ? x : bcast<T>(-104.f);
   x = x > 88.7228f ? bcast<T>(88.7228f) : x;
   const T t = x * 1.44269504088896341f + 12582912.f;  // round to nearest via the magic number
   const T n = t - 12582912.f;
@@ -89,7 +92,7 @@ inline T exp_t(T x) {
   const auto ni = to_int(n);
   const auto na = ni >> 1;  // floor(n / 2): both halves within the exponent range
   T y = p * pow2i(na) * pow2i(ni - na);
-  y = in < -104.f ? bcast<T>(0.f) : y;
+  y = in >= -104.f ? y : (in != in ? in : bcast<T>(0.f));  // below -104: 0; NaN stays NaN
   return in > 88.7228391f ? bcast<T>(std::numeric_limits<float>::infinity()) : y;
 }
 inline float exp1(float x) { return exp_t(x); }
@@ -156,6 +159,10 @@ inline float sigmoid1(float x) { return 1.f / (1.f + exp1(-x)); }
 
 inline int32_t bits_of(float f) { return bit_cast<int32_t>(f); }
 inline ilanes_t bits_of(lanes_t v) { return bit_cast<ilanes_t>(v); }
+inline uint32_t ubits_of(float f) { return bit_cast<uint32_t>(f); }
+inline uilanes_t ubits_of(lanes_t v) { return bit_cast<uilanes_t>(v); }
+inline int32_t to_signed(uint32_t u) { return bit_cast<int32_t>(u); }
+inline ilanes_t to_signed(uilanes_t u) { return bit_cast<ilanes_t>(u); }
 inline float float_of(int32_t i) { return bit_cast<float>(i); }
 inline lanes_t float_of(ilanes_t i) { return bit_cast<lanes_t>(i); }
 inline float to_float(int32_t i) { return static_cast<float>(i); }
@@ -168,9 +175,11 @@ template <typename T>
 inline T log_t(T x) {
   const auto tiny = x < 1.17549435e-38f;
   const T xs = tiny ? x * 8388608.f : x;
-  const auto ib = bits_of(xs);
-  const auto k = (ib - 0x3f3504f3) >> 23;
-  const T m = float_of(ib - (k << 23));
+  // In unsigned arithmetic: the bits of negative x (NaN out below) minus the offset wrap, and k is negative
+  // for x < sqrt(1/2); a signed subtraction could overflow and k << 23 shifted a negative value (UB).
+  const auto d = ubits_of(xs) - 0x3f3504f3u;
+  const auto k = to_signed(d) >> 23;  // arithmetic shift: floor((bits - offset) / 2^23)
+  const T m = float_of(to_signed((d & 0x7fffffu) + 0x3f3504f3u));
   const T e = to_float(k) - (tiny ? bcast<T>(23.f) : bcast<T>(0.f));
   const T f = m - 1.f;
   const T sv = f / (2.f + f);

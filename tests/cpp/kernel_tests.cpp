@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <random>
 #include <string>
 #include <stdexcept>
@@ -264,6 +265,46 @@ void test_vecmath() {
     vm.act(ActKind::kLog, xs.data(), ys.data(), static_cast<int64_t>(xs.size()), 0, 0);
     score(static_cast<int64_t>(xs.size()));
     check(worst <= 1.0, "vecmath log error " + std::to_string(worst));
+  }
+  // log's special inputs, in vector bodies and scalar tails: +-0 -> -inf, negatives (subnormal to -inf) -> NaN,
+  // inf -> inf, NaN -> NaN. The bits of -0 and of tiny negatives once overflowed a signed subtraction (UBSan,
+  // ci/sanitize.sh).
+  {
+    const float inf = std::numeric_limits<float>::infinity();
+    const float specials[] = {0.f, -0.f, -1e-45f, -1e-40f, -1e-38f, -0.5f, -1.f, -3e38f, -inf, inf,
+                              std::numeric_limits<float>::quiet_NaN()};
+    for (int64_t len : {int64_t(1), int64_t(7), int64_t(16), int64_t(33)}) {
+      std::vector<float> xs(static_cast<size_t>(len) * 11), ys(xs.size());
+      for (size_t i = 0; i < xs.size(); ++i) xs[i] = specials[i % 11];
+      vm.act(ActKind::kLog, xs.data(), ys.data(), static_cast<int64_t>(xs.size()), 0, 0);
+      bool ok = true;
+      for (size_t i = 0; i < xs.size(); ++i) {
+        const float x = xs[i], y = ys[i];
+        if (x == 0.f) ok &= y == -inf;
+        else if (x == inf) ok &= y == inf;
+        else ok &= std::isnan(y);  // negatives and NaN
+      }
+      check(ok, "vecmath log special values, " + std::to_string(xs.size()) + " elements");
+    }
+  }
+  // exp's special inputs (NaN once went through a float -> int conversion and a negative shift): NaN -> NaN,
+  // -inf and below -104 -> 0, inf and above 88.73 -> inf; sigmoid of NaN is NaN.
+  {
+    const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+    const float specials[] = {nan, -inf, -200.f, -1e30f, inf, 100.f, 1e30f, 0.f};
+    const float expect[] = {nan, 0.f, 0.f, 0.f, inf, inf, inf, 1.f};
+    for (int64_t len : {int64_t(1), int64_t(7), int64_t(16), int64_t(33)}) {
+      std::vector<float> xs(static_cast<size_t>(len) * 8), ys(xs.size()), ss(xs.size());
+      for (size_t i = 0; i < xs.size(); ++i) xs[i] = specials[i % 8];
+      vm.exp(xs.data(), ys.data(), static_cast<int64_t>(xs.size()));
+      vm.sigmoid(xs.data(), ss.data(), static_cast<int64_t>(xs.size()));
+      bool ok = true;
+      for (size_t i = 0; i < xs.size(); ++i) {
+        const float e = expect[i % 8];
+        ok &= std::isnan(e) ? std::isnan(ys[i]) && std::isnan(ss[i]) : ys[i] == e;
+      }
+      check(ok, "vecmath exp special values, " + std::to_string(xs.size()) + " elements");
+    }
   }
   // gelu: every length up to 40 (vector bodies and tails): 5e-6 relative or 1e-6 absolute error.
   for (int tanh_approx = 0; tanh_approx < 2; ++tanh_approx) {
