@@ -5,12 +5,13 @@
     python ci/rss_mlp.py --runs 300 --json    # one JSON line (used by tests/test_memory.py)
 
 The model: 256 -> 1024 -> 1024 -> 1024, each layer MatMul + Add + Relu. The batch cycles through
-16, 32, ..., 1024 (powers of two and the sizes between them), one size per run. Reported (MB):
+16, 32, 48, ..., 1024 (64 sizes), one size per run. Reported (MB):
   before    RSS before the session is created (model bytes and feeds already built)
   start     RSS after the first full cycle of batch sizes (the warm-up)
   end       RSS after all runs
   peak      highest RSS sampled after a run
   after     RSS once the session and its outputs are deleted
+  cache     bytes the onnxfast block cache holds at the end of the runs / after deleting the session
 The acceptance: end <= 1.25 x start, after <= before + 30 MB.
 """
 
@@ -53,15 +54,10 @@ def mlp_model(dims=(256, 1024, 1024, 1024), seed: int = 0) -> bytes:
     return m.SerializeToString()
 
 
-def batch_cycle(lo: int = 16, hi: int = 1024) -> list[int]:
-    """16, 24, 32, 48, 64, ... 1024: powers of two and the midpoints between them."""
-    out, b = [], lo
-    while b <= hi:
-        out.append(b)
-        if b + b // 2 <= hi and b + b // 2 != b:
-            out.append(b + b // 2)
-        b *= 2
-    return out
+def batch_cycle(lo: int = 16, hi: int = 1024, step: int = 16) -> list[int]:
+    """16, 32, 48, ..., 1024: 64 batch sizes, so a cache keyed by exact size would keep a block
+    for each of them."""
+    return list(range(lo, hi + 1, step))
 
 
 def make_session(runtime: str, data: bytes):
@@ -76,13 +72,21 @@ def make_session(runtime: str, data: bytes):
     return onnxfast.InferenceSession(data, so)
 
 
-def measure(runtime: str = "onnxfast", runs: int = 2000, lo: int = 16, hi: int = 1024) -> dict:
+def cache_mb() -> float | None:
+    try:
+        from onnxfast import _core
+    except ImportError:
+        return None
+    return round(_core.block_cache_bytes() / 1e6, 1)
+
+
+def measure(runtime: str = "onnxfast", runs: int = 2000, lo: int = 16, hi: int = 1024, step: int = 16) -> dict:
     if runtime == "onnxfast":
         import onnxfast  # noqa: F401  (imported before 'before' so the module's own memory is not counted)
     else:
         import onnxruntime  # noqa: F401
     data = mlp_model()
-    sizes = batch_cycle(lo, hi)
+    sizes = batch_cycle(lo, hi, step)
     rng = np.random.default_rng(1)
     feeds = [rng.standard_normal((b, 256)).astype(np.float32) for b in sizes]
     gc.collect()
@@ -97,14 +101,17 @@ def measure(runtime: str = "onnxfast", runs: int = 2000, lo: int = 16, hi: int =
         if i >= len(sizes) - 1:
             peak = max(peak or 0.0, rss_mb())
     end = rss_mb()
+    cache_end = cache_mb() if runtime == "onnxfast" else None
     del sess
     gc.collect()
     after = rss_mb()
+    cache_after = cache_mb() if runtime == "onnxfast" else None
     if start is None:
         start = end
     return {"runtime": runtime, "runs": runs, "batches": f"{sizes[0]}..{sizes[-1]} ({len(sizes)} sizes)",
             "before": round(before, 1), "start": round(start, 1), "end": round(end, 1), "peak": round(peak or end, 1),
-            "after": round(after, 1), "end_over_start": round(end / start, 3), "after_minus_before": round(after - before, 1)}
+            "after": round(after, 1), "end_over_start": round(end / start, 3), "after_minus_before": round(after - before, 1),
+            "cache_end": cache_end, "cache_after": cache_after}
 
 
 def main(argv=None) -> int:
@@ -113,9 +120,10 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=2000)
     ap.add_argument("--lo", type=int, default=16)
     ap.add_argument("--hi", type=int, default=1024)
+    ap.add_argument("--step", type=int, default=16)
     ap.add_argument("--json", action="store_true", help="print one JSON line")
     a = ap.parse_args(argv)
-    r = measure(a.runtime, a.runs, a.lo, a.hi)
+    r = measure(a.runtime, a.runs, a.lo, a.hi, a.step)
     if a.json:
         print(json.dumps(r))
     else:
@@ -123,6 +131,8 @@ def main(argv=None) -> int:
         print(f"  RSS before session {r['before']} MB, after warm-up {r['start']} MB, end {r['end']} MB "
               f"(x{r['end_over_start']}), peak {r['peak']} MB")
         print(f"  RSS after deleting the session {r['after']} MB ({r['after_minus_before']:+} MB vs before)")
+        if r["cache_end"] is not None:
+            print(f"  block cache {r['cache_end']} MB at the end, {r['cache_after']} MB after deleting the session")
     return 0
 
 

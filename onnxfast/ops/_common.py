@@ -45,10 +45,8 @@ def check_alloc(shape, dtype, node) -> None:
             f"{node_label(node)}: output of shape {tuple(dims)} ({np.dtype(dtype).name}) needs "
             f"{nbytes} bytes, more than the memory limit of {_core.max_allocation_bytes()} bytes"
         )
-    try:
-        _core.check_allocation(nbytes, f"{node_label(node)}: output of shape {tuple(dims)} ({np.dtype(dtype).name})")
-    except MemoryError as e:
-        raise errors.AllocationError(str(e)) from None
+    # raises AllocationError (the native error kinds map to onnxfast.errors)
+    _core.check_allocation(nbytes, f"{node_label(node)}: output of shape {tuple(dims)} ({np.dtype(dtype).name})")
 
 
 def normalize_axis(axis: int, rank: int, node, what: str = "axis") -> int:
