@@ -170,21 +170,27 @@ def test_rlimit_as_lowers_the_limit(when):
         import resource
         with open("/proc/self/statm") as f:
             vm = int(f.read().split()[0]) * resource.getpagesize()
-        soft = vm + (1 << 30)
+        soft = vm + (3 << 30)
         resource.setrlimit(resource.RLIMIT_AS, (soft, resource.getrlimit(resource.RLIMIT_AS)[1]))
     """
     first, second = (set_limit, PRELUDE) if when == "before_import" else (PRELUDE, set_limit)
     r = run_child(first, second, """
         s, c = add_session(), cos_session()
         res = {"soft": soft,
-               "native": attempt(add_of, s, 2 << 30),
-               "numpy": attempt(lambda: c.run(None, {"shape": np.array([2048, 256 << 10], np.int64)})[0]),
+               "native": attempt(add_of, s, 4 << 30),
+               "numpy": attempt(lambda: c.run(None, {"shape": np.array([4096, 256 << 10], np.int64)})[0]),
                "small": attempt(add_of, s, 1 << 20),
                "lim": _core.memory_limits() if hasattr(_core, "memory_limits") else None}
+        # lowered again to 256 MiB above what is mapped now: 512 MiB may fit the budget, not the space
+        with open("/proc/self/statm") as f:
+            vm = int(f.read().split()[0]) * resource.getpagesize()
+        resource.setrlimit(resource.RLIMIT_AS, (vm + (256 << 20), resource.getrlimit(resource.RLIMIT_AS)[1]))
+        res["no_space"] = attempt(add_of, s, 512 << 20)
         print(json.dumps(res))
     """)
-    _refused(r["native"], "wide_add", "asks for 2147483648 bytes", "RLIMIT_AS")
-    _refused(r["numpy"], "fill", "2147483648 bytes", "RLIMIT_AS")
+    _refused(r["native"], "wide_add", "asks for 4294967296 bytes", "RLIMIT_AS")
+    _refused(r["numpy"], "fill", "4294967296 bytes", "RLIMIT_AS")
+    _refused(r["no_space"], "wide_add", "asks for 536870912 bytes", "RLIMIT_AS")
     assert r["small"]["ok"], r["small"]
     assert r["lim"] is not None and r["lim"]["rlimit_as"] == r["soft"], r["lim"]
     assert r["lim"]["limit"] <= r["soft"], r["lim"]
