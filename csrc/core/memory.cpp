@@ -231,6 +231,9 @@ const Detected& detected() {
 [[maybe_unused]] const Detected& g_detected_at_start = detected();  // read once, at load
 
 std::atomic<size_t> g_override{0};  // set_memory_limit; 0 = none
+// The limit and budget as of the last memory_limits() (at load, set_memory_limit, and every
+// check that is not on the fast path): small requests are checked against these without a syscall.
+std::atomic<size_t> g_limit{0}, g_budget{0};
 
 std::optional<size_t> current_rlimit_as() {
   struct rlimit rl;
@@ -407,14 +410,27 @@ MemoryLimits memory_limits() {
                                                           : "ONNXFAST_MEMORY_LIMIT_MB";
   }
   m.budget = m.limit / 4 * 3;
+  g_limit.store(m.limit, std::memory_order_relaxed);
+  g_budget.store(m.budget, std::memory_order_relaxed);
   return m;
 }
 
 size_t memory_limit() { return memory_limits().limit; }
-void set_memory_limit(size_t nbytes) { g_override.store(nbytes, std::memory_order_relaxed); }
+void set_memory_limit(size_t nbytes) {
+  g_override.store(nbytes, std::memory_order_relaxed);
+  memory_limits();
+}
+
+namespace {
+[[maybe_unused]] const size_t g_limit_at_start = memory_limits().limit;
+}  // namespace
 
 void check_allocation(size_t nbytes, const std::string& what) {
-  const MemoryLimits m = memory_limits();
+  // Fast path (every output of every run): a small request well inside the budget.
+  if (nbytes < kLargeRequest && nbytes <= g_limit.load(std::memory_order_relaxed) &&
+      g_live.load(std::memory_order_relaxed) + nbytes <= g_budget.load(std::memory_order_relaxed))
+    return;
+  const MemoryLimits m = memory_limits();  // RLIMIT_AS re-read
   if (nbytes > m.limit) {
     fail(ErrorKind::kAllocation, what + " asks for " + bytes_str(nbytes) + ", more than the memory limit of " +
                                      bytes_str(m.limit) + ", " + m.source);
