@@ -476,11 +476,15 @@ void check_allocation(size_t nbytes, const std::string& what) {
   }
 }
 
+// Blocks up to 4 KiB come from malloc and are not counted as live (the run path's fast path; a
+// few KiB per value cannot matter to the budget).
+constexpr size_t kSmallBlock = 4096;
+
 void* alloc_block(size_t nbytes) {
   void* p;
+  if (nbytes <= kSmallBlock) return std::malloc(nbytes ? nbytes : 1);  // 16-byte aligned, fast path
   if (nbytes < kCacheMin) {
-    p = nbytes <= 4096 ? std::malloc(nbytes ? nbytes : 1)  // 16-byte aligned, fast path
-                       : std::aligned_alloc(64, rounded_size(nbytes));  // 64-byte aligned
+    p = std::aligned_alloc(64, rounded_size(nbytes));  // 64-byte aligned
   } else {
     const size_t cls = block_size_class(nbytes);
     g_live.fetch_add(nbytes, std::memory_order_relaxed);
@@ -495,6 +499,10 @@ void* alloc_block(size_t nbytes) {
 
 void free_block(void* p, size_t nbytes, bool cache) {
   if (!p) return;
+  if (nbytes <= kSmallBlock) {
+    std::free(p);
+    return;
+  }
   g_live.fetch_sub(nbytes, std::memory_order_relaxed);
   if (nbytes < kCacheMin) {
     std::free(p);

@@ -50,7 +50,7 @@ void* alloc_block(size_t nbytes);
 void free_block(void* p, size_t nbytes, bool cache = true);
 
 struct MemoryStats {
-  size_t live_bytes = 0;     // handed out by alloc_block and not freed
+  size_t live_bytes = 0;     // handed out by alloc_block and not freed (blocks above 4 KiB)
   size_t cached_bytes = 0;   // held by the block cache
   size_t cache_cap = 0;      // the cache's bound now
   size_t peak_recent = 0;    // recent peak of live bytes (the cache's bound is twice this)
