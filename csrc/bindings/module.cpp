@@ -5,6 +5,7 @@
 #include <pybind11/stl.h>
 
 #include "../core/executor.h"
+#include "../core/memory.h"
 #include "../cpu/cpu.h"
 #include "../kernels/gemm_tiers.h"
 #include "../kernels/vecmath.h"
@@ -151,9 +152,56 @@ PYBIND11_MODULE(_core, m) {
   m.def("register_dtype", &register_numpy_dtype, py::arg("dtype"), py::arg("code"), py::arg("name"));
   m.def("set_error_classes", &set_error_classes);
   m.def("set_error_hook", &set_error_hook);
-  m.def("max_allocation_bytes", &max_allocation_bytes);
-  m.def("set_max_allocation_bytes", &set_max_allocation_bytes);
+  m.def("max_allocation_bytes", &max_allocation_bytes, "the memory limit in bytes (see memory_limits)");
+  m.def("set_max_allocation_bytes", &set_max_allocation_bytes, py::arg("nbytes"),
+        "overrides the detected memory limit (0: the detected one again)");
+  m.def("set_memory_limit", &set_memory_limit, py::arg("nbytes"),
+        "overrides the detected memory limit (0: the detected one again)");
   m.def("block_cache_bytes", &block_cache_bytes, "bytes of freed buffers the block cache holds for reuse");
+  m.def("memory_limits", []() {
+    MemoryLimits l = memory_limits();
+    py::dict d;
+    auto opt = [](const std::optional<size_t>& v) { return v ? py::object(py::int_(*v)) : py::object(py::none()); };
+    d["physical"] = l.physical;
+    d["cgroup"] = opt(l.cgroup);
+    d["rlimit_as"] = opt(l.rlimit_as);
+    d["override"] = opt(l.override_);
+    d["limit"] = l.limit;
+    d["budget"] = l.budget;
+    d["source"] = l.source;
+    return d;
+  }, "the memory limit and where it comes from (physical RAM, cgroup, RLIMIT_AS, an override), and the "
+     "budget of live bytes (3/4 of the limit)");
+  m.def("memory_stats", []() {
+    MemoryStats s = memory_stats();
+    py::dict d;
+    d["live_bytes"] = s.live_bytes;
+    d["cached_bytes"] = s.cached_bytes;
+    d["cache_cap"] = s.cache_cap;
+    d["peak_recent"] = s.peak_recent;
+    d["maps"] = s.maps;
+    d["unmaps"] = s.unmaps;
+    d["cache_hits"] = s.cache_hits;
+    d["users"] = s.users;
+    return d;
+  }, "the block allocator's counters: live and cached bytes, the cache's bound, blocks mapped / unmapped");
+  m.def("check_allocation", [](size_t nbytes, const std::string& what) { check_allocation(nbytes, what); },
+        py::arg("nbytes"), py::arg("what"),
+        "raises AllocationError when nbytes more must not be allocated now (the guard of native outputs)");
+  m.def("release_cached_blocks", &release_cached_blocks, "returns the block cache's memory to the system");
+  m.def("_cgroup_memory_limit", [](const std::string& cgroup, const std::string& mountinfo, py::dict files) {
+    std::map<std::string, std::string> f;
+    for (auto kv : files) f[py::cast<std::string>(kv.first)] = py::cast<std::string>(kv.second);
+    std::optional<size_t> v = parse_cgroup_memory_limit(cgroup, mountinfo, [&](const std::string& p, std::string* t) {
+      auto it = f.find(p);
+      if (it == f.end()) return false;
+      *t = it->second;
+      return true;
+    });
+    return v ? py::object(py::int_(*v)) : py::object(py::none());
+  }, py::arg("proc_self_cgroup"), py::arg("mountinfo"), py::arg("files"),
+     "(testing) the cgroup memory limit parsed from the given /proc/self/cgroup and mountinfo texts, "
+     "reading files from the dict {path: contents}; None when unlimited");
   m.def("native_kernels", []() {
     py::dict d;
     for (auto& kv : kernel_table()) d[py::str(kv.first)] = py::cast(kv.second.dtypes);

@@ -103,6 +103,9 @@ class Plan {
   py::list take_profile();
 
  private:
+  // First member, so destroyed last: the block cache lives while any plan does (memory.h), and
+  // is emptied once the last plan and its constants are gone.
+  MemoryUser memory_user_;
   struct Run;
   void execute(Run& r, const std::vector<int>& order, RunOptions* ro) const;
   std::shared_ptr<const std::vector<int>> order_for(const std::vector<int>& outs);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "dtype.h"
+#include "memory.h"
 
 typedef struct _object PyObject;
 
@@ -16,21 +17,19 @@ namespace onnxfast {
 
 using Shape = std::vector<int64_t>;
 
-// Largest single allocation the runtime will attempt (bytes); bigger requests raise MemoryError
-// before touching memory, so a malicious model cannot trigger the OOM killer.
+// The memory limit (memory.h: min of physical RAM, cgroup limit, RLIMIT_AS): no single request
+// may exceed it, and live bytes may not exceed 3/4 of it; requests past either raise MemoryError
+// (AllocationError) before touching memory, so a model's shapes cannot summon the OOM killer.
 size_t max_allocation_bytes();
-void set_max_allocation_bytes(size_t n);
+void set_max_allocation_bytes(size_t n);  // overrides the detected limit (0: detected again)
 
 // Releases a Storage's owner object; installed once by the Python bindings.
 using OwnerRelease = void (*)(PyObject* owner);
 void set_owner_release(OwnerRelease fn);
 
-// Raw buffers: 16-byte aligned up to 4 KiB, else 64-byte aligned; blocks of 64 KiB and more are
-// recycled by exact size through a bounded cache (see tensor.cpp). free_block takes the size
-// that was asked for.
-void* alloc_block(size_t nbytes);
-void free_block(void* p, size_t nbytes);
-size_t block_cache_bytes();  // bytes held by the cache now
+// Raw buffers (alloc_block / free_block, declared in memory.h): 16-byte aligned up to 4 KiB, else
+// 64-byte aligned; blocks of 64 KiB and more are size-classed, mapped, and recycled through a
+// bounded cache. free_block takes the size that was asked for.
 
 // A kernel's scratch buffer for the length of a call (null data when allocation failed).
 struct ScratchBlock {
@@ -50,7 +49,7 @@ struct Storage {
   bool owned = false;
   // Set for initializers and user inputs: outputs aliasing them are copied before returning.
   bool external = false;
-  // Freed into the block cache (false: straight to the C library; enable_cpu_mem_arena=False).
+  // Freed into the block cache (false: straight to the system; enable_cpu_mem_arena=False).
   bool cacheable = true;
   Storage() = default;
   Storage(const Storage&) = delete;

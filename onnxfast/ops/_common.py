@@ -33,18 +33,20 @@ def invalid(node, msg: str, cls=errors.InvalidArgument):
 
 
 def check_alloc(shape, dtype, node) -> None:
-    """Raise AllocationError before allocating a tensor of ``shape`` x ``dtype`` that is too large."""
+    """Raise AllocationError before allocating a tensor of ``shape`` x ``dtype`` that the memory
+    guard refuses (more than the memory limit, or past the budget of live bytes; csrc/core/memory.h)."""
     dims = [int(d) for d in shape]
     if any(d < 0 for d in dims):
         invalid(node, f"negative dimension in output shape {tuple(dims)}")
     n = math.prod(dims)
     nbytes = n * np.dtype(dtype).itemsize
-    limit = _core.max_allocation_bytes()
-    if nbytes > limit:
+    if nbytes >= 1 << 64:
         raise errors.AllocationError(
             f"{node_label(node)}: output of shape {tuple(dims)} ({np.dtype(dtype).name}) needs "
-            f"{nbytes} bytes, more than the allocation limit of {limit} bytes"
+            f"{nbytes} bytes, more than the memory limit of {_core.max_allocation_bytes()} bytes"
         )
+    # raises AllocationError (the native error kinds map to onnxfast.errors)
+    _core.check_allocation(nbytes, f"{node_label(node)}: output of shape {tuple(dims)} ({np.dtype(dtype).name})")
 
 
 def normalize_axis(axis: int, rank: int, node, what: str = "axis") -> int:

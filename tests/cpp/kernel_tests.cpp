@@ -1,7 +1,8 @@
 // C++ unit tests of the native kernels, without Python: SGEMM (every transpose, alpha/beta,
 // pre-packed B, edge sizes around the micro-kernel and K-block sizes), the vector math row
 // functions, the thread pool, the Add / Conv / ConvTranspose kernels through the kernel table, and the reduction
-// engine / pooling / Transpose kernels (reduce.cpp, pooling.cpp, tensor_ops.cpp) and Resize (resize.cpp).
+// engine / pooling / Transpose kernels (reduce.cpp, pooling.cpp, tensor_ops.cpp) and Resize (resize.cpp),
+// and memory.cpp (block cache and size classes, live-byte budget, cgroup limit parsing).
 // Built and run by tests/test_cpp_units.py (natively, at every ISA tier) and by
 // ci/cross_aarch64.sh (cross-compiled for aarch64, run under qemu-user).
 // Exit status 0 when every check passes; failures are printed one per line.
@@ -12,12 +13,15 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <random>
 #include <string>
 #include <stdexcept>
 #include <atomic>
 #include <vector>
 
+#include "../../csrc/core/errors.h"
+#include "../../csrc/core/memory.h"
 #include "../../csrc/core/tensor.h"
 #include "../../csrc/cpu/cpu.h"
 #include "../../csrc/kernels/gemm.h"
@@ -718,7 +722,8 @@ void test_resize_kernel() {
 // ---- Block cache --------------------------------------------------------------------------
 
 void test_block_cache() {
-  // Alignment by size class; a freed large block comes back for the same size, not another.
+  MemoryUser user;  // the cache lives while a session (here: this scope) is open
+  // Alignment by size class; a freed large block comes back for the same size class, not another.
   for (size_t n : {size_t(1), size_t(100), size_t(4096), size_t(4097), size_t(70000), size_t(1) << 20}) {
     void* p = alloc_block(n);
     check(p != nullptr, "alloc_block(" + std::to_string(n) + ")");
@@ -729,16 +734,60 @@ void test_block_cache() {
   }
   void* a = alloc_block(size_t(3) << 20);
   free_block(a, size_t(3) << 20);
-  void* b = alloc_block(size_t(3) << 20);
-  check(a == b, "a freed 3 MiB block is reused for the next 3 MiB request");
+  void* b = alloc_block((size_t(3) << 20) - 4096);  // same class: (2.5 MiB, 3 MiB]
+  check(a == b, "a freed 3 MiB block is reused for the next request of its size class");
   void* c = alloc_block(size_t(3) << 20);
   check(c != b, "a block in use is not handed out twice");
-  free_block(b, size_t(3) << 20);
+  std::memset(c, 1, size_t(3) << 20);
+  free_block(b, (size_t(3) << 20) - 4096);
   free_block(c, size_t(3) << 20);
   {
     ScratchBlock s(size_t(1) << 18);
     check(s.data != nullptr && reinterpret_cast<uintptr_t>(s.data) % 64 == 0, "ScratchBlock is 64-byte aligned");
   }
+  // Size classes: 4 per power of two up to 64 MiB, 2 MiB steps above; never smaller than asked.
+  check(block_size_class(1) == (size_t(64) << 10) && block_size_class(size_t(64) << 10) == (size_t(64) << 10),
+        "smallest size class is 64 KiB");
+  check(block_size_class((size_t(64) << 10) + 1) == (size_t(80) << 10), "64 KiB + 1 -> 80 KiB");
+  check(block_size_class(size_t(3) << 20) == (size_t(3) << 20), "3 MiB is a class");
+  check(block_size_class((size_t(3) << 20) + 1) == (size_t(7) << 19), "3 MiB + 1 -> 3.5 MiB");
+  check(block_size_class((size_t(64) << 20) + 1) == (size_t(66) << 20), "64 MiB + 1 -> 66 MiB");
+  for (size_t n = 1; n < (size_t(1) << 34); n = n * 3 / 2 + 7) {
+    const size_t c = block_size_class(n);
+    check(c >= n && c % 4096 == 0 && (n < (size_t(64) << 10) || c - n <= n / 4), "block_size_class(" + std::to_string(n) + ")");
+  }
+  // Live bytes are counted; the guard refuses past the budget and past the limit.
+  const size_t live0 = memory_stats().live_bytes;
+  void* d = alloc_block(size_t(5) << 20);
+  check(memory_stats().live_bytes == live0 + (size_t(5) << 20), "live bytes count an allocation");
+  set_memory_limit(size_t(8) << 20);  // budget 6 MiB: 5 MiB live + 2 MiB more is refused
+  bool refused = false;
+  try {
+    check_allocation(size_t(2) << 20, "test");
+  } catch (const Error& e) {
+    refused = e.kind() == ErrorKind::kAllocation && std::string(e.what()).find("budget") != std::string::npos;
+  }
+  check(refused, "live + request past the budget is refused");
+  refused = false;
+  try {
+    check_allocation(size_t(9) << 20, "test");
+  } catch (const Error& e) {
+    refused = e.kind() == ErrorKind::kAllocation && std::string(e.what()).find("memory limit") != std::string::npos;
+  }
+  check(refused, "a request past the limit is refused");
+  free_block(d, size_t(5) << 20);
+  check_allocation(size_t(2) << 20, "test");  // fits again
+  set_memory_limit(0);
+  check(memory_stats().live_bytes == live0, "live bytes return after free");
+  // cgroup v2 parse: the smaller of the leaf and an ancestor.
+  auto files = [](const std::string& p, std::string* t) {
+    if (p == "/sys/fs/cgroup/a/b/memory.max") *t = "max\n";
+    else if (p == "/sys/fs/cgroup/a/memory.max") *t = "1048576\n";
+    else return false;
+    return true;
+  };
+  std::optional<size_t> lim = parse_cgroup_memory_limit("0::/a/b\n", "30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n", files);
+  check(lim && *lim == 1048576, "cgroup v2 limit of an ancestor");
 }
 
 int main() {
