@@ -148,9 +148,12 @@ FEED_DTYPES = [np.float32, np.float64, np.float16, np.int64, np.int32, np.int8, 
 class Mutator:
     """Applies random mutations to a ModelProto and its feeds; every choice comes from ``rng``."""
 
-    def __init__(self, rng: random.Random, op_pool: list[str]):
+    def __init__(self, rng: random.Random, op_pool: list[str], attr_dict: dict | None = None,
+                 donors: list | None = None):
         self.rng = rng
         self.op_pool = op_pool
+        self.attr_dict = attr_dict or {}  # (op_type, attr name) -> [AttributeProto seen in the suite]
+        self.donors = donors or []  # other seed models of the same operator group (crossover)
         self.log: list[str] = []
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -187,32 +190,36 @@ class Mutator:
 
     def _mutate_list(self, lst, gen):
         vals = list(lst)
+        ints = gen is self._int
         r = self.rng.random()
-        if r < 0.3 and vals:
+        # ints lists (strides, pads, kernel_shape, axes, split, tree node ids ...) mostly keep their
+        # length and get extreme entries: a wrong length is usually refused at load
+        p_elem, p_all = (0.4, 0.65) if ints else (0.3, 0.45)
+        if r < p_elem and vals:
             i = self.rng.randrange(len(vals))
-            vals[i] = gen(vals[i]) if gen is self._int else gen()
+            vals[i] = gen(vals[i]) if ints else gen()
             what = f"[{i}]={vals[i]!r}"
-        elif r < 0.45:
-            for _ in range(self.rng.choice([1, 1, 2, 5, 100])):
-                vals.append(gen() if gen is not self._int else self._int())
-            what = f"lengthened to {len(vals)}"
-        elif r < 0.6 and vals:
-            vals = vals[: self.rng.randrange(len(vals))]
-            what = f"shortened to {len(vals)}"
-        elif r < 0.68:
-            vals = []
-            what = "emptied"
-        elif r < 0.8 and vals:
-            v = gen(vals[0]) if gen is self._int else gen()
+        elif r < p_all and vals:
+            v = gen(vals[0]) if ints else gen()
             vals = [v] * len(vals)
             what = f"all {v!r}"
-        elif vals and gen is self._int:
+        elif r < p_all + 0.1:
+            for _ in range(self.rng.choice([1, 1, 2, 5, 100])):
+                vals.append(gen() if not ints else self._int())
+            what = f"lengthened to {len(vals)}"
+        elif r < p_all + 0.2 and vals:
+            vals = vals[: self.rng.randrange(len(vals))]
+            what = f"shortened to {len(vals)}"
+        elif r < p_all + 0.25:
+            vals = []
+            what = "emptied"
+        elif vals and ints:
             vals = [-v for v in vals] if self.rng.random() < 0.5 else [v * 2**self.rng.choice([8, 31, 40]) for v in vals]
             what = "negated/scaled"
         else:
-            vals.append(gen() if gen is not self._int else self._int())
+            vals.append(gen() if not ints else self._int())
             what = "appended"
-        vals = [min(max(v, -(2**63)), 2**63 - 1) for v in vals] if gen is self._int else vals
+        vals = [min(max(v, -(2**63)), 2**63 - 1) for v in vals] if ints else vals
         return vals, what
 
     # -- attributes ------------------------------------------------------------------------------
@@ -231,7 +238,8 @@ class Mutator:
             a.f = self._float()
             what = a.f
         elif a.type == T.STRING:
-            a.s = self._string()
+            pool = [x.s for x in self.attr_dict.get(n.op_type, {}).get(a.name, []) if x.type == T.STRING]
+            a.s = self.rng.choice(pool) if pool and self.rng.random() < 0.5 else self._string()
             what = a.s[:20]
         elif a.type == T.INTS:
             vals, what = self._mutate_list(a.ints, self._int)
@@ -272,6 +280,13 @@ class Mutator:
         have = {a.name for a in n.attribute}
         missing = [k for k in names if k not in have]
         T = onnx.AttributeProto.AttributeType
+        seen = [k for k in self.attr_dict.get(n.op_type, {}) if k not in have]
+        if seen and self.rng.random() < 0.4:  # a value another test of this op uses
+            name = self.rng.choice(seen)
+            a = self.rng.choice(self.attr_dict[n.op_type][name])
+            n.attribute.append(a)
+            self.log.append(f"add attr {n.op_type}.{name} from the suite")
+            return
         if missing and self.rng.random() < 0.85:
             name = self.rng.choice(missing)
             t = names[name]
@@ -303,6 +318,33 @@ class Mutator:
             attr.type = t
         n.attribute.append(attr)
         self.log.append(f"add attr {n.op_type}.{name}={v if not isinstance(v, bytes) else v[:20]!r}")
+
+    def crossover(self, model, feeds):
+        """Copy one node's attributes from another test of the same operator (a combination the suite
+        does not have: e.g. one test's auto_pad with another's kernel)."""
+        import onnx
+
+        if not self.donors:
+            return self.attr_add(model, feeds)
+        d = onnx.ModelProto()
+        d.ParseFromString(self.rng.choice(self.donors))
+        by_op = {}
+        for _, n in self._nodes(d):
+            by_op.setdefault(n.op_type, []).append(n)
+        cands = [(g, n) for g, n in self._nodes(model) if n.op_type in by_op]
+        if not cands:
+            return self.attr_add(model, feeds)
+        _, n = self.rng.choice(cands)
+        donor = self.rng.choice(by_op[n.op_type])
+        for a in donor.attribute:
+            if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) or self.rng.random() < 0.5:
+                continue
+            for i, b in enumerate(n.attribute):
+                if b.name == a.name:
+                    del n.attribute[i]
+                    break
+            n.attribute.append(a)
+        self.log.append(f"crossover {n.op_type} attrs from another test: {[a.name for a in n.attribute]}")
 
     def attr_delete(self, model, feeds):
         cands = [(n, i) for _, n in self._nodes(model) for i in range(len(n.attribute))]
@@ -422,7 +464,7 @@ class Mutator:
         n = self.rng.choice(list(g.node))
         names = [x for m in g.node for x in list(m.input) + list(m.output)] + [vi.name for vi in g.input]
         r = self.rng.random()
-        if r < 0.15 and n.input:
+        if r < 0.2 and n.input:
             i = self.rng.randrange(len(n.input))
             n.input[i] = ""
             return f"{n.op_type}.input[{i}]=''"
@@ -611,8 +653,9 @@ class Mutator:
         self.log.append(f"feed {name} {what} {arr.dtype}{list(arr.shape)}")
 
     # -- entry point -----------------------------------------------------------------------------
-    STRUCT = [("attr_value", 24), ("attr_add", 10), ("attr_delete", 3), ("attr_retype", 2), ("tensor", 7),
-              ("value_info", 6), ("node_io", 8), ("op_swap", 4), ("domain_swap", 2), ("opset", 4), ("feed", 26)]
+    STRUCT = [("attr_value", 30), ("attr_add", 10), ("crossover", 5), ("attr_delete", 3), ("attr_retype", 2),
+              ("tensor", 7), ("value_info", 6), ("node_io", 12), ("op_swap", 4), ("domain_swap", 2), ("opset", 4),
+              ("feed", 20)]
 
     def mutate(self, model_bytes: bytes, feeds: list) -> tuple[bytes, list]:
         import onnx
@@ -620,7 +663,7 @@ class Mutator:
         model = onnx.ModelProto()
         model.ParseFromString(model_bytes)
         feeds = [(n, v.copy() if isinstance(v, np.ndarray) else v) for n, v in feeds]
-        n_mut = self.rng.choices([1, 2, 3, 4], [50, 30, 14, 6])[0]
+        n_mut = self.rng.choices([1, 2, 3, 4], [40, 32, 18, 10])[0]
         names, weights = zip(*self.STRUCT)
         for _ in range(n_mut):
             kind = self.rng.choices(names, weights)[0]
@@ -675,17 +718,30 @@ class CaseMaker:
         import onnx
 
         ops = set()
+        self.attr_dict: dict = {}
         for s in seeds:
             m = onnx.ModelProto()
             m.ParseFromString(s["model"])
-            ops.update(n.op_type for n in m.graph.node)
+            for n in m.graph.node:
+                ops.add(n.op_type)
+                for a in n.attribute:
+                    if a.type not in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+                        lst = self.attr_dict.setdefault(n.op_type, {}).setdefault(a.name, [])
+                        if len(lst) < 16 and all(a != b for b in lst):
+                            lst.append(a)
         self.op_pool = sorted(ops)
+        self.group_of = {}
+        for g in groups:
+            for i in g:
+                self.group_of[i] = g
 
     def make(self, i: int):
         rng = random.Random(f"onnxfast-fuzz:{self.seed}:{i}")
-        groups = self.plain if (rng.random() < 0.85 or not self.expanded) else self.expanded
-        s = self.seeds[rng.choice(rng.choice(groups))]
-        mut = Mutator(rng, self.op_pool)
+        groups = self.plain if (rng.random() < 0.92 or not self.expanded) else self.expanded
+        si = rng.choice(rng.choice(groups))
+        s = self.seeds[si]
+        donors = [self.seeds[j]["model"] for j in self.group_of[si] if j != si]
+        mut = Mutator(rng, self.op_pool, self.attr_dict, donors)
         data, feeds = mut.mutate(s["model"], s["feeds"])
         return s["name"], data, feeds, mut.log
 
@@ -713,15 +769,24 @@ def run_one(onnxfast, data: bytes, feeds: list, threads: int = 1) -> str:
         so.log_severity_level = 4
     except Exception:
         pass
+    def name(e):
+        if isinstance(e, MemoryError) and not isinstance(e, onnxfast.errors.OnnxfastError):
+            # an allocation onnxfast's guard let through, stopped only by the worker's address-space
+            # limit: without it the model would exhaust memory (or crawl: a "hang")
+            return "oom"
+        return f"{type(e).__module__.split('.')[0]}.{type(e).__name__}"
+
     try:
         sess = onnxfast.InferenceSession(data, so)
     except Exception as e:  # noqa: BLE001 - any clean Python exception is a normal result
-        return f"load:{type(e).__module__.split('.')[0]}.{type(e).__name__}"
+        n = name(e)
+        return n if n == "oom" else f"load:{n}"
     try:
         sess.run(None, dict(feeds))
         sess.run(None, dict(feeds))  # twice: caches filled by the first run are used by the second
     except Exception as e:  # noqa: BLE001
-        return f"run:{type(e).__module__.split('.')[0]}.{type(e).__name__}"
+        n = name(e)
+        return n if n == "oom" else f"run:{n}"
     return "ok"
 
 
@@ -1147,9 +1212,12 @@ def fuzz(args) -> int:
                     replace = w
                     line = None
                 if line is not None:
-                    results[line.split(":")[0]] += 1
-                    if line != "ok":
-                        results[line] += 1
+                    if is_finding(line):  # an answer that is still a finding ("oom")
+                        record(w.current, line, "")
+                    else:
+                        results[line.split(":")[0]] += 1
+                        if line != "ok":
+                            results[line] += 1
                     done += 1
                     feed(w)
             elif time.monotonic() > w.deadline:
@@ -1229,9 +1297,11 @@ def fuzz(args) -> int:
     print(f"cases: {done} in {elapsed:.0f} s ({done / max(elapsed, 1e-9):.1f} cases/s); minimization {t_min:.0f} s "
           f"({checker.checks} checks)")
     print(f"results: ok {results['ok']}, refused at load {results['load']}, error at run {results['run']}")
-    crashes = sum(1 for f in raw_findings if f["kind"] != "hang")
+    crashes = sum(1 for f in raw_findings if f["kind"] not in ("hang", "oom"))
     hangs = sum(1 for f in raw_findings if f["kind"] == "hang")
-    print(f"findings: {crashes} crashes, {hangs} hangs (raw); {len(final)} unique by (op, kind) after minimization")
+    ooms = sum(1 for f in raw_findings if f["kind"] == "oom")
+    print(f"findings: {crashes} crashes, {hangs} hangs, {ooms} unguarded allocations (oom) (raw); "
+          f"{len(final)} unique by (op, kind) after minimization")
     for (op, kind), f in final.items():
         n_raw = sum(c for (t, k), c in per_key.items() if k == kind and (t == op or t.startswith("multi:")))
         print(f"  {op:24s} {kind:8s} first case {f['case']:>6}  ({f['seed_test']}: {'; '.join(f['mutations'])[:120]})")
