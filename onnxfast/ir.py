@@ -243,6 +243,10 @@ def _safe_for_inference(proto: onnx.ModelProto) -> bool:
                     walk(a.g, False)
                 for sg in a.graphs:
                     walk(sg, False)
+            if n.op_type == "GatherND" and n.domain in ("", "ai.onnx"):
+                for a in n.attribute:
+                    if a.name == "batch_dims" and a.i < 0:
+                        raise InvalidModel(f"{where}: attribute 'batch_dims' is {a.i}; it must be >= 0")
             if n.op_type == "Split" and n.domain in ("", "ai.onnx"):
                 for a in n.attribute:
                     if a.name == "num_outputs" and a.i != len(n.output):

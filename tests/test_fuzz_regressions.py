@@ -185,3 +185,13 @@ def test_constant_with_consistent_dims_still_runs():
     add = helper.make_node("Add", ["x", "c"], ["y"])
     m = _model([c, add], [_vi("x", shape=[3])], [_vi("y")])
     assert run_isolated(m, {"x": np.ones(3, np.float32)}) == "ok"
+
+
+# ---- GatherND with a negative batch_dims (onnx's shape inference read out of bounds) ---------------
+
+@pytest.mark.parametrize("batch_dims", [-1, -(2**31)])
+def test_gathernd_negative_batch_dims_is_refused(batch_dims):
+    n = helper.make_node("GatherND", ["d", "i"], ["y"], batch_dims=batch_dims)
+    m = _model([n], [_vi("d", shape=[2, 2]), _vi("i", TensorProto.INT64, [2, 1])], [_vi("y")])
+    res = run_isolated(m, {"d": np.ones((2, 2), np.float32), "i": np.zeros((2, 1), np.int64)})
+    assert res.startswith("load:onnxfast.InvalidModel") and "batch_dims" in res, res
