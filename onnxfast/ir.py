@@ -163,7 +163,7 @@ def build_model(proto: onnx.ModelProto, base_dir: str | None, release: bool) -> 
     # Initializers become numpy first (dropping the proto's bytes), then shape inference runs on
     # the weight-free proto to type intermediate values.
     graph_inits = load_initializers(proto.graph, external, release)
-    ctx.types = _infer_types(proto) if _safe_for_inference(proto) else {}
+    ctx.types = _infer_types(proto) if _safe_for_inference(proto, opsets) else {}
     g = _build_graph(proto.graph, ctx, outer=set(), inits=graph_inits)
     meta = {p.key: p.value for p in proto.metadata_props}
     return Model(
@@ -217,21 +217,32 @@ def _check_tensor_attribute(t: onnx.TensorProto, where: str) -> None:
                            f"elements ({have} values or bytes where {want} are needed)")
 
 
-def _safe_for_inference(proto: onnx.ModelProto) -> bool:
+# A declared dimension above this (no real tensor has 2^30 entries along one axis) makes the model run
+# without onnx's shape inference, whose data propagation would materialize it.
+_MAX_INFERRED_DIM = 1 << 30
+
+
+def _safe_for_inference(proto: onnx.ModelProto, opsets: dict[str, int]) -> bool:
     """Check what onnx's C++ shape inference trusts before handing it an untrusted model (it runs
     in-process: a SIGSEGV or abort there kills the user's process). Raises InvalidModel for what the
-    spec forbids (tensor attributes whose dims disagree with their data, a Split whose num_outputs is
-    not its output count); returns False (run without inferred types) for what onnx's inference
+    spec forbids (a node whose required input/output has an empty name or that has too many of them,
+    tensor attributes whose dims disagree with their data, a Split whose num_outputs is not its
+    output count, a negative GatherND batch_dims); returns False (run without inferred types) for what onnx's inference
     crashes on although the model may still run (a graph input or output without a type)."""
     ok = True
 
     def walk(g: onnx.GraphProto, top: bool):
         nonlocal ok
-        for vi in itertools.chain(g.input, g.output):
+        for vi in itertools.chain(g.input, g.output, g.value_info):
             if not vi.HasField("type") or (vi.type.HasField("tensor_type") and not vi.type.tensor_type.elem_type):
                 ok = False
+            elif vi.type.HasField("tensor_type") and any(
+                d.dim_value > _MAX_INFERRED_DIM for d in vi.type.tensor_type.shape.dim
+            ):
+                ok = False  # onnx's data propagation materializes such shapes: minutes, or out of memory
         for n in g.node:
             where = f"node '{n.name or n.op_type}' ({n.op_type})"
+            _check_arity(n, n.name or n.op_type, opsets)
             for a in n.attribute:
                 if a.HasField("t"):
                     _check_tensor_attribute(a.t, f"{where}: attribute '{a.name}'")

@@ -195,3 +195,36 @@ def test_gathernd_negative_batch_dims_is_refused(batch_dims):
     m = _model([n], [_vi("d", shape=[2, 2]), _vi("i", TensorProto.INT64, [2, 1])], [_vi("y")])
     res = run_isolated(m, {"d": np.ones((2, 2), np.float32), "i": np.zeros((2, 1), np.int64)})
     assert res.startswith("load:onnxfast.InvalidModel") and "batch_dims" in res, res
+
+
+# ---- a required input named "" reaching onnx's shape inference (SIGSEGV before the arity check) ---
+
+@pytest.mark.parametrize("op,domain,attrs,opset", [
+    ("RegexFullMatch", "", {}, 20),
+    ("EyeLike", "", {"k": 1}, 18),
+    ("LabelEncoder", "ai.onnx.ml", {"keys_strings": ["a"], "values_int64s": [1]}, 18),
+    ("TreeEnsembleRegressor", "ai.onnx.ml", {"nodes_treeids": [0], "nodes_nodeids": [0], "nodes_modes": ["LEAF"],
+                                             "target_treeids": [0], "target_nodeids": [0], "target_ids": [0],
+                                             "target_weights": [1.0]}, 18),
+])
+def test_required_input_named_empty_is_refused_before_type_inference(op, domain, attrs, opset):
+    n = helper.make_node(op, [""], ["Y"], domain=domain, **attrs)
+    m = _model([n], [], [_vi("Y", TensorProto.BOOL if op == "RegexFullMatch" else TensorProto.FLOAT, [2, 0])],
+               opset=opset, ml=(3 if op == "LabelEncoder" else 1) if domain else None)
+    res = run_isolated(m, {})
+    assert res.startswith("load:onnxfast.InvalidModel") and "empty name" in res, res
+
+
+# ---- declared dims of 2^31: onnx's data propagation materialized them (a hang) ---------------------
+
+def test_huge_declared_dim_in_value_info_does_not_hang_type_inference():
+    corpus = os.path.join(ROOT, "tests", "fuzz_corpus")
+    m = onnx.load(os.path.join(corpus, "div-hang-24fca674.onnx"))  # the fuzzer's minimized reproducer
+    assert any(d.dim_value == 2**31 for vi in m.graph.input for d in vi.type.tensor_type.shape.dim)
+    with np.load(os.path.join(corpus, "div-hang-24fca674.npz")) as z:
+        import json
+
+        layout = json.loads(str(z["__layout__"]))
+        feeds = {name: z[spec["a"]] for name, spec in layout}
+    res = run_isolated(m, feeds)
+    assert res == "ok" or res.startswith(("load:onnxfast.", "run:onnxfast.")), res
