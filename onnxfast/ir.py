@@ -19,7 +19,7 @@ import onnx
 
 from . import dtypes
 from .errors import InvalidModel
-from .loader import ExternalData, load_initializers
+from .loader import _PACKED, ExternalData, checked_dims, load_initializers
 from .ops._validate import check_schema_attributes
 from .registry import REGISTRY, attribute_value, schema_for
 
@@ -164,7 +164,7 @@ def build_model(proto: onnx.ModelProto, base_dir: str | None, release: bool) -> 
     # Initializers become numpy first (dropping the proto's bytes), then shape inference runs on
     # the weight-free proto to type intermediate values.
     graph_inits = load_initializers(proto.graph, external, release)
-    ctx.types = _infer_types(proto)
+    ctx.types = _infer_types(proto) if _safe_for_inference(proto, opsets) else {}
     g = _build_graph(proto.graph, ctx, outer=set(), inits=graph_inits)
     meta = {p.key: p.value for p in proto.metadata_props}
     return Model(
@@ -180,6 +180,93 @@ def build_model(proto: onnx.ModelProto, base_dir: str | None, release: bool) -> 
         graph_description=proto.graph.doc_string,
         proto=proto,
     )
+
+
+def _check_tensor_attribute(t: onnx.TensorProto, where: str) -> None:
+    """A tensor attribute's declared dims against the data it holds (onnx's shape inference and
+    constant folding trust the dims: Constant dims of 2^40 over 3 floats hang it)."""
+    if t.data_location == onnx.TensorProto.EXTERNAL:
+        return
+    count = 1
+    for d in checked_dims(t.dims, where):
+        count *= d
+    T = onnx.TensorProto
+    if t.data_type == T.UNDEFINED:
+        raise InvalidModel(f"{where} has no element type")
+    if t.data_type == T.STRING:
+        have, want = len(t.string_data), count
+    elif t.HasField("raw_data"):
+        if t.data_type in _PACKED or t.data_type not in dtypes._TABLE:
+            return
+        have, want = len(t.raw_data), count * dtypes.np_dtype(t.data_type).itemsize
+    else:
+        try:
+            field_name = onnx.helper.tensor_dtype_to_field(t.data_type)
+        except (KeyError, ValueError, TypeError):
+            raise InvalidModel(f"{where} has an unknown element type {t.data_type}") from None
+        have = len(getattr(t, field_name))
+        if t.data_type in _PACKED:
+            want = -(-count // 2)
+        elif t.data_type in (T.COMPLEX64, T.COMPLEX128):
+            want = 2 * count
+        else:
+            want = count
+        if have == 0 and count != 0 and not t.dims:
+            return
+    if have != want:
+        raise InvalidModel(f"{where} declares the shape {list(t.dims)} but holds data for a different number of "
+                           f"elements ({have} values or bytes where {want} are needed)")
+
+
+# A declared dimension above this (no real tensor has 2^30 entries along one axis) makes the model run
+# without onnx's shape inference, whose data propagation would materialize it.
+_MAX_INFERRED_DIM = 1 << 30
+
+
+def _safe_for_inference(proto: onnx.ModelProto, opsets: dict[str, int]) -> bool:
+    """Check what onnx's C++ shape inference trusts before handing it an untrusted model (it runs
+    in-process: a SIGSEGV or abort there kills the user's process). Raises InvalidModel for what the
+    spec forbids (a node whose required input/output has an empty name or that has too many of them,
+    tensor attributes whose dims disagree with their data, a Split whose num_outputs is not its
+    output count, a negative GatherND batch_dims); returns False (run without inferred types) for what onnx's inference
+    crashes on although the model may still run (a graph input or output without a type)."""
+    ok = True
+
+    def walk(g: onnx.GraphProto, top: bool):
+        nonlocal ok
+        for vi in itertools.chain(g.input, g.output, g.value_info):
+            if not vi.HasField("type") or (vi.type.HasField("tensor_type") and not vi.type.tensor_type.elem_type):
+                ok = False
+            elif vi.type.HasField("tensor_type") and any(
+                d.dim_value > _MAX_INFERRED_DIM for d in vi.type.tensor_type.shape.dim
+            ):
+                ok = False  # onnx's data propagation materializes such shapes: minutes, or out of memory
+        for n in g.node:
+            where = f"node '{n.name or n.op_type}' ({n.op_type})"
+            _check_arity(n, n.name or n.op_type, opsets)
+            for a in n.attribute:
+                if a.HasField("t"):
+                    _check_tensor_attribute(a.t, f"{where}: attribute '{a.name}'")
+                for t in a.tensors:
+                    _check_tensor_attribute(t, f"{where}: attribute '{a.name}'")
+                if a.HasField("sparse_tensor"):
+                    _check_tensor_attribute(a.sparse_tensor.values, f"{where}: attribute '{a.name}' (values)")
+                if a.HasField("g"):
+                    walk(a.g, False)
+                for sg in a.graphs:
+                    walk(sg, False)
+            if n.op_type == "GatherND" and n.domain in ("", "ai.onnx"):
+                for a in n.attribute:
+                    if a.name == "batch_dims" and a.i < 0:
+                        raise InvalidModel(f"{where}: attribute 'batch_dims' is {a.i}; it must be >= 0")
+            if n.op_type == "Split" and n.domain in ("", "ai.onnx"):
+                for a in n.attribute:
+                    if a.name == "num_outputs" and a.i != len(n.output):
+                        raise InvalidModel(f"{where}: attribute 'num_outputs' is {a.i} but the node has "
+                                           f"{len(n.output)} outputs (they must be equal)")
+
+    walk(proto.graph, True)
+    return ok
 
 
 def _infer_types(proto: onnx.ModelProto) -> dict[str, onnx.TypeProto]:

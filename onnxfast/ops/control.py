@@ -14,6 +14,23 @@ def _env(node: KernelNode, implicit_values) -> dict:
     return dict(zip(node.context.get("implicit_inputs", []), implicit_values))
 
 
+def _scan_lists(node: KernelNode, m: int, n_avail: int, k_out: int, lists: dict) -> dict:
+    """Scan's num_scan_inputs and per-input / per-output attribute lists, checked at session creation
+    (a num_scan_inputs of 2^31 would otherwise build 2^31-entry default lists)."""
+    if not 1 <= m <= n_avail:
+        node.fail(f"attribute 'num_scan_inputs' is {m}; it must be between 1 and the {n_avail} inputs the node has")
+    if k_out < 0:
+        node.fail(f"the node has {node.num_outputs} outputs, fewer than its {-k_out + node.num_outputs} state values")
+    out = {}
+    for name, (count, values) in lists.items():
+        values = list(values) if values is not None else [0] * count
+        if len(values) != count:
+            node.fail(f"attribute '{name}' has {len(values)} entries; it needs one per scan "
+                      f"{'input' if 'input' in name or name == 'directions' else 'output'} ({count})")
+        out[name] = [int(v) for v in values]
+    return out
+
+
 def _result(outs):
     return outs[0] if len(outs) == 1 else tuple(outs)
 
@@ -72,13 +89,17 @@ def loop(node: KernelNode):
 @op("Scan", since=9)
 def scan(node: KernelNode):
     body = node.compile_subgraph("body")
-    m = int(node.attr("num_scan_inputs"))
+    m = int(node.attr("num_scan_inputs", 0))
     n_states = node.num_inputs - m
-    in_axes = list(node.attr("scan_input_axes", [0] * m))
-    in_dirs = list(node.attr("scan_input_directions", [0] * m))
     k_out = node.num_outputs - n_states
-    out_axes = list(node.attr("scan_output_axes", [0] * k_out))
-    out_dirs = list(node.attr("scan_output_directions", [0] * k_out))
+    lists = _scan_lists(node, m, node.num_inputs, k_out, {
+        "scan_input_axes": (m, node.attr("scan_input_axes")),
+        "scan_input_directions": (m, node.attr("scan_input_directions")),
+        "scan_output_axes": (max(k_out, 0), node.attr("scan_output_axes")),
+        "scan_output_directions": (max(k_out, 0), node.attr("scan_output_directions")),
+    })
+    in_axes, in_dirs = lists["scan_input_axes"], lists["scan_input_directions"]
+    out_axes, out_dirs = lists["scan_output_axes"], lists["scan_output_directions"]
 
     def run(*args):
         states = list(args[:n_states])
@@ -118,11 +139,11 @@ def scan(node: KernelNode):
 def scan_8(node: KernelNode):
     """Scan-8: a leading batch axis on states and scan inputs, optional sequence_lens first."""
     body = node.compile_subgraph("body")
-    m = int(node.attr("num_scan_inputs"))
+    m = int(node.attr("num_scan_inputs", 0))
     n_explicit = node.num_inputs - 1  # minus sequence_lens
     n_states = n_explicit - m
-    dirs = list(node.attr("directions", [0] * m))
     k_out = node.num_outputs - n_states
+    dirs = _scan_lists(node, m, n_explicit, k_out, {"directions": (m, node.attr("directions"))})["directions"]
 
     def run(seq_lens, *args):
         states0 = list(args[:n_states])

@@ -1,0 +1,230 @@
+"""Regression tests for the crash / hang sites ci/fuzz.py found (issue #14).
+
+Each model runs in a child interpreter (the same onnxfast as this process) with a 4 GiB address-space
+limit and a time limit, so a defect shows as a failed assertion naming the signal / hang instead of
+killing pytest: the child prints 'load:<Error>', 'run:<Error>' or 'ok'. The corpus of fuzzer
+findings itself is replayed by test_fuzz_corpus.py.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+import onnxfast
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_CHILD = r"""
+import resource, sys, numpy as np
+resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+import onnxfast
+data = open(sys.argv[1], "rb").read()
+with np.load(sys.argv[2], allow_pickle=True) as z:
+    feeds = {k: z[k] for k in z.files}
+feeds = {k[2:]: (v.astype(object) if v.dtype.kind == "U" else v) for k, v in feeds.items()}
+def name(e):
+    return type(e).__module__.split(".")[0] + "." + type(e).__name__
+try:
+    s = onnxfast.InferenceSession(data)
+except Exception as e:
+    print("load:" + name(e), str(e)[:300]); sys.exit(0)
+try:
+    s.run(None, feeds)
+except Exception as e:
+    print("run:" + name(e), str(e)[:300]); sys.exit(0)
+print("ok")
+"""
+
+
+def run_isolated(model: onnx.ModelProto, feeds: dict, timeout: float = 30) -> str:
+    """'ok' / 'load:onnxfast.InvalidModel ...' / 'run:...', or 'SIGNAL <n>' / 'HANG'."""
+    with tempfile.TemporaryDirectory() as d:
+        mp, fp = os.path.join(d, "m.onnx"), os.path.join(d, "f.npz")
+        with open(mp, "wb") as f:
+            f.write(model.SerializeToString())
+        np.savez(fp, **{f"f_{k}": (v.astype(str) if v.dtype == object else v) for k, v in feeds.items()})
+        env = dict(os.environ)
+        pkg_root = os.path.dirname(os.path.dirname(onnxfast.__file__))
+        env["PYTHONPATH"] = os.pathsep.join([pkg_root, env.get("PYTHONPATH", "")])
+        try:
+            r = subprocess.run([sys.executable, "-c", _CHILD, mp, fp], env=env, capture_output=True, text=True,
+                               timeout=timeout, cwd=tempfile.gettempdir())
+        except subprocess.TimeoutExpired:
+            return "HANG"
+    if r.returncode < 0:
+        return f"SIGNAL {-r.returncode}"
+    if r.returncode:
+        return f"EXIT {r.returncode}: {r.stderr[-300:]}"
+    return r.stdout.strip()
+
+
+def _model(nodes, inputs, outputs, opset=18, ml=None):
+    imports = [helper.make_opsetid("", opset)] + ([helper.make_opsetid("ai.onnx.ml", ml)] if ml else [])
+    return helper.make_model(helper.make_graph(nodes, "g", inputs, outputs), opset_imports=imports)
+
+
+def _vi(name, elem=TensorProto.FLOAT, shape=None):
+    return helper.make_tensor_value_info(name, elem, shape)
+
+
+# ---- Split: num_outputs that is not the node's output count (onnx's shape inference aborted) -------
+
+@pytest.mark.parametrize("num_outputs", [1, 4, -1, 2**62])
+def test_split_num_outputs_must_equal_the_output_count(num_outputs):
+    n = helper.make_node("Split", ["x"], ["a", "b", "c"], axis=0, num_outputs=num_outputs)
+    m = _model([n], [_vi("x", shape=[6])], [_vi("a"), _vi("b"), _vi("c")])
+    res = run_isolated(m, {"x": np.arange(6, dtype=np.float32)})
+    assert res.startswith("load:onnxfast.InvalidModel") and "num_outputs" in res, res
+
+
+def test_split_num_outputs_equal_to_the_output_count_still_runs():
+    n = helper.make_node("Split", ["x"], ["a", "b", "c"], axis=0, num_outputs=3)
+    m = _model([n], [_vi("x", shape=[6])], [_vi("a"), _vi("b"), _vi("c")])
+    assert run_isolated(m, {"x": np.arange(6, dtype=np.float32)}) == "ok"
+
+
+# ---- Scan: num_scan_inputs out of range (a 2^31-entry default list: memory, then a hang) -----------
+
+def _scan_body():
+    add = helper.make_node("Add", ["s_in", "x_in"], ["s_out"])
+    ident = helper.make_node("Identity", ["s_out"], ["y_out"])
+    return helper.make_graph([add, ident], "body", [_vi("s_in", shape=[2]), _vi("x_in", shape=[2])],
+                             [_vi("s_out", shape=[2]), _vi("y_out", shape=[2])])
+
+
+@pytest.mark.parametrize("m", [0, 3, 2**31, -(2**63)])
+def test_scan9_num_scan_inputs_out_of_range_is_refused(m):
+    n = helper.make_node("Scan", ["s", "x"], ["s_final", "ys"], num_scan_inputs=m, body=_scan_body())
+    model = _model([n], [_vi("s", shape=[2]), _vi("x", shape=[3, 2])], [_vi("s_final"), _vi("ys")], opset=11)
+    res = run_isolated(model, {"s": np.zeros(2, np.float32), "x": np.ones((3, 2), np.float32)})
+    assert res.startswith("load:onnxfast.InvalidModel") and "num_scan_inputs" in res, res
+
+
+@pytest.mark.parametrize("m", [0, 3, 2**31])
+def test_scan8_num_scan_inputs_out_of_range_is_refused(m):
+    n = helper.make_node("Scan", ["", "s", "x"], ["s_final", "ys"], num_scan_inputs=m, body=_scan_body())
+    model = _model([n], [_vi("s", shape=[1, 2]), _vi("x", shape=[1, 3, 2])], [_vi("s_final"), _vi("ys")], opset=8)
+    res = run_isolated(model, {"s": np.zeros((1, 2), np.float32), "x": np.ones((1, 3, 2), np.float32)})
+    assert res.startswith("load:onnxfast.InvalidModel") and "num_scan_inputs" in res, res
+
+
+@pytest.mark.parametrize("attr", ["scan_input_axes", "scan_input_directions", "scan_output_axes",
+                                  "scan_output_directions"])
+def test_scan_attribute_lists_need_one_entry_per_input_or_output(attr):
+    n = helper.make_node("Scan", ["s", "x"], ["s_final", "ys"], num_scan_inputs=1, body=_scan_body(),
+                         **{attr: [0, 0, 0]})
+    model = _model([n], [_vi("s", shape=[2]), _vi("x", shape=[3, 2])], [_vi("s_final"), _vi("ys")], opset=11)
+    res = run_isolated(model, {"s": np.zeros(2, np.float32), "x": np.ones((3, 2), np.float32)})
+    assert res.startswith("load:onnxfast.InvalidModel") and attr in res, res
+
+
+def test_scan_with_valid_attributes_still_runs():
+    n = helper.make_node("Scan", ["s", "x"], ["s_final", "ys"], num_scan_inputs=1, body=_scan_body())
+    model = _model([n], [_vi("s", shape=[2]), _vi("x", shape=[3, 2])], [_vi("s_final"), _vi("ys")], opset=11)
+    assert run_isolated(model, {"s": np.zeros(2, np.float32), "x": np.ones((3, 2), np.float32)}) == "ok"
+
+
+# ---- graph inputs / outputs without a type (onnx's shape inference dereferenced them) --------------
+
+def _tree_ensemble(x_vi):
+    n = helper.make_node(
+        "TreeEnsemble", ["X"], ["Y"], domain="ai.onnx.ml", aggregate_function=1, post_transform=0, n_targets=1,
+        nodes_featureids=[0], nodes_modes=helper.make_tensor("m", TensorProto.UINT8, [1], [0]),
+        nodes_splits=helper.make_tensor("s", TensorProto.FLOAT, [1], [0.5]),
+        nodes_truenodeids=[0], nodes_trueleafs=[1], nodes_falsenodeids=[1], nodes_falseleafs=[1],
+        tree_roots=[0], leaf_targetids=[0, 0], leaf_weights=helper.make_tensor("w", TensorProto.FLOAT, [2], [1, 2]))
+    return _model([n], [x_vi], [_vi("Y")], opset=21, ml=5)
+
+
+@pytest.mark.parametrize("which", ["input", "both"])
+def test_graph_value_without_type_does_not_crash_type_inference(which):
+    x = onnx.ValueInfoProto(name="X") if which in ("input", "both") else _vi("X", shape=[3, 1])
+    m = _tree_ensemble(x)
+    if which in ("output", "both"):
+        del m.graph.output[:]
+        m.graph.output.add().name = "Y"
+    res = run_isolated(m, {"X": np.array([[0.0], [1.0], [0.2]], np.float32)})
+    assert res == "ok" or res.startswith(("load:onnxfast.", "run:onnxfast.")), res
+
+
+def test_label_encoder_input_without_type_runs():
+    n = helper.make_node("LabelEncoder", ["X"], ["Y"], domain="ai.onnx.ml", keys_strings=["a", "b"],
+                         values_int64s=[1, 2], default_int64=-1)
+    m = _model([n], [onnx.ValueInfoProto(name="X")], [_vi("Y", TensorProto.INT64)], ml=2)
+    res = run_isolated(m, {"X": np.array(["a", "c", "b"], dtype=object)})
+    assert res == "ok" or res.startswith(("load:onnxfast.", "run:onnxfast.")), res
+
+
+# ---- tensor attributes whose dims disagree with their data (onnx's inference hung / read past) -----
+
+@pytest.mark.parametrize("dims,raw", [([2**40], False), ([2**31, 2], True), ([4], False), ([1, 2], True),
+                                      ([0], False)])
+def test_constant_whose_dims_disagree_with_its_data_is_refused(dims, raw):
+    vals = np.array([1.0, 2.0, 3.0], np.float32)
+    t = helper.make_tensor("v", TensorProto.FLOAT, [3], vals.tobytes() if raw else vals.tolist(), raw=raw)
+    del t.dims[:]
+    t.dims.extend(dims)
+    c = helper.make_node("Constant", [], ["c"], value=t)
+    add = helper.make_node("Add", ["x", "c"], ["y"])
+    m = _model([c, add], [_vi("x", shape=[3])], [_vi("y")])
+    res = run_isolated(m, {"x": np.ones(3, np.float32)})
+    assert res.startswith("load:onnxfast.InvalidModel") and "'value'" in res, res
+
+
+def test_constant_with_consistent_dims_still_runs():
+    t = helper.make_tensor("v", TensorProto.FLOAT, [3], [1.0, 2.0, 3.0])
+    c = helper.make_node("Constant", [], ["c"], value=t)
+    add = helper.make_node("Add", ["x", "c"], ["y"])
+    m = _model([c, add], [_vi("x", shape=[3])], [_vi("y")])
+    assert run_isolated(m, {"x": np.ones(3, np.float32)}) == "ok"
+
+
+# ---- GatherND with a negative batch_dims (onnx's shape inference read out of bounds) ---------------
+
+@pytest.mark.parametrize("batch_dims", [-1, -(2**31)])
+def test_gathernd_negative_batch_dims_is_refused(batch_dims):
+    n = helper.make_node("GatherND", ["d", "i"], ["y"], batch_dims=batch_dims)
+    m = _model([n], [_vi("d", shape=[2, 2]), _vi("i", TensorProto.INT64, [2, 1])], [_vi("y")])
+    res = run_isolated(m, {"d": np.ones((2, 2), np.float32), "i": np.zeros((2, 1), np.int64)})
+    assert res.startswith("load:onnxfast.InvalidModel") and "batch_dims" in res, res
+
+
+# ---- a required input named "" reaching onnx's shape inference (SIGSEGV before the arity check) ---
+
+@pytest.mark.parametrize("op,domain,attrs,opset", [
+    ("RegexFullMatch", "", {}, 20),
+    ("EyeLike", "", {"k": 1}, 18),
+    ("LabelEncoder", "ai.onnx.ml", {"keys_strings": ["a"], "values_int64s": [1]}, 18),
+    ("TreeEnsembleRegressor", "ai.onnx.ml", {"nodes_treeids": [0], "nodes_nodeids": [0], "nodes_modes": ["LEAF"],
+                                             "target_treeids": [0], "target_nodeids": [0], "target_ids": [0],
+                                             "target_weights": [1.0]}, 18),
+])
+def test_required_input_named_empty_is_refused_before_type_inference(op, domain, attrs, opset):
+    n = helper.make_node(op, [""], ["Y"], domain=domain, **attrs)
+    m = _model([n], [], [_vi("Y", TensorProto.BOOL if op == "RegexFullMatch" else TensorProto.FLOAT, [2, 0])],
+               opset=opset, ml=(3 if op == "LabelEncoder" else 1) if domain else None)
+    res = run_isolated(m, {})
+    assert res.startswith("load:onnxfast.InvalidModel") and "empty name" in res, res
+
+
+# ---- declared dims of 2^31: onnx's data propagation materialized them (a hang) ---------------------
+
+def test_huge_declared_dim_in_value_info_does_not_hang_type_inference():
+    corpus = os.path.join(ROOT, "tests", "fuzz_corpus")
+    m = onnx.load(os.path.join(corpus, "div-hang-24fca674.onnx"))  # the fuzzer's minimized reproducer
+    assert any(d.dim_value == 2**31 for vi in m.graph.input for d in vi.type.tensor_type.shape.dim)
+    with np.load(os.path.join(corpus, "div-hang-24fca674.npz")) as z:
+        import json
+
+        layout = json.loads(str(z["__layout__"]))
+        feeds = {name: z[spec["a"]] for name, spec in layout}
+    res = run_isolated(m, feeds)
+    assert res == "ok" or res.startswith(("load:onnxfast.", "run:onnxfast.")), res
