@@ -20,7 +20,8 @@ mutations are applied:
 Each case runs in a persistent worker process (``--jobs`` of them); a worker that dies is replaced.
 A Python exception (from onnxfast.errors or any other clean one) is a normal result. A finding is a
 worker killed by a signal (SIGSEGV, SIGABRT, SIGFPE, SIGBUS, SIGILL, SIGKILL), a non-zero exit, or no
-answer within ``--timeout`` seconds (a hang, 10 s by default). Findings are deduplicated by
+answer within ``--timeout`` seconds (a hang, 10 s by default; each run() is asked to stop through
+``RunOptions.terminate`` after 0.3 x that, so only what ignores terminate can hang). Findings are deduplicated by
 ``(op_type, kind)``, minimized (graph cut after the crashing node, unrelated nodes, attributes, feeds
 dropped while the finding reproduces) and saved to ``tests/fuzz_corpus/`` (``<id>.onnx`` +
 ``<id>.npz`` + ``index.json``), which ``tests/test_fuzz_corpus.py`` replays in the default test run.
@@ -761,8 +762,15 @@ def model_ops(data: bytes) -> list[str]:
 # Running one case (inside a worker)
 
 
-def run_one(onnxfast, data: bytes, feeds: list, threads: int = 1) -> str:
-    """'ok', 'load:<Exception>' or 'run:<Exception>'."""
+def run_one(onnxfast, data: bytes, feeds: list, threads: int = 1, run_budget: float = 3.0) -> str:
+    """'ok', 'load:<Exception>' or 'run:<Exception>'.
+
+    Each run() gets ``run_budget`` seconds, then its RunOptions.terminate is set: a model that asks for
+    endless but legitimate work (a Loop fed a trip count of 2^62) stops with RunTerminated, a clean
+    result, as it does in onnxruntime. What does not stop (a kernel or a load step looping in native code,
+    deaf to terminate) runs into the worker's ``--timeout`` and is a hang."""
+    import threading
+
     so = onnxfast.SessionOptions()
     so.intra_op_num_threads = threads
     try:
@@ -782,8 +790,15 @@ def run_one(onnxfast, data: bytes, feeds: list, threads: int = 1) -> str:
         n = name(e)
         return n if n == "oom" else f"load:{n}"
     try:
-        sess.run(None, dict(feeds))
-        sess.run(None, dict(feeds))  # twice: caches filled by the first run are used by the second
+        for _ in range(2):  # twice: caches filled by the first run are used by the second
+            ro = onnxfast.RunOptions()
+            timer = threading.Timer(run_budget, setattr, (ro, "terminate", True))
+            timer.daemon = True
+            timer.start()
+            try:
+                sess.run(None, dict(feeds), ro)
+            finally:
+                timer.cancel()
     except Exception as e:  # noqa: BLE001
         n = name(e)
         return n if n == "oom" else f"run:{n}"
@@ -828,7 +843,7 @@ def worker_main(args) -> None:
         else:
             data = open(parts[1], "rb").read()
             feeds = load_feeds(parts[2])
-        res = run_one(onnxfast, data, feeds, args.threads)
+        res = run_one(onnxfast, data, feeds, args.threads, run_budget=0.3 * args.timeout)
         out.write(res + "\n")
 
 
@@ -840,7 +855,8 @@ class Worker:
         env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONFAULTHANDLER="")
         env.pop("PYTHONFAULTHANDLER")
         cmd = [sys.executable, os.path.abspath(__file__), "--_worker", "--seed", str(args.seed), "--seed-cache",
-               seed_cache, "--threads", str(args.threads), "--mem-gib", str(args.mem_gib)]
+               seed_cache, "--threads", str(args.threads), "--mem-gib", str(args.mem_gib),
+               "--timeout", str(args.timeout)]
         if args.onnxfast_path:
             cmd += ["--onnxfast-path", os.path.abspath(args.onnxfast_path)]
         self.errlog = tempfile.TemporaryFile()

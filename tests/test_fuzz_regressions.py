@@ -228,3 +228,44 @@ def test_huge_declared_dim_in_value_info_does_not_hang_type_inference():
         feeds = {name: z[spec["a"]] for name, spec in layout}
     res = run_isolated(m, feeds)
     assert res == "ok" or res.startswith(("load:onnxfast.", "run:onnxfast.")), res
+
+
+# ---- blocked DequantizeLinear: a huge block_size made numpy's repeat write out of bounds (SIGSEGV) ---
+
+@pytest.mark.parametrize("block_size", [2**62, 2**40, 5])
+def test_blocked_dequantize_with_a_scale_that_does_not_fit_is_refused(block_size):
+    m = _model([helper.make_node("DequantizeLinear", ["x", "s"], ["y"], axis=1, block_size=block_size)],
+               [_vi("x", TensorProto.INT8, [2, 4]), _vi("s", TensorProto.FLOAT, [2, 4])], [_vi("y")], opset=21)
+    r = run_isolated(m, {"x": np.ones((2, 4), np.int8), "s": np.ones((2, 4), np.float32)})
+    assert r.startswith("run:onnxfast.InvalidArgument") and "block_size" in r, r
+
+
+def test_blocked_dequantize_reads_block_i_over_block_size():
+    x = np.arange(-6, 6, dtype=np.int8).reshape(2, 6)
+    s = np.array([[0.5, 2.0], [1.0, 3.0]], np.float32)  # blocks of 4 along axis 1: ceil(6 / 4) = 2
+    m = _model([helper.make_node("DequantizeLinear", ["x", "s"], ["y"], axis=1, block_size=4)],
+               [_vi("x", TensorProto.INT8, [2, 6]), _vi("s", TensorProto.FLOAT, [2, 2])], [_vi("y")], opset=21)
+    (y,) = onnxfast.InferenceSession(m.SerializeToString()).run(None, {"x": x, "s": s})
+    np.testing.assert_array_equal(y, x.astype(np.float32) * np.repeat(s, 4, axis=1)[:, :6])
+
+
+# ---- onnx's shape inference runs in a forked child: its crashes cost the types, not the process ----
+
+@pytest.mark.skipif(sys.platform != "linux", reason="inference is isolated where fork() is used (Linux)")
+def test_a_crash_inside_onnx_shape_inference_does_not_take_the_process_down():
+    code = r"""
+import os, signal, numpy as np, onnx, onnxfast
+from onnx import helper, TensorProto
+def crash(proto, *a, **k):
+    os.kill(os.getpid(), signal.SIGSEGV)   # what onnx's C++ inference did on a dozen malformed models
+onnx.shape_inference.infer_shapes = crash
+m = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+    [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])]))
+(y,) = onnxfast.InferenceSession(m.SerializeToString()).run(None, {"x": np.array([-1, 0, 2], np.float32)})
+print("ok", y.tolist())
+"""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(os.path.dirname(onnxfast.__file__)), env.get("PYTHONPATH", "")])
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                       cwd=tempfile.gettempdir())
+    assert r.returncode == 0 and r.stdout.strip() == "ok [0.0, 0.0, 2.0]", (r.returncode, r.stdout, r.stderr[-2000:])

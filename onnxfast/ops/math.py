@@ -1016,8 +1016,12 @@ def _q_param(p, x_shape, axis, block_size, node, what):
     if block_size and block_size > 0:
         if p.ndim != r:
             invalid(node, f"{what} of shape {p.shape} must have rank {r} for blocked quantization")
-        rep = np.repeat(p, block_size, axis=a)
-        return rep[tuple(slice(0, x_shape[a]) if i == a else slice(None) for i in range(r))]
+        want = tuple(-(-d // block_size) if i == a else d for i, d in enumerate(x_shape))
+        if p.shape != want:
+            invalid(node, f"{what} of shape {p.shape} does not fit input shape {tuple(x_shape)} with block_size "
+                          f"{block_size} on axis {a} (expected {want})")
+        # element i along the axis reads block i // block_size (never materializes block_size copies)
+        return np.take(p, np.arange(x_shape[a]) // block_size, axis=a)
     if p.ndim == 1:
         if p.shape[0] != x_shape[a]:
             invalid(node, f"{what} has {p.shape[0]} entries but axis {a} of the input has {x_shape[a]}")
