@@ -98,6 +98,7 @@ ConvAttrs ConvAttrs::parse(const KernelArgs& a, ConvFamily family) {
     if (!first) {
       first = l.name;
       c.nsp = n;
+      c.nsp_attr = std::string(l.name) + " " + list_str(*l.v);
     } else if (n != c.nsp) {
       kernel_fail(who + ": attribute " + l.name + " " + list_str(*l.v) + " must have " + std::to_string(c.nsp * l.per) +
                   " values (" + first + " gives " + std::to_string(c.nsp) + " spatial dimensions)");
@@ -124,8 +125,8 @@ namespace {
 
 void check_rank_and_kernel(const ConvAttrs& a, const Shape& in, const Shape& kernel) {
   if (a.nsp && a.nsp != in.size())
-    kernel_fail(a.who + ": the attributes are for " + std::to_string(a.nsp) + " spatial dimensions, the input has " +
-                std::to_string(in.size()));
+    kernel_fail(a.who + ": attribute " + a.nsp_attr + " is for " + std::to_string(a.nsp) +
+                " spatial dimensions, the input has " + std::to_string(in.size()));
   if (!a.kernel_shape.empty() && a.kernel_shape != kernel)
     kernel_fail(a.who + ": attribute kernel_shape " + list_str(a.kernel_shape) + " differs from the weight's kernel " +
                 list_str(kernel));

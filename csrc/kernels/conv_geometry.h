@@ -35,6 +35,7 @@ struct ConvAttrs {
   // attribute fixes the spatial rank, the input decides).
   Shape kernel_shape, strides, dilations, pads, output_padding, output_shape;
   size_t nsp = 0;
+  std::string nsp_attr;  // the attribute that fixed nsp, with its values (for messages)
 
   // Reads and checks the attributes (kernel_fail naming who and the attribute otherwise).
   static ConvAttrs parse(const KernelArgs& a, ConvFamily family);

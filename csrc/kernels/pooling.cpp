@@ -44,7 +44,7 @@ class PoolKernel : public Kernel {
         attrs_(ConvAttrs::parse(a, ConvFamily::kPool)),  // attributes checked at session creation
         include_pad_(a.get_int("count_include_pad", 0) != 0),
         storage_order_(a.get_int("storage_order", 0)) {
-    if (is_lp_ && !(p_ > 0))
+    if (is_lp_ && !(p_ >= 1))  // onnxruntime gives inf for p = 0; a norm needs p >= 1
       kernel_fail(name_ + ": attribute p must be >= 1 (got " + std::to_string(a.get_float("p", 2.0)) + ")");
   }
 
