@@ -279,8 +279,8 @@ def _limit_address_space():
 ]))
 def test_scratch_sized_from_the_output(op, xshape, wshape, attrs, shape, total, _id, elem, path):
     here = os.path.dirname(os.path.abspath(__file__))
-    repo = os.path.dirname(here)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]))
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(onnxfast.__file__)))  # the onnxfast under test
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")]))
     r = subprocess.run([sys.executable, "-c", _CHILD, here, json.dumps([xshape, wshape, attrs, elem, path])],
                        capture_output=True, text=True, timeout=300, env=env, preexec_fn=_limit_address_space)
     assert r.returncode == 0, r.stderr[-2000:]

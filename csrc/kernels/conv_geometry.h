@@ -44,7 +44,7 @@ struct ConvAttrs {
 
 // Spatial extents of one call. Conv / pools: in -> out; ConvTranspose: X's extent `in` -> `out`
 // (pad_begin crops the full output; out may extend past the full output: those positions get no
-// contribution).
+// contribution; pad_end is left 0).
 struct SpatialGeometry {
   Shape in, kernel, out, strides, dil, pad_begin, pad_end;
 };
