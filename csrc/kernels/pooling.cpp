@@ -44,8 +44,10 @@ class PoolKernel : public Kernel {
         attrs_(ConvAttrs::parse(a, ConvFamily::kPool)),  // attributes checked at session creation
         include_pad_(a.get_int("count_include_pad", 0) != 0),
         storage_order_(a.get_int("storage_order", 0)) {
-    if (is_lp_ && !(p_ >= 1))  // onnxruntime gives inf for p = 0; a norm needs p >= 1
-      kernel_fail(name_ + ": attribute p must be >= 1 (got " + std::to_string(a.get_float("p", 2.0)) + ")");
+    // p = 0 sums |x|^0 = 1 and takes the 0th root (onnxruntime: inf; numpy: a division by zero): refused
+    // by both kernels. A negative p runs on numpy (the registration's when=), as onnxruntime computes it.
+    if (is_lp_ && p_ == 0) kernel_fail(name_ + ": attribute p must not be 0 (|x|^0 has no 0th root; use p >= 1)");
+    if (is_lp_ && !(p_ > 0)) kernel_fail(name_ + ": the native kernel computes p > 0");
   }
 
   void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {

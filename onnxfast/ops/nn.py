@@ -483,9 +483,11 @@ def avgpool_1(node):
 
 
 def _lp_p(node):
+    """LpPool / GlobalLpPool's p: 0 is refused at session creation (|x|^0 = 1 has no 0th root: onnxruntime
+    returns inf, 1 / p divided by zero here before); a negative p is computed, as onnxruntime does."""
     p = float(node.attr("p", 2))
-    if not p >= 1:  # onnxruntime gives inf for p = 0; a norm needs p >= 1
-        node.fail(f"attribute p must be >= 1 (got {node.attr('p', 2)})")
+    if p == 0 or p != p:
+        node.fail(f"attribute p must not be {node.attr('p', 2)} (|x|^0 has no 0th root; use p >= 1)")
     return p
 
 
@@ -852,6 +854,7 @@ REGISTRY.register_native("InstanceNormalization", since=1,
 # csrc/kernels/pooling.cpp (float32; MaxPool computes Indices too when the node asks for them)
 for _name in ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"):
     REGISTRY.register_native(_name, since=1)
-REGISTRY.register_native("LpPool", since=1)  # p < 1 is refused by both kernels at session creation
+# p < 0: numpy; p = 0 is refused by both kernels at session creation
+REGISTRY.register_native("LpPool", since=1, when=lambda a, sv, types: float(a.get("p", 2)) >= 0)
 # GlobalLpPool: the reduction engine's L1 / L2 (other p on numpy)
 REGISTRY.register_native("GlobalLpPool", since=1, when=lambda a, sv, types: float(a.get("p", 2)) in (1.0, 2.0))
