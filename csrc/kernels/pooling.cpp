@@ -25,6 +25,12 @@
 namespace onnxfast {
 namespace {
 
+// a + b * c in two's complement: the Indices of a window's first tap, reported for a window with no
+// larger value (all padding), may lie far outside the input (a pad of 2^62): defined, never used to read.
+inline int64_t wrap_madd(int64_t a, int64_t b, int64_t c) {
+  return static_cast<int64_t>(static_cast<uint64_t>(a) + static_cast<uint64_t>(b) * static_cast<uint64_t>(c));
+}
+
 struct Geometry {
   int64_t nsp = 0;
   Shape out_shape;
@@ -134,12 +140,12 @@ class PoolKernel : public Kernel {
           kc[i] = klo[i][oc[i]];
           any = any && kc[i] < khi[i][oc[i]];
           div_lead *= cnt[i][oc[i]];
-          first_lead += (oc[i] * g.strides[i] - g.pb[i]) * imul[i];
+          first_lead = wrap_madd(first_lead, oc[i] * g.strides[i] - g.pb[i], imul[i]);
         }
         if (is_max_) {
           for (int64_t o = 0; o < OW; ++o) yr[o] = ninf;
           if (ir)
-            for (int64_t o = 0; o < OW; ++o) ir[o] = ibase + first_lead + (o * S - P) * imul[last];
+            for (int64_t o = 0; o < OW; ++o) ir[o] = wrap_madd(wrap_madd(ibase, first_lead, 1), o * S - P, imul[last]);
         } else {
           for (int64_t o = 0; o < OW; ++o) yr[o] = 0.f;
         }
