@@ -267,10 +267,12 @@ def conv_nd(node, x, w, b, attrs: _ConvAttrs):
     taps = _taps(x, 0, pb, out, [range(k) for k in kernel], strides, dilations)
     if group == 1 or Cg != 1:
         check_alloc((N, C, P, Kp), x.dtype, node)  # the im2col matrix
-        win = np.stack([v for _, v in taps], axis=-1)  # N, C, *O, Kp
     if group == 1:
-        # (N, *O, C, Kp) -> (N*P, C*Kp)
-        cols = np.ascontiguousarray(np.moveaxis(win, 1, -2)).reshape(N * P, C * Kp)
+        # (N, *O, C, Kp) -> (N*P, C*Kp), filled one tap at a time
+        cols = np.empty((N,) + tuple(out) + (C, Kp), dtype=x.dtype)
+        for ki, (_, v) in enumerate(taps):
+            cols[..., ki] = np.moveaxis(v, 1, -1)
+        cols = cols.reshape(N * P, C * Kp)
         y = cols @ w.reshape(M, C * Kp).T  # N*P, M
         y = y.reshape((N,) + tuple(out) + (M,))
         y = np.moveaxis(y, -1, 1)
@@ -282,7 +284,10 @@ def conv_nd(node, x, w, b, attrs: _ConvAttrs):
             y += v.reshape((N, group, 1) + tuple(out)) * wg[:, :, ki].reshape((1, group, Mg) + (1,) * nsp)
         y = y.reshape((N, M) + tuple(out))
     else:
-        win2 = np.ascontiguousarray(win).reshape(N, group, Cg, P, Kp)
+        win = np.empty((N, C) + tuple(out) + (Kp,), dtype=x.dtype)
+        for ki, (_, v) in enumerate(taps):
+            win[..., ki] = v
+        win2 = win.reshape(N, group, Cg, P, Kp)
         wg = w.reshape(group, Mg, Cg, Kp)
         y = np.einsum("ngcpk,gmck->ngmp", win2, wg, optimize=True)
         y = y.reshape((N, M) + tuple(out))
@@ -445,12 +450,14 @@ def maxpool_1(node):
             ind = base + flat([np.arange(o, dtype=np.int64) * s - p for o, s, p in zip(out, strides, pb)])
         floating = cd.kind == "f"
         for pos, v in _taps(xx, fill, pb, out, taps, strides, dilations):
+            if not with_indices:
+                np.maximum(acc, v, out=acc)  # NaN propagates
+                continue
             take = v > acc
             if floating:
                 take |= np.isnan(v) & ~np.isnan(acc)  # the first NaN wins
             np.copyto(acc, v, where=take)
-            if with_indices:
-                np.copyto(ind, base + flat([c[:, j] for c, j in zip(coords, pos)]), where=take)
+            np.copyto(ind, base + flat([c[:, j] for c, j in zip(coords, pos)]), where=take)
         y = acc.astype(dt, copy=False)
         return (y, ind) if with_indices else y
 
