@@ -12,7 +12,8 @@ mode=${1:-native}
 out=${ONNXFAST_CPP_BUILD:-build/cpp-tests-$mode}
 mkdir -p "$out"
 sources=(csrc/core/tensor.cpp csrc/core/memory.cpp csrc/kernels/kernel.cpp csrc/kernels/elementwise.cpp csrc/kernels/gemm.cpp
-         csrc/cpu/cpu.cpp csrc/threadpool/threadpool.cpp csrc/kernels/conv.cpp csrc/kernels/conv_transpose.cpp csrc/kernels/device.cpp
+         csrc/cpu/cpu.cpp csrc/threadpool/threadpool.cpp csrc/kernels/conv.cpp csrc/kernels/conv_transpose.cpp csrc/kernels/conv_geometry.cpp
+         csrc/kernels/device.cpp
          csrc/kernels/normalization.cpp csrc/kernels/half.cpp csrc/kernels/vecmath.cpp csrc/kernels/vecmath_portable.cpp
          csrc/kernels/pooling.cpp csrc/kernels/reduce.cpp csrc/kernels/tensor_ops.cpp csrc/kernels/resize.cpp
          tests/cpp/kernel_tests.cpp)

@@ -1,8 +1,12 @@
 // Convolution (1-D/2-D/3-D, strides, dilations, pads, auto_pad, groups, bias), float32.
 // 2-D convolutions on AVX2/AVX-512 run directly over phase planes (conv_direct.h); the rest as
 // im2col + SGEMM (a 1x1/stride-1/no-pad convolution skips im2col); depthwise has its own loops.
+// Attributes are checked at session creation and the geometry computed in checked int64 by
+// conv_geometry.h; scratch larger than a GEMM block goes through the allocation guard and is sized
+// from the output (a pathological dilation or pad leaves the direct path: direct_fits).
 #include <algorithm>
 #include <cstdlib>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <cstring>
@@ -12,6 +16,7 @@
 
 #include "../cpu/cpu.h"
 #include "conv_direct.h"
+#include "conv_geometry.h"
 #include "epilogue.h"
 #include "gemm.h"
 #include "kernel.h"
@@ -32,13 +37,8 @@ class ConvKernel : public Kernel {
       : name_(a.op_type + " '" + a.node_name + "'"),
         act_(Activation::from_args(a, a.op_type + " '" + a.node_name + "'")),
         act_in_store_(act_.to_micro(micro_act_)),
-        auto_pad_(a.get_string("auto_pad", "NOTSET")),
-        group_(a.get_int("group", 1)),
-        kernel_shape_(a.get_ints("kernel_shape")),
-        strides_(a.get_ints("strides")),
-        dilations_(a.get_ints("dilations")),
-        pads_(a.get_ints("pads")) {
-    if (group_ < 1) kernel_fail(name_ + ": group must be >= 1, got " + std::to_string(group_));
+        attrs_(ConvAttrs::parse(a, ConvFamily::kConv)),  // attributes checked here, at session creation
+        group_(attrs_.group) {
     if (a.const_inputs.size() > 1 && a.const_inputs[1] && a.allow_prepack) {
       const Tensor& w = *a.const_inputs[1];
       if (w.dtype == kFloat && w.rank() >= 3 && w.shape[0] % group_ == 0 && w.shape[0] > 0) {
@@ -61,52 +61,26 @@ class ConvKernel : public Kernel {
       kernel_fail(name_ + ": weight rank " + std::to_string(W.rank()) + " differs from input rank " +
                   std::to_string(X.rank()));
     ConvGeom g;
-    size_t sd = X.shape.size() - 2;
     g.N = X.shape[0];
     g.C = X.shape[1];
     g.M = W.shape[0];
     g.group = group_;
-    if (g.C != W.shape[1] * group_)
+    if (g.C != checked_mul(W.shape[1], group_, name_, "the input channels (W.shape[1] * group)"))
       kernel_fail(name_ + ": input has " + std::to_string(g.C) + " channels but weight " + shape_str(W.shape) +
                   " with group=" + std::to_string(group_) + " expects " + std::to_string(W.shape[1] * group_));
     if (g.M % group_ != 0)
       kernel_fail(name_ + ": output channels " + std::to_string(g.M) + " not divisible by group " +
                   std::to_string(group_));
-    g.in_sp.assign(X.shape.begin() + 2, X.shape.end());
-    g.k_sp.assign(W.shape.begin() + 2, W.shape.end());
-    if (!kernel_shape_.empty() && Shape(kernel_shape_) != g.k_sp)
-      kernel_fail(name_ + ": kernel_shape attribute " + shape_str(kernel_shape_) + " differs from weight shape " +
-                  shape_str(W.shape));
-    g.strides = strides_.empty() ? Shape(sd, 1) : strides_;
-    g.dil = dilations_.empty() ? Shape(sd, 1) : dilations_;
-    if (g.strides.size() != sd || g.dil.size() != sd)
-      kernel_fail(name_ + ": strides/dilations must have " + std::to_string(sd) + " values");
-    g.pad_begin.assign(sd, 0);
-    g.pad_end.assign(sd, 0);
-    g.out_sp.assign(sd, 0);
-    for (size_t i = 0; i < sd; ++i) {
-      int64_t ek = (g.k_sp[i] - 1) * g.dil[i] + 1;
-      if (auto_pad_ == "SAME_UPPER" || auto_pad_ == "SAME_LOWER") {
-        int64_t out = (g.in_sp[i] + g.strides[i] - 1) / g.strides[i];
-        int64_t total = std::max<int64_t>(0, (out - 1) * g.strides[i] + ek - g.in_sp[i]);
-        int64_t small = total / 2, big = total - small;
-        g.pad_begin[i] = auto_pad_ == "SAME_UPPER" ? small : big;
-        g.pad_end[i] = auto_pad_ == "SAME_UPPER" ? big : small;
-      } else if (auto_pad_ == "NOTSET") {
-        if (!pads_.empty()) {
-          if (pads_.size() != 2 * sd) kernel_fail(name_ + ": pads must have " + std::to_string(2 * sd) + " values");
-          g.pad_begin[i] = pads_[i];
-          g.pad_end[i] = pads_[i + sd];
-        }
-      } else if (auto_pad_ != "VALID") {
-        kernel_fail(name_ + ": unknown auto_pad '" + auto_pad_ + "'");
-      }
-      int64_t span = g.in_sp[i] + g.pad_begin[i] + g.pad_end[i] - ek;
-      if (span < 0)
-        kernel_fail(name_ + ": kernel " + shape_str(g.k_sp) + " (dilated) is larger than padded input " +
-                    shape_str(g.in_sp));
-      g.out_sp[i] = span / g.strides[i] + 1;
-    }
+    // Ranks, kernel_shape against the weight, and every extent in checked int64 (conv_geometry.h).
+    SpatialGeometry sg = forward_geometry(attrs_, Shape(X.shape.begin() + 2, X.shape.end()),
+                                          Shape(W.shape.begin() + 2, W.shape.end()));
+    g.in_sp = std::move(sg.in);
+    g.k_sp = std::move(sg.kernel);
+    g.out_sp = std::move(sg.out);
+    g.strides = std::move(sg.strides);
+    g.dil = std::move(sg.dil);
+    g.pad_begin = std::move(sg.pad_begin);
+    g.pad_end = std::move(sg.pad_end);
     return g;
   }
 
@@ -143,7 +117,7 @@ class ConvKernel : public Kernel {
       pointwise_transposed(g, X.ptr<float>(), W, bias, residual, Y.ptr<float>());
       return;
     }
-    if (direct_applies(W.shape)) {
+    if (direct_applies(W.shape) && direct_fits(g)) {
       const Planes pl = plan_planes(g);
       if (!direct_declined(g, pl)) {
         direct(g, pl, X.ptr<float>(), W, bias, residual, Y.ptr<float>());
@@ -179,6 +153,7 @@ class ConvKernel : public Kernel {
     const float* x = X.ptr<float>();
     float* y = Y.ptr<float>();
     const double cost = 2.0 * std::min(Mg, mblock) * chunk * kdim / 48.0;
+    const bool use_table = table_applies(g);
     parallel_for(g.N * g.group * nchunks * mblocks, cost, [&](int64_t tb, int64_t te) {
       // GEMM panels are read with aligned vector loads: 64-byte aligned buffer.
       ScratchBlock buf(static_cast<size_t>(kGemmKC * ((chunk + 15) / 16) * 16) * sizeof(float));
@@ -201,10 +176,10 @@ class ConvKernel : public Kernel {
         mep.residual = res ? res + m0 * out_size : nullptr;
         mep.ldr = out_size;
         thread_local ColumnTable table;
-        if (g.in_sp.size() == 2) build_table(g, j0, nc, table);  // once per task, for all K blocks
+        if (use_table) build_table(g, j0, nc, table);  // once per task, for all K blocks
         for (int64_t k0 = 0; k0 < kdim; k0 += kGemmKC) {
           const int64_t kc = std::min(kGemmKC, kdim - k0);
-          pack_columns(g, xg, k0, kc, j0, nc, table, buf.floats());
+          pack_columns(g, xg, k0, kc, j0, nc, use_table ? &table : nullptr, buf.floats());
           sgemm_kblock((*wp)[gr], m0, m1, k0, kc, buf.floats(), nc, yt + m0 * out_size, out_size, k0 == 0 ? 0.f : 1.f,
                        fused && k0 + kc >= kdim ? &mep : nullptr);
         }
@@ -237,40 +212,43 @@ class ConvKernel : public Kernel {
   // inside the image and spaced by the horizontal stride (-1 otherwise: gathered one by one).
   struct ColumnTable {
     std::vector<int32_t> offsets, runs;
-    std::vector<int32_t> ih, iw, base;  // per position: tap (0,0)'s input row, column, offset
+    std::vector<int64_t> ih, iw;  // per position: tap (0,0)'s input row and column (may lie far outside)
   };
 
+  // The table holds int32 offsets into one channel: 2-D convolutions whose channel has at most
+  // INT32_MAX elements. Coordinates are formed in int64 (a stride or pad of 2^32 must not wrap
+  // into the image); only offsets inside the channel are narrowed.
+  static bool table_applies(const ConvGeom& g) {
+    return g.in_sp.size() == 2 && shape_numel(g.in_sp) <= std::numeric_limits<int32_t>::max();
+  }
+
   static void build_table(const ConvGeom& g, int64_t j0, int64_t nc, ColumnTable& t) {
-    const int64_t k_size = shape_numel(g.k_sp);
-    const int32_t H = static_cast<int32_t>(g.in_sp[0]), Wd = static_cast<int32_t>(g.in_sp[1]);
+    const int64_t k_size = shape_numel(g.k_sp), in_size = shape_numel(g.in_sp);
+    const int64_t H = g.in_sp[0], Wd = g.in_sp[1];
     const int64_t OW = g.out_sp[1], KW = g.k_sp[1], sh = g.strides[0], sw = g.strides[1];
     const int64_t npanels = (nc + 15) / 16;
     t.offsets.resize(static_cast<size_t>(k_size * nc));
     t.runs.assign(static_cast<size_t>(k_size * npanels), -1);
     t.ih.resize(static_cast<size_t>(nc));
     t.iw.resize(static_cast<size_t>(nc));
-    t.base.resize(static_cast<size_t>(nc));
     int64_t oh = j0 / OW, ow = j0 % OW;  // walked forward once: no divisions per position
     for (int64_t j = 0; j < nc; ++j) {
-      t.ih[j] = static_cast<int32_t>(oh * sh - g.pad_begin[0]);
-      t.iw[j] = static_cast<int32_t>(ow * sw - g.pad_begin[1]);
-      t.base[j] = t.ih[j] * Wd + t.iw[j];
+      t.ih[j] = oh * sh - g.pad_begin[0];  // in [-pad_begin, H + pad_end): no overflow (conv_geometry.h)
+      t.iw[j] = ow * sw - g.pad_begin[1];
       if (++ow == OW) {
         ow = 0;
         ++oh;
       }
     }
-    const int32_t* ih = t.ih.data();
-    const int32_t* iw = t.iw.data();
-    const int32_t* base = t.base.data();
+    const int64_t* ih = t.ih.data();
+    const int64_t* iw = t.iw.data();
     for (int64_t tap = 0; tap < k_size; ++tap) {
-      const int32_t dh = static_cast<int32_t>((tap / KW) * g.dil[0]), dw = static_cast<int32_t>((tap % KW) * g.dil[1]);
-      const int32_t shift = dh * Wd + dw;
+      const int64_t dh = (tap / KW) * g.dil[0], dw = (tap % KW) * g.dil[1];
       int32_t* row = t.offsets.data() + tap * nc;
       for (int64_t j = 0; j < nc; ++j) {  // branch-free: vectorizes
-        const int32_t h = ih[j] + dh, w = iw[j] + dw;
+        const int64_t h = ih[j] + dh, w = iw[j] + dw;
         const bool in = (h >= 0) & (h < H) & (w >= 0) & (w < Wd);
-        row[j] = in ? base[j] + shift : -1;
+        row[j] = in ? static_cast<int32_t>(h * Wd + w) : -1;
       }
       // A full panel is a run when its 16 sources are sw apart: always so within one output row
       // whose end sources are inside the image; across rows when the offsets happen to line up
@@ -280,27 +258,28 @@ class ConvKernel : public Kernel {
         const int32_t r0 = row[j];
         if (r0 < 0) continue;
         bool run = ih[j] == ih[j + 15] && row[j + 15] >= 0;
-        if (!run) {
+        if (!run && sw < in_size) {  // (l * sw stays below 16 * in_size)
           run = true;
-          for (int64_t l = 1; l < 16; ++l) run &= row[j + l] == r0 + static_cast<int32_t>(l * sw);
+          for (int64_t l = 1; l < 16; ++l) run &= row[j + l] == r0 + l * sw;
         }
         if (run) t.runs[tap * npanels + pj] = r0;
       }
     }
   }
 
-  // Columns [j0, j0+nc) of rows [k0, k0+kc) of the im2col matrix, written as GEMM panels.
+  // Columns [j0, j0+nc) of rows [k0, k0+kc) of the im2col matrix, written as GEMM panels (through
+  // the table when there is one: see table_applies).
   static void pack_columns(const ConvGeom& g, const float* x, int64_t k0, int64_t kc, int64_t j0, int64_t nc,
-                           const ColumnTable& table, float* buf) {
+                           const ColumnTable* table, float* buf) {
     const size_t sd = g.in_sp.size();
     const int64_t k_size = shape_numel(g.k_sp), in_size = shape_numel(g.in_sp);
-    if (sd == 2) {
+    if (table) {
       const int64_t npanels = (nc + 15) / 16, sw = g.strides[1];
       for (int64_t kk = 0; kk < kc; ++kk) {
         const int64_t k = k0 + kk, c = k / k_size, tap = k % k_size;
         const float* xc = x + c * in_size;
-        const int32_t* idx = table.offsets.data() + tap * nc;
-        const int32_t* runs = table.runs.data() + tap * npanels;
+        const int32_t* idx = table->offsets.data() + tap * nc;
+        const int32_t* runs = table->runs.data() + tap * npanels;
         for (int64_t pj = 0; pj < npanels; ++pj) {
           float* dst = buf + pj * 16 * kc + kk * 16;
           if (runs[pj] >= 0) {
@@ -336,8 +315,11 @@ class ConvKernel : public Kernel {
         for (size_t d = sd; d-- > 0;) {
           const int64_t o = r2 % g.out_sp[d];
           r2 /= g.out_sp[d];
-          const int64_t i = o * g.strides[d] - g.pad_begin[d] + kidx[d] * g.dil[d];
-          if (i < 0 || i >= g.in_sp[d]) inside = false;
+          const int64_t i = o * g.strides[d] - g.pad_begin[d] + kidx[d] * g.dil[d];  // fits int64
+          if (i < 0 || i >= g.in_sp[d]) {
+            inside = false;
+            break;
+          }
           off += i * stride;
           stride *= g.in_sp[d];
         }
@@ -380,12 +362,11 @@ class ConvKernel : public Kernel {
   void pointwise_transposed(const ConvGeom& g, const float* x, const Tensor& W, const float* bias,
                             const float* residual, float* y) const {
     const int64_t P = shape_numel(g.out_sp), C = g.C, M = g.M;
-    std::unique_ptr<ScratchBlock> sub;
-    if (P != shape_numel(g.in_sp)) {  // strided: the positions read, packed together
-      sub = std::make_unique<ScratchBlock>(static_cast<size_t>(g.N * C * P) * sizeof(float));
-      if (!sub->data) fail(ErrorKind::kAllocation, name_ + ": out of memory for the subsampled input");
-      subsample(g, x, sub->floats());
-      x = sub->floats();
+    std::shared_ptr<Storage> sub;
+    if (P != shape_numel(g.in_sp)) {  // strided: the positions read, packed together (sized like the output)
+      sub = guarded_scratch(g.N * C * P, sizeof(float), name_, "the subsampled input");
+      subsample(g, x, static_cast<float*>(sub->data));
+      x = static_cast<const float*>(sub->data);
     }
     std::shared_ptr<PackedB> fresh;
     const PackedB* wt;
@@ -396,11 +377,10 @@ class ConvKernel : public Kernel {
       fresh = std::make_shared<PackedB>(sgemm_pack_b(true, C, M, W.ptr<float>(), C));
       wt = fresh.get();
     }
-    ScratchBlock ytb(static_cast<size_t>(P * M) * sizeof(float));  // Y^T of one image
-    if (!ytb.data) fail(ErrorKind::kAllocation, name_ + ": out of memory for the transposed output");
-    const float* yt = ytb.floats();
+    const std::shared_ptr<Storage> ytb = guarded_scratch(P * M, sizeof(float), name_, "the transposed output");
+    float* yt = static_cast<float*>(ytb->data);  // Y^T of one image
     for (int64_t n = 0; n < g.N; ++n) {
-      sgemm_packed(true, P, M, C, 1.f, x + n * C * P, P, *wt, 0.f, ytb.floats(), M);
+      sgemm_packed(true, P, M, C, 1.f, x + n * C * P, P, *wt, 0.f, yt, M);
       float* yn = y + n * M * P;
       const float* rn = residual ? residual + n * M * P : nullptr;
       parallel_for(M, 4.0 * P, [&](int64_t b, int64_t e) {
@@ -493,12 +473,30 @@ class ConvKernel : public Kernel {
 
   // The direct path: 2-D, not depthwise, not 1x1, on a CPU with a direct tier. Decided from attributes and the weight shape only,
   // so constant weights are packed for it at session creation.
+  // Strides above kDirectMaxStride (an attribute) stay on im2col too: the planes are indexed by phase.
   bool direct_applies(const Shape& wshape) const {
     if (direct_mode() < 0 || !conv_direct_tier() || wshape.size() != 4) return false;
+    for (int64_t s : attrs_.strides)
+      if (s > kDirectMaxStride) return false;
     if (wshape[1] == 1 && wshape[0] == group_ && group_ > 1) return false;  // depthwise
     // 1x1 kernels (any stride) stay on im2col + GEMM: their "im2col" is a copy or a strided
     // gather, and the GEMM driver outruns the direct kernels at K = channels.
     return !(wshape[2] == 1 && wshape[3] == 1);
+  }
+
+  // Whether the phase planes (about the zero-padded input: one per phase a tap reads, each
+  // (OH + (KH - 1) * dh / sh) x (OW + (KW - 1) * dw / sw)) stay within a small multiple of the input
+  // and output: a huge dilation or pad (2^28) with a tiny output takes im2col, whose scratch is
+  // sized from the output. A safety bound, applied in every mode (ONNXFAST_CONV_DIRECT too).
+  static bool direct_fits(const ConvGeom& g) {
+    const double KH = static_cast<double>(g.k_sp[0]), KW = static_cast<double>(g.k_sp[1]);
+    const double sh = static_cast<double>(g.strides[0]), sw = static_cast<double>(g.strides[1]);
+    const double hph = static_cast<double>(g.out_sp[0]) + (KH - 1) * static_cast<double>(g.dil[0]) / sh;
+    const double wph = static_cast<double>(g.out_sp[1]) + (KW - 1) * static_cast<double>(g.dil[1]) / sw;
+    const double planes = std::min(KH * KW, sh * sw) * static_cast<double>(g.C) * hph * wph;
+    const double data = static_cast<double>(g.C) * static_cast<double>(shape_numel(g.in_sp)) +
+                        static_cast<double>(g.M) * static_cast<double>(shape_numel(g.out_sp));
+    return planes <= 16 * data + (1 << 20);
   }
 
   // A strided convolution takes im2col + GEMM in the automatic mode when its phase planes outgrow
@@ -523,6 +521,7 @@ class ConvKernel : public Kernel {
   static constexpr double kStreamWeightCost = 4.0, kCopyColumnCost = 8.0, kGatherColumnCost = 16.0;
 
   static constexpr int64_t kTileAPositions = 1536;
+  static constexpr int64_t kDirectMaxStride = 16;
   // Input channels per block of the direct kernels' K loop: a block's weights (taps x 32 x lb
   // floats, 72 KiB for 3x3 at lb 64) stay in L2 while the kernel sweeps the positions (16 was no
   // faster here: the accumulators are then reloaded twice as often).
@@ -592,14 +591,15 @@ class ConvKernel : public Kernel {
     const int mode = direct_mode();
     const bool use_b = mode ? mode == 2 : (Mg >= lb && (OHW <= 256 || Cg * T > 320));
     const size_t plane_floats = static_cast<size_t>(pl.slots * g.C * pl.cs + pl.maxrx + la + 16);
-    ScratchBlock planes(plane_floats * sizeof(float));
-    if (!planes.data) fail(ErrorKind::kAllocation, name_ + ": out of memory for the input planes");
-    std::fill(planes.floats() + pl.slots * g.C * pl.cs, planes.floats() + plane_floats, 0.f);
+    const std::shared_ptr<Storage> plane_buf =
+        guarded_scratch(static_cast<int64_t>(plane_floats), sizeof(float), name_, "the input planes");
+    float* const planes = static_cast<float*>(plane_buf->data);
+    std::fill(planes + pl.slots * g.C * pl.cs, planes + plane_floats, 0.f);
     ThreadPool* pool = current_pool();
     const int64_t want = 4 * (pool ? pool->num_threads() : 1);
     const double kcost = 2.0 * Cg * T / 48.0;
     for (int64_t n = 0; n < g.N; ++n) {
-      fill_planes(g, pl, x + n * g.C * g.in_sp[0] * g.in_sp[1], planes.floats());
+      fill_planes(g, pl, x + n * g.C * g.in_sp[0] * g.in_sp[1], planes);
       float* yn = y + n * g.M * OHW;
       const float* rn = residual ? residual + n * g.M * OHW : nullptr;
       if (use_b) {
@@ -620,7 +620,7 @@ class ConvKernel : public Kernel {
             const int64_t q0 = qi * qchunk, q1 = std::min(OHW, q0 + qchunk);
             const int64_t m0 = blk * lb, mn = std::min(lb, Mg - m0);
             for (int64_t q = q0; q < q1; ++q) pos[q - q0] = (q / OW) * pl.Wph + q % OW;
-            const float* in = planes.floats() + gr * Cg * pl.cs;
+            const float* in = planes + gr * Cg * pl.cs;
             const float* wb = (*wp)[gr].get() + blk * Cg * T * lb;
             const int64_t ncalls = (q1 - q0 + rb - 1) / rb;
             for (int64_t ib = 0, c0 = 0; ib < ncb; ++ib, c0 += cb) {
@@ -676,7 +676,7 @@ class ConvKernel : public Kernel {
           const int64_t oy0 = ri * rchunk, oy1 = std::min(OH, oy0 + rchunk);
           const int64_t np = (oy1 - oy0) * pl.Wph, ntiles = (np + la - 1) / la, ldo = ntiles * la;
           if (ncb > 1 && scratch.size() < static_cast<size_t>(ra * ldo)) scratch.resize(static_cast<size_t>(ra * ldo));
-          const float* in = planes.floats() + gr * Cg * pl.cs + oy0 * pl.Wph;
+          const float* in = planes + gr * Cg * pl.cs + oy0 * pl.Wph;
           for (int64_t rb0 = mi * mchunk; rb0 < std::min(nra, (mi + 1) * mchunk); ++rb0) {
             const int64_t m0 = rb0 * ra, rows = std::min(ra, Mg - m0);
             const float* w = (*wp)[gr].get() + (m0 / lb) * Cg * T * lb + m0 % lb;
@@ -737,21 +737,26 @@ class ConvKernel : public Kernel {
                       g.dil[1] == 1;
     const int64_t pt = g.pad_begin[0], pl = g.pad_begin[1];
     const int64_t HP = std::max(H + pt, (OH - 1) * sh + KH), WP = std::max(Wd + pl, (OW - 1) * sw + KW);
+    // The zero-padded copy (fast path) is at most about 4x one output plane (stride <= 2), through
+    // the allocation guard; one per task range, released after it.
+    const int64_t padded_floats = fast ? checked_mul(HP, WP, name_, "the padded channel") : 0;
     parallel_for(g.N * C, 2.0 * OH * OW * KH * KW, [&](int64_t b, int64_t e) {
-      thread_local std::vector<float> padded;
+      std::shared_ptr<Storage> padded_buf;
+      if (fast) padded_buf = guarded_scratch(padded_floats, sizeof(float), name_, "the padded channel");
+      float* padded = fast ? static_cast<float*>(padded_buf->data) : nullptr;
       for (int64_t t = b; t < e; ++t) {
         const int64_t c = t % C;
         const float* xc = x + t * H * Wd;
         const float* wc = w + c * KH * KW;
         float* yc = y + t * OH * OW;
         if (fast) {
-          padded.assign(static_cast<size_t>(HP * WP), 0.f);
-          for (int64_t ih = 0; ih < H; ++ih) std::memcpy(padded.data() + (ih + pt) * WP + pl, xc + ih * Wd, sizeof(float) * Wd);
+          std::fill(padded, padded + padded_floats, 0.f);
+          for (int64_t ih = 0; ih < H; ++ih) std::memcpy(padded + (ih + pt) * WP + pl, xc + ih * Wd, sizeof(float) * Wd);
           const int key = static_cast<int>(KH * 10 + sh);
-          if (key == 31) dw_rows<3, 1>(padded.data(), WP, wc, yc, OH, OW);
-          else if (key == 32) dw_rows<3, 2>(padded.data(), WP, wc, yc, OH, OW);
-          else if (key == 51) dw_rows<5, 1>(padded.data(), WP, wc, yc, OH, OW);
-          else dw_rows<5, 2>(padded.data(), WP, wc, yc, OH, OW);
+          if (key == 31) dw_rows<3, 1>(padded, WP, wc, yc, OH, OW);
+          else if (key == 32) dw_rows<3, 2>(padded, WP, wc, yc, OH, OW);
+          else if (key == 51) dw_rows<5, 1>(padded, WP, wc, yc, OH, OW);
+          else dw_rows<5, 2>(padded, WP, wc, yc, OH, OW);
           for (int64_t oh = 0; oh < OH; ++oh)
             epilogue(yc + oh * OW, OW, bias ? bias[c] : 0.f, residual ? residual + t * OH * OW + oh * OW : nullptr);
           continue;
@@ -767,7 +772,7 @@ class ConvKernel : public Kernel {
               const float wv = wc[kh * KW + kw];
               const int64_t off = kw * g.dil[1] - g.pad_begin[1];
               // valid ow: 0 <= ow*sw + off < Wd
-              int64_t lo = off >= 0 ? 0 : (-off + sw - 1) / sw;
+              int64_t lo = off >= 0 ? 0 : ceil_div(-off, sw);
               int64_t hi = (Wd - 1 - off) >= 0 ? (Wd - 1 - off) / sw + 1 : 0;
               hi = std::min(hi, OW);
               if (sw == 1) {
@@ -790,9 +795,8 @@ class ConvKernel : public Kernel {
   // fill in bias and residual), when it is one they apply (None, Relu, Clip, LeakyRelu).
   MicroEpilogue micro_act_;
   bool act_in_store_;
-  std::string auto_pad_;
+  ConvAttrs attrs_;
   int64_t group_;
-  Shape kernel_shape_, strides_, dilations_, pads_;
   // Per group, a constant weight packed for im2col: at session creation when that is its path,
   // else on first use (a strided direct convolution whose input is direct_declined).
   mutable std::once_flag packed_once_;

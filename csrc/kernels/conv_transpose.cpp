@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "conv_geometry.h"
 #include "gemm.h"
 #include "kernel.h"
 #include "../threadpool/threadpool.h"
@@ -42,19 +43,8 @@ class ConvTransposeKernel : public Kernel {
  public:
   explicit ConvTransposeKernel(const KernelArgs& a)
       : name_("ConvTranspose '" + a.node_name + "'"),
-        auto_pad_(a.get_string("auto_pad", "NOTSET")),
-        group_(a.get_int("group", 1)),
-        kernel_shape_(a.get_ints("kernel_shape")),
-        strides_(a.get_ints("strides")),
-        dilations_(a.get_ints("dilations")),
-        pads_(a.get_ints("pads")),
-        output_padding_(a.get_ints("output_padding")),
-        output_shape_(a.get_ints("output_shape")) {
-    if (group_ < 1) kernel_fail(name_ + ": group must be >= 1, got " + std::to_string(group_));
-    for (int64_t s : strides_)
-      if (s < 1) kernel_fail(name_ + ": strides must be >= 1, got " + shape_str(strides_));
-    for (int64_t d : dilations_)
-      if (d < 1) kernel_fail(name_ + ": dilations must be >= 1, got " + shape_str(dilations_));
+        attrs_(ConvAttrs::parse(a, ConvFamily::kConvTranspose)),  // attributes checked at session creation
+        group_(attrs_.group) {
     if (a.const_inputs.size() > 1 && a.const_inputs[1] && a.allow_prepack) {
       const Tensor& w = *a.const_inputs[1];
       // A weight that does not fit the group stays unpacked: compute() reports it against X.
@@ -71,7 +61,6 @@ class ConvTransposeKernel : public Kernel {
     if (X.rank() < 3) kernel_fail(name_ + ": input X must be N x C x D1 x ..., got shape " + shape_str(X.shape));
     if (W.rank() != X.rank())
       kernel_fail(name_ + ": weight " + shape_str(W.shape) + " must have the rank of input X " + shape_str(X.shape));
-    const size_t sd = X.shape.size() - 2;
     ConvTransposeGeom g;
     g.N = X.shape[0];
     g.C = X.shape[1];
@@ -81,49 +70,16 @@ class ConvTransposeKernel : public Kernel {
                   " with group=" + std::to_string(group_) + " (W must be C x M/group x k1 x ..., C divisible by group)");
     g.Cg = g.C / group_;
     g.Mg = W.shape[1];
-    g.M = g.Mg * group_;
-    g.in_sp.assign(X.shape.begin() + 2, X.shape.end());
-    g.k_sp.assign(W.shape.begin() + 2, W.shape.end());
-    if (!kernel_shape_.empty() && kernel_shape_ != g.k_sp)
-      kernel_fail(name_ + ": kernel_shape attribute " + shape_str(kernel_shape_) + " differs from weight shape " +
-                  shape_str(W.shape));
-    for (int64_t k : g.k_sp)
-      if (k < 1) kernel_fail(name_ + ": weight " + shape_str(W.shape) + " has an empty kernel");
-    g.strides = strides_.empty() ? Shape(sd, 1) : strides_;
-    g.dil = dilations_.empty() ? Shape(sd, 1) : dilations_;
-    const Shape opad = output_padding_.empty() ? Shape(sd, 0) : output_padding_;
-    if (g.strides.size() != sd || g.dil.size() != sd || opad.size() != sd)
-      kernel_fail(name_ + ": strides, dilations and output_padding must have " + std::to_string(sd) + " values");
-    if (!output_shape_.empty() && output_shape_.size() < sd)
-      kernel_fail(name_ + ": output_shape " + shape_str(output_shape_) + " must have at least " + std::to_string(sd) +
-                  " values");
-    const bool same = auto_pad_ == "SAME_UPPER" || auto_pad_ == "SAME_LOWER";
-    const bool explicit_pads = output_shape_.empty() && !same && !pads_.empty() && auto_pad_ != "VALID";
-    if (explicit_pads && pads_.size() != 2 * sd)
-      kernel_fail(name_ + ": pads must have " + std::to_string(2 * sd) + " values, got " + shape_str(pads_));
-    g.pad_begin.assign(sd, 0);
-    g.out_sp.assign(sd, 0);
-    for (size_t i = 0; i < sd; ++i) {
-      // The full (unpadded) output extent; pads crop it, output_shape / SAME choose a window of it
-      // (positions past its end are zeros plus bias, as in the numpy kernel).
-      const int64_t full = g.strides[i] * (g.in_sp[i] - 1) + (g.k_sp[i] - 1) * g.dil[i] + 1 + opad[i];
-      int64_t out;
-      if (!output_shape_.empty() || same) {
-        out = !output_shape_.empty() ? output_shape_[output_shape_.size() - sd + i] : g.in_sp[i] * g.strides[i];
-        const int64_t total = std::max<int64_t>(0, full - out);
-        g.pad_begin[i] = auto_pad_ == "SAME_UPPER" ? total / 2 : total - total / 2;
-      } else if (explicit_pads) {
-        if (pads_[i] < 0 || pads_[i + sd] < 0) kernel_fail(name_ + ": pads must be >= 0, got " + shape_str(pads_));
-        g.pad_begin[i] = pads_[i];
-        out = full - pads_[i] - pads_[i + sd];
-      } else {
-        out = full;
-      }
-      if (out < 0)
-        kernel_fail(name_ + ": output size " + std::to_string(out) + " along spatial axis " + std::to_string(i) +
-                    " is negative (input " + shape_str(X.shape) + ", weight " + shape_str(W.shape) + ")");
-      g.out_sp[i] = out;
-    }
+    g.M = checked_mul(g.Mg, group_, name_, "the output channels (W.shape[1] * group)");
+    // Ranks, kernel_shape against the weight, extents in checked int64 (conv_geometry.h).
+    SpatialGeometry sg = transpose_geometry(attrs_, Shape(X.shape.begin() + 2, X.shape.end()),
+                                            Shape(W.shape.begin() + 2, W.shape.end()));
+    g.in_sp = std::move(sg.in);
+    g.k_sp = std::move(sg.kernel);
+    g.out_sp = std::move(sg.out);
+    g.strides = std::move(sg.strides);
+    g.dil = std::move(sg.dil);
+    g.pad_begin = std::move(sg.pad_begin);
     g.taps = shape_numel(g.k_sp);
     g.in_size = shape_numel(g.in_sp);
     g.out_size = shape_numel(g.out_sp);
@@ -240,7 +196,7 @@ class ConvTransposeKernel : public Kernel {
       outer_taps = g.taps / k_w;
       for (int64_t kw = 0; kw < k_w; ++kw) {
         const int64_t off = kw * g.dil[sd - 1] - g.pad_begin[sd - 1];  // input column iw lands at iw * s_w + off
-        const int64_t lo = off >= 0 ? 0 : (-off + s_w - 1) / s_w;
+        const int64_t lo = off >= 0 ? 0 : ceil_div(-off, s_w);
         const int64_t hi = out_w - 1 - off >= 0 ? std::min(in_w, (out_w - 1 - off) / s_w + 1) : 0;
         col_off.push_back(off);
         col_lo.push_back(lo);
@@ -318,9 +274,8 @@ class ConvTransposeKernel : public Kernel {
   };
 
   std::string name_;
-  std::string auto_pad_;
+  ConvAttrs attrs_;
   int64_t group_;
-  Shape kernel_shape_, strides_, dilations_, pads_, output_padding_, output_shape_;
   std::vector<PackedA> packed_w_;  // per group, when W is a constant
   Shape packed_shape_;             // that constant's shape (empty: W is fed)
 };

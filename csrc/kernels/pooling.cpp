@@ -3,7 +3,9 @@
 // strides, pads, auto_pad, dilations, ceil_mode, count_include_pad; GlobalAveragePool /
 // GlobalMaxPool / GlobalLpPool (p = 1, 2) on the reduction engine of reduce.cpp.
 //
-// Geometry follows the numpy kernels (onnxfast/ops/nn.py) exactly. The work is split into output
+// Attributes are checked at session creation and the geometry computed in checked int64 by
+// conv_geometry.h (shared with Conv / ConvTranspose); explicit pads must be smaller than the kernel,
+// as onnxruntime requires. Geometry follows the numpy kernels (onnxfast/ops/nn.py) exactly. The work is split into output
 // rows (one plane, all coordinates but the last fixed): for each valid tap of the leading dims
 // (row-major), the input row is combined into the output row, taps of the last dim innermost;
 // the columns whose windows lie inside the input run as a branch-free loop along the row that the
@@ -16,11 +18,18 @@
 #include <string>
 
 #include "../threadpool/threadpool.h"
+#include "conv_geometry.h"
 #include "kernel.h"
 #include "reduce.h"
 
 namespace onnxfast {
 namespace {
+
+// a + b * c in two's complement: the Indices of a window's first tap, reported for a window with no
+// larger value (all padding), may lie far outside the input (a pad of 2^62): defined, never used to read.
+inline int64_t wrap_madd(int64_t a, int64_t b, int64_t c) {
+  return static_cast<int64_t>(static_cast<uint64_t>(a) + static_cast<uint64_t>(b) * static_cast<uint64_t>(c));
+}
 
 struct Geometry {
   int64_t nsp = 0;
@@ -38,16 +47,13 @@ class PoolKernel : public Kernel {
         is_max_(kind == PoolKind::kMax),
         is_lp_(kind == PoolKind::kLp),
         p_(static_cast<float>(a.get_float("p", 2.0))),
-        kernel_(a.get_ints("kernel_shape")),
-        strides_(a.get_ints("strides")),
-        dil_(a.get_ints("dilations")),
-        pads_(a.get_ints("pads")),
-        auto_pad_(a.get_string("auto_pad", "NOTSET")),
-        ceil_(a.get_int("ceil_mode", 0) != 0),
+        attrs_(ConvAttrs::parse(a, ConvFamily::kPool)),  // attributes checked at session creation
         include_pad_(a.get_int("count_include_pad", 0) != 0),
         storage_order_(a.get_int("storage_order", 0)) {
-    if (auto_pad_.empty()) auto_pad_ = "NOTSET";
-    if (is_lp_ && !(p_ > 0)) kernel_fail(name_ + ": p must be positive (got " + std::to_string(p_) + ")");
+    // p = 0 sums |x|^0 = 1 and takes the 0th root (onnxruntime: inf; numpy: a division by zero): refused
+    // by both kernels. A negative p runs on numpy (the registration's when=), as onnxruntime computes it.
+    if (is_lp_ && p_ == 0) kernel_fail(name_ + ": attribute p must not be 0 (|x|^0 has no 0th root; use p >= 1)");
+    if (is_lp_ && !(p_ > 0)) kernel_fail(name_ + ": the native kernel computes p > 0");
   }
 
   void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
@@ -62,27 +68,26 @@ class PoolKernel : public Kernel {
     const Tensor& X = *in[0];
     const int64_t planes = X.shape[0] * X.shape[1];
     const int64_t nsp = g.nsp;
-    int64_t in_plane = 1, out_plane = 1, ktotal = 1;
+    int64_t in_plane = 1, out_plane = 1;
+    double ktotal = 1;  // cost estimate only (a kernel_shape may be huge: its valid taps are not)
     for (int64_t i = 0; i < nsp; ++i) {
       in_plane *= g.in_sp[i];
       out_plane *= g.out_sp[i];
-      ktotal *= g.kernel[i];
+      ktotal *= static_cast<double>(std::min(g.kernel[i], g.in_sp[i] + 1));
     }
     if (planes == 0 || out_plane == 0) return;
-    // Per dim and output coordinate: valid taps [klo, khi) and the average's divisor factor.
+    // Per dim and output coordinate: valid taps [klo, khi) and the average's divisor factor, in
+    // closed form (a kernel_shape of 2^40 with a huge stride has few outputs and few valid taps;
+    // every coordinate start + k * d lies in [-pad_begin, in + pad_end), see conv_geometry.h).
+    // first(A): the first tap k >= 0 with start + k * d >= A (K if none).
     std::vector<std::vector<int64_t>> klo(nsp), khi(nsp), cnt(nsp);
     for (int64_t i = 0; i < nsp; ++i) {
       const int64_t K = g.kernel[i], s = g.strides[i], d = g.dil[i], n = g.in_sp[i];
       for (int64_t o = 0; o < g.out_sp[i]; ++o) {
         const int64_t start = o * s - g.pb[i];
-        int64_t lo = 0, hi = 0, c = 0;
-        while (lo < K && start + lo * d < 0) ++lo;
-        hi = lo;
-        while (hi < K && start + hi * d < n) ++hi;
-        for (int64_t k = 0; k < K; ++k) {
-          const int64_t p = start + k * d;
-          c += include_pad_ ? (p >= -g.pb[i] && p < n + g.pe[i]) : (p >= 0 && p < n);
-        }
+        auto first = [&](int64_t A) { return start >= A ? 0 : std::min(K, ceil_div(A - start, d)); };
+        const int64_t lo = first(0), hi = std::max(lo, first(n));
+        const int64_t c = include_pad_ ? first(n + g.pe[i]) - first(-g.pb[i]) : hi - lo;
         klo[i].push_back(lo);
         khi[i].push_back(hi);
         cnt[i].push_back(c);
@@ -135,12 +140,12 @@ class PoolKernel : public Kernel {
           kc[i] = klo[i][oc[i]];
           any = any && kc[i] < khi[i][oc[i]];
           div_lead *= cnt[i][oc[i]];
-          first_lead += (oc[i] * g.strides[i] - g.pb[i]) * imul[i];
+          first_lead = wrap_madd(first_lead, oc[i] * g.strides[i] - g.pb[i], imul[i]);
         }
         if (is_max_) {
           for (int64_t o = 0; o < OW; ++o) yr[o] = ninf;
           if (ir)
-            for (int64_t o = 0; o < OW; ++o) ir[o] = ibase + first_lead + (o * S - P) * imul[last];
+            for (int64_t o = 0; o < OW; ++o) ir[o] = wrap_madd(wrap_madd(ibase, first_lead, 1), o * S - P, imul[last]);
         } else {
           for (int64_t o = 0; o < OW; ++o) yr[o] = 0.f;
         }
@@ -273,68 +278,20 @@ class PoolKernel : public Kernel {
     const Tensor& X = *in[0];
     expect_dtype(X, kFloat, (name_ + " input").c_str());
     Geometry g;
-    const int64_t nsp = static_cast<int64_t>(kernel_.size());
-    if (nsp == 0) kernel_fail(name_ + ": attribute kernel_shape is missing or empty");
+    const int64_t nsp = static_cast<int64_t>(attrs_.kernel_shape.size());
     if (X.rank() != nsp + 2)
-      kernel_fail(name_ + ": kernel_shape " + list_str(kernel_) + " does not match input of shape " +
+      kernel_fail(name_ + ": kernel_shape " + list_str(attrs_.kernel_shape) + " does not match input of shape " +
                   shape_str(X.shape) + " (expected rank " + std::to_string(nsp + 2) + ")");
     g.nsp = nsp;
-    g.kernel = kernel_;
-    g.strides = strides_.empty() ? std::vector<int64_t>(nsp, 1) : strides_;
-    g.dil = dil_.empty() ? std::vector<int64_t>(nsp, 1) : dil_;
-    auto check = [&](const std::vector<int64_t>& v, const char* what, int64_t len, int64_t min) {
-      if (static_cast<int64_t>(v.size()) != len)
-        kernel_fail(name_ + ": " + what + " " + list_str(v) + " must have " + std::to_string(len) + " entries");
-      for (int64_t e : v)
-        if (e < min)
-          kernel_fail(name_ + ": " + what + " " + list_str(v) + " must be at least " + std::to_string(min));
-    };
-    check(g.kernel, "kernel_shape", nsp, 1);
-    check(g.strides, "strides", nsp, 1);
-    check(g.dil, "dilations", nsp, 1);
-    g.in_sp.assign(X.shape.begin() + 2, X.shape.end());
-    std::vector<int64_t> eff(nsp);
-    for (int64_t i = 0; i < nsp; ++i) eff[i] = (g.kernel[i] - 1) * g.dil[i] + 1;
-    g.pb.assign(nsp, 0);
-    g.pe.assign(nsp, 0);
-    g.out_sp.assign(nsp, 0);
-    if (auto_pad_ == "SAME_UPPER" || auto_pad_ == "SAME_LOWER") {
-      for (int64_t i = 0; i < nsp; ++i) {
-        const int64_t o = (g.in_sp[i] + g.strides[i] - 1) / g.strides[i];
-        const int64_t total = std::max<int64_t>((o - 1) * g.strides[i] + eff[i] - g.in_sp[i], 0);
-        const int64_t small = total / 2, big = total - small;
-        g.pb[i] = auto_pad_ == "SAME_UPPER" ? small : big;
-        g.pe[i] = auto_pad_ == "SAME_UPPER" ? big : small;
-        g.out_sp[i] = o;
-      }
-    } else {
-      if (auto_pad_ == "NOTSET") {
-        if (!pads_.empty()) {
-          check(pads_, "pads", 2 * nsp, 0);
-          g.pb.assign(pads_.begin(), pads_.begin() + nsp);
-          g.pe.assign(pads_.begin() + nsp, pads_.end());
-        }
-      } else if (auto_pad_ != "VALID") {
-        kernel_fail(name_ + ": auto_pad '" + auto_pad_ + "' is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID");
-      }
-      for (int64_t i = 0; i < nsp; ++i) {
-        const int64_t span = g.in_sp[i] + g.pb[i] + g.pe[i] - eff[i];
-        int64_t o = 0;
-        if (span >= 0) {
-          if (ceil_) {
-            o = (span + g.strides[i] - 1) / g.strides[i] + 1;
-            if ((o - 1) * g.strides[i] >= g.in_sp[i] + g.pb[i]) --o;  // last window starts in the input
-          } else {
-            o = span / g.strides[i] + 1;
-          }
-        }
-        if (span < 0 || o <= 0)
-          kernel_fail(name_ + ": kernel " + list_str(g.kernel) + " (dilations " + list_str(g.dil) +
-                      ") is larger than the padded input " + list_str(g.in_sp) + " (pads " +
-                      list_str(g.pb) + " + " + list_str(g.pe) + ")");
-        g.out_sp[i] = o;
-      }
-    }
+    // Ranks, extents in checked int64, the kernel inside the padded input (conv_geometry.h).
+    SpatialGeometry sg = forward_geometry(attrs_, Shape(X.shape.begin() + 2, X.shape.end()), attrs_.kernel_shape);
+    g.kernel = std::move(sg.kernel);
+    g.strides = std::move(sg.strides);
+    g.dil = std::move(sg.dil);
+    g.in_sp = std::move(sg.in);
+    g.pb = std::move(sg.pad_begin);
+    g.pe = std::move(sg.pad_end);
+    g.out_sp = std::move(sg.out);
     g.out_shape = {X.shape[0], X.shape[1]};
     g.out_shape.insert(g.out_shape.end(), g.out_sp.begin(), g.out_sp.end());
     return g;
@@ -343,9 +300,8 @@ class PoolKernel : public Kernel {
   std::string name_;
   bool is_max_, is_lp_;
   float p_;
-  std::vector<int64_t> kernel_, strides_, dil_, pads_;
-  std::string auto_pad_;
-  bool ceil_, include_pad_;
+  ConvAttrs attrs_;
+  bool include_pad_;
   int64_t storage_order_;
 };
 

@@ -1159,18 +1159,16 @@ def qlinear_matmul_10(node):
 
 @op("QLinearConv", since=10)
 def qlinear_conv_10(node):
-    from .nn import _geom_attrs, conv_nd
+    from .nn import _ConvAttrs, conv_nd
 
-    group = int(node.attr("group", 1))
-    kernel = node.attr("kernel_shape", None)
+    attrs = _ConvAttrs(node, "conv")  # checked at session creation, as Conv's
 
     def run(x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp=None, bias=None):
         nsp = x.ndim - 2
-        strides, dilations, pads, auto_pad = _geom_attrs(node, nsp, kernel)
         X = x.astype(np.int64) - np.asarray(x_zp).astype(np.int64).reshape(())
         wz = np.asarray(w_zp).astype(np.int64)
         W = w.astype(np.int64) - (wz.reshape((-1,) + (1,) * (w.ndim - 1)) if wz.size > 1 else wz.reshape(()))
-        acc = conv_nd(node, X, W, None, kernel, strides, dilations, pads, auto_pad, group)
+        acc = conv_nd(node, X, W, None, attrs)
         if bias is not None:
             acc = acc + bias.astype(np.int64).reshape((1, -1) + (1,) * nsp)
         ws = np.asarray(w_scale).astype(np.float64)

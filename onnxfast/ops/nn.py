@@ -6,10 +6,9 @@ import itertools
 import math
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from ..registry import REGISTRY, op
-from ._common import invalid, normalize_axes, normalize_axis
+from ._common import check_alloc, invalid, normalize_axes, normalize_axis
 
 
 def _lowp(dt) -> bool:
@@ -21,74 +20,190 @@ def _compute_dtype(dt):
 
 
 # ----------------------------------------------------------------------------------------------
-# geometry helpers
+# The convolution family's attributes and geometry: Conv, ConvInteger, QLinearConv, ConvTranspose,
+# MaxPool, AveragePool, LpPool. The native twin is csrc/kernels/conv_geometry.h (same rules, same
+# messages); keep them in step.
+
+_AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
+_INT64_MAX = 2**63 - 1
 
 
-def _pads_for(node, in_spatial, kernel, strides, dilations, pads, auto_pad, ceil_mode=False):
-    """Return (pads_begin, pads_end, out_spatial)."""
-    n = len(in_spatial)
-    eff = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
-    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        out = [-(-i // s) for i, s in zip(in_spatial, strides)]
-        pb, pe = [], []
+def _i64(node, v, what):
+    """v, or InvalidArgument where it leaves int64 (the native kernels compute extents in checked int64)."""
+    if not -_INT64_MAX - 1 <= v <= _INT64_MAX:
+        invalid(node, f"{what} overflows int64 ({v})")
+    return v
+
+
+class _ConvAttrs:
+    """A convolution-family node's attributes, checked at session creation (InvalidModel naming the node,
+    the attribute and the allowed range): auto_pad one of NOTSET / SAME_UPPER / SAME_LOWER / VALID;
+    group >= 1; kernel_shape, strides, dilations >= 1; pads, output_padding, output_shape >= 0; the lists'
+    lengths consistent (pads twice the others); pools: kernel_shape present and explicit pads smaller than
+    it (onnxruntime's rule); ConvTranspose: output_padding < max(stride, dilation) (onnxruntime's rule).
+    forward() / transpose() compute a call's geometry from the shapes (InvalidArgument naming the node)."""
+
+    def __init__(self, node, family: str):  # family: "conv", "transpose" or "pool"
+        self.node = node
+        ap = node.attr("auto_pad", "NOTSET") or "NOTSET"
+        if isinstance(ap, bytes):
+            ap = ap.decode("utf-8", "replace")
+        if ap not in _AUTO_PADS:
+            node.fail(f"attribute auto_pad '{ap}' must be one of NOTSET, SAME_UPPER, SAME_LOWER, VALID")
+        self.auto_pad = ap
+        self.same = ap in ("SAME_UPPER", "SAME_LOWER")
+        self.group = 1
+        if family != "pool":
+            self.group = int(node.attr("group", 1))
+            if self.group < 1:
+                node.fail(f"attribute group must be >= 1, got {self.group}")
+        self.ceil_mode = family == "pool" and bool(node.attr("ceil_mode", 0))
+
+        def ints(name, minimum):
+            v = node.attr(name, None)
+            if v is None:
+                return None
+            if isinstance(v, (int, float, str, bytes, np.ndarray)) or not all(
+                    isinstance(e, (int, np.integer)) for e in v):
+                node.fail(f"attribute {name} must be a list of integers")
+            v = [int(e) for e in v]
+            bad = [e for e in v if e < minimum]
+            if bad:
+                node.fail(f"attribute {name} {v} must contain values >= {minimum} (got {bad[0]})")
+            return v or None
+
+        self.kernel_shape = ints("kernel_shape", 1)
+        self.strides = ints("strides", 1)
+        self.dilations = ints("dilations", 1)
+        self.pads = ints("pads", 0)
+        self.output_padding = ints("output_padding", 0) if family == "transpose" else None
+        self.output_shape = ints("output_shape", 0) if family == "transpose" else None
+        if self.pads and len(self.pads) % 2:
+            node.fail(f"attribute pads {self.pads} must have an even number of values (begins, then ends)")
+        if family == "pool" and not self.kernel_shape:
+            node.fail("attribute kernel_shape is missing or empty (required)")
+        # the spatial rank: the first list that gives it; every other list must agree
+        self.nsp, self.nsp_attr, first = None, "", None
+        for name, v, per in (("kernel_shape", self.kernel_shape, 1), ("strides", self.strides, 1),
+                             ("dilations", self.dilations, 1), ("pads", self.pads, 2),
+                             ("output_padding", self.output_padding, 1)):
+            if not v:
+                continue
+            if first is None:
+                first, self.nsp, self.nsp_attr = name, len(v) // per, f"{name} {v}"
+            elif len(v) // per != self.nsp:
+                node.fail(f"attribute {name} {v} must have {self.nsp * per} values ({first} gives {self.nsp} "
+                          "spatial dimensions)")
+        if family == "pool" and self.auto_pad == "NOTSET" and self.pads:
+            for i, p in enumerate(self.pads):
+                if p >= self.kernel_shape[i % self.nsp]:
+                    node.fail(f"attribute pads {self.pads} must be smaller than kernel_shape {self.kernel_shape} "
+                              f"(pads[{i}] = {p}; a window must hold an input element)")
+        if family == "transpose" and self.output_padding:
+            for i, o in enumerate(self.output_padding):
+                m = max(self.strides[i] if self.strides else 1, self.dilations[i] if self.dilations else 1)
+                if o >= m:
+                    node.fail(f"attribute output_padding {self.output_padding} must be smaller than max(stride, "
+                              f"dilation) = {m} along spatial axis {i}")
+
+    def _check(self, in_spatial, kernel):
+        node = self.node
+        if self.nsp is not None and self.nsp != len(in_spatial):
+            invalid(node, f"attribute {self.nsp_attr} is for {self.nsp} spatial dimensions, the input has "
+                          f"{len(in_spatial)}")
+        if self.kernel_shape and list(self.kernel_shape) != list(kernel):
+            invalid(node, f"attribute kernel_shape {self.kernel_shape} differs from the weight's kernel {list(kernel)}")
+        if any(k < 1 for k in kernel):
+            invalid(node, f"the kernel {list(kernel)} has an empty dimension")
+        n = len(in_spatial)
+        return [int(i) for i in in_spatial], [int(k) for k in kernel], self.strides or [1] * n, self.dilations or [1] * n
+
+    def forward(self, in_spatial, kernel):
+        """Conv and the pools: (strides, dilations, pads_begin, pads_end, out_spatial)."""
+        node = self.node
+        ins, kernel, strides, dil = self._check(in_spatial, kernel)
+        n = len(ins)
+        pb, pe, out = [0] * n, [0] * n, [0] * n
         for i in range(n):
-            total = max((out[i] - 1) * strides[i] + eff[i] - in_spatial[i], 0)
-            small = total // 2
-            big = total - small
-            if auto_pad == "SAME_UPPER":
-                pb.append(small)
-                pe.append(big)
+            s = strides[i]
+            eff = _i64(node, (kernel[i] - 1) * dil[i] + 1, "the dilated kernel extent")
+            if self.same:
+                out[i] = -(-ins[i] // s)
+                total = max(_i64(node, (out[i] - 1) * s + eff, "the SAME padding") - ins[i], 0)
+                small, big = total // 2, total - total // 2
+                pb[i], pe[i] = (small, big) if self.auto_pad == "SAME_UPPER" else (big, small)
+                continue
+            if self.auto_pad == "NOTSET" and self.pads:
+                pb[i], pe[i] = self.pads[i], self.pads[i + n]
+            span = _i64(node, ins[i] + pb[i] + pe[i], "the padded input extent") - eff
+            o = 0
+            if span >= 0:
+                o = span // s + 1
+                if self.ceil_mode:
+                    o = -(-span // s) + 1
+                    if (o - 1) * s >= ins[i] + pb[i]:  # the last window starts inside the input or its begin padding
+                        o -= 1
+            if span < 0 or o <= 0:
+                invalid(node, f"kernel {kernel} (dilations {dil}) is larger than the padded input {ins} "
+                              f"(pads {pb} + {pe})")
+            out[i] = o
+        return strides, dil, pb, pe, out
+
+    def transpose(self, in_spatial, kernel):
+        """ConvTranspose: (strides, dilations, pads_begin, out_spatial). The full output
+        s * (in - 1) + (k - 1) * d + 1 + output_padding is cropped by pads, or output_shape / SAME choose a
+        window of it (positions past its end get no contribution)."""
+        node = self.node
+        ins, kernel, strides, dil = self._check(in_spatial, kernel)
+        n = len(ins)
+        opad = self.output_padding or [0] * n
+        if self.output_shape and len(self.output_shape) < n:
+            invalid(node, f"attribute output_shape {self.output_shape} must have at least {n} values")
+        explicit = not self.output_shape and not self.same and self.pads and self.auto_pad != "VALID"
+        pb, out = [0] * n, [0] * n
+        for i in range(n):
+            eff = _i64(node, (kernel[i] - 1) * dil[i] + 1, "the full output extent")
+            full = _i64(node, strides[i] * (ins[i] - 1) + eff + opad[i], "the full output extent")
+            if self.output_shape or self.same:
+                o = self.output_shape[len(self.output_shape) - n + i] if self.output_shape else \
+                    _i64(node, ins[i] * strides[i], "the SAME output extent")
+                total = max(0, full - o)
+                pb[i] = total // 2 if self.auto_pad == "SAME_UPPER" else total - total // 2
+            elif explicit:
+                pb[i] = self.pads[i]
+                o = full - self.pads[i] - self.pads[i + n]
             else:
-                pb.append(big)
-                pe.append(small)
-        return pb, pe, out
-    if auto_pad == "VALID":
-        pb = [0] * n
-        pe = [0] * n
-    else:
-        p = list(pads) if pads else [0] * (2 * n)
-        if len(p) != 2 * n:
-            invalid(node, f"pads {p} must have {2 * n} entries")
-        pb, pe = p[:n], p[n:]
-    out = []
-    for i in range(n):
-        span = in_spatial[i] + pb[i] + pe[i] - eff[i]
-        if ceil_mode:
-            o = -(-span // strides[i]) + 1
-            # the last window must start inside the input or the begin padding
-            if (o - 1) * strides[i] >= in_spatial[i] + pb[i]:
-                o -= 1
-        else:
-            o = span // strides[i] + 1
-        if o <= 0 or span < 0:
-            invalid(node, f"kernel {kernel} (dilations {dilations}) is larger than the padded input {in_spatial} (pads {pb + pe})")
-        out.append(o)
-    return pb, pe, out
+                o = full
+            if o < 0:
+                invalid(node, f"output size {o} along spatial axis {i} is negative (input extent {ins}, kernel "
+                              f"{kernel})")
+            _i64(node, o + pb[i], "the output extent plus its padding")
+            out[i] = o
+        return strides, dil, pb, out
 
 
-def _windows(xp, kernel, strides, dilations, out):
-    """(N, C, *S) padded -> (N, C, *O, *K) strided view of the windows."""
-    n = len(kernel)
-    eff = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
-    axes = tuple(range(2, 2 + n))
-    w = sliding_window_view(xp, eff, axis=axes)
-    idx = [slice(None), slice(None)]
-    idx += [slice(0, (o - 1) * s + 1, s) for o, s in zip(out, strides)]
-    idx += [slice(None, None, d) for d in dilations]
-    return w[tuple(idx)]
+def _axis_coords(o, taps, s, d, pb):
+    """Input coordinates (o x len(taps)) that each output reads through each tap along one axis: all in
+    [-pb, in + pads_end), so int64 (forward() checked the padded extent)."""
+    return np.arange(o, dtype=np.int64)[:, None] * s - pb + np.asarray(taps, dtype=np.int64)[None, :] * d
 
 
-def _window_reduce(xp, kernel, strides, dilations, out, fn):
-    """Reduce the windows with a binary ufunc, one kernel offset at a time (fast strided views)."""
-    acc = None
-    for kidx in itertools.product(*[range(k) for k in kernel]):
-        sl = tuple(slice(k * d, k * d + (o - 1) * s + 1, s) for k, d, o, s in zip(kidx, dilations, out, strides))
-        v = xp[(slice(None), slice(None)) + sl]
-        if acc is None:
-            acc = v.copy()
-        else:
-            fn(acc, v, out=acc)
-    return acc
+def _first_tap(start, bound, K, d):
+    """Per output (window start `start`), the first tap k with start + k * d >= bound (K if none)."""
+    need = bound - start
+    return np.where(need <= 0, 0, np.minimum(K, -(-np.maximum(need, 0) // d)))
+
+
+def _useful_taps(n, o, K, s, d, pb):
+    """The taps along one axis that read an input element for some output: all of them for a small kernel;
+    for a huge kernel_shape (2^40 with a huge stride) only those, so no loop runs over the padding."""
+    if K <= 64:
+        return np.arange(K, dtype=np.int64)
+    start = np.arange(o, dtype=np.int64) * s - pb
+    lo = _first_tap(start, 0, K, d)
+    hi = np.maximum(lo, _first_tap(start, n, K, d))
+    ranges = [np.arange(a, b, dtype=np.int64) for a, b in zip(lo.tolist(), hi.tolist()) if b > a]
+    return np.unique(np.concatenate(ranges)) if ranges else np.zeros(0, np.int64)
 
 
 def _pad_spatial(x, pb, pe, value):
@@ -101,59 +216,78 @@ def _pad_spatial(x, pb, pe, value):
     return out
 
 
-def _geom_attrs(node, nsp, kernel):
-    strides = node.attr("strides", None) or [1] * nsp
-    dilations = node.attr("dilations", None) or [1] * nsp
-    pads = node.attr("pads", None)
-    auto_pad = node.attr("auto_pad", "NOTSET") or "NOTSET"
-    return list(strides), list(dilations), pads, auto_pad
+def _taps(x, fill, pb, out, taps, strides, dilations):
+    """For each combination of the given taps (row-major): (positions of the taps in `taps`, values
+    (N, C, *out)): the element each output reads through those taps, `fill` where it lies in the padding.
+    Strided slices of a padded copy when that copy is small; otherwise per-axis gathers, so a stride or pad of
+    2^32 costs memory like the output, not like the padded input."""
+    n_in = x.shape[2:]
+    nsp = len(out)
+    coords = [_axis_coords(out[i], taps[i], strides[i], dilations[i], pb[i]) for i in range(nsp)]
+    if any(c.size == 0 for c in coords):
+        return
+    lo = [min(0, int(c.min())) for c in coords]
+    hi = [max(n_in[i], int(coords[i].max()) + 1) for i in range(nsp)]
+    if math.prod(h - a for h, a in zip(hi, lo)) <= 2 * math.prod(n_in) + 4096:
+        xp = _pad_spatial(x, [-a for a in lo], [h - n for h, n in zip(hi, n_in)], fill)
+        for pos in itertools.product(*[range(len(t)) for t in taps]):
+            sl = tuple(slice(int(c[0, j]) - a, int(c[0, j]) - a + (o - 1) * s + 1, s)
+                       for c, j, a, o, s in zip(coords, pos, lo, out, strides))
+            yield pos, xp[(slice(None), slice(None)) + sl]
+        return
+    xe = _pad_spatial(x, [0] * nsp, [1] * nsp, fill)  # one fill slot at the end of every axis
+    idx = [np.where((c >= 0) & (c < n), c, n) for c, n in zip(coords, n_in)]
+    for pos in itertools.product(*[range(len(t)) for t in taps]):
+        yield pos, xe[(slice(None), slice(None)) + np.ix_(*[ix[:, j] for ix, j in zip(idx, pos)])]
 
 
 # ----------------------------------------------------------------------------------------------
 # Conv
 
 
-def conv_nd(node, x, w, b, kernel, strides, dilations, pads, auto_pad, group):
+def conv_nd(node, x, w, b, attrs: _ConvAttrs):
     if x.ndim < 3:
         invalid(node, f"X must have rank >= 3, got shape {x.shape}")
     nsp = x.ndim - 2
-    kernel = list(kernel) if kernel else list(w.shape[2:])
     if w.ndim != x.ndim:
         invalid(node, f"W shape {w.shape} does not match X shape {x.shape}")
+    group = attrs.group
     N, C = x.shape[:2]
     M = w.shape[0]
     if C % group or M % group or w.shape[1] * group != C:
         invalid(node, f"channels of X {x.shape} and W {w.shape} do not match group={group}")
-    strides = strides or [1] * nsp
-    dilations = dilations or [1] * nsp
-    pb, pe, out = _pads_for(node, x.shape[2:], kernel, strides, dilations, pads, auto_pad)
-    xp = _pad_spatial(x, pb, pe, 0)
-    win = _windows(xp, kernel, strides, dilations, out)  # N, C, *O, *K
+    kernel = list(w.shape[2:])
+    strides, dilations, pb, _, out = attrs.forward(x.shape[2:], kernel)
+    rt = np.result_type(x.dtype, w.dtype)
+    check_alloc((N, M) + tuple(out), rt, node)
     P = math.prod(out)
     Kp = math.prod(kernel)
     Cg = C // group
     Mg = M // group
+    taps = _taps(x, 0, pb, out, [range(k) for k in kernel], strides, dilations)
+    if group == 1 or Cg != 1:
+        check_alloc((N, C, P, Kp), x.dtype, node)  # the im2col matrix
     if group == 1:
-        # (N, *O, C, *K) -> (N*P, C*Kp)
-        perm = (0,) + tuple(range(2, 2 + nsp)) + (1,) + tuple(range(2 + nsp, 2 + 2 * nsp))
-        cols = np.ascontiguousarray(win.transpose(perm)).reshape(N * P, C * Kp)
+        # (N, *O, C, Kp) -> (N*P, C*Kp), filled one tap at a time
+        cols = np.empty((N,) + tuple(out) + (C, Kp), dtype=x.dtype)
+        for ki, (_, v) in enumerate(taps):
+            cols[..., ki] = np.moveaxis(v, 1, -1)
+        cols = cols.reshape(N * P, C * Kp)
         y = cols @ w.reshape(M, C * Kp).T  # N*P, M
         y = y.reshape((N,) + tuple(out) + (M,))
         y = np.moveaxis(y, -1, 1)
     elif Cg == 1:
         # depthwise-like: accumulate one kernel offset at a time (cheap, no im2col copy)
         wg = w.reshape(group, Mg, Kp)
-        y = np.zeros((N, group, Mg) + tuple(out), dtype=np.result_type(x.dtype, w.dtype))
-        xs = xp.reshape((N, group, 1) + xp.shape[2:])
-        for ki, kidx in enumerate(itertools.product(*[range(k) for k in kernel])):
-            sl = tuple(
-                slice(k * d, k * d + (o - 1) * s + 1, s) for k, d, o, s in zip(kidx, dilations, out, strides)
-            )
-            y += xs[(slice(None), slice(None), slice(None)) + sl] * wg[:, :, ki].reshape((1, group, Mg) + (1,) * nsp)
+        y = np.zeros((N, group, Mg) + tuple(out), dtype=rt)
+        for ki, (_, v) in enumerate(taps):
+            y += v.reshape((N, group, 1) + tuple(out)) * wg[:, :, ki].reshape((1, group, Mg) + (1,) * nsp)
         y = y.reshape((N, M) + tuple(out))
     else:
-        win2 = win.reshape((N, group, Cg) + tuple(out) + tuple(kernel))
-        win2 = np.ascontiguousarray(win2).reshape(N, group, Cg, P, Kp)
+        win = np.empty((N, C) + tuple(out) + (Kp,), dtype=x.dtype)
+        for ki, (_, v) in enumerate(taps):
+            win[..., ki] = v
+        win2 = win.reshape(N, group, Cg, P, Kp)
         wg = w.reshape(group, Mg, Cg, Kp)
         y = np.einsum("ngcpk,gmck->ngmp", win2, wg, optimize=True)
         y = y.reshape((N, M) + tuple(out))
@@ -164,17 +298,14 @@ def conv_nd(node, x, w, b, kernel, strides, dilations, pads, auto_pad, group):
 
 @op("Conv", since=1)
 def conv_1(node):
-    group = int(node.attr("group", 1))
-    kernel = node.attr("kernel_shape", None)
+    attrs = _ConvAttrs(node, "conv")
 
     def run(x, w, b=None):
         dt = x.dtype
         cd = _compute_dtype(dt)
-        nsp = x.ndim - 2
-        strides, dilations, pads, auto_pad = _geom_attrs(node, nsp, kernel)
         xx, ww = x.astype(cd, copy=False), w.astype(cd, copy=False)
         bb = b.astype(cd, copy=False) if b is not None else None
-        y = conv_nd(node, xx, ww, bb, kernel, strides, dilations, pads, auto_pad, group)
+        y = conv_nd(node, xx, ww, bb, attrs)
         return y.astype(dt, copy=False)
 
     return run
@@ -185,12 +316,9 @@ REGISTRY.register_native("Conv", since=1)
 
 @op("ConvInteger", since=10)
 def conv_integer_10(node):
-    group = int(node.attr("group", 1))
-    kernel = node.attr("kernel_shape", None)
+    attrs = _ConvAttrs(node, "conv")
 
     def run(x, w, x_zp=None, w_zp=None):
-        nsp = x.ndim - 2
-        strides, dilations, pads, auto_pad = _geom_attrs(node, nsp, kernel)
         xx = x.astype(np.int32)
         ww = w.astype(np.int32)
         if x_zp is not None:
@@ -199,7 +327,7 @@ def conv_integer_10(node):
             z = w_zp.astype(np.int32)
             ww = ww - (z.reshape((-1,) + (1,) * (w.ndim - 1)) if z.size > 1 else z.reshape(()))
         # padding must use the zero point, i.e. 0 after subtraction
-        y = conv_nd(node, xx.astype(np.int64), ww.astype(np.int64), None, kernel, strides, dilations, pads, auto_pad, group)
+        y = conv_nd(node, xx.astype(np.int64), ww.astype(np.int64), None, attrs)
         return y.astype(np.int32)
 
     return run
@@ -207,16 +335,16 @@ def conv_integer_10(node):
 
 @op("ConvTranspose", since=1)
 def conv_transpose_1(node):
-    group = int(node.attr("group", 1))
-    kernel_attr = node.attr("kernel_shape", None)
-    output_padding_attr = node.attr("output_padding", None)
-    output_shape_attr = node.attr("output_shape", None)
+    attrs = _ConvAttrs(node, "transpose")
+    group = attrs.group
 
     def run(x, w, b=None):
         dt = x.dtype
         cd = _compute_dtype(dt)
         x = x.astype(cd, copy=False)
         w = w.astype(cd, copy=False)
+        if x.ndim < 3 or w.ndim != x.ndim:
+            invalid(node, f"W shape {w.shape} does not match X shape {x.shape}")
         nsp = x.ndim - 2
         N, C = x.shape[:2]
         if w.shape[0] != C or C % group:
@@ -224,42 +352,11 @@ def conv_transpose_1(node):
         Mg = w.shape[1]
         M = Mg * group
         Cg = C // group
-        kernel = list(kernel_attr) if kernel_attr else list(w.shape[2:])
-        strides, dilations, pads, auto_pad = _geom_attrs(node, nsp, kernel)
-        opad = list(output_padding_attr) if output_padding_attr else [0] * nsp
+        kernel = list(w.shape[2:])
+        strides, dilations, pb, oshape = attrs.transpose(x.shape[2:], kernel)
+        check_alloc((N, M) + tuple(oshape), cd, node)
         ins = x.shape[2:]
-        eff = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
-        full = [s * (i - 1) + e + op_ for s, i, e, op_ in zip(strides, ins, eff, opad)]
-        if output_shape_attr:
-            oshape = list(output_shape_attr)[-nsp:]
-            total = [f - o for f, o in zip(full, oshape)]
-            pb, pe = [], []
-            for t in total:
-                t = max(t, 0)
-                if auto_pad == "SAME_UPPER":
-                    pb.append(t // 2)
-                    pe.append(t - t // 2)
-                else:
-                    pb.append(t - t // 2)
-                    pe.append(t // 2)
-        elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            oshape = [i * s for i, s in zip(ins, strides)]
-            total = [f - o for f, o in zip(full, oshape)]
-            pb, pe = [], []
-            for t in total:
-                t = max(t, 0)
-                if auto_pad == "SAME_UPPER":
-                    pb.append(t // 2)
-                    pe.append(t - t // 2)
-                else:
-                    pb.append(t - t // 2)
-                    pe.append(t // 2)
-        else:
-            p = list(pads) if (pads and auto_pad != "VALID") else [0] * (2 * nsp)
-            pb, pe = p[:nsp], p[nsp:]
-            oshape = [f - a - c for f, a, c in zip(full, pb, pe)]
-        buf_shape = [max(f, pb_ + o) for f, pb_, o in zip(full, pb, oshape)]
-        out = np.zeros((N, M) + tuple(buf_shape), dtype=cd)
+        out = np.zeros((N, M) + tuple(oshape), dtype=cd)
         Kp = math.prod(kernel)
         P = math.prod(ins)
         xg = x.reshape(N, group, Cg, P)
@@ -267,11 +364,19 @@ def conv_transpose_1(node):
         cols = np.matmul(wt, xg).reshape((N, group, Mg, Kp) + tuple(ins))
         cols = cols.reshape((N, M, Kp) + tuple(ins))
         for ki, kidx in enumerate(itertools.product(*[range(k) for k in kernel])):
-            sl = tuple(
-                slice(k * d, k * d + (i - 1) * s + 1, s) for k, d, i, s in zip(kidx, dilations, ins, strides)
-            )
-            out[(slice(None), slice(None)) + sl] += cols[:, :, ki]
-        y = out[(slice(None), slice(None)) + tuple(slice(a, a + o) for a, o in zip(pb, oshape))]
+            # input index i lands at i * s + k * d - pb: the inputs landing inside the output, a range
+            src, dst = [], []
+            for k, d, i, s, p, o in zip(kidx, dilations, ins, strides, pb, oshape):
+                off = k * d - p
+                lo = 0 if off >= 0 else -(-(-off) // s)
+                hi = min(i, (o - 1 - off) // s + 1) if o - 1 - off >= 0 else 0
+                if hi <= lo:
+                    break
+                src.append(slice(lo, hi))
+                dst.append(slice(lo * s + off, (hi - 1) * s + off + 1, s))
+            else:
+                out[(slice(None), slice(None)) + tuple(dst)] += cols[(slice(None), slice(None), ki) + tuple(src)]
+        y = out
         if b is not None:
             y = y + b.astype(cd).reshape((1, M) + (1,) * nsp)
         return np.ascontiguousarray(y).astype(dt, copy=False)
@@ -286,16 +391,24 @@ REGISTRY.register_native("ConvTranspose", since=1)
 # pooling
 
 
-def _pool_setup(node, x, kernel, ceil_mode):
-    nsp = x.ndim - 2
-    if not kernel or len(kernel) != nsp:
-        invalid(node, f"kernel_shape {kernel} does not match input of shape {x.shape}")
-    strides, dilations, pads, auto_pad = _geom_attrs(node, nsp, kernel)
-    pb, pe, out = _pads_for(node, x.shape[2:], kernel, strides, dilations, pads, auto_pad, ceil_mode)
-    # extra end padding so every (ceil-mode) window exists
-    eff = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
-    extra = [max((o - 1) * s + e - (i + a + c), 0) for o, s, e, i, a, c in zip(out, strides, eff, x.shape[2:], pb, pe)]
-    return strides, dilations, pb, pe, extra, out
+def _pool_geometry(node, attrs, x):
+    """(strides, dilations, pads_begin, pads_end, out_spatial, taps per axis) of a pool over x."""
+    if x.ndim != len(attrs.kernel_shape) + 2:
+        invalid(node, f"kernel_shape {attrs.kernel_shape} does not match input of shape {x.shape}")
+    strides, dilations, pb, pe, out = attrs.forward(x.shape[2:], attrs.kernel_shape)
+    check_alloc(x.shape[:2] + tuple(out), x.dtype, node)
+    taps = [_useful_taps(n, o, k, s, d, p) for n, o, k, s, d, p in
+            zip(x.shape[2:], out, attrs.kernel_shape, strides, dilations, pb)]
+    return strides, dilations, pb, pe, out, taps
+
+
+def _axis_counts(n, o, K, s, d, pb, pe, include_pad):
+    """Per output along one axis: the taps inside the input (or inside input + pads: count_include_pad)."""
+    start = np.arange(o, dtype=np.int64) * s - pb
+    if include_pad:
+        return _first_tap(start, n + pe, K, d) - _first_tap(start, -pb, K, d)
+    lo = _first_tap(start, 0, K, d)
+    return np.maximum(lo, _first_tap(start, n, K, d)) - lo
 
 
 def _min_value(dt):
@@ -306,102 +419,106 @@ def _min_value(dt):
 
 @op("MaxPool", since=1)
 def maxpool_1(node):
-    kernel = node.attr("kernel_shape", None)
-    ceil_mode = bool(node.attr("ceil_mode", 0))
+    attrs = _ConvAttrs(node, "pool")
     storage_order = int(node.attr("storage_order", 0))
 
     def run(x):
         dt = x.dtype
         cd = _compute_dtype(dt)
         xx = x.astype(cd, copy=False)
-        strides, dilations, pb, pe, extra, out = _pool_setup(node, x, kernel, ceil_mode)
-        pe2 = [a + b for a, b in zip(pe, extra)]
-        xp = _pad_spatial(xx, pb, pe2, _min_value(cd))
-        nsp = len(kernel)
-        y = _window_reduce(xp, kernel, strides, dilations, out, np.maximum).astype(dt, copy=False)
-        if node.num_outputs < 2:
-            return y
-        win = _windows(xp, kernel, strides, dilations, out)
+        strides, dilations, pb, pe, out, taps = _pool_geometry(node, attrs, xx)
+        nsp = len(out)
         N, C = x.shape[:2]
-        P = math.prod(out)
-        Kp = math.prod(kernel)
-        flat = np.ascontiguousarray(win).reshape(N, C, P, Kp)
-        am = np.argmax(flat, axis=-1)  # N, C, P
-        kcoords = np.unravel_index(am, kernel)
-        ocoords = np.unravel_index(np.arange(P), out)
-        in_sp = x.shape[2:]
-        coords = [
-            ocoords[i] * strides[i] - pb[i] + kcoords[i] * dilations[i] for i in range(nsp)
-        ]
-        if storage_order == 0:
-            lin = np.zeros_like(am, dtype=np.int64)
-            for i in range(nsp):
-                lin = lin * in_sp[i] + coords[i]
-        else:
-            lin = np.zeros_like(am, dtype=np.int64)
-            for i in reversed(range(nsp)):
-                lin = lin * in_sp[i] + coords[i]
-        base = (np.arange(N).reshape(N, 1, 1) * C + np.arange(C).reshape(1, C, 1)) * math.prod(in_sp)
-        ind = (base + lin).reshape((N, C) + tuple(out)).astype(np.int64)
-        return y, ind
+        fill = _min_value(cd)
+        acc = np.full((N, C) + tuple(out), fill, dtype=cd)
+        with_indices = node.num_outputs >= 2
+        if with_indices:
+            in_sp = x.shape[2:]
+            # flat index multiplier per spatial axis: row-major, or column-major (storage_order 1)
+            mul = [math.prod(in_sp[i + 1:]) if storage_order == 0 else math.prod(in_sp[:i]) for i in range(nsp)]
+            coords = [_axis_coords(out[i], taps[i], strides[i], dilations[i], pb[i]) for i in range(nsp)]
+
+            def flat(cols):  # the flat index (in one image and channel) of per-axis coordinates
+                lin = np.zeros(tuple(out), np.int64)
+                for i, c in enumerate(cols):
+                    lin = lin + c.reshape((1,) * i + (-1,) + (1,) * (nsp - i - 1)) * mul[i]
+                return lin
+
+            base = (np.arange(N).reshape(N, 1) * C + np.arange(C).reshape(1, C)) * math.prod(in_sp)
+            base = base.reshape((N, C) + (1,) * nsp)
+            # a window with no larger value (all padding, or all -inf) reports its first tap, as the native kernel
+            ind = base + flat([np.arange(o, dtype=np.int64) * s - p for o, s, p in zip(out, strides, pb)])
+        floating = cd.kind == "f"
+        for pos, v in _taps(xx, fill, pb, out, taps, strides, dilations):
+            if not with_indices:
+                np.maximum(acc, v, out=acc)  # NaN propagates
+                continue
+            take = v > acc
+            if floating:
+                take |= np.isnan(v) & ~np.isnan(acc)  # the first NaN wins
+            np.copyto(acc, v, where=take)
+            np.copyto(ind, base + flat([c[:, j] for c, j in zip(coords, pos)]), where=take)
+        y = acc.astype(dt, copy=False)
+        return (y, ind) if with_indices else y
 
     return run
 
 
 @op("AveragePool", since=1)
 def avgpool_1(node):
-    kernel = node.attr("kernel_shape", None)
-    ceil_mode = bool(node.attr("ceil_mode", 0))
+    attrs = _ConvAttrs(node, "pool")
     include_pad = bool(node.attr("count_include_pad", 0))
 
     def run(x):
         dt = x.dtype
         cd = _compute_dtype(dt)
         xx = x.astype(cd, copy=False)
-        strides, dilations, pb, pe, extra, out = _pool_setup(node, x, kernel, ceil_mode)
-        pe2 = [a + b for a, b in zip(pe, extra)]
-        xp = _pad_spatial(xx, pb, pe2, 0)
-        nsp = len(kernel)
-        kaxes = tuple(range(2 + nsp, 2 + 2 * nsp))
-        s = _window_reduce(xp, kernel, strides, dilations, out, np.add)
-        # divisor: number of valid positions in every window
-        mshape = (1, 1) + x.shape[2:]
-        if include_pad:
-            m = _pad_spatial(np.ones(mshape, dtype=cd), pb, pe, 1)
-            m = _pad_spatial(m, [0] * nsp, extra, 0)
-        else:
-            m = _pad_spatial(np.ones(mshape, dtype=cd), pb, pe2, 0)
-        cnt = _windows(m, kernel, strides, dilations, out).sum(axis=kaxes)
-        y = s / cnt
+        strides, dilations, pb, pe, out, taps = _pool_geometry(node, attrs, xx)
+        nsp = len(out)
+        acc = np.zeros(x.shape[:2] + tuple(out), dtype=cd)
+        for _, v in _taps(xx, 0, pb, out, taps, strides, dilations):
+            acc += v
+        # divisor: the taps inside the input (and its pads: count_include_pad) of every window
+        cnt = np.ones((1, 1) + (1,) * nsp, dtype=cd)
+        for i, (n, o, k, s, d, a, b) in enumerate(zip(x.shape[2:], out, attrs.kernel_shape, strides, dilations, pb, pe)):
+            c = _axis_counts(n, o, k, s, d, a, b, include_pad).astype(cd)
+            cnt = cnt * c.reshape((1, 1) + (1,) * i + (-1,) + (1,) * (nsp - i - 1))
+        y = acc / cnt
         return y.astype(dt, copy=False)
 
     return run
 
 
+def _lp_p(node):
+    """LpPool / GlobalLpPool's p: 0 is refused at session creation (|x|^0 = 1 has no 0th root: onnxruntime
+    returns inf, 1 / p divided by zero here before); a negative p is computed, as onnxruntime does."""
+    p = float(node.attr("p", 2))
+    if p == 0 or p != p:
+        node.fail(f"attribute p must not be {node.attr('p', 2)} (|x|^0 has no 0th root; use p >= 1)")
+    return p
+
+
 @op("LpPool", since=1)
 def lppool_1(node):
-    kernel = node.attr("kernel_shape", None)
-    p = float(node.attr("p", 2))
-    ceil_mode = bool(node.attr("ceil_mode", 0))
+    attrs = _ConvAttrs(node, "pool")
+    p = _lp_p(node)
 
     def run(x):
         dt = x.dtype
         cd = _compute_dtype(dt)
         xx = x.astype(cd, copy=False)
-        strides, dilations, pb, pe, extra, out = _pool_setup(node, x, kernel, ceil_mode)
-        pe2 = [a + b for a, b in zip(pe, extra)]
-        xp = _pad_spatial(np.abs(xx) ** p, pb, pe2, 0)
-        nsp = len(kernel)
-        kaxes = tuple(range(2 + nsp, 2 + 2 * nsp))
-        s = _windows(xp, kernel, strides, dilations, out).sum(axis=kaxes)
-        return (s ** (1.0 / p)).astype(dt, copy=False)
+        strides, dilations, pb, pe, out, taps = _pool_geometry(node, attrs, xx)
+        acc = np.zeros(x.shape[:2] + tuple(out), dtype=cd)
+        for _, v in _taps(np.abs(xx) ** p, 0, pb, out, taps, strides, dilations):
+            acc += v
+        return (acc ** (1.0 / p)).astype(dt, copy=False)
 
     return run
 
 
 def _global(fn):
     def factory(node):
-        p = float(node.attr("p", 2))
+        p = _lp_p(node) if node.op_type == "GlobalLpPool" else 2.0
 
         def run(x):
             dt = x.dtype
@@ -744,6 +861,7 @@ REGISTRY.register_native("InstanceNormalization", since=1,
 # csrc/kernels/pooling.cpp (float32; MaxPool computes Indices too when the node asks for them)
 for _name in ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"):
     REGISTRY.register_native(_name, since=1)
-REGISTRY.register_native("LpPool", since=1, when=lambda a, sv, types: float(a.get("p", 2)) > 0)  # p <= 0: numpy
+# p < 0: numpy; p = 0 is refused by both kernels at session creation
+REGISTRY.register_native("LpPool", since=1, when=lambda a, sv, types: float(a.get("p", 2)) >= 0)
 # GlobalLpPool: the reduction engine's L1 / L2 (other p on numpy)
 REGISTRY.register_native("GlobalLpPool", since=1, when=lambda a, sv, types: float(a.get("p", 2)) in (1.0, 2.0))
