@@ -3,21 +3,14 @@
 Built from a ModelProto: initializers become numpy arrays (see loader), model-local functions
 are inlined, nodes are topologically sorted, and the graph is checked (every value defined
 exactly once, no cycles). Types and shapes come from the model plus ONNX shape inference run
-on the weight-free proto, in a forked child process (it crashes on some malformed models); dimensions are ints, symbolic names (str) or None (unknown).
+on the weight-free proto (after _safe_for_inference has refused what crashes it); dimensions are ints, symbolic names (str) or None (unknown).
 Subgraphs (If/Loop/Scan bodies) are Graphs too and record which outer-scope names they read.
 """
 
 from __future__ import annotations
 
-import faulthandler
 import heapq
 import itertools
-import os
-import select
-import signal
-import sys
-import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -241,6 +234,27 @@ def _safe_for_inference(proto: onnx.ModelProto, opsets: dict[str, int]) -> bool:
 
     def walk(g: onnx.GraphProto, top: bool):
         nonlocal ok
+        ranks = {}  # declared ranks, for the axis check below
+        for vi in itertools.chain(g.input, g.value_info):
+            if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
+                ranks[vi.name] = len(vi.type.tensor_type.shape.dim)
+        for t in g.initializer:
+            ranks.setdefault(t.name, len(t.dims))
+        produced: set[str] = set()
+        for n in g.node:
+            where = f"node '{n.name or n.op_type}' ({n.op_type})"
+            for o in n.output:
+                if o and (o in produced or o in n.input):
+                    # onnx's inference dereferences a value defined twice or read by its own producer
+                    raise InvalidModel(f"{where}: output '{o}' is " + (
+                        "also one of its inputs" if o in n.input else "produced by more than one node"))
+                produced.add(o)
+            for a in n.attribute:
+                if a.name == "axis" and a.type == onnx.AttributeProto.INT and n.input and n.input[0] in ranks:
+                    r = ranks[n.input[0]]  # every op's axis lies in [-r - 1, r] (Flatten, Unsqueeze-1 reach r)
+                    if not -r - 1 <= a.i <= r:
+                        raise InvalidModel(f"{where}: attribute 'axis' is {a.i}; it must be in [{-r}, {r - 1}] "
+                                           f"for an input of rank {r}")
         for vi in itertools.chain(g.input, g.output, g.value_info):
             if not vi.HasField("type") or (vi.type.HasField("tensor_type") and not vi.type.tensor_type.elem_type):
                 ok = False
@@ -276,71 +290,11 @@ def _safe_for_inference(proto: onnx.ModelProto, opsets: dict[str, int]) -> bool:
     return ok
 
 
-# Seconds onnx's shape inference may take in its child process before it is given up.
-INFERENCE_TIMEOUT_S = 300.0
-
-
-def _run_inference(proto: onnx.ModelProto) -> onnx.ModelProto:
-    return onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
-
-
-def _infer_isolated(proto: onnx.ModelProto) -> onnx.ModelProto | None:
-    """onnx's C++ shape inference in a forked child: it dereferences, aborts or loops on some
-    malformed models (the fuzzer found a dozen shapes of them; the checks of _safe_for_inference
-    turn the known ones into clear errors), and an untrusted model must not take the process down
-    with it. The child sends the inferred model back through a pipe; a child that fails, dies or
-    outlives INFERENCE_TIMEOUT_S gives None (the model runs without inferred types: kernels check at
-    run time). Where fork() is unavailable (or ONNXFAST_INFERENCE_IN_PROCESS=1), inference runs here."""
-    if not hasattr(os, "fork") or sys.platform != "linux" or os.environ.get("ONNXFAST_INFERENCE_IN_PROCESS") == "1":
-        try:
-            return _run_inference(proto)
-        except Exception:  # inference is advisory: kernels check types at run time
-            return None
-    r, w = os.pipe()
-    with warnings.catch_warnings():  # 3.12+ warns about fork() with threads; the child runs no Python threads
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:  # the child: infer, write, exit without running atexit handlers or flushing buffers
-        code = 3
-        try:
-            os.close(r)
-            faulthandler.disable()
-            import resource  # POSIX only, like fork()
-
-            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-            data = _run_inference(proto).SerializeToString()
-            view = memoryview(data)
-            while view:
-                view = view[os.write(w, view):]
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(w)
-    chunks, deadline, timed_out = [], time.monotonic() + INFERENCE_TIMEOUT_S, False
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([r], [], [], left)[0]:
-                timed_out = True
-                break
-            chunk = os.read(r, 1 << 20)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(r)
-        if timed_out:
-            os.kill(pid, signal.SIGKILL)
-        _, status = os.waitpid(pid, 0)
-    if timed_out or not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
-        return None
-    return onnx.ModelProto.FromString(b"".join(chunks))
-
-
 def _infer_types(proto: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
     types: dict[str, onnx.TypeProto] = {}
-    inferred = _infer_isolated(proto)
-    if inferred is None:
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
+    except Exception:  # inference is advisory: kernels check types at run time
         return types
 
     def walk(g: onnx.GraphProto):

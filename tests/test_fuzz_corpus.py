@@ -3,7 +3,6 @@
 All entries run in one persistent child interpreter (ci/fuzz.py's worker, the same onnxfast as this
 process, 4 GiB address-space limit); a child that dies or answers nothing within 10 s is replaced and
 the entry fails. A clean Python exception or a result is a pass: the entry only has to stop crashing.
-Entries with an "owner" field in index.json depend on a fix made on that branch (e.g. "conv").
 """
 
 from __future__ import annotations
@@ -58,5 +57,4 @@ def test_corpus_is_not_empty_and_files_are_small():
 def test_corpus_entry_neither_crashes_nor_hangs(entry, results):
     res = results[entry["id"]]
     assert not _fuzz.is_finding(res), (
-        f"{entry['id']} ({entry['op']}, found as {entry['kind']} by {entry['found_by']}): now {res}"
-        + (f" [fix owned by branch '{entry['owner']}']" if entry.get("owner") else ""))
+        f"{entry['id']} ({entry['op']}, found as {entry['kind']} by {entry['found_by']}): now {res}")

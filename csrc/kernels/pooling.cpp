@@ -207,7 +207,8 @@ class PoolKernel : public Kernel {
                       int64_t ca, int64_t cb, const std::vector<int64_t>& lo, const std::vector<int64_t>& hi, F f) {
     for (int64_t o = 0; o < ca; ++o)
       for (int64_t k = lo[o]; k < hi[o]; ++k) yr[o] += f(xr[o * S - P + k * D]);
-    for (int64_t k = 0; k < K; ++k) {
+    // columns [ca, cb) see every tap; none (ca == cb) when the kernel is wider than the row
+    for (int64_t k = 0; cb > ca && k < K; ++k) {
       const float* src = xr + ca * S - P + k * D;
       float* dst = yr + ca;
       const int64_t n = cb - ca;
@@ -228,7 +229,8 @@ class PoolKernel : public Kernel {
         const float v = xr[o * S - P + k * D];
         yr[o] = takes(v, yr[o]) ? v : yr[o];
       }
-    for (int64_t k = 0; k < K; ++k) {
+    // columns [ca, cb) see every tap; none (ca == cb) when the kernel is wider than the row
+    for (int64_t k = 0; cb > ca && k < K; ++k) {
       const float* src = xr + ca * S - P + k * D;
       float* dst = yr + ca;
       const int64_t n = cb - ca;
@@ -260,7 +262,8 @@ class PoolKernel : public Kernel {
       }
     };
     for (int64_t o = 0; o < ca; ++o) one(o);
-    for (int64_t k = 0; k < K; ++k) {
+    // columns [ca, cb) see every tap; none (ca == cb) when the kernel is wider than the row
+    for (int64_t k = 0; cb > ca && k < K; ++k) {
       const int64_t c0 = ca * S - P + k * D;
       const float* src = xr + c0;
       for (int64_t j = 0, o = ca; o < cb; ++j, ++o) {
