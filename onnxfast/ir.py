@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -223,6 +224,11 @@ def _check_tensor_attribute(t: onnx.TensorProto, where: str) -> None:
 _MAX_INFERRED_DIM = 1 << 30
 
 
+# letters, spaces and '...' (each character has one reading: linear-time matching on any input)
+_EINSUM_TERM = rb"(?:[A-Za-z ]|\.\.\.)*"
+_EINSUM_EQUATION = re.compile(_EINSUM_TERM + rb"(?:," + _EINSUM_TERM + rb")*(?:->" + _EINSUM_TERM + rb")?")
+
+
 def _safe_for_inference(proto: onnx.ModelProto, opsets: dict[str, int]) -> bool:
     """Check what onnx's C++ shape inference trusts before handing it an untrusted model (it runs
     in-process: a SIGSEGV or abort there kills the user's process). Raises InvalidModel for what the
@@ -280,6 +286,12 @@ def _safe_for_inference(proto: onnx.ModelProto, opsets: dict[str, int]) -> bool:
                 for a in n.attribute:
                     if a.name == "batch_dims" and a.i < 0:
                         raise InvalidModel(f"{where}: attribute 'batch_dims' is {a.i}; it must be >= 0")
+            if n.op_type == "Einsum" and n.domain in ("", "ai.onnx"):
+                for a in n.attribute:  # onnx's inference loops forever on some (e.g. "(a*)*b")
+                    if a.name == "equation" and not _EINSUM_EQUATION.fullmatch(a.s):
+                        raise InvalidModel(f"{where}: attribute 'equation' is {a.s[:80]!r}; it must be "
+                                           "comma-separated letter subscripts (with '...'), optionally '->' and "
+                                           "the output's subscripts")
             if n.op_type == "Split" and n.domain in ("", "ai.onnx"):
                 for a in n.attribute:
                     if a.name == "num_outputs" and a.i != len(n.output):

@@ -297,3 +297,58 @@ def test_pool_with_a_kernel_wider_than_the_row_finishes_and_matches_a_covering_k
     (huge,) = onnxfast.InferenceSession(model(2**32).SerializeToString()).run(None, {"x": x})
     (ref,) = onnxfast.InferenceSession(model(64).SerializeToString()).run(None, {"x": x})
     np.testing.assert_allclose(huge, ref, rtol=1e-6)
+
+
+# ---- TfIdfVectorizer: loops ran to max_gram_length / max_skip_count (2^31 and more: hang) ---------
+
+@pytest.mark.parametrize("attr,huge", [("max_gram_length", 2**31 - 1), ("max_gram_length", 2**40),
+                                       ("max_skip_count", 2**32 + 1)])
+def test_tfidf_with_huge_gram_length_or_skip_count_matches_the_bounded_one(attr, huge):
+    def model(**over):
+        attrs = dict(mode="TF", min_gram_length=1, max_gram_length=2, max_skip_count=5, ngram_counts=[0, 4],
+                     ngram_indexes=[0, 1, 2, 3, 4, 5, 6], pool_int64s=[2, 3, 5, 4, 5, 6, 7, 8, 6, 7])
+        attrs.update(over)
+        return _model([helper.make_node("TfIdfVectorizer", ["x"], ["y"], **attrs)],
+                      [_vi("x", TensorProto.INT32, [12])], [_vi("y")], opset=9)
+    x = np.array([1, 1, 3, 3, 3, 7, 8, 6, 7, 5, 6, 8], np.int32)
+    assert run_isolated(model(**{attr: huge}), {"x": x}) == "ok"
+    (got,) = onnxfast.InferenceSession(model(**{attr: huge}).SerializeToString()).run(None, {"x": x})
+    bounded = {"max_gram_length": 2, "max_skip_count": 12}[attr]  # the pool's longest n-gram; the row length
+    (want,) = onnxfast.InferenceSession(model(**{attr: bounded}).SerializeToString()).run(None, {"x": x})
+    np.testing.assert_array_equal(got, want)
+
+
+# ---- Einsum: onnx's shape inference looped forever on equations like "(a*)*b" ----------------------
+
+@pytest.mark.parametrize("eq", ["(a*)*b", "U\x1cdL", "ij->j-i", "i.j"])
+def test_einsum_equation_that_is_not_subscripts_is_refused(eq):
+    m = _model([helper.make_node("Einsum", ["x"], ["y"], equation=eq)], [_vi("x", shape=[3, 4])], [_vi("y")], opset=12)
+    r = run_isolated(m, {"x": np.ones((3, 4), np.float32)})
+    assert r.startswith("load:onnxfast.InvalidModel") and "'equation'" in r, r
+
+
+@pytest.mark.parametrize("eq,shapes", [("ij->ji", [[3, 4]]), ("...ij, ...jk -> ...ik", [[2, 3, 4], [2, 4, 5]]),
+                                       ("ii", [[3, 3]]), ("i,i", [[3], [3]])])
+def test_einsum_valid_equations_still_run(eq, shapes):
+    names = [f"x{i}" for i in range(len(shapes))]
+    m = _model([helper.make_node("Einsum", names, ["y"], equation=eq)],
+               [_vi(n, shape=s) for n, s in zip(names, shapes)], [_vi("y")], opset=12)
+    xs = [np.random.default_rng(i).standard_normal(s).astype(np.float32) for i, s in enumerate(shapes)]
+    (y,) = onnxfast.InferenceSession(m.SerializeToString()).run(None, dict(zip(names, xs)))
+    np.testing.assert_allclose(y, np.einsum(eq.replace(" ", ""), *xs), rtol=1e-5, atol=1e-6)
+
+
+# ---- LRN: the channel axis was padded by `size` (1,000,003: a gigabyte and seconds of work) ---------
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 5, 8, 1_000_003])
+def test_lrn_matches_the_definition_for_any_size(size):
+    x = np.random.default_rng(size).standard_normal((2, 5, 3, 3)).astype(np.float32)
+    m = _model([helper.make_node("LRN", ["x"], ["y"], size=size, alpha=1e-2, beta=0.75, bias=1.0)],
+               [_vi("x", shape=list(x.shape))], [_vi("y")], opset=13)
+    (y,) = onnxfast.InferenceSession(m.SerializeToString()).run(None, {"x": x})
+    lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
+    want = np.empty_like(x)
+    for c in range(5):
+        s = (x[:, max(0, c - lo):min(5, c + hi + 1)].astype(np.float64) ** 2).sum(axis=1)
+        want[:, c] = x[:, c] / (1.0 + 1e-2 / size * s) ** 0.75
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)

@@ -741,12 +741,11 @@ def lrn_1(node):
         lo = (size - 1) // 2
         hi = size - 1 - lo
         sq = xx * xx
-        pad = [(0, 0)] * x.ndim
-        pad[1] = (lo, hi)
-        sqp = np.pad(sq, pad)
-        cs = np.cumsum(sqp, axis=1)
-        cs = np.concatenate([np.zeros_like(cs[:, :1]), cs], axis=1)
-        s = cs[:, size:size + C] - cs[:, :C]
+        # channel c sums channels [c - lo, c + hi] that exist: prefix sums indexed with clipped bounds
+        # (never padded by `size`, which a model may set to millions)
+        cs = np.concatenate([np.zeros_like(sq[:, :1]), np.cumsum(sq, axis=1)], axis=1)
+        ch = np.arange(C)
+        s = np.take(cs, np.minimum(ch + hi + 1, C), axis=1) - np.take(cs, np.maximum(ch - lo, 0), axis=1)
         y = xx / (bias + (alpha / size) * s) ** beta
         return y.astype(dt, copy=False)
 

@@ -126,9 +126,10 @@ def tfidf_9(node):
         if is_str:
             vals = np.vectorize(lambda v: v.decode() if isinstance(v, bytes) else str(v), otypes=[object])(vals) \
                 if vals.size else vals
-        for d in range(1, max_skip + 2):
+        # only n-gram sizes the pool holds and skips that fit in a row can match: the attributes may be huge
+        for d in range(1, min(max_skip, c) + 2):
             lo = min_n if (d == 1 or min_n > 1) else 2
-            for n in range(lo, max_n + 1):
+            for n in range(lo, min(max_n, len(counts)) + 1):
                 tab = table.get(n)
                 span = (n - 1) * d
                 if not tab or span >= c:
