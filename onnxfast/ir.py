@@ -246,15 +246,16 @@ def _safe_for_inference(proto: onnx.ModelProto, opsets: dict[str, int]) -> bool:
                 ranks[vi.name] = len(vi.type.tensor_type.shape.dim)
         for t in g.initializer:
             ranks.setdefault(t.name, len(t.dims))
-        produced: set[str] = set()
+        produced: dict[str, str] = {}  # value -> the node that produces it
         for n in g.node:
             where = f"node '{n.name or n.op_type}' ({n.op_type})"
             for o in n.output:
-                if o and (o in produced or o in n.input):
-                    # onnx's inference dereferences a value defined twice or read by its own producer
-                    raise InvalidModel(f"{where}: output '{o}' is " + (
-                        "also one of its inputs" if o in n.input else "produced by more than one node"))
-                produced.add(o)
+                # onnx's inference dereferences a value defined twice or read by its own producer
+                if o and o in n.input:
+                    raise InvalidModel(f"{where}: output '{o}' is also one of its inputs")
+                if o and o in produced:
+                    raise InvalidModel(f"value '{o}' is defined twice: by {produced[o]} and by {where}")
+                produced[o] = where
             for a in n.attribute:
                 if a.name == "axis" and a.type == onnx.AttributeProto.INT and n.input and n.input[0] in ranks:
                     r = ranks[n.input[0]]  # every op's axis lies in [-r - 1, r] (Flatten, Unsqueeze-1 reach r)

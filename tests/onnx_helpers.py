@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -65,3 +70,27 @@ def noncontiguous(x):
     v = np.ascontiguousarray(x.T).T
     assert not v.flags.c_contiguous or x.size == 0 or sum(d > 1 for d in x.shape) <= 1
     return v
+
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def child_env(drop: tuple[str, ...] = ()) -> dict:
+    """The environment for a child interpreter that imports the same onnxfast as this process
+    (and these helpers): the package's root and tests/ lead PYTHONPATH; empty entries, which mean
+    the cwd, are dropped. Variables named in ``drop`` are removed."""
+    import onnxfast
+
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(onnxfast.__file__)))
+    rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join([pkg_root, TESTS_DIR] + rest)
+    return env
+
+
+def run_python(args: list, *, timeout: float, drop_env: tuple[str, ...] = (), **kw) -> subprocess.CompletedProcess:
+    """``python args...`` in a fresh interpreter with child_env(), text output captured. The cwd is
+    outside the repository: `python -c` puts the cwd first on sys.path, and the source tree's
+    onnxfast/ (no compiled _core when the package is pip-installed) would shadow the tested one."""
+    return subprocess.run([sys.executable, *map(str, args)], env=child_env(drop_env), capture_output=True, text=True,
+                          timeout=timeout, cwd=tempfile.gettempdir(), **kw)

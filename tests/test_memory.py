@@ -15,27 +15,17 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import tempfile
 import textwrap
 
 import pytest
+from onnx_helpers import run_python
 
-import onnxfast
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RSS_SCRIPT = os.path.join(ROOT, "ci", "rss_mlp.py")
 MiB = 1 << 20
-
-
-def _env() -> dict:
-    env = dict(os.environ)
-    pkg_root = os.path.dirname(os.path.dirname(onnxfast.__file__))
-    env["PYTHONPATH"] = os.pathsep.join([pkg_root, os.path.join(ROOT, "tests")] + [env.get("PYTHONPATH", "")])
-    env.pop("ONNXFAST_MEMORY_LIMIT_MB", None)
-    env.pop("ONNXFAST_ALLOC_CACHE_MB", None)
-    return env
+# the child processes measure the defaults: no memory limit or cache size from the caller's environment
+_DROP = ("ONNXFAST_MEMORY_LIMIT_MB", "ONNXFAST_ALLOC_CACHE_MB")
 
 
 def run_child(*parts: str, timeout: float = 120) -> dict:
@@ -43,8 +33,7 @@ def run_child(*parts: str, timeout: float = 120) -> dict:
     so the source tree's onnxfast/ cannot shadow the tested one); it prints one JSON line last,
     returned here."""
     code = "\n".join(textwrap.dedent(p) for p in parts)
-    r = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True,
-                       timeout=timeout, cwd=tempfile.gettempdir())
+    r = run_python(["-c", code], timeout=timeout, drop_env=_DROP)
     assert r.returncode == 0, f"child exited with {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -309,8 +298,7 @@ def test_block_cache_serves_repeated_runs_and_nearby_sizes():
 
 
 def _rss(runs: int, runtime: str = "onnxfast", timeout: float = 600) -> dict:
-    r = subprocess.run([sys.executable, RSS_SCRIPT, "--runs", str(runs), "--runtime", runtime, "--json"], env=_env(),
-                       capture_output=True, text=True, timeout=timeout, cwd=tempfile.gettempdir())
+    r = run_python([RSS_SCRIPT, "--runs", runs, "--runtime", runtime, "--json"], timeout=timeout, drop_env=_DROP)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 

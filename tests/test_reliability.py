@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import tempfile
 import textwrap
 import threading
 import time
@@ -16,7 +14,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from onnx_helpers import F, make_model, session, vi
+from onnx_helpers import F, make_model, run_python, session, vi
 
 import onnxfast
 from onnxfast import errors
@@ -26,13 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run_child(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh interpreter that imports the same onnxfast as this process."""
-    env = dict(os.environ)
-    pkg_root = os.path.dirname(os.path.dirname(onnxfast.__file__))
-    env["PYTHONPATH"] = os.pathsep.join([pkg_root, os.path.join(ROOT, "tests")] + [env.get("PYTHONPATH", "")])
-    # cwd outside the repository: `python -c` puts the cwd first on sys.path, and the source tree's
-    # onnxfast/ (no compiled _core when the package is pip-installed) would shadow the installed one
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
-                          timeout=timeout, cwd=tempfile.gettempdir())
+    return run_python(["-c", textwrap.dedent(code)], timeout=timeout)
 
 
 # ---- 2. use-after-free of the step-order cache under threads -------------------------------------

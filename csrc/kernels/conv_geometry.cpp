@@ -136,15 +136,22 @@ void check_rank_and_kernel(const ConvAttrs& a, const Shape& in, const Shape& ker
 
 }  // namespace
 
-SpatialGeometry forward_geometry(const ConvAttrs& a, const Shape& in, const Shape& kernel) {
+// What forward and transposed geometry start from: ranks and kernel checked, strides / dilations
+// defaulted to 1.
+static SpatialGeometry start_geometry(const ConvAttrs& a, const Shape& in, const Shape& kernel) {
   check_rank_and_kernel(a, in, kernel);
-  const size_t n = in.size();
-  const std::string& who = a.who;
   SpatialGeometry g;
   g.in = in;
   g.kernel = kernel;
-  g.strides = a.strides.empty() ? Shape(n, 1) : a.strides;
-  g.dil = a.dilations.empty() ? Shape(n, 1) : a.dilations;
+  g.strides = a.strides.empty() ? Shape(in.size(), 1) : a.strides;
+  g.dil = a.dilations.empty() ? Shape(in.size(), 1) : a.dilations;
+  return g;
+}
+
+SpatialGeometry forward_geometry(const ConvAttrs& a, const Shape& in, const Shape& kernel) {
+  SpatialGeometry g = start_geometry(a, in, kernel);
+  const size_t n = in.size();
+  const std::string& who = a.who;
   g.pad_begin.assign(n, 0);
   g.pad_end.assign(n, 0);
   g.out.assign(n, 0);
@@ -185,14 +192,9 @@ SpatialGeometry forward_geometry(const ConvAttrs& a, const Shape& in, const Shap
 }
 
 SpatialGeometry transpose_geometry(const ConvAttrs& a, const Shape& in, const Shape& kernel) {
-  check_rank_and_kernel(a, in, kernel);
+  SpatialGeometry g = start_geometry(a, in, kernel);
   const size_t n = in.size();
   const std::string& who = a.who;
-  SpatialGeometry g;
-  g.in = in;
-  g.kernel = kernel;
-  g.strides = a.strides.empty() ? Shape(n, 1) : a.strides;
-  g.dil = a.dilations.empty() ? Shape(n, 1) : a.dilations;
   const Shape opad = a.output_padding.empty() ? Shape(n, 0) : a.output_padding;
   if (!a.output_shape.empty() && a.output_shape.size() < n)
     kernel_fail(who + ": attribute output_shape " + list_str(a.output_shape) + " must have at least " +
