@@ -8,6 +8,7 @@ findings itself is replayed by test_fuzz_corpus.py.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import tempfile
@@ -348,3 +349,52 @@ def test_lrn_matches_the_definition_for_any_size(size):
         s = (x[:, max(0, c - lo):min(5, c + hi + 1)].astype(np.float64) ** 2).sum(axis=1)
         want[:, c] = x[:, c] / (1.0 + 1e-2 / size * s) ** 0.75
     np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
+
+
+# ---- RoiAlign max mode: a (C, oh, gh, ow, gw) gather per corner (output_width 1,000,003: > 10 s, GBs) ----
+
+_ROI_CHILD = r"""
+import json, resource, sys
+import numpy as np
+from onnx import TensorProto, helper
+from onnx_helpers import make_model, vi
+import onnxfast
+F = TensorProto.FLOAT
+node = helper.make_node("RoiAlign", ["X", "rois", "bi"], ["Y"], output_height=5, output_width=1000003,
+                        sampling_ratio=2, mode="max")
+m = make_model([node], [vi("X", F, [1, 1, 10, 10]), vi("rois", F, [3, 4]), vi("bi", TensorProto.INT64, [3])],
+               [vi("Y", F, None)])
+s = onnxfast.InferenceSession(m.SerializeToString())
+feeds = {"X": np.ones((1, 1, 10, 10), np.float32), "bi": np.zeros(3, np.int64),
+         "rois": np.array([[0, 0, 9, 9], [0, 5, 4, 9], [5, 5, 9, 9]], np.float32)}
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+y = s.run(None, feeds)[0]
+print(json.dumps({"shape": list(y.shape), "max": float(y.max()), "grew_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before}))
+"""
+
+
+def test_roialign_max_mode_works_in_memory_of_the_output_size():
+    r = run_python(["-c", _ROI_CHILD], timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["shape"] == [3, 1, 5, 1000003] and res["max"] == 1.0, res
+    # the output is 60 MB (float32) and its float64 accumulator 120 MB; before, each corner's
+    # temporaries were gh * gw = 4 times the output
+    assert res["grew_kb"] < 400 * 1024, res
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_roialign_max_mode_matches_the_reference(seed):
+    from onnx.reference import ReferenceEvaluator
+
+    rng = np.random.default_rng(seed)
+    node = helper.make_node("RoiAlign", ["X", "rois", "bi"], ["Y"], output_height=int(rng.integers(1, 6)),
+                            output_width=int(rng.integers(1, 6)), sampling_ratio=int(rng.integers(0, 4)),
+                            spatial_scale=float(rng.choice([0.5, 1.0])), mode="max",
+                            coordinate_transformation_mode=str(rng.choice(["half_pixel", "output_half_pixel"])))
+    m = _model([node], [_vi("X"), _vi("rois"), _vi("bi", TensorProto.INT64)], [_vi("Y")], opset=16)
+    rois = rng.uniform(-2, 10, (4, 4)).astype(np.float32)
+    rois[:, 2:] = rois[:, :2] + np.abs(rois[:, 2:])
+    feeds = {"X": rng.standard_normal((2, 3, 7, 9)).astype(np.float32), "rois": rois, "bi": rng.integers(0, 2, 4)}
+    (y,) = onnxfast.InferenceSession(m.SerializeToString()).run(None, feeds)
+    np.testing.assert_allclose(y, ReferenceEvaluator(m).run(None, feeds)[0], rtol=1e-5, atol=1e-5)

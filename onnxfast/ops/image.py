@@ -226,17 +226,21 @@ def roialign_10(node):
                 np.add.at(Wx, (cols, xh.ravel()), (wlx * vx).ravel())
                 out[k] = np.einsum("ph,chw,qw->cpq", Wy, img, Wx) / count
             else:
-                # per sample: max of the four weighted corners; then max over the bin's samples
-                ok = (vy[:, :, None, None] & vx[None, None, :, :])  # (oh, gh, ow, gw)
-                Y = [(yl, why), (yh, wly)]
-                Xc = [(xl, whx), (xh, wlx)]
-                best = None
-                for (yi, wy), (xi, wx) in itertools.product(Y, Xc):
-                    v = img[:, yi[:, :, None, None], xi[None, None, :, :]]  # (C, oh, gh, ow, gw)
-                    wt = np.where(ok, wy[:, :, None, None] * wx[None, None, :, :], 0.0)
-                    v = v * wt
-                    best = v if best is None else np.maximum(best, v)
-                out[k] = best.max(axis=(2, 4))
+                # per sample: the max of the four weighted corners (a sample outside the image counts 0);
+                # then the max over the bin's samples. One sample (qy, qx) at a time: the temporaries are
+                # (C, oh, ow), the output's size, and each corner is two takes, not a 5-D gather
+                best, first = out[k], True
+                for qy in range(gh):
+                    for yi, wy in ((yl[:, qy], why[:, qy] * vy[:, qy]), (yh[:, qy], wly[:, qy] * vy[:, qy])):
+                        rows = img.take(yi, axis=1)  # (C, oh, W)
+                        for qx in range(gw):
+                            for xi, wx in ((xl[:, qx], whx[:, qx] * vx[:, qx]), (xh[:, qx], wlx[:, qx] * vx[:, qx])):
+                                v = rows.take(xi, axis=2)  # (C, oh, ow)
+                                v *= wy[:, None] * wx[None, :]
+                                if first:
+                                    best[...], first = v, False
+                                else:
+                                    np.maximum(best, v, out=best)
         return out.astype(dt)
 
     return run
