@@ -214,6 +214,14 @@ SpatialGeometry transpose_geometry(const ConvAttrs& a, const Shape& in, const Sh
     if (!a.output_shape.empty() || a.same_pad()) {
       out = !a.output_shape.empty() ? a.output_shape[a.output_shape.size() - n + i]
                                     : checked_mul(in[i], g.strides[i], who, "the SAME output extent");
+      // past the full extent, as far as the next input position would reach (onnxruntime's bound:
+      // it refuses what floor((out - eff) / s) + 1 != in)
+      const int64_t limit = checked_add(checked_add(full, -opad[i], who, what), g.strides[i] - 1, who, what);
+      if (!a.output_shape.empty() && out > limit)
+        kernel_fail(who + ": output_shape " + std::to_string(out) + " along spatial axis " + std::to_string(i) +
+                    " is larger than " + std::to_string(limit) + ", the most an input extent of " +
+                    std::to_string(in[i]) + " reaches (kernel " + std::to_string(kernel[i]) + ", stride " +
+                    std::to_string(g.strides[i]) + ", dilation " + std::to_string(g.dil[i]) + ")");
       const int64_t total = std::max<int64_t>(0, checked_add(full, -out, who, what));
       g.pad_begin[i] = a.auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
     } else if (explicit_pads) {

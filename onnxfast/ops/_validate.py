@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import InvalidModel
+from ..errors import InvalidArgument, InvalidModel
 
 _SIMPLE_ATTR = (int, float, str, list)
 # Constant inputs handed to a kernel that only validates: small integer tensors (axes, starts, ends,
@@ -130,4 +130,9 @@ def _validate(graph, opsets: dict[str, int]) -> None:
                   and not any(vi.name == n for vi in graph.inputs))
             consts.append(c if ok else None)
         simple = {k: v for k, v in resolved().items() if isinstance(v, _SIMPLE_ATTR)}
-        _core.validate_kernel(node.op_type, node.name, opset, simple, consts, input_shapes(graph, node.inputs))
+        try:
+            _core.validate_kernel(node.op_type, node.name, opset, simple, consts, input_shapes(graph, node.inputs))
+        except InvalidArgument as e:
+            # the kernels raise InvalidArgument (at run time the culprit is an input); at session
+            # creation the culprit is the model, as the numpy kernels' checks say (InvalidModel)
+            raise InvalidModel(str(e)) from None

@@ -167,6 +167,13 @@ class _ConvAttrs:
             if self.output_shape or self.same:
                 o = self.output_shape[len(self.output_shape) - n + i] if self.output_shape else \
                     _i64(node, ins[i] * strides[i], "the SAME output extent")
+                # past the full extent, as far as the next input position would reach (onnxruntime's
+                # bound: it refuses what floor((o - eff) / s) + 1 != in)
+                limit = _i64(node, full - opad[i] + strides[i] - 1, "the output_shape bound")
+                if self.output_shape and o > limit:
+                    invalid(node, f"output_shape {o} along spatial axis {i} is larger than {limit}, the most an "
+                                  f"input extent of {ins[i]} reaches (kernel {kernel[i]}, stride {strides[i]}, "
+                                  f"dilation {dil[i]})")
                 total = max(0, full - o)
                 pb[i] = total // 2 if self.auto_pad == "SAME_UPPER" else total - total // 2
             elif explicit:
