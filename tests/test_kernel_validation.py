@@ -118,6 +118,15 @@ CASES += [
           _attr("keep_aspect_ratio_policy"), opset=19, id="Resize-policy"),
     _case("Upsample", {"mode": "area"}, [(F, [1, 1, 2, 2]), (F, [4])], _attr("mode") + " 'area'", opset=9),
     _case("Upsample", {"scales": [1.0, 2.0]}, [(F, [1, 1, 2, 2])], _attr("scales"), opset=7, id="Upsample-scales"),
+    # the views and shape queries (tensor_ops.cpp)
+    _case("Identity", {"foo": 1}, [(F, [2, 3])], _attr("foo")),
+    _case("Reshape", {"foo": 1}, [(F, [2, 3]), (I64, [2])], _attr("foo")),
+    _case("Flatten", {"axis": -3}, [(F, [2, 3])], _attr("axis") + " -3; it must be in [-2, 2]"),
+    _case("Squeeze", {"axes": [0, 5]}, [(F, [1, 3])], _attr("axes") + " [0, 5]", opset=11),
+    _case("Squeeze", {"axes": [0, -2]}, [(F, [1, 3])], _attr("axes") + " [0, -2]", opset=11, id="Squeeze-repeated"),
+    _case("Unsqueeze", {"axes": [0, 4]}, [(F, [1, 3])], _attr("axes") + " [0, 4]", opset=11),
+    _case("Shape", {"foo": 1}, [(F, [2, 3])], _attr("foo")),
+    _case("Size", {"foo": 1}, [(F, [2, 3])], _attr("foo")),
 ]
 
 

@@ -83,7 +83,7 @@ py::list run_kernel(const PyKernel& pk, py::sequence inputs, int nout) {
     std::vector<Tensor*> outp;
     outs.reserve(specs.size());
     for (size_t i = 0; i < specs.size() && static_cast<int>(i) < nout; ++i)
-      outs.push_back(Tensor::empty(specs[i].dtype, specs[i].shape, pk.op_type + " output"));
+      outs.push_back(output_tensor(specs[i], ins, pk.op_type + " output"));
     for (auto& o : outs) outp.push_back(&o);
     while (static_cast<int>(outp.size()) < nout) outp.push_back(nullptr);
     pk.k->compute(ins, outp);

@@ -435,12 +435,16 @@ py::list Plan::run(py::object output_names, py::object feed, py::object run_opti
 
 py::list Plan::collect(Run& r, const std::vector<int>& outs) const {
   py::list result(outs.size());
+  std::vector<const Storage*> handed;  // outputs that share a buffer (views) each get their own copy
   for (size_t i = 0; i < outs.size(); ++i) {
     const Value& v = r.get(outs[i]);
     if (v.kind == Value::kTensor) {
       if (v.t.device != 0)
         fail(ErrorKind::kRuntime, "internal error: graph output on device " + std::to_string(v.t.device));
-      result[i] = tensor_to_numpy(v.t, false, false);
+      const Storage* st = v.t.storage.get();
+      const bool shared = st && std::find(handed.begin(), handed.end(), st) != handed.end();
+      if (st) handed.push_back(st);
+      result[i] = tensor_to_numpy(v.t, false, shared);
     } else if (v.kind == Value::kObject) {
       result[i] = v.obj;
     } else {
@@ -542,8 +546,8 @@ void Plan::execute(Run& r, const std::vector<int>& order, RunOptions* ro) const 
           }
           Value& ov = r.at(o);
           ov.kind = Value::kTensor;
-          ov.t = Tensor::empty(specs[k].dtype, specs[k].shape, st.op_type + " '" + st.name + "' output", st.out_device);
-          if (!cache_blocks && ov.t.storage) ov.t.storage->cacheable = false;
+          ov.t = output_tensor(specs[k], ins, st.op_type + " '" + st.name + "' output", st.out_device);
+          if (!cache_blocks && ov.t.storage && specs[k].alias_input < 0) ov.t.storage->cacheable = false;
           outp.push_back(&ov.t);
         }
         st.kernel->compute(ins, outp);

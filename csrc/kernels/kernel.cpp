@@ -115,6 +115,17 @@ std::vector<int64_t> int_values(const Tensor& t, const std::string& who, const c
   return v;
 }
 
+Tensor output_tensor(const OutSpec& spec, const std::vector<const Tensor*>& in, const std::string& what, int device) {
+  if (spec.alias_input < 0) return Tensor::empty(spec.dtype, spec.shape, what, device);
+  const Tensor* src = static_cast<size_t>(spec.alias_input) < in.size() ? in[spec.alias_input] : nullptr;
+  if (!src || src->dtype != spec.dtype || shape_numel(src->shape) != shape_numel(spec.shape) || src->device != device)
+    fail(ErrorKind::kRuntime, "internal error: " + what + " is declared a view of input " +
+                                  std::to_string(spec.alias_input) + ", which does not match it");
+  Tensor t = *src;  // shares the storage: the input stays alive while the view does
+  t.shape = spec.shape;
+  return t;
+}
+
 int64_t normalize_axis(int64_t axis, int64_t rank, const std::string& who, const char* what) {
   if (axis < -rank || axis >= rank)
     kernel_fail(who + ": " + what + " " + std::to_string(axis) + " is out of range for a tensor of rank " +

@@ -53,7 +53,15 @@ struct KernelArgs {
 struct OutSpec {
   int dtype = kUndefined;
   Shape shape;
+  // >= 0: the output is a view of that input (its bytes under `shape`, same dtype and element
+  // count): nothing is allocated and compute() writes nothing; the executor shares the input's
+  // storage (Reshape, Flatten, Squeeze, Unsqueeze, Identity).
+  int alias_input = -1;
 };
+
+// The output tensor of `spec`: a view of the aliased input, or a new allocation through the memory
+// guard (`what` names the requester).
+Tensor output_tensor(const OutSpec& spec, const std::vector<const Tensor*>& in, const std::string& what, int device = 0);
 
 class Kernel {
  public:

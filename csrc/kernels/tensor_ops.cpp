@@ -735,6 +735,241 @@ class SliceKernel : public Kernel {
 
 }  // namespace
 
+
+// ---- Views and shape queries ---------------------------------------------------------------------
+// Reshape, Flatten, Squeeze, Unsqueeze and Identity compute only a shape: the output is input 0's
+// bytes (OutSpec::alias_input), so the executor hands the same storage on and nothing is copied.
+// Shape and Size read the shape into a new int64 tensor. Error messages are the numpy kernels'
+// (onnxfast/ops/tensor.py).
+
+namespace {
+
+class ViewKernel : public Kernel {
+ public:
+  explicit ViewKernel(const KernelArgs& a) : who_(a.op_type + " node '" + a.node_name + "'") {}
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    if (in.empty() || !in[0]) kernel_fail(who_ + ": input 0 is missing");
+    out.resize(1);
+    out[0].dtype = in[0]->dtype;
+    out[0].shape = target(in);
+    out[0].alias_input = 0;
+  }
+  void compute(const std::vector<const Tensor*>&, std::vector<Tensor*>&) const override {}
+  std::string describe() const override { return "native:view"; }
+
+ protected:
+  virtual Shape target(const std::vector<const Tensor*>& in) const = 0;
+  // The int values of optional input i (constant or fed); false when it is absent.
+  bool input_ints(const std::vector<const Tensor*>& in, size_t i, const char* what, std::vector<int64_t>& v) const {
+    if (i >= in.size() || !in[i]) return false;
+    if (in[i]->rank() > 1) kernel_fail(who_ + ": " + what + " must be 1-D, got shape " + shape_str(in[i]->shape));
+    v = int_values(*in[i], who_, what);
+    return true;
+  }
+  std::string who_;
+};
+
+class IdentityKernel : public ViewKernel {
+ public:
+  using ViewKernel::ViewKernel;
+
+ protected:
+  Shape target(const std::vector<const Tensor*>& in) const override { return in[0]->shape; }
+};
+
+class ReshapeKernel : public ViewKernel {
+ public:
+  explicit ReshapeKernel(const KernelArgs& a)
+      : ViewKernel(a), attr_form_(a.opset < 5), allowzero_(a.opset >= 14 && attr_int(a, "allowzero", 0) != 0) {
+    if (attr_form_) shape_ = attr_ints(a, "shape");
+  }
+
+ protected:
+  Shape target(const std::vector<const Tensor*>& in) const override {
+    std::vector<int64_t> shape = shape_;
+    if (!attr_form_ && !input_ints(in, 1, "shape", shape)) kernel_fail(who_ + ": input 1 (shape) is missing");
+    const Shape& xs = in[0]->shape;
+    Shape out = shape;
+    int neg = -1;
+    for (size_t i = 0; i < shape.size(); ++i) {
+      const int64_t v = shape[i];
+      if (v == -1) {
+        if (neg >= 0) kernel_fail(who_ + ": shape " + list_str(shape) + " has more than one -1");
+        neg = static_cast<int>(i);
+      } else if (v < -1) {
+        kernel_fail(who_ + ": shape " + list_str(shape) + " has an invalid value " + std::to_string(v));
+      } else if (v == 0 && !allowzero_) {
+        if (i >= xs.size())
+          kernel_fail(who_ + ": shape " + list_str(shape) + " copies dimension " + std::to_string(i) +
+                      " (0) but the input " + shape_str(xs) + " has rank " + std::to_string(xs.size()));
+        out[i] = xs[i];
+      }
+    }
+    const int64_t total = shape_numel(xs);
+    int64_t known = 1;  // the product of the dims other than -1: capped, it only has to be compared
+    for (size_t i = 0; i < out.size(); ++i)
+      if (static_cast<int>(i) != neg) known = (out[i] != 0 && known > INT64_MAX / out[i]) ? INT64_MAX : known * out[i];
+    if (neg >= 0) {
+      if (known == 0 && total == 0) out[neg] = 0;
+      else if (known == 0 || total % known) kernel_fail(who_ + ": cannot reshape input of shape " + shape_str(xs) + " to " + list_str(shape));
+      else out[neg] = total / known;
+    } else if (known != total) {
+      kernel_fail(who_ + ": cannot reshape input of shape " + shape_str(xs) + " (" + std::to_string(total) +
+                  " elements) to " + list_str(shape) + " (" + std::to_string(known) + " elements)");
+    }
+    return out;
+  }
+
+ private:
+  bool attr_form_, allowzero_;
+  std::vector<int64_t> shape_;
+};
+
+class FlattenKernel : public ViewKernel {
+ public:
+  explicit FlattenKernel(const KernelArgs& a) : ViewKernel(a), axis_(attr_int(a, "axis", 1)) {
+    const int64_t r = a.rank_of(0);
+    if (r >= 0 && (axis_ < -r || axis_ > r))
+      attr_fail(a, "axis", std::to_string(axis_), "in [" + std::to_string(-r) + ", " + std::to_string(r) + "] for an input of rank " + std::to_string(r));
+  }
+
+ protected:
+  Shape target(const std::vector<const Tensor*>& in) const override {
+    const Shape& xs = in[0]->shape;
+    const int64_t r = static_cast<int64_t>(xs.size());
+    const int64_t a = axis_ < 0 ? axis_ + r : axis_;
+    if (a < 0 || a > r) kernel_fail(who_ + ": axis " + std::to_string(axis_) + " out of range for rank " + std::to_string(r));
+    int64_t outer = 1, inner = 1;
+    for (int64_t i = 0; i < r; ++i) (i < a ? outer : inner) *= xs[i];
+    return {outer, inner};
+  }
+
+ private:
+  int64_t axis_;
+};
+
+// Squeeze / Unsqueeze: axes from the attribute (opset < 13) or input 1.
+class AxesViewKernel : public ViewKernel {
+ public:
+  // grows: Unsqueeze (axes index the output, of rank r + len(axes)).
+  AxesViewKernel(const KernelArgs& a, bool grows) : ViewKernel(a), attr_form_(a.opset < 13) {
+    if (attr_form_ && a.has("axes")) {
+      axes_ = attr_ints(a, "axes");
+      has_attr_ = true;
+      const int64_t r = a.rank_of(0);
+      check_axes(a, "axes", axes_, r < 0 ? r : r + (grows ? static_cast<int64_t>(axes_.size()) : 0));
+    }
+  }
+
+ protected:
+  // The axes, or false when none are given.
+  bool axes(const std::vector<const Tensor*>& in, std::vector<int64_t>& v) const {
+    if (attr_form_) {
+      v = axes_;
+      return has_attr_;
+    }
+    return input_ints(in, 1, "axes", v);
+  }
+  // Axes in [-rank, rank) made non-negative; each at most once.
+  std::vector<bool> marked(const std::vector<int64_t>& axes, int64_t rank) const {
+    std::vector<bool> m(static_cast<size_t>(rank), false);
+    for (int64_t a : axes) {
+      const int64_t n = normalize_axis(a, rank, who_, "axes");
+      if (m[n]) kernel_fail(who_ + ": axes " + list_str(axes) + " contains duplicates");
+      m[n] = true;
+    }
+    return m;
+  }
+  bool attr_form_, has_attr_ = false;
+  std::vector<int64_t> axes_;
+};
+
+class SqueezeKernel : public AxesViewKernel {
+ public:
+  explicit SqueezeKernel(const KernelArgs& a) : AxesViewKernel(a, false) {}
+
+ protected:
+  Shape target(const std::vector<const Tensor*>& in) const override {
+    const Shape& xs = in[0]->shape;
+    std::vector<int64_t> ax;
+    Shape out;
+    if (!axes(in, ax)) {
+      for (int64_t d : xs)
+        if (d != 1) out.push_back(d);
+      return out;
+    }
+    const std::vector<bool> m = marked(ax, static_cast<int64_t>(xs.size()));
+    for (size_t i = 0; i < xs.size(); ++i) {
+      if (!m[i]) {
+        out.push_back(xs[i]);
+      } else if (xs[i] != 1) {
+        kernel_fail(who_ + ": cannot squeeze axis " + std::to_string(i) + " of size " + std::to_string(xs[i]) +
+                    " (input shape " + shape_str(xs) + ")");
+      }
+    }
+    return out;
+  }
+};
+
+class UnsqueezeKernel : public AxesViewKernel {
+ public:
+  explicit UnsqueezeKernel(const KernelArgs& a) : AxesViewKernel(a, true) {}
+
+ protected:
+  Shape target(const std::vector<const Tensor*>& in) const override {
+    const Shape& xs = in[0]->shape;
+    std::vector<int64_t> ax;
+    if (!axes(in, ax)) kernel_fail(who_ + ": axes are required");
+    const int64_t r = static_cast<int64_t>(xs.size() + ax.size());
+    const std::vector<bool> m = marked(ax, r);
+    Shape out;
+    size_t j = 0;
+    for (int64_t i = 0; i < r; ++i) out.push_back(m[i] ? 1 : xs[j++]);
+    return out;
+  }
+};
+
+// Shape (opset 15+: the [start, end) window, clamped) and Size: new int64 tensors.
+class ShapeKernel : public Kernel {
+ public:
+  explicit ShapeKernel(const KernelArgs& a)
+      : size_(a.op_type == "Size"), start_(a.opset >= 15 ? attr_int(a, "start", 0) : 0),
+        has_end_(a.opset >= 15 && a.has("end")), end_(has_end_ ? attr_int(a, "end", 0) : 0) {}
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    if (in.empty() || !in[0]) kernel_fail("Shape: input 0 is missing");
+    int64_t s, e;
+    window(in[0]->rank(), s, e);
+    out.resize(1);
+    out[0].dtype = kInt64;
+    out[0].shape = size_ ? Shape{} : Shape{e - s};
+  }
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    if (!out[0]) return;
+    int64_t* y = out[0]->ptr<int64_t>();
+    if (size_) {
+      y[0] = in[0]->numel();
+      return;
+    }
+    int64_t s, e;
+    window(in[0]->rank(), s, e);
+    for (int64_t i = s; i < e; ++i) y[i - s] = in[0]->shape[i];
+  }
+
+ private:
+  void window(int64_t r, int64_t& s, int64_t& e) const {
+    auto clamp = [r](int64_t v) { return std::min(std::max(v < 0 ? v + r : v, int64_t{0}), r); };
+    s = clamp(start_);
+    e = has_end_ ? clamp(end_) : r;
+    if (e < s) e = s;
+  }
+  bool size_;
+  int64_t start_;
+  bool has_end_;
+  int64_t end_;
+};
+
+}  // namespace
+
 void register_tensor_kernels() {
   const std::vector<int> fixed = {kFloat,  kUInt8,  kInt8,   kUInt16,    kInt16,     kInt32,  kInt64, kBool,
                                   kFloat16, kDouble, kUInt32, kUInt64, kComplex64, kComplex128, kBFloat16};
@@ -744,6 +979,13 @@ void register_tensor_kernels() {
   register_kernel("Where", {kBool}, [](const KernelArgs& a) { return std::make_unique<WhereKernel>(a); });
   register_kernel("Gather", fixed, [](const KernelArgs& a) { return std::make_unique<GatherKernel>(a); });
   register_kernel("Slice", fixed, [](const KernelArgs& a) { return std::make_unique<SliceKernel>(a); });
+  register_kernel("Identity", fixed, [](const KernelArgs& a) { return std::make_unique<IdentityKernel>(a); });
+  register_kernel("Reshape", fixed, [](const KernelArgs& a) { return std::make_unique<ReshapeKernel>(a); });
+  register_kernel("Flatten", fixed, [](const KernelArgs& a) { return std::make_unique<FlattenKernel>(a); });
+  register_kernel("Squeeze", fixed, [](const KernelArgs& a) { return std::make_unique<SqueezeKernel>(a); });
+  register_kernel("Unsqueeze", fixed, [](const KernelArgs& a) { return std::make_unique<UnsqueezeKernel>(a); });
+  register_kernel("Shape", fixed, [](const KernelArgs& a) { return std::make_unique<ShapeKernel>(a); });
+  register_kernel("Size", fixed, [](const KernelArgs& a) { return std::make_unique<ShapeKernel>(a); });
 }
 
 }  // namespace onnxfast

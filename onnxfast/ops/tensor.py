@@ -208,6 +208,9 @@ def transpose_1(node):
 
 
 REGISTRY.register_native("Transpose", since=1)  # csrc/kernels/tensor_ops.cpp, every fixed-size type
+# csrc/kernels/tensor_ops.cpp, every fixed-size type: views of their input (no copy), and the shape queries
+for _view_op in ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Shape", "Size"):
+    REGISTRY.register_native(_view_op, since=1)
 
 
 # ----------------------------------------------------------------------------------------------

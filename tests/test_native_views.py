@@ -1,0 +1,172 @@
+"""The native views and shape queries (csrc/kernels/tensor_ops.cpp): Reshape, Flatten, Squeeze,
+Unsqueeze, Identity hand their input's buffer on under a new shape; Shape and Size read the shape.
+
+Each case runs on the native kernel and on the numpy kernel (the reference) over edge shapes (rank
+0, zero-sized dims, 1, odd sizes), every opset form (attribute vs input axes / shape, allowzero,
+Shape's start / end), several element types, and bad values, which must fail alike (same class and
+message). The aliasing itself: results are the user's own writeable arrays, never sharing memory
+with a feed, an initializer or another result.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+from onnx_helpers import make_model, native_and_numpy, vi
+
+import onnxfast
+from onnxfast import errors
+
+F, I64 = TensorProto.FLOAT, TensorProto.INT64
+SHAPES = [(), (0,), (1,), (7,), (2, 3), (1, 1, 5), (3, 0, 2), (2, 1, 3, 1)]
+DTYPES = [np.float32, np.int64, np.uint8, np.bool_, np.float16, np.float64]
+
+
+def _x(shape, dtype, seed=0):
+    return (np.random.default_rng(seed).standard_normal(shape) * 10).astype(dtype)
+
+
+def _same(nat, ref, feeds):
+    """Both sessions give equal results, or both raise the same error."""
+    try:
+        want = ref.run(None, feeds)
+    except errors.OnnxfastError as e:
+        with pytest.raises(type(e)) as got:
+            nat.run(None, feeds)
+        assert str(got.value) == str(e)
+        return None
+    got = nat.run(None, feeds)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and g.dtype == w.dtype, (g.shape, w.shape, g.dtype, w.dtype)
+        np.testing.assert_array_equal(g, w)
+    return got
+
+
+def _check(model, op, feeds):
+    """The native and numpy sessions of `model` agree on `feeds`; a model refused at creation is
+    refused alike on both paths."""
+    try:
+        nat, ref = native_and_numpy(model, op)
+    except errors.InvalidModel as e:
+        for disabled in (f"numpy:{op}", "native"):
+            o = onnxfast.SessionOptions()
+            o.add_session_config_entry("onnxfast.disable_kernels", disabled)
+            with pytest.raises(errors.InvalidModel) as got:
+                onnxfast.InferenceSession(model.SerializeToString(), o)
+            assert str(got.value) == str(e)
+        return
+    _same(nat, ref, feeds)
+
+
+def _model(op, attrs, extra=(), opset=21, const=None):
+    """op(x, *extra) -> y; const: (input name, array) given as an initializer instead of fed."""
+    ins = ["x"] + [n for n, _ in extra]
+    node = helper.make_node(op, ins, ["y"], name="n0", **attrs)
+    inits = [const] if const else []
+    graph_in = [vi("x", F, None)] + [vi(n, t, None) for n, t in extra if not const or n != const[0]]
+    return make_model([node], graph_in, [vi("y", TensorProto.UNDEFINED, None)], initializers=inits, opset=opset)
+
+
+def _with_dtype(model, dtype):
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    model.graph.input[0].type.tensor_type.elem_type = elem
+    return model
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_identity_and_shape_queries(shape, dtype):
+    x = _x(shape, dtype)
+    for op, attrs, opset in [("Identity", {}, 21), ("Shape", {}, 13), ("Size", {}, 21),
+                             ("Shape", {"start": 1}, 21), ("Shape", {"start": -1}, 21), ("Shape", {"end": -1}, 21),
+                             ("Shape", {"start": -9, "end": 9}, 21), ("Shape", {"start": 2, "end": 1}, 21)]:
+        _check(_with_dtype(_model(op, attrs, opset=opset), dtype), op, {"x": x})
+
+
+RESHAPES = [[-1], [0], [0, -1], [-1, 0], [1, -1, 1], [2, -1], [3, 0, -1], [0, 0, 0, 0], [6], [1, 2, 3], [],
+            [-1, -1], [-2], [5, 7], [0, 4], [2, 3, 0]]
+
+
+@pytest.mark.parametrize("allowzero", [0, 1])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_reshape_fed_and_constant(shape, allowzero):
+    x = _x(shape, np.float32)
+    for target in RESHAPES:
+        t = np.array(target, np.int64)
+        for const in (None, ("s", t)):
+            m = _model("Reshape", {"allowzero": allowzero}, [("s", I64)], opset=14, const=const)
+            _check(m, "Reshape", {"x": x} if const else {"x": x, "s": t})
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_reshape_1_attribute_form(shape):
+    x = _x(shape, np.float32)
+    for target in RESHAPES:
+        if not target:
+            continue  # onnx.helper cannot type an empty list attribute
+        _check(_model("Reshape", {"shape": target}, opset=4), "Reshape", {"x": x})
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_flatten(shape):
+    x = _x(shape, np.float32)
+    r = len(shape)
+    for axis in range(-r, r + 1):
+        _check(_model("Flatten", {"axis": axis}), "Flatten", {"x": x})
+
+
+AXES = [None, [0], [-1], [0, -1], [1], [1, 3], [0, 0], [5], [-4, 1]]
+
+
+@pytest.mark.parametrize("op", ["Squeeze", "Unsqueeze"])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_squeeze_unsqueeze_all_forms(op, shape):
+    x = _x(shape, np.float32)
+    for axes in AXES:
+        # opset 11: the attribute (Unsqueeze requires it: refused at creation); opset 13: the input,
+        # fed or constant (absent when None: Unsqueeze-13 requires it, refused at load)
+        _check(_model(op, {} if axes is None else {"axes": axes}, opset=11), op, {"x": x})
+        if axes is None:
+            _check(_model(op, {}, opset=13), op, {"x": x})
+            continue
+        a = np.array(axes, np.int64)
+        for const in (None, ("a", a)):
+            _check(_model(op, {}, [("a", I64)], opset=13, const=const), op, {"x": x} if const else {"x": x, "a": a})
+
+
+def test_views_are_not_copies_inside_and_results_are_the_users_own():
+    """y = Reshape(relu(x)), z = Identity(relu(x)) and r = relu(x) are all outputs: one buffer inside,
+    three independent writeable arrays outside; a view of the feed or of an initializer is a copy."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Reshape", ["r", "s"], ["y"]),
+             helper.make_node("Identity", ["r"], ["z"]), helper.make_node("Reshape", ["x", "s"], ["xv"]),
+             helper.make_node("Identity", ["w"], ["wv"])]
+    m = make_model(nodes, [vi("x", F, [2, 3])], [vi(n, F, None) for n in ("y", "z", "r", "xv", "wv")],
+                   initializers=[("s", np.array([3, -1], np.int64)), ("w", np.ones(4, np.float32))])
+    s = onnxfast.InferenceSession(m.SerializeToString())
+    assert sum(r["kernel"] == "native:view" for r in s.kernel_listing()) >= 3, s.kernel_listing()
+    x = np.arange(6, dtype=np.float32).reshape(2, 3) - 2
+    y, z, r, xv, wv = s.run(None, {"x": x})
+    outs = [y, z, r, xv, wv]
+    assert all(o.flags.writeable for o in outs)
+    for i, a in enumerate(outs):
+        assert not np.shares_memory(a, x)
+        for b in outs[i + 1:]:
+            assert not np.shares_memory(a, b)
+    np.testing.assert_array_equal(y, np.maximum(x, 0).reshape(3, 2))
+    y[...] = 7
+    wv[...] = 7
+    _, _, r2, _, wv2 = s.run(None, {"x": x})  # nothing the user wrote reaches the session
+    np.testing.assert_array_equal(r2, np.maximum(x, 0))
+    np.testing.assert_array_equal(wv2, np.ones(4, np.float32))
+
+
+def test_a_chain_of_views_feeds_a_numpy_step_read_only():
+    """A view reaches a numpy kernel as a read-only array; the numpy kernel's result is correct."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Unsqueeze", ["r", "a"], ["u"]),
+             helper.make_node("Flatten", ["u"], ["f"], axis=0), helper.make_node("CumSum", ["f", "ax"], ["y"])]
+    m = make_model(nodes, [vi("x", F, [2, 3])], [vi("y", F, None)],
+                   initializers=[("a", np.array([0], np.int64)), ("ax", np.array(1, np.int64))])
+    x = np.arange(6, dtype=np.float32).reshape(2, 3) - 2
+    (y,) = onnxfast.InferenceSession(m.SerializeToString()).run(None, {"x": x})
+    np.testing.assert_array_equal(y, np.cumsum(np.maximum(x, 0).reshape(1, 6), axis=1))
