@@ -127,6 +127,7 @@ CASES += [
     _case("Unsqueeze", {"axes": [0, 4]}, [(F, [1, 3])], _attr("axes") + " [0, 4]", opset=11),
     _case("Shape", {"foo": 1}, [(F, [2, 3])], _attr("foo")),
     _case("Size", {"foo": 1}, [(F, [2, 3])], _attr("foo")),
+    _case("Cast", {"to": TensorProto.INT32, "foo": 1}, [(F, [2, 3])], _attr("foo")),
 ]
 
 

@@ -3,10 +3,14 @@
 // float/double/int32/int64, and float Clip and
 // unary activations (Relu, LeakyRelu, Sqrt, Neg, Abs; the transcendental ones are in normalization.cpp). Broadcasting collapses the
 // output index space to as few dimensions as possible, then runs a contiguous inner loop.
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
+
+#include "bit_cast.h"
 
 #include "kernel.h"
 #include "../threadpool/threadpool.h"
@@ -397,7 +401,169 @@ class UnaryKernel : public FloatUnaryKernel {
 
 }  // namespace
 
+
+// ---- Cast ---------------------------------------------------------------------------------------
+// Between bool, int8 .. int64, uint8 .. uint64, float16, float32 and float64 (bfloat16, strings, the
+// float8 and 4-bit types stay on the numpy kernel). A cast to the input's own type is a view.
+// Integer -> integer keeps the low bits (two's complement), -> bool is != 0, integer -> float rounds
+// to nearest. Float -> integer out of range is undefined by the spec; onnxfast's rule is the one
+// onnxruntime and numpy give on x86-64 (its truncating conversions), computed explicitly so it is
+// the same on every CPU and compiler, and the numpy kernel computes it too (ops/math.py, cast_array):
+// NaN and values outside int32 become INT32_MIN for targets of 32 bits or less (narrow targets keep
+// the low bits of that int32), outside int64 INT64_MIN for int64; uint32 / uint64 take values of
+// 2^31 / 2^63 and more as cvt(x - 2^31) ^ 2^31 (resp. 2^63). (onnxruntime's own results differ
+// between its vector loop and its scalar tail; this is its vector loop's rule.) float64 -> float16 goes through a
+// float32 rounded to odd, so it rounds once, as numpy does.
+
+namespace {
+
+struct Half {
+  uint16_t bits;
+};
+
+inline int32_t cvt32(double v) {  // NaN fails both comparisons
+  return (v >= -2147483648.0 && v < 2147483648.0) ? static_cast<int32_t>(v) : std::numeric_limits<int32_t>::min();
+}
+inline int64_t cvt64(double v) {
+  return (v >= -9223372036854775808.0 && v < 9223372036854775808.0) ? static_cast<int64_t>(v)
+                                                                      : std::numeric_limits<int64_t>::min();
+}
+
+template <typename D>
+inline D from_float(double v) {
+  if constexpr (std::is_same_v<D, bool>) {
+    return v != 0;
+  } else if constexpr (std::is_floating_point_v<D>) {
+    return static_cast<D>(v);
+  } else if constexpr (std::is_same_v<D, uint32_t>) {
+    return v >= 2147483648.0 ? (static_cast<uint32_t>(cvt32(v - 2147483648.0)) ^ 0x80000000u)
+                             : static_cast<uint32_t>(cvt32(v));
+  } else if constexpr (std::is_same_v<D, int64_t>) {
+    return cvt64(v);
+  } else if constexpr (std::is_same_v<D, uint64_t>) {
+    return v >= 9223372036854775808.0 ? (static_cast<uint64_t>(cvt64(v - 9223372036854775808.0)) ^ (uint64_t{1} << 63))
+                                      : static_cast<uint64_t>(cvt64(v));
+  } else {  // 8 .. 32-bit integers: the low bits of the int32 conversion
+    return static_cast<D>(static_cast<uint32_t>(cvt32(v)));
+  }
+}
+
+// One element of S as D (neither is Half).
+template <typename S, typename D>
+inline D cast_one(S x) {
+  if constexpr (std::is_floating_point_v<S>) {
+    return from_float<D>(static_cast<double>(x));
+  } else if constexpr (std::is_same_v<D, bool>) {
+    return x != 0;
+  } else if constexpr (std::is_same_v<S, bool>) {
+    return static_cast<D>(x ? 1 : 0);
+  } else if constexpr (std::is_floating_point_v<D>) {
+    return static_cast<D>(x);
+  } else {
+    return static_cast<D>(static_cast<std::make_unsigned_t<D>>(x));  // low bits
+  }
+}
+
+// x as a float32 that rounds to the same float16 as x itself (doubles: rounded to odd).
+template <typename S>
+inline float to_float_for_half(S x) {
+  if constexpr (std::is_same_v<S, double>) {
+    float f = static_cast<float>(x);
+    if (std::isfinite(f) && static_cast<double>(f) != x) {
+      uint32_t u = bit_cast<uint32_t>(f);
+      if (std::fabs(static_cast<double>(f)) > std::fabs(x)) --u;  // toward zero
+      f = bit_cast<float>(u | 1u);                                  // sticky
+    }
+    return f;
+  } else {
+    return cast_one<S, float>(x);
+  }
+}
+
+template <typename F>
+void with_cast_type(int dt, const std::string& who, F&& f) {
+  switch (dt) {
+    case kBool: f(bool{}); break;
+    case kInt8: f(int8_t{}); break;
+    case kUInt8: f(uint8_t{}); break;
+    case kInt16: f(int16_t{}); break;
+    case kUInt16: f(uint16_t{}); break;
+    case kInt32: f(int32_t{}); break;
+    case kUInt32: f(uint32_t{}); break;
+    case kInt64: f(int64_t{}); break;
+    case kUInt64: f(uint64_t{}); break;
+    case kFloat: f(float{}); break;
+    case kDouble: f(double{}); break;
+    case kFloat16: f(Half{}); break;
+    default: kernel_fail(who + ": no native cast for tensor(" + dtype_name(dt) + ")");
+  }
+}
+
+template <typename S, typename D>
+void cast_block(const S* s, D* d, int64_t n) {
+  constexpr int64_t kB = 1024;
+  float buf[kB];
+  if constexpr (std::is_same_v<S, Half>) {
+    for (int64_t b = 0; b < n; b += kB) {
+      const int64_t m = std::min(kB, n - b);
+      half_to_float_row(reinterpret_cast<const uint16_t*>(s + b), buf, m);
+      for (int64_t i = 0; i < m; ++i) d[b + i] = cast_one<float, D>(buf[i]);
+    }
+  } else if constexpr (std::is_same_v<D, Half>) {
+    for (int64_t b = 0; b < n; b += kB) {
+      const int64_t m = std::min(kB, n - b);
+      for (int64_t i = 0; i < m; ++i) buf[i] = to_float_for_half<S>(s[b + i]);
+      float_to_half_row(buf, reinterpret_cast<uint16_t*>(d + b), m);
+    }
+  } else {
+    for (int64_t i = 0; i < n; ++i) d[i] = cast_one<S, D>(s[i]);
+  }
+}
+
+class CastKernel : public Kernel {
+ public:
+  explicit CastKernel(const KernelArgs& a) : who_(a.who()), to_(static_cast<int>(attr_int(a, "to", 0))) {
+    // the registry sends other targets to the numpy kernel (ops/math.py, _CAST_NATIVE)
+    static const int native[] = {kBool, kInt8, kUInt8, kInt16, kUInt16, kInt32, kUInt32, kInt64, kUInt64,
+                                 kFloat, kDouble, kFloat16};
+    if (std::find(std::begin(native), std::end(native), to_) == std::end(native))
+      attr_fail(a, "to", std::to_string(to_), "a type the native Cast converts to");
+  }
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    if (in.empty() || !in[0]) kernel_fail(who_ + ": input 0 is missing");
+    out.resize(1);
+    out[0].dtype = to_;
+    out[0].shape = in[0]->shape;
+    if (in[0]->dtype == to_) out[0].alias_input = 0;
+  }
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    const Tensor& x = *in[0];
+    if (!out[0] || x.dtype == to_) return;
+    Tensor& y = *out[0];
+    with_cast_type(x.dtype, who_, [&](auto s_tag) {
+      using S = decltype(s_tag);
+      with_cast_type(to_, who_, [&](auto d_tag) {
+        using D = decltype(d_tag);
+        if constexpr (!std::is_same_v<S, D>) {
+          const S* s = static_cast<const S*>(x.data);
+          D* d = static_cast<D*>(y.data);
+          parallel_for(x.numel(), 1.0, [&](int64_t b, int64_t e) { cast_block<S, D>(s + b, d + b, e - b); });
+        }
+      });
+    });
+  }
+
+ private:
+  std::string who_;
+  int to_;
+};
+
+}  // namespace
+
 void register_elementwise_kernels() {
+  register_kernel("Cast", {kBool, kInt8, kUInt8, kInt16, kUInt16, kInt32, kUInt32, kInt64, kUInt64, kFloat, kDouble,
+                           kFloat16},
+                  [](const KernelArgs& a) { return std::make_unique<CastKernel>(a); });
   const std::vector<int> num = {kFloat, kDouble, kInt32, kInt64};
   auto bin = [&](const char* name, BinOp op) {
     register_kernel(name, num, [op](const KernelArgs& a) {

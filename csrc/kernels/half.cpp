@@ -83,6 +83,13 @@ const HalfRows& half_rows() {
   return r;
 }
 
+}  // namespace
+
+void half_to_float_row(const uint16_t* s, float* d, int64_t n) { half_rows().h2f(s, d, n); }
+void float_to_half_row(const float* s, uint16_t* d, int64_t n) { half_rows().f2h(s, d, n); }
+
+namespace {
+
 // dst = row(src) over the whole tensor, in parallel chunks.
 template <typename S, typename D>
 void convert(const Tensor& src, Tensor& dst, void (*row)(const S*, D*, int64_t)) {

@@ -131,6 +131,9 @@ void transpose_f32(const float* src, int64_t lds, int64_t rows, int64_t cols, fl
 [[noreturn]] void kernel_fail(const std::string& msg);
 // IEEE half (float16) bits -> float (half.cpp); for kernels reading a float16 parameter tensor.
 float half_to_float32(uint16_t h);
+// Rows of float16 <-> float32 (half.cpp: F16C where the CPU has it; float -> half rounds to nearest even).
+void half_to_float_row(const uint16_t* s, float* d, int64_t n);
+void float_to_half_row(const float* s, uint16_t* d, int64_t n);
 
 // Row-major odometer over some dims, tracking an element offset into each of N tensors
 // (strides[k][d]: tensor k's stride for dim d). seek() jumps to a linear index, next() steps.

@@ -743,12 +743,40 @@ def _cast_e8m0(x: np.ndarray, saturate: bool, round_mode: str) -> np.ndarray:
     return e.astype(np.uint8).view(np_dtype(_E8M0)).reshape(x.shape)
 
 
+def _cvt(v: np.ndarray, bits: int) -> np.ndarray:
+    """x86's truncating float -> int32 / int64 conversion: NaN and values out of range give the
+    minimum (the 'integer indefinite')."""
+    lo = -float(2 ** (bits - 1))
+    idt = np.int32 if bits == 32 else np.int64
+    ok = (v >= lo) & (v < -lo)  # NaN fails both
+    return np.where(ok, np.trunc(np.where(ok, v, 0.0)), lo).astype(idt)
+
+
+def _float_to_int(x: np.ndarray, dt: np.dtype) -> np.ndarray:
+    """Float -> integer with onnxfast's rule for what the spec leaves undefined (out of range, NaN,
+    inf): the results onnxruntime and numpy give on x86-64, computed explicitly so every CPU gives
+    them, as the native Cast does (csrc/kernels/elementwise.cpp): int64 via cvt64; uint64 / uint32
+    take values >= 2^63 / 2^31 as cvt(x - 2^63) ^ 2^63 (resp. 32 bits), others as cvt64 / cvt32; the
+    narrower types keep the low bits of cvt32. (onnxruntime's own results differ between its vector
+    loop and its scalar tail; this is its vector loop's rule.)"""
+    v = x.astype(np.float64)
+    if dt == np.int64:
+        return _cvt(v, 64)
+    if dt == np.uint64:
+        big = v >= 2.0 ** 63
+        return np.where(big, _cvt(v - 2.0 ** 63, 64).view(np.uint64) ^ np.uint64(2 ** 63), _cvt(v, 64).view(np.uint64))
+    if dt == np.uint32:
+        big = v >= 2.0 ** 31
+        return np.where(big, _cvt(v - 2.0 ** 31, 32).view(np.uint32) ^ np.uint32(2 ** 31), _cvt(v, 32).view(np.uint32))
+    return _cvt(v, 32).astype(dt)  # int32 and narrower: the low bits (numpy's integer casts wrap)
+
+
 def cast_array(x: np.ndarray, to: int, saturate: bool = True, node=None, round_mode: str = "up") -> np.ndarray:
     """Cast ``x`` to ONNX element type ``to`` following the Cast spec.
 
     Floating point to an integer type is undefined by the spec when the value is out of range.
-    onnxfast's choice is onnxruntime's: NaN and +-inf give 0; for int8 .. int64 the value is
-    truncated toward zero as C does (numpy's cast); for the 4- and 2-bit types the value is
+    onnxfast's choice is what onnxruntime gives on x86-64 (``_float_to_int``; NaN and inf included),
+    the same on every CPU; for the 4- and 2-bit types the value is
     rounded to nearest even and then keeps its low bits (wraps), the same rule as an
     integer-to-integer cast. The conformance runner does not compare these elements
     (tests/conformance/runner.py, ``_undefined_cast_mask``)."""
@@ -787,8 +815,8 @@ def cast_array(x: np.ndarray, to: int, saturate: bool = True, node=None, round_m
         if x.dtype in _ML_FLOATS:
             x = x.astype(np.float32)
         return x != 0
-    if x.dtype in _ML_FLOATS and dt.kind in "iu":
-        return x.astype(np.float32).astype(dt)
+    if (x.dtype in _ML_FLOATS or x.dtype.kind == "f") and dt.kind in "iu":
+        return _float_to_int(x, dt)
     if x.dtype.kind in "iub" and dt in _ML_FLOATS:
         return x.astype(np.float32).astype(dt)
     with np.errstate(all="ignore"):
@@ -814,6 +842,13 @@ def cast_1(node):
         return cast_array(x, to, saturate, node, round_mode)
 
     return run
+
+
+# csrc/kernels/elementwise.cpp: between bool, the 8..64-bit integers, float16, float32 and float64
+_CAST_NATIVE = {TensorProto.BOOL, TensorProto.INT8, TensorProto.UINT8, TensorProto.INT16, TensorProto.UINT16,
+                TensorProto.INT32, TensorProto.UINT32, TensorProto.INT64, TensorProto.UINT64, TensorProto.FLOAT,
+                TensorProto.DOUBLE, TensorProto.FLOAT16}
+REGISTRY.register_native("Cast", since=6, when=lambda a, sv, types: a.get("to") in _CAST_NATIVE)
 
 
 @op("CastLike", since=15)
