@@ -238,8 +238,19 @@ def _safe_for_inference(proto: onnx.ModelProto, opsets: dict[str, int]) -> bool:
     crashes on although the model may still run (a graph input or output without a type)."""
     ok = True
 
-    def walk(g: onnx.GraphProto, top: bool):
+    def walk(g: onnx.GraphProto, top: bool, outer: frozenset = frozenset()):
         nonlocal ok
+        # onnx's inference dereferences a value that nothing defines (EyeLike reading 'x': SIGSEGV)
+        visible = outer | {vi.name for vi in g.input} | {t.name for t in g.initializer} | {
+            t.values.name for t in g.sparse_initializer} | {o for n in g.node for o in n.output if o}
+        for n in g.node:
+            for x in n.input:
+                if x and x not in visible:
+                    raise InvalidModel(f"node '{n.name or n.op_type}' ({n.op_type}) reads '{x}', which no node, graph "
+                                       f"input or initializer{' or enclosing graph' if outer else ''} defines")
+        for o in g.output:
+            if o.name not in visible:
+                raise InvalidModel(f"graph output '{o.name}' is not produced by any node, input or initializer")
         ranks = {}  # declared ranks, for the axis check below
         for vi in itertools.chain(g.input, g.value_info):
             if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
@@ -280,9 +291,9 @@ def _safe_for_inference(proto: onnx.ModelProto, opsets: dict[str, int]) -> bool:
                 if a.HasField("sparse_tensor"):
                     _check_tensor_attribute(a.sparse_tensor.values, f"{where}: attribute '{a.name}' (values)")
                 if a.HasField("g"):
-                    walk(a.g, False)
+                    walk(a.g, False, visible)
                 for sg in a.graphs:
-                    walk(sg, False)
+                    walk(sg, False, visible)
             if n.op_type == "GatherND" and n.domain in ("", "ai.onnx"):
                 for a in n.attribute:
                     if a.name == "batch_dims" and a.i < 0:

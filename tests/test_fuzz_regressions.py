@@ -398,3 +398,25 @@ def test_roialign_max_mode_matches_the_reference(seed):
     feeds = {"X": rng.standard_normal((2, 3, 7, 9)).astype(np.float32), "rois": rois, "bi": rng.integers(0, 2, 4)}
     (y,) = onnxfast.InferenceSession(m.SerializeToString()).run(None, feeds)
     np.testing.assert_allclose(y, ReferenceEvaluator(m).run(None, feeds)[0], rtol=1e-5, atol=1e-5)
+
+
+# ---- a node reading a value nothing defines: onnx's shape inference dereferenced it (SIGSEGV) -----
+
+def test_a_read_of_an_undefined_value_is_refused_before_inference():
+    m = _model([helper.make_node("EyeLike", ["x"], ["y"], dtype=TensorProto.DOUBLE)],
+               [_vi("other", shape=[3, 4])], [_vi("y", TensorProto.DOUBLE, [3, 4])], opset=22)
+    r = run_isolated(m, {"other": np.ones((3, 4), np.float32)})
+    assert r.startswith("load:onnxfast.InvalidModel") and "reads 'x', which no node" in r, r
+
+
+def test_a_subgraph_may_read_the_enclosing_graph_but_not_an_undefined_value():
+    def if_model(read):
+        then = helper.make_graph([helper.make_node("Neg", [read], ["t"])], "then", [], [_vi("t", shape=[2])])
+        other = helper.make_graph([helper.make_node("Abs", ["x"], ["e"])], "else", [], [_vi("e", shape=[2])])
+        node = helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)
+        return _model([node], [_vi("c", TensorProto.BOOL, []), _vi("x", shape=[2])], [_vi("y", shape=[2])])
+
+    feeds = {"c": np.array(True), "x": np.array([1.0, -2.0], np.float32)}
+    assert run_isolated(if_model("x"), feeds) == "ok"
+    r = run_isolated(if_model("nowhere"), feeds)
+    assert r.startswith("load:onnxfast.InvalidModel") and "reads 'nowhere'" in r and "enclosing graph" in r, r
