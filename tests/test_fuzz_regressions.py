@@ -420,3 +420,50 @@ def test_a_subgraph_may_read_the_enclosing_graph_but_not_an_undefined_value():
     assert run_isolated(if_model("x"), feeds) == "ok"
     r = run_isolated(if_model("nowhere"), feeds)
     assert r.startswith("load:onnxfast.InvalidModel") and "reads 'nowhere'" in r and "enclosing graph" in r, r
+
+
+# ---- RoiAlign sampling_ratio 1,000,003: 10^12 samples per roi, one by one (ci/fuzz.py case 92924) ----
+
+def _roialign(mode, oh, ow, ratio, scale=1.0, ctm="half_pixel"):
+    node = helper.make_node("RoiAlign", ["X", "rois", "bi"], ["Y"], output_height=oh, output_width=ow,
+                            sampling_ratio=ratio, spatial_scale=scale, mode=mode, coordinate_transformation_mode=ctm)
+    return _model([node], [_vi("X"), _vi("rois"), _vi("bi", TensorProto.INT64)], [_vi("Y")], opset=16)
+
+
+@pytest.mark.parametrize("mode", ["max", "avg"])
+@pytest.mark.parametrize("ratio", [1000003, 2**40])
+def test_roialign_huge_sampling_ratio_groups_its_samples(mode, ratio):
+    rois = np.array([[0, 0, 9, 9], [0, 5, 4, 9], [5, 5, 9, 9]], np.float32)
+    feeds = {"X": np.random.default_rng(0).standard_normal((1, 2, 10, 10)).astype(np.float32), "rois": rois,
+             "bi": np.zeros(3, np.int64)}
+    assert run_isolated(_roialign(mode, 5, 5, ratio), feeds) == "ok"
+    # the limit of many samples per bin: the bin's max / mean of the bilinear surface, near 64 samples
+    (many,) = onnxfast.InferenceSession(_roialign(mode, 5, 5, ratio).SerializeToString()).run(None, feeds)
+    (some,) = onnxfast.InferenceSession(_roialign(mode, 5, 5, 64).SerializeToString()).run(None, feeds)
+    np.testing.assert_allclose(many, some, atol=0.05)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_roialign_grouped_samples_equal_samples_one_by_one(seed, monkeypatch):
+    """The grouped path (many samples per bin) against the per-sample path on the same cases: max
+    mode bit for bit, avg mode to rounding; rois inverted (negative bins) and outside the image too."""
+    from onnxfast.ops import image
+
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        mode = str(rng.choice(["max", "avg"]))
+        m = _roialign(mode, int(rng.integers(1, 6)), int(rng.integers(1, 6)), int(rng.integers(0, 30)),
+                      float(rng.choice([0.5, 1.0, 2.0])), str(rng.choice(["half_pixel", "output_half_pixel"])))
+        h, w = (int(v) for v in rng.integers(1, 9, 2))
+        rois = rng.uniform(-4, 12, (4, 4)).astype(np.float32)
+        if rng.random() < 0.7:
+            rois[:, 2:] = rois[:, :2] + np.abs(rois[:, 2:]) * 3
+        feeds = {"X": rng.standard_normal((2, 3, h, w)).astype(np.float32), "rois": rois, "bi": rng.integers(0, 2, 4)}
+        got = []
+        for above in (10**9, 0):
+            monkeypatch.setattr(image, "_ROI_GROUP_ABOVE", above)
+            got.append(onnxfast.InferenceSession(m.SerializeToString()).run(None, feeds)[0])
+        if mode == "max":
+            np.testing.assert_array_equal(got[1], got[0])
+        else:
+            np.testing.assert_allclose(got[1], got[0], rtol=1e-5, atol=1e-6)

@@ -170,6 +170,98 @@ def _roi_axis(start, bin_size, out, grid, size):
     return low, high, hy, ly, valid
 
 
+# Above this many samples per bin and axis, samples are handled in groups (below): equal results
+# for max mode, sums in closed form for avg mode. Tests lower it to compare both.
+_ROI_GROUP_ABOVE = 16
+
+
+def _roi_count(start, bin_size, out, grid, t, strict):
+    """Per output p: how many samples q in [0, grid) have s(q) < t (strict) or <= t, where s(q) is
+    the sample position y(q) = start + p * bin + (q + 0.5) * bin / grid when bin >= 0 (increasing
+    in q), or -y(q) when bin < 0 (so s increases too). An estimate, then exact fix-ups evaluating
+    s the way _roi_axis does."""
+    p = np.arange(out, dtype=np.float64)
+    sign = 1.0 if bin_size >= 0 else -1.0
+
+    def s_of(q):
+        return sign * (start + p * bin_size + (q + 0.5) * bin_size / grid)
+
+    def below(q):
+        v = s_of(q)
+        return v < t if strict else v <= t
+
+    step = abs(bin_size) / grid
+    with np.errstate(all="ignore"):
+        est = np.ceil((t - sign * (start + p * bin_size)) / step - 0.5) if step > 0 else \
+            np.where(below(np.zeros(out)), float(grid), 0.0)
+    est = np.clip(np.nan_to_num(est, nan=0.0), 0, grid)
+    for _ in range(64):
+        dec = (est > 0) & ~below(est - 1)
+        est = est - dec
+        inc = (est < grid) & below(np.minimum(est, grid - 1))
+        est = est + inc
+        if not dec.any() and not inc.any():
+            break
+    return est, s_of
+
+
+def _roi_groups(start, bin_size, out, grid, size):
+    """The samples of each output along one axis, grouped by what they read: per output p, K groups
+    (out, K) of (low, high, hy_max, hy_min, ly_max, ly_min, n, sum_hy, sum_ly, nonempty). Groups:
+    y < -1 (weight 0), [-1, 0) (low 0, ly 0), [j, j + 1) for j < size - 1, [size - 1, size] (low =
+    high = size - 1, ly 0), y > size (weight 0): the classes _roi_axis sorts samples into."""
+    # class boundaries as counts: [0, b0), [b0, b1), ..., [b_last, grid)
+    ts = [(-1.0, True)] + [(float(j), True) for j in range(0, size)] + [(float(size), False)]
+    if bin_size >= 0:
+        bounds = [_roi_count(start, bin_size, out, grid, t, strict)[0] for t, strict in ts]
+        order = range(len(ts) + 1)
+    else:  # s = -y: y in [lo, hi) is s in (-hi, -lo]; classes come in reverse order
+        bounds = [_roi_count(start, bin_size, out, grid, -t, not strict)[0] for t, strict in reversed(ts)]
+        order = reversed(range(len(ts) + 1))
+    _, s_of = _roi_count(start, bin_size, out, grid, 0.0, True)
+    sign = 1.0 if bin_size >= 0 else -1.0
+    edges = [np.zeros(out)] + bounds + [np.full(out, float(grid))]
+    nc = size + 3
+    cls = {}
+    for k, c in enumerate(order):
+        cls[c] = (edges[k], edges[k + 1])
+    low = np.zeros((out, nc), np.int64)
+    high = np.zeros((out, nc), np.int64)
+    hymax, hymin, lymax, lymin, n, shy, sly = (np.zeros((out, nc)) for _ in range(7))
+    for c in range(nc):
+        qa, qb = cls[c]
+        cnt = np.maximum(qb - qa, 0.0)
+        n[:, c] = cnt
+        if c == 0 or c == nc - 1:  # outside: weight 0 (indices as _roi_axis clamps them)
+            low[:, c] = high[:, c] = 0 if c == 0 else size - 1
+            continue
+        if c == 1 or c == nc - 2:  # [-1, 0) and [size - 1, size]: hy 1, ly 0
+            low[:, c] = 0 if c == 1 else size - 1
+            high[:, c] = min(1, size - 1) if c == 1 else size - 1
+            hymax[:, c] = hymin[:, c] = 1.0
+            shy[:, c] = cnt
+            continue
+        j = c - 2  # [j, j + 1)
+        low[:, c], high[:, c] = j, j + 1
+        ok = cnt > 0
+        ya = sign * s_of(np.where(ok, qa, 0.0))
+        yb = sign * s_of(np.where(ok, qb - 1, 0.0))
+        la, lb = ya - j, yb - j
+        lymax[:, c], lymin[:, c] = np.maximum(la, lb), np.minimum(la, lb)
+        hymax[:, c], hymin[:, c] = 1.0 - lymin[:, c], 1.0 - lymax[:, c]
+        # sum of (y_q - j) over q in [qa, qb): y_q = base + (q + 0.5) * step
+        base = start + np.arange(out) * bin_size
+        sly[:, c] = np.where(ok, cnt * (base - j) + (bin_size / grid) * cnt * (qa + qb) / 2.0, 0.0)
+        shy[:, c] = cnt - sly[:, c]
+    # keep each output's nonempty classes, in order, in K columns
+    nonempty = n > 0
+    k = int(nonempty.sum(axis=1).max()) if out else 0
+    pick = np.argsort(~nonempty, axis=1, kind="stable")[:, :k]
+    take = lambda a: np.take_along_axis(a, pick, axis=1)  # noqa: E731
+    return (take(low), take(high), take(hymax), take(hymin), take(lymax), take(lymin), take(n), take(shy),
+            take(sly), take(nonempty))
+
+
 @op("RoiAlign", since=10)
 def roialign_10(node):
     half_pixel = node.attr("coordinate_transformation_mode",
@@ -212,20 +304,51 @@ def roialign_10(node):
             img = xd[bi[k]]  # (C, H, W)
             if gh <= 0 or gw <= 0:
                 continue
-            yl, yh, why, wly, vy = _roi_axis(y1, bh, oh, gh, h)
-            xl, xh, whx, wlx, vx = _roi_axis(x1, bw, ow, gw, w)
+            grouped = max(gh, gw) > _ROI_GROUP_ABOVE and np.isfinite([y1, x1, bh, bw]).all()
             if mode == "avg":
                 # separable: out = Wy @ img @ Wx^T / count
                 Wy = np.zeros((oh, h))
                 Wx = np.zeros((ow, w))
-                rows = np.repeat(np.arange(oh), gh)
-                np.add.at(Wy, (rows, yl.ravel()), (why * vy).ravel())
-                np.add.at(Wy, (rows, yh.ravel()), (wly * vy).ravel())
-                cols = np.repeat(np.arange(ow), gw)
-                np.add.at(Wx, (cols, xl.ravel()), (whx * vx).ravel())
-                np.add.at(Wx, (cols, xh.ravel()), (wlx * vx).ravel())
+                if grouped:  # the sums of each group's weights, in closed form
+                    for W_, (st, bs, o_, g_, sz) in ((Wy, (y1, bh, oh, gh, h)), (Wx, (x1, bw, ow, gw, w))):
+                        lo_, hi_, _, _, _, _, _, shy, sly, _ = _roi_groups(st, bs, o_, g_, sz)
+                        rows = np.broadcast_to(np.arange(o_)[:, None], lo_.shape)
+                        np.add.at(W_, (rows.ravel(), lo_.ravel()), shy.ravel())
+                        np.add.at(W_, (rows.ravel(), hi_.ravel()), sly.ravel())
+                else:
+                    yl, yh, why, wly, vy = _roi_axis(y1, bh, oh, gh, h)
+                    xl, xh, whx, wlx, vx = _roi_axis(x1, bw, ow, gw, w)
+                    rows = np.repeat(np.arange(oh), gh)
+                    np.add.at(Wy, (rows, yl.ravel()), (why * vy).ravel())
+                    np.add.at(Wy, (rows, yh.ravel()), (wly * vy).ravel())
+                    cols = np.repeat(np.arange(ow), gw)
+                    np.add.at(Wx, (cols, xl.ravel()), (whx * vx).ravel())
+                    np.add.at(Wx, (cols, xh.ravel()), (wlx * vx).ravel())
                 out[k] = np.einsum("ph,chw,qw->cpq", Wy, img, Wx) / count
+            elif grouped:
+                # a group of samples reading the same pixels: each corner's max over the group is
+                # v * max(weight) for v >= 0, v * min(weight) otherwise (weights >= 0), the same
+                # value the samples one by one give
+                ylo, yhi, hymax, hymin, lymax, lymin, _, _, _, yok = _roi_groups(y1, bh, oh, gh, h)
+                xlo, xhi, hxmax, hxmin, lxmax, lxmin, _, _, _, xok = _roi_groups(x1, bw, ow, gw, w)
+                best = np.full((img.shape[0], oh, ow), -np.inf)
+                for ky in range(ylo.shape[1]):
+                    for yi, wy1, wy0 in ((ylo[:, ky], hymax[:, ky], hymin[:, ky]),
+                                         (yhi[:, ky], lymax[:, ky], lymin[:, ky])):
+                        rows = img.take(yi, axis=1)  # (C, oh, W)
+                        for kx in range(xlo.shape[1]):
+                            ok = yok[:, ky, None] & xok[None, :, kx]
+                            for xi, wx1, wx0 in ((xlo[:, kx], hxmax[:, kx], hxmin[:, kx]),
+                                                 (xhi[:, kx], lxmax[:, kx], lxmin[:, kx])):
+                                v = rows.take(xi, axis=2)  # (C, oh, ow)
+                                hi_w = wy1[:, None] * wx1[None, :]
+                                lo_w = wy0[:, None] * wx0[None, :]
+                                val = np.where(v >= 0, v * hi_w, v * lo_w)
+                                np.maximum(best, np.where(ok, val, -np.inf), out=best)
+                out[k] = best
             else:
+                yl, yh, why, wly, vy = _roi_axis(y1, bh, oh, gh, h)
+                xl, xh, whx, wlx, vx = _roi_axis(x1, bw, ow, gw, w)
                 # per sample: the max of the four weighted corners (a sample outside the image counts 0);
                 # then the max over the bin's samples. One sample (qy, qx) at a time: the temporaries are
                 # (C, oh, ow), the output's size, and each corner is two takes, not a 5-D gather
