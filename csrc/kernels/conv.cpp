@@ -74,12 +74,7 @@ class ConvKernel : public Kernel {
     // Ranks, kernel_shape against the weight, and every extent in checked int64 (conv_geometry.h).
     SpatialGeometry sg = forward_geometry(attrs_, Shape(X.shape.begin() + 2, X.shape.end()),
                                           Shape(W.shape.begin() + 2, W.shape.end()));
-    g.in_sp = std::move(sg.in);
-    g.k_sp = std::move(sg.kernel);
-    g.out_sp = std::move(sg.out);
-    g.strides = std::move(sg.strides);
-    g.dil = std::move(sg.dil);
-    g.pad_begin = std::move(sg.pad_begin);
+    take_spatial(g, sg);
     g.pad_end = std::move(sg.pad_end);
     return g;
   }

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "kernel.h"
 
@@ -57,6 +58,17 @@ SpatialGeometry forward_geometry(const ConvAttrs& a, const Shape& in, const Shap
 // ConvTranspose: full = s * (in - 1) + (k - 1) * d + 1 + output_padding, cropped by pads, or the
 // window output_shape / SAME choose (see conv_transpose.cpp).
 SpatialGeometry transpose_geometry(const ConvAttrs& a, const Shape& in, const Shape& kernel);
+
+// Moves a geometry into a kernel's own struct (fields in_sp, k_sp, out_sp, strides, dil, pad_begin).
+template <class G>
+void take_spatial(G& g, SpatialGeometry& sg) {
+  g.in_sp = std::move(sg.in);
+  g.k_sp = std::move(sg.kernel);
+  g.out_sp = std::move(sg.out);
+  g.strides = std::move(sg.strides);
+  g.dil = std::move(sg.dil);
+  g.pad_begin = std::move(sg.pad_begin);
+}
 
 // Checked int64 arithmetic (kernel_fail naming who and what on overflow).
 int64_t checked_add(int64_t a, int64_t b, const std::string& who, const char* what);

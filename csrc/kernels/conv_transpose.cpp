@@ -74,12 +74,7 @@ class ConvTransposeKernel : public Kernel {
     // Ranks, kernel_shape against the weight, extents in checked int64 (conv_geometry.h).
     SpatialGeometry sg = transpose_geometry(attrs_, Shape(X.shape.begin() + 2, X.shape.end()),
                                             Shape(W.shape.begin() + 2, W.shape.end()));
-    g.in_sp = std::move(sg.in);
-    g.k_sp = std::move(sg.kernel);
-    g.out_sp = std::move(sg.out);
-    g.strides = std::move(sg.strides);
-    g.dil = std::move(sg.dil);
-    g.pad_begin = std::move(sg.pad_begin);
+    take_spatial(g, sg);
     g.taps = shape_numel(g.k_sp);
     g.in_size = shape_numel(g.in_sp);
     g.out_size = shape_numel(g.out_sp);
