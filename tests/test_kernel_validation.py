@@ -128,6 +128,8 @@ CASES += [
     _case("Shape", {"foo": 1}, [(F, [2, 3])], _attr("foo")),
     _case("Size", {"foo": 1}, [(F, [2, 3])], _attr("foo")),
     _case("Cast", {"to": TensorProto.INT32, "foo": 1}, [(F, [2, 3])], _attr("foo")),
+    _case("Expand", {"foo": 1}, [(F, [2, 3]), (I64, [2])], _attr("foo")),
+    _case("Range", {"foo": 1}, [(F, []), (F, []), (F, [])], _attr("foo")),
 ]
 
 

@@ -170,3 +170,42 @@ def test_a_chain_of_views_feeds_a_numpy_step_read_only():
     x = np.arange(6, dtype=np.float32).reshape(2, 3) - 2
     (y,) = onnxfast.InferenceSession(m.SerializeToString()).run(None, {"x": x})
     np.testing.assert_array_equal(y, np.cumsum(np.maximum(x, 0).reshape(1, 6), axis=1))
+
+
+# ---- Expand and Range ----------------------------------------------------------------------------
+
+EXPANDS = [[], [1], [3], [2, 1], [2, 3], [4, 1, 1], [1, 1, 1, 1], [0], [3, 0], [2, 7], [5, 2, 3], [-1], [1, 0, 1]]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int64, np.uint8, np.float16, np.bool_])
+@pytest.mark.parametrize("shape", SHAPES + [(3, 1), (1, 3), (2, 1, 3)], ids=str)
+def test_expand(shape, dtype):
+    x = _x(shape, dtype)
+    for target in EXPANDS:
+        t = np.array(target, np.int64)
+        for const in (None, ("s", t)):
+            m = _with_dtype(_model("Expand", {}, [("s", I64)], opset=13, const=const), dtype)
+            _check(m, "Expand", {"x": x} if const else {"x": x, "s": t})
+
+
+RANGES = [(0, 5, 1), (5, 0, -1), (0, 10, 3), (10, 0, -3), (2, 2, 1), (0, 1, 7), (-7, 7, 2), (3, -3, 1), (0, 5, 0),
+          (1.5, 4.25, 0.5), (0.1, 1.0, 0.1), (1e8, 1e8 + 10, 0.7), (-1.0, 1.0, 1e-3)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16, np.int32, np.int64])
+def test_range(dtype):
+    node = helper.make_node("Range", ["s", "l", "d"], ["y"], name="n0")
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    m = make_model([node], [vi(n, elem, []) for n in "sld"], [vi("y", elem, None)], opset=11)
+    for start, limit, delta in RANGES:
+        if np.dtype(dtype).kind == "i" and any(float(v) != int(v) for v in (start, limit, delta)):
+            continue
+        feeds = {"s": np.array(start, dtype), "l": np.array(limit, dtype), "d": np.array(delta, dtype)}
+        _check(m, "Range", feeds)
+    if np.dtype(dtype).kind == "i":  # extremes: the count in wide arithmetic, values wrapping alike
+        info = np.iinfo(dtype)
+        for start, limit, delta in [(info.max - 2, info.max, 1), (info.min, info.min + 3, 1), (info.max, info.min, info.min)]:
+            _check(m, "Range", {"s": np.array(start, dtype), "l": np.array(limit, dtype), "d": np.array(delta, dtype)})
+    else:
+        for start, limit, delta in [(0.0, np.inf, 1.0), (0.0, 1.0, np.nan), (0.0, 1e30, 1e-30)]:
+            _check(m, "Range", {"s": np.array(start, dtype), "l": np.array(limit, dtype), "d": np.array(delta, dtype)})

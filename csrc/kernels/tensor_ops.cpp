@@ -14,6 +14,7 @@
 // input's innermost dim against the output's, tiles of 64 x 64 elements per task walked in
 // T x T sub-tiles (T*size ~ 64 bytes), one 2-D transpose per index of the remaining dims.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <string>
 
@@ -970,6 +971,160 @@ class ShapeKernel : public Kernel {
 
 }  // namespace
 
+
+// ---- Expand and Range --------------------------------------------------------------------------
+// Expand broadcasts input 0 to numpy's broadcast of its shape and the shape input: the input itself
+// (a view) when that is its own shape, else the trailing dims the input does not broadcast are
+// copied as one block per position of the leading dims. Range: start + i * delta for
+// i < max(ceil((limit - start) / delta), 0), in the inputs' type (integers in 128-bit arithmetic,
+// floats as numpy: fl(start + fl(i * delta))). Messages are the numpy kernels'.
+
+namespace {
+
+class ExpandKernel : public Kernel {
+ public:
+  explicit ExpandKernel(const KernelArgs& a) : who_(a.op_type + " node '" + a.node_name + "'") {}
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    if (in.size() < 2 || !in[0] || !in[1]) kernel_fail(who_ + ": inputs 0 (input) and 1 (shape) are required");
+    if (in[1]->rank() > 1) kernel_fail(who_ + ": shape must be 1-D, got shape " + shape_str(in[1]->shape));
+    const std::vector<int64_t> s = int_values(*in[1], who_, "shape");
+    const Shape& xs = in[0]->shape;
+    const size_t r = std::max(xs.size(), s.size());
+    Shape o(r);
+    for (size_t i = 0; i < r; ++i) {
+      const int64_t a = i + xs.size() >= r ? xs[i + xs.size() - r] : 1;
+      const int64_t b = i + s.size() >= r ? s[i + s.size() - r] : 1;
+      if (a != b && a != 1 && b != 1)
+        kernel_fail(who_ + ": input shape " + shape_str(xs) + " cannot be expanded to " + shape_str(Shape(s.begin(), s.end())));
+      o[i] = a == 1 ? b : a;
+      if (o[i] < 0)
+        kernel_fail(who_ + ": input shape " + shape_str(xs) + " cannot be expanded to " + shape_str(Shape(s.begin(), s.end())));
+    }
+    out.resize(1);
+    out[0].dtype = in[0]->dtype;
+    out[0].shape = o;
+    if (o == xs) out[0].alias_input = 0;
+  }
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    const Tensor& X = *in[0];
+    Tensor& Y = *out[0];
+    if (Y.data == X.data || Y.numel() == 0) return;  // a view, or nothing to write
+    const size_t item = checked_itemsize(Y, who_);
+    const size_t r = Y.shape.size();
+    Shape xd(r, 1);
+    for (size_t i = 0; i < X.shape.size(); ++i) xd[r - X.shape.size() + i] = X.shape[i];
+    // the trailing dims the input does not broadcast: one contiguous block in both
+    size_t k = r;
+    int64_t block = 1;
+    while (k > 0 && xd[k - 1] == Y.shape[k - 1]) block *= Y.shape[--k];
+    Odometer<1> od;
+    int64_t stride = block;
+    std::vector<int64_t> st(k);
+    for (size_t i = k; i-- > 0;) {
+      st[i] = xd[i] == 1 ? 0 : stride;
+      stride *= xd[i];
+    }
+    od.dims.assign(Y.shape.begin(), Y.shape.begin() + static_cast<std::ptrdiff_t>(k));
+    od.strides[0] = st;
+    const int64_t outer = shape_numel(od.dims);
+    const size_t bbytes = static_cast<size_t>(block) * item;
+    const char* x = static_cast<const char*>(X.data);
+    char* y = static_cast<char*>(Y.data);
+    parallel_for(outer, static_cast<double>(block) * 0.25 + 4.0, [&](int64_t b, int64_t e) {
+      Odometer<1> o = od;
+      o.seek(b);
+      for (int64_t i = b; i < e; ++i, o.next())
+        std::memcpy(y + static_cast<size_t>(i) * bbytes, x + static_cast<size_t>(o.off[0]) * item, bbytes);
+    });
+  }
+
+ private:
+  std::string who_;
+};
+
+class RangeKernel : public Kernel {
+ public:
+  explicit RangeKernel(const KernelArgs& a) : who_(a.op_type + " node '" + a.node_name + "'") {}
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    out.resize(1);
+    out[0].dtype = in.at(0)->dtype;
+    out[0].shape = {count(in)};
+  }
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    const int64_t n = count(in);
+    Tensor& Y = *out[0];
+    switch (Y.dtype) {
+      case kFloat: fill_float<float>(in, Y.ptr<float>(), n); break;
+      case kDouble: fill_float<double>(in, Y.ptr<double>(), n); break;
+      case kInt16: fill_int<int16_t>(in, Y.ptr<int16_t>(), n); break;
+      case kInt32: fill_int<int32_t>(in, Y.ptr<int32_t>(), n); break;
+      case kInt64: fill_int<int64_t>(in, Y.ptr<int64_t>(), n); break;
+      default: kernel_fail(who_ + ": no native Range for tensor(" + dtype_name(Y.dtype) + ")");
+    }
+  }
+
+ private:
+  template <typename T>
+  static T scalar(const Tensor* t) {
+    return *static_cast<const T*>(t->data);
+  }
+  void check(const std::vector<const Tensor*>& in) const {
+    if (in.size() < 3 || !in[0] || !in[1] || !in[2]) kernel_fail(who_ + ": inputs start, limit and delta are required");
+    for (int i = 0; i < 3; ++i) {
+      if (in[i]->numel() != 1) kernel_fail(who_ + ": input " + std::to_string(i) + " must be a scalar, got shape " + shape_str(in[i]->shape));
+      if (in[i]->dtype != in[0]->dtype) kernel_fail(who_ + ": start, limit and delta must have one type");
+    }
+  }
+  // max(ceil((limit - start) / delta), 0): the element count (the executor's guard refuses a huge one).
+  int64_t count(const std::vector<const Tensor*>& in) const {
+    check(in);
+    const int dt = in[0]->dtype;
+    if (dt == kFloat || dt == kDouble) {
+      const double s = dt == kFloat ? scalar<float>(in[0]) : scalar<double>(in[0]);
+      const double l = dt == kFloat ? scalar<float>(in[1]) : scalar<double>(in[1]);
+      const double d = dt == kFloat ? scalar<float>(in[2]) : scalar<double>(in[2]);
+      if (d == 0) kernel_fail(who_ + ": delta must not be 0");
+      const double ratio = (l - s) / d;
+      const double c = std::isfinite(ratio) ? std::ceil(ratio) : NAN;
+      if (!(c < 9.2e18))
+        kernel_fail(who_ + ": the element count ceil((limit - start) / delta) is " +
+                    (std::isnan(c) ? std::string("nan") : std::to_string(c)) + ", not a size");
+      return c > 0 ? static_cast<int64_t>(c) : 0;
+    }
+    __int128 s, l, d;
+    switch (dt) {
+      case kInt16: s = scalar<int16_t>(in[0]); l = scalar<int16_t>(in[1]); d = scalar<int16_t>(in[2]); break;
+      case kInt32: s = scalar<int32_t>(in[0]); l = scalar<int32_t>(in[1]); d = scalar<int32_t>(in[2]); break;
+      case kInt64: s = scalar<int64_t>(in[0]); l = scalar<int64_t>(in[1]); d = scalar<int64_t>(in[2]); break;
+      default: kernel_fail(who_ + ": no native Range for tensor(" + dtype_name(dt) + ")");
+    }
+    if (d == 0) kernel_fail(who_ + ": delta must not be 0");
+    // ceil(a / d) for integers: -((-a) // d) with floor division
+    const __int128 a = l - s;
+    __int128 q = -a / d, m = -a % d;
+    if (m != 0 && ((m < 0) != (d < 0))) --q;  // floor
+    const __int128 c = -q;
+    return c > 0 ? static_cast<int64_t>(std::min<__int128>(c, INT64_MAX)) : 0;
+  }
+  template <typename T>
+  static void fill_float(const std::vector<const Tensor*>& in, T* y, int64_t n) {
+    const T s = scalar<T>(in[0]), d = scalar<T>(in[2]);
+    for (int64_t i = 0; i < n; ++i) {
+      volatile T step = static_cast<T>(i) * d;  // numpy rounds the product first (no fused multiply-add)
+      y[i] = s + step;
+    }
+  }
+  template <typename T>
+  static void fill_int(const std::vector<const Tensor*>& in, T* y, int64_t n) {
+    const int64_t s = scalar<T>(in[0]), d = scalar<T>(in[2]);
+    for (int64_t i = 0; i < n; ++i)  // int64 arithmetic wrapping as numpy's, then the low bits
+      y[i] = static_cast<T>(static_cast<uint64_t>(s) + static_cast<uint64_t>(i) * static_cast<uint64_t>(d));
+  }
+  std::string who_;
+};
+
+}  // namespace
+
 void register_tensor_kernels() {
   const std::vector<int> fixed = {kFloat,  kUInt8,  kInt8,   kUInt16,    kInt16,     kInt32,  kInt64, kBool,
                                   kFloat16, kDouble, kUInt32, kUInt64, kComplex64, kComplex128, kBFloat16};
@@ -986,6 +1141,9 @@ void register_tensor_kernels() {
   register_kernel("Unsqueeze", fixed, [](const KernelArgs& a) { return std::make_unique<UnsqueezeKernel>(a); });
   register_kernel("Shape", fixed, [](const KernelArgs& a) { return std::make_unique<ShapeKernel>(a); });
   register_kernel("Size", fixed, [](const KernelArgs& a) { return std::make_unique<ShapeKernel>(a); });
+  register_kernel("Expand", fixed, [](const KernelArgs& a) { return std::make_unique<ExpandKernel>(a); });
+  register_kernel("Range", {kFloat, kDouble, kInt16, kInt32, kInt64},
+                  [](const KernelArgs& a) { return std::make_unique<RangeKernel>(a); });
 }
 
 }  // namespace onnxfast

@@ -211,6 +211,8 @@ REGISTRY.register_native("Transpose", since=1)  # csrc/kernels/tensor_ops.cpp, e
 # csrc/kernels/tensor_ops.cpp, every fixed-size type: views of their input (no copy), and the shape queries
 for _view_op in ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Shape", "Size"):
     REGISTRY.register_native(_view_op, since=1)
+REGISTRY.register_native("Expand", since=8)  # tensor_ops.cpp: every fixed-size type (the input itself when unchanged)
+REGISTRY.register_native("Range", since=11)  # tensor_ops.cpp: float, double, int16, int32, int64
 
 
 # ----------------------------------------------------------------------------------------------
@@ -642,7 +644,11 @@ def range_11(node):
         if dt.kind in "iu":
             n = max(-(-(int(lim) - int(s)) // int(d)), 0)
         else:
-            n = max(int(math.ceil((float(lim) - float(s)) / float(d))), 0)
+            c = math.ceil((float(lim) - float(s)) / float(d)) if math.isfinite((float(lim) - float(s)) / float(d)) \
+                else float("nan")
+            if not c < 9.2e18:
+                invalid(node, f"the element count ceil((limit - start) / delta) is {float(c):f}, not a size")
+            n = max(int(c), 0)
         check_alloc([n], dt, node)
         if dt.kind in "iu":
             return (int(s) + np.arange(n, dtype=np.int64) * int(d)).astype(dt)
