@@ -129,6 +129,13 @@ CASES += [
     _case("Size", {"foo": 1}, [(F, [2, 3])], _attr("foo")),
     _case("Cast", {"to": TensorProto.INT32, "foo": 1}, [(F, [2, 3])], _attr("foo")),
     _case("Expand", {"foo": 1}, [(F, [2, 3]), (I64, [2])], _attr("foo")),
+    _case("And", {"foo": 1}, [(B, [2, 3]), (B, [3])], _attr("foo")),
+    _case("And", {}, [(B, [2, 3]), (B, [2, 4])], "inputs 0 of shape (2, 3) and 1 of shape (2, 4)", id="And-shapes"),
+    _case("Or", {"foo": 1}, [(B, [2, 3]), (B, [3])], _attr("foo")),
+    _case("Xor", {"foo": 1}, [(B, [2, 3]), (B, [3])], _attr("foo")),
+    _case("Not", {"foo": 1}, [(B, [2, 3])], _attr("foo")),
+    _case("IsNaN", {"foo": 1}, [(F, [2, 3])], _attr("foo")),
+    _case("IsInf", {"foo": 1}, [(F, [2, 3])], _attr("foo")),
     _case("Range", {"foo": 1}, [(F, []), (F, []), (F, [])], _attr("foo")),
 ]
 

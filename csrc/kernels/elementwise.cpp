@@ -330,7 +330,7 @@ class ClipKernel : public Kernel {
   float attr_lo_, attr_hi_;
 };
 
-enum class CmpOp { kEqual, kLess, kGreater, kLessOrEqual, kGreaterOrEqual };
+enum class CmpOp { kEqual, kLess, kGreater, kLessOrEqual, kGreaterOrEqual, kAnd, kOr, kXor };
 
 // Equal / Less / Greater / LessOrEqual / GreaterOrEqual: broadcasting, bool result (NaN compares
 // false, as in numpy).
@@ -368,6 +368,10 @@ class CompareKernel : public Kernel {
       case CmpOp::kGreater: run_binary<T, bool>(p, pa, pb, pc, [](T x, T y) { return x > y; }); break;
       case CmpOp::kLessOrEqual: run_binary<T, bool>(p, pa, pb, pc, [](T x, T y) { return x <= y; }); break;
       case CmpOp::kGreaterOrEqual: run_binary<T, bool>(p, pa, pb, pc, [](T x, T y) { return x >= y; }); break;
+      // And / Or / Xor: bool inputs (bytes 0 / 1)
+      case CmpOp::kAnd: run_binary<T, bool>(p, pa, pb, pc, [](T x, T y) { return x != 0 && y != 0; }); break;
+      case CmpOp::kOr: run_binary<T, bool>(p, pa, pb, pc, [](T x, T y) { return x != 0 || y != 0; }); break;
+      case CmpOp::kXor: run_binary<T, bool>(p, pa, pb, pc, [](T x, T y) { return (x != 0) != (y != 0); }); break;
     }
   }
   CmpOp op_;
@@ -560,6 +564,59 @@ class CastKernel : public Kernel {
 
 }  // namespace
 
+
+// ---- Not, IsNaN, IsInf: bool results ------------------------------------------------------------
+namespace {
+
+enum class Pred { kNot, kIsNaN, kIsInf };
+
+class PredicateKernel : public Kernel {
+ public:
+  PredicateKernel(const KernelArgs& a, Pred p)
+      : who_(a.who()), p_(p), pos_(p == Pred::kIsInf && attr_int(a, "detect_positive", 1) != 0),
+        neg_(p == Pred::kIsInf && attr_int(a, "detect_negative", 1) != 0) {}
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    if (in.empty() || !in[0]) kernel_fail(who_ + ": input 0 is missing");
+    out.resize(1);
+    out[0] = {kBool, in[0]->shape};
+  }
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    const Tensor& x = *in[0];
+    bool* y = out[0]->ptr<bool>();
+    switch (x.dtype) {
+      case kBool: run(x.ptr<uint8_t>(), y, x.numel(), [](uint8_t v) { return v == 0; }); break;
+      case kFloat: run(x.ptr<float>(), y, x.numel(), [this](float v) { return test(v); }); break;
+      case kDouble: run(x.ptr<double>(), y, x.numel(), [this](double v) { return test(v); }); break;
+      case kFloat16:  // the bits: exponent all ones; mantissa nonzero (NaN) or zero (inf)
+        run(x.ptr<uint16_t>(), y, x.numel(), [this](uint16_t h) {
+          const uint16_t a = h & 0x7fff;
+          if (p_ == Pred::kIsNaN) return a > 0x7c00;
+          return a == 0x7c00 && ((h & 0x8000) ? neg_ : pos_);
+        });
+        break;
+      default: fail(ErrorKind::kInvalidType, who_ + ": no native kernel for tensor(" + dtype_name(x.dtype) + ")");
+    }
+  }
+
+ private:
+  template <typename T>
+  bool test(T v) const {
+    if (p_ == Pred::kIsNaN) return std::isnan(v);
+    return std::isinf(v) && (v > 0 ? pos_ : neg_);
+  }
+  template <typename T, typename F>
+  static void run(const T* x, bool* y, int64_t n, F f) {
+    parallel_for(n, 0.5, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) y[i] = f(x[i]);
+    });
+  }
+  std::string who_;
+  Pred p_;
+  bool pos_, neg_;
+};
+
+}  // namespace
+
 void register_elementwise_kernels() {
   register_kernel("Cast", {kBool, kInt8, kUInt8, kInt16, kUInt16, kInt32, kUInt32, kInt64, kUInt64, kFloat, kDouble,
                            kFloat16},
@@ -597,6 +654,14 @@ void register_elementwise_kernels() {
   cmp("Greater", CmpOp::kGreater, num);
   cmp("LessOrEqual", CmpOp::kLessOrEqual, num);
   cmp("GreaterOrEqual", CmpOp::kGreaterOrEqual, num);
+  cmp("And", CmpOp::kAnd, {kBool});
+  cmp("Or", CmpOp::kOr, {kBool});
+  cmp("Xor", CmpOp::kXor, {kBool});
+  register_kernel("Not", {kBool}, [](const KernelArgs& a) { return std::make_unique<PredicateKernel>(a, Pred::kNot); });
+  register_kernel("IsNaN", {kFloat, kDouble, kFloat16},
+                  [](const KernelArgs& a) { return std::make_unique<PredicateKernel>(a, Pred::kIsNaN); });
+  register_kernel("IsInf", {kFloat, kDouble, kFloat16},
+                  [](const KernelArgs& a) { return std::make_unique<PredicateKernel>(a, Pred::kIsInf); });
   auto un = [&](const char* name, UnOp op) {
     register_kernel(name, {kFloat}, [op](const KernelArgs& a) {
       return std::make_unique<UnaryKernel>(op, a.op_type + " '" + a.node_name + "'",

@@ -478,6 +478,9 @@ for _name, _since in (("Equal", 7), ("Less", 7), ("Greater", 7), ("LessOrEqual",
 _cmp("And", np.logical_and)
 _cmp("Or", np.logical_or)
 _cmp("Xor", np.logical_xor)
+# csrc/kernels/elementwise.cpp: bool inputs; Not (bool), IsNaN / IsInf (float, double, float16)
+for _name, _since in (("And", 7), ("Or", 7), ("Xor", 7), ("Not", 1), ("IsNaN", 9), ("IsInf", 10)):
+    REGISTRY.register_native(_name, since=_since)
 _binary_factory("BitwiseAnd", np.bitwise_and, since=18)
 _binary_factory("BitwiseOr", np.bitwise_or, since=18)
 _binary_factory("BitwiseXor", np.bitwise_xor, since=18)
