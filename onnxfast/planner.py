@@ -20,12 +20,11 @@ import numpy as np
 from . import _core, dtypes, ir
 from .errors import InvalidModel, UnsupportedOperator
 from .providers import CPUExecutionProvider, ExecutionProvider
-from .ops._validate import input_shapes
+from .ops._validate import NATIVE_ATTR_TYPES, input_shapes
 from .registry import REGISTRY, KernelNode, resolve_attributes, since_version
 
 log = logging.getLogger("onnxfast")
 
-_SIMPLE_ATTR = (int, float, str, list)
 # Never evaluated at session creation: random or stateful results.
 _NOT_FOLDABLE = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli",
                  "Multinomial", "Dropout", "ImageDecoder"}
@@ -247,7 +246,7 @@ class Planner:
                         raise InvalidModel(f"value '{o}' is defined twice (node '{node.name}')")
             if native_ok or (by_type and device == 0):
                 const_inputs = [consts.get(n) if n else None for n in node.inputs]
-                attrs = {k: v for k, v in node_attrs().items() if isinstance(v, _SIMPLE_ATTR)}
+                attrs = {k: v for k, v in node_attrs().items() if isinstance(v, NATIVE_ATTR_TYPES)}
                 kernel = _core.create_kernel(
                     node.op_type, node.name, opset, attrs, const_inputs, self.options.allow_prepack,
                     input_shapes(graph, node.inputs),

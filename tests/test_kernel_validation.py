@@ -137,6 +137,7 @@ CASES += [
     _case("IsNaN", {"foo": 1}, [(F, [2, 3])], _attr("foo")),
     _case("IsInf", {"foo": 1}, [(F, [2, 3])], _attr("foo")),
     _case("Range", {"foo": 1}, [(F, []), (F, []), (F, [])], _attr("foo")),
+    _case("ConstantOfShape", {"foo": 1}, [(I64, [2])], _attr("foo")),
 ]
 
 

@@ -209,3 +209,25 @@ def test_range(dtype):
     else:
         for start, limit, delta in [(0.0, np.inf, 1.0), (0.0, 1.0, np.nan), (0.0, 1e30, 1e-30)]:
             _check(m, "Range", {"s": np.array(start, dtype), "l": np.array(limit, dtype), "d": np.array(delta, dtype)})
+
+
+@pytest.mark.parametrize("value", [None, np.array([7.5], np.float32), np.array([-3], np.int64), np.array([True]),
+                                   np.array([2.5], np.float16), np.array([255], np.uint8), np.array([1e300]),
+                                   np.array([1 + 2j], np.complex128)], ids=str)
+def test_constant_of_shape(value):
+    from onnx import numpy_helper
+
+    attrs = {} if value is None else {"value": numpy_helper.from_array(value, "value")}
+    node = helper.make_node("ConstantOfShape", ["s"], ["y"], name="n0", **attrs)
+    m = make_model([node], [vi("s", I64, None)], [vi("y", TensorProto.UNDEFINED, None)], opset=21)
+    for target in [[], [0], [1], [7], [2, 3], [3, 0, 2], [70001], [2, -1]]:
+        _check(m, "ConstantOfShape", {"s": np.array(target, np.int64)})
+
+
+def test_constant_of_shape_too_large_is_refused_on_both_paths():
+    node = helper.make_node("ConstantOfShape", ["s"], ["y"], name="n0")
+    m = make_model([node], [vi("s", I64, None)], [vi("y", F, None)], opset=21)
+    nat, ref = native_and_numpy(m, "ConstantOfShape")
+    for sess in (nat, ref):
+        with pytest.raises(errors.AllocationError, match="n0"):
+            sess.run(None, {"s": np.array([2**40, 2**20], np.int64)})

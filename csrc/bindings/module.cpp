@@ -26,6 +26,15 @@ AttrValue to_attr(py::handle h) {
   } else if (py::isinstance<py::str>(h) || py::isinstance<py::bytes>(h)) {
     a.kind = AttrValue::kString;
     a.s = h.cast<std::string>();
+  } else if (py::isinstance<py::array>(h)) {
+    auto t = std::make_shared<Tensor>();
+    if (numpy_to_tensor(h, *t, true)) {  // numeric only (a string tensor stays kNone)
+      // a copy the kernel owns, whatever happens to the array
+      auto own = std::make_shared<Tensor>(Tensor::empty(t->dtype, t->shape, "tensor attribute"));
+      if (t->nbytes()) std::memcpy(own->data, t->data, t->nbytes());
+      a.kind = AttrValue::kTensor;
+      a.t = own;
+    }
   } else if (py::isinstance<py::list>(h) || py::isinstance<py::tuple>(h)) {
     py::sequence seq = py::reinterpret_borrow<py::sequence>(h);
     bool all_int = true, all_num = true;

@@ -16,13 +16,14 @@
 namespace onnxfast {
 
 struct AttrValue {
-  enum Kind { kNone, kInt, kFloat, kString, kInts, kFloats, kStrings } kind = kNone;
+  enum Kind { kNone, kInt, kFloat, kString, kInts, kFloats, kStrings, kTensor } kind = kNone;
   int64_t i = 0;
   double f = 0;
   std::string s;
   std::vector<int64_t> ints;
   std::vector<double> floats;
   std::vector<std::string> strings;
+  std::shared_ptr<Tensor> t;  // kTensor: a numeric tensor attribute (owns a copy of its data)
 };
 
 struct KernelArgs {

@@ -1125,6 +1125,69 @@ class RangeKernel : public Kernel {
 
 }  // namespace
 
+
+// ---- ConstantOfShape: the shape input (int64) filled with the one-element tensor attribute `value`
+// (float32 0 when absent), any fixed-size type. --------------------------------------------------
+
+namespace {
+
+class ConstantOfShapeKernel : public Kernel {
+ public:
+  explicit ConstantOfShapeKernel(const KernelArgs& a) : who_(a.op_type + " node '" + a.node_name + "'") {
+    std::memset(bytes_, 0, sizeof(bytes_));
+    auto it = a.attrs.find("value");
+    if (it == a.attrs.end()) return;  // float32 0
+    if (it->second.kind != AttrValue::kTensor || !it->second.t)
+      attr_fail(a, "value", "not a numeric tensor", "a one-element numeric tensor");
+    const Tensor& v = *it->second.t;
+    if (v.numel() != 1) attr_fail(a, "value", "of shape " + shape_str(v.shape), "a tensor of one element");
+    item_ = checked_itemsize(v, who_);
+    if (item_ > sizeof(bytes_)) attr_fail(a, "value", "tensor(" + dtype_name(v.dtype) + ")", "a fixed-size type");
+    dtype_ = v.dtype;
+    std::memcpy(bytes_, v.data, item_);
+  }
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    if (in.empty() || !in[0]) kernel_fail(who_ + ": input 0 (shape) is missing");
+    if (in[0]->rank() > 1) kernel_fail(who_ + ": the shape input must be 1-D, got shape " + shape_str(in[0]->shape));
+    const std::vector<int64_t> dims = int_values(*in[0], who_, "the shape input");
+    for (int64_t d : dims)
+      if (d < 0) kernel_fail(who_ + ": negative dimension in output shape " + shape_str(Shape(dims.begin(), dims.end())));
+    out.resize(1);
+    out[0].dtype = dtype_;
+    out[0].shape = Shape(dims.begin(), dims.end());
+  }
+  void compute(const std::vector<const Tensor*>&, std::vector<Tensor*>& out) const override {
+    Tensor& Y = *out[0];
+    const int64_t n = Y.numel();
+    char* y = static_cast<char*>(Y.data);
+    switch (item_) {
+      case 1: std::memset(y, bytes_[0], static_cast<size_t>(n)); break;
+      case 2: fill<uint16_t>(y, n); break;
+      case 4: fill<uint32_t>(y, n); break;
+      case 8: fill<uint64_t>(y, n); break;
+      default:
+        parallel_for(n, 0.5, [&](int64_t b, int64_t e) {
+          for (int64_t i = b; i < e; ++i) std::memcpy(y + static_cast<size_t>(i) * item_, bytes_, item_);
+        });
+    }
+  }
+
+ private:
+  template <typename W>
+  void fill(char* y, int64_t n) const {
+    W w;
+    std::memcpy(&w, bytes_, sizeof(W));
+    W* p = reinterpret_cast<W*>(y);
+    parallel_for(n, 0.25, [&](int64_t b, int64_t e) { std::fill(p + b, p + e, w); });
+  }
+  std::string who_;
+  int dtype_ = kFloat;
+  size_t item_ = 4;
+  unsigned char bytes_[16];
+};
+
+}  // namespace
+
 void register_tensor_kernels() {
   const std::vector<int> fixed = {kFloat,  kUInt8,  kInt8,   kUInt16,    kInt16,     kInt32,  kInt64, kBool,
                                   kFloat16, kDouble, kUInt32, kUInt64, kComplex64, kComplex128, kBFloat16};
@@ -1142,6 +1205,8 @@ void register_tensor_kernels() {
   register_kernel("Shape", fixed, [](const KernelArgs& a) { return std::make_unique<ShapeKernel>(a); });
   register_kernel("Size", fixed, [](const KernelArgs& a) { return std::make_unique<ShapeKernel>(a); });
   register_kernel("Expand", fixed, [](const KernelArgs& a) { return std::make_unique<ExpandKernel>(a); });
+  register_kernel("ConstantOfShape", {kInt64},
+                  [](const KernelArgs& a) { return std::make_unique<ConstantOfShapeKernel>(a); });
   register_kernel("Range", {kFloat, kDouble, kInt16, kInt32, kInt64},
                   [](const KernelArgs& a) { return std::make_unique<RangeKernel>(a); });
 }

@@ -19,9 +19,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ..errors import InvalidArgument, InvalidModel
 
-_SIMPLE_ATTR = (int, float, str, list)
+# Attribute values handed to native kernels (tensors as numpy arrays; graphs and type protos are not)
+NATIVE_ATTR_TYPES = (int, float, str, list, np.ndarray)
 # Constant inputs handed to a kernel that only validates: small integer tensors (axes, starts, ends,
 # steps), which some kernels check; weights are not needed for validation.
 _MAX_VALIDATION_CONST = 4096
@@ -94,8 +97,6 @@ def validate_graph(model) -> None:
 
 
 def _validate(graph, opsets: dict[str, int]) -> None:
-    import numpy as np
-
     from .. import _core, dtypes
     from ..registry import REGISTRY, resolve_attributes, since_version
 
@@ -129,7 +130,7 @@ def _validate(graph, opsets: dict[str, int]) -> None:
             ok = (isinstance(c, np.ndarray) and c.dtype.kind in "iu" and c.size <= _MAX_VALIDATION_CONST
                   and not any(vi.name == n for vi in graph.inputs))
             consts.append(c if ok else None)
-        simple = {k: v for k, v in resolved().items() if isinstance(v, _SIMPLE_ATTR)}
+        simple = {k: v for k, v in resolved().items() if isinstance(v, NATIVE_ATTR_TYPES)}
         try:
             _core.validate_kernel(node.op_type, node.name, opset, simple, consts, input_shapes(graph, node.inputs))
         except InvalidArgument as e:

@@ -213,6 +213,10 @@ for _view_op in ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Shap
     REGISTRY.register_native(_view_op, since=1)
 REGISTRY.register_native("Expand", since=8)  # tensor_ops.cpp: every fixed-size type (the input itself when unchanged)
 REGISTRY.register_native("Range", since=11)  # tensor_ops.cpp: float, double, int16, int32, int64
+# tensor_ops.cpp: a value of a standard numeric numpy type (bfloat16, float8, strings: numpy kernel)
+REGISTRY.register_native("ConstantOfShape", since=9, when=lambda a, sv, types: a.get("value") is None or (
+    isinstance(a["value"], np.ndarray) and a["value"].size == 1 and a["value"].dtype.kind in "biufc"
+    and a["value"].dtype.type.__module__ == "numpy"))
 
 
 # ----------------------------------------------------------------------------------------------
