@@ -439,6 +439,19 @@ def _call_body(n: onnx.NodeProto, f: onnx.FunctionProto, ctx: _Ctx) -> list[onnx
     return body
 
 
+def _complete_type(tp: onnx.TypeProto) -> bool:
+    """A type with every level set: a tensor's element type, a sequence's / optional's element type,
+    a map's key and value."""
+    kind = tp.WhichOneof("value")
+    if kind in ("tensor_type", "sparse_tensor_type"):
+        return getattr(tp, kind).elem_type != 0
+    if kind in ("sequence_type", "optional_type"):
+        return _complete_type(getattr(tp, kind).elem_type)
+    if kind == "map_type":
+        return tp.map_type.key_type != 0 and _complete_type(tp.map_type.value_type)
+    return False
+
+
 def _schema_function(n: onnx.NodeProto, ctx: _Ctx) -> onnx.FunctionProto | None:
     """The function body the ONNX schema defines for an operator we have no kernel for."""
     domain = "" if n.domain == "ai.onnx" else n.domain
@@ -458,9 +471,13 @@ def _schema_function(n: onnx.NodeProto, ctx: _Ctx) -> onnx.FunctionProto | None:
             types = []
             for i in n.input:
                 tp = ctx.types.get(i) if i else onnx.TypeProto()
-                if tp is None:
-                    return None  # the body depends on input types we do not know
+                if tp is None or (i and not _complete_type(tp)):
+                    # the body depends on input types we do not know (onnx's builders dereference
+                    # them unchecked: SequenceMap over an input typed {} segfaulted)
+                    return None
                 types.append(tp.SerializeToString())
+            if n.op_type == "SequenceMap" and (not n.input or ctx.types[n.input[0]].WhichOneof("value") != "sequence_type"):
+                return None  # its builder reads input 0 as a sequence
             versions = [v for v in schema.context_dependent_function_opset_versions if v <= opset]
             nb = n.SerializeToString()
             if versions:

@@ -467,3 +467,18 @@ def test_roialign_grouped_samples_equal_samples_one_by_one(seed, monkeypatch):
             np.testing.assert_array_equal(got[1], got[0])
         else:
             np.testing.assert_allclose(got[1], got[0], rtol=1e-5, atol=1e-6)
+
+
+# ---- SequenceMap over an input typed {}: onnx's function builder dereferenced it (SIGSEGV; atheris) ----
+
+def test_a_context_dependent_function_is_not_built_from_incomplete_types():
+    body = helper.make_graph([helper.make_node("Identity", ["in0"], ["out0"])], "body",
+                             [_vi("in0", shape=["N"])], [_vi("out0", shape=["N"])])
+    node = helper.make_node("SequenceMap", ["x"], ["y"], body=body)
+    x = onnx.ValueInfoProto(name="x")
+    x.type.SetInParent()  # a type with nothing in it
+    y = helper.make_tensor_sequence_value_info("y", TensorProto.FLOAT, ["N"])
+    m = helper.make_model(helper.make_graph([node], "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    r = run_isolated(m, {})
+    assert r.startswith("load:onnxfast.") and "SequenceMap" in r, r
