@@ -138,6 +138,8 @@ CASES += [
     _case("IsInf", {"foo": 1}, [(F, [2, 3])], _attr("foo")),
     _case("Range", {"foo": 1}, [(F, []), (F, []), (F, [])], _attr("foo")),
     _case("ConstantOfShape", {"foo": 1}, [(I64, [2])], _attr("foo")),
+    _case("GatherElements", {"axis": 2}, [(F, [2, 3]), (I64, [2, 3])], _attr("axis") + " 2"),
+    _case("GatherND", {"foo": 1}, [(F, [2, 3]), (I64, [2, 1])], _attr("foo")),
 ]
 
 

@@ -231,3 +231,55 @@ def test_constant_of_shape_too_large_is_refused_on_both_paths():
     for sess in (nat, ref):
         with pytest.raises(errors.AllocationError, match="n0"):
             sess.run(None, {"s": np.array([2**40, 2**20], np.int64)})
+
+
+# ---- GatherElements and GatherND -----------------------------------------------------------------
+
+def _gather_model(op, attrs, idx_elem=I64):
+    node = helper.make_node(op, ["x", "i"], ["y"], name="n0", **attrs)
+    return make_model([node], [vi("x", F, None), vi("i", idx_elem, None)], [vi("y", F, None)], opset=13)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int64, np.uint8, np.float16])
+def test_gather_elements(dtype):
+    rng = np.random.default_rng(4)
+    for xs in [(1,), (5,), (3, 4), (2, 3, 5), (4, 1, 6), (3, 0)]:
+        x = _x(xs, dtype)
+        for axis in range(-len(xs), len(xs)):
+            a = axis % len(xs)
+            for trial in range(3):
+                ishape = tuple(int(rng.integers(0, d + 1)) if i != a else int(rng.integers(0, 4)) for i, d in enumerate(xs))
+                dim = xs[a]
+                hi = dim + (2 if trial == 2 else 0)  # the third trial may go out of range
+                idx = rng.integers(-dim - (1 if trial == 2 else 0), max(hi, 1), ishape) if dim or trial == 2 else \
+                    np.zeros(ishape, np.int64)
+                for elem, idt in ((I64, np.int64), (TensorProto.INT32, np.int32)):
+                    m = _with_dtype(_gather_model("GatherElements", {"axis": axis}, elem), dtype)
+                    _check(m, "GatherElements", {"x": x, "i": idx.astype(idt)})
+    # ranks that differ, indices larger than the data
+    m = _gather_model("GatherElements", {"axis": 0})
+    _check(m, "GatherElements", {"x": _x((3, 4), np.float32), "i": np.zeros((2,), np.int64)})
+    _check(m, "GatherElements", {"x": _x((3, 4), np.float32), "i": np.zeros((2, 5), np.int64)})
+
+
+@pytest.mark.parametrize("batch_dims", [0, 1, 2])
+def test_gather_nd(batch_dims):
+    rng = np.random.default_rng(5 + batch_dims)
+    m = _gather_model("GatherND", {"batch_dims": batch_dims})
+    for xs in [(5,), (3, 4), (2, 3, 5), (2, 3, 4, 2), (2, 0, 3)]:
+        if len(xs) <= batch_dims:
+            continue
+        x = _x(xs, np.float32)
+        for k in range(0, len(xs) - batch_dims + 2):  # k too large in the last one
+            for mid in [(), (1,), (3,), (2, 2), (0,)]:
+                shape = xs[:batch_dims] + mid + (k,)
+                dims = xs[batch_dims:batch_dims + k]
+                cols = [rng.integers(-d, d, shape[:-1]) if d else np.zeros(shape[:-1], np.int64)
+                        for d in dims] + [np.zeros(shape[:-1], np.int64)] * max(0, k - len(dims))
+                idx = np.stack(cols, axis=-1).astype(np.int64) if k else np.zeros(shape, np.int64)
+                _check(m, "GatherND", {"x": x, "i": idx})
+                if idx.size and dims and dims[0]:
+                    bad = idx.copy()
+                    bad.reshape(-1, k)[0, 0] = dims[0] + 3
+                    _check(m, "GatherND", {"x": x, "i": bad})
+        _check(m, "GatherND", {"x": x, "i": np.zeros((7,) + xs[1:batch_dims] + (1,), np.int64)})  # batch mismatch

@@ -1188,6 +1188,165 @@ class ConstantOfShapeKernel : public Kernel {
 
 }  // namespace
 
+
+// ---- GatherElements and GatherND ----------------------------------------------------------------
+// Every index is checked (and wrapped) before anything is written; an out-of-range one raises
+// IndexError naming the lowest (or, when none is too low, the highest) index of the offending axis,
+// as the numpy kernels do. GatherElements walks the output with the data's strides (0 along the
+// axis) plus index * stride; GatherND copies one contiguous slice of data per index tuple.
+
+namespace {
+
+// The indices as int64, made non-negative, after checking them against [-dim, dim).
+void check_wrap(std::vector<int64_t>& idx, size_t begin, size_t step, int64_t dim, int64_t axis, const std::string& who) {
+  int64_t lo = INT64_MAX, hi = INT64_MIN;
+  for (size_t i = begin; i < idx.size(); i += step) {
+    lo = std::min(lo, idx[i]);
+    hi = std::max(hi, idx[i]);
+  }
+  if (lo > hi) return;  // no indices
+  if (lo < -dim || hi >= dim)
+    fail(ErrorKind::kIndex, who + ": index " + std::to_string(lo < -dim ? lo : hi) + " on axis " + std::to_string(axis) +
+                                " is out of range (valid range [" + std::to_string(-dim) + ", " + std::to_string(dim - 1) +
+                                "] for dimension " + std::to_string(dim) + ")");
+  if (lo < 0)
+    for (size_t i = begin; i < idx.size(); i += step)
+      if (idx[i] < 0) idx[i] += dim;
+}
+
+std::vector<int64_t> index_values(const Tensor& t, const std::string& who) {
+  if (t.dtype != kInt32 && t.dtype != kInt64)
+    fail(ErrorKind::kInvalidType, who + ": indices must be integers, got " + dtype_name(t.dtype));
+  return int_values(t, who, "indices");
+}
+
+// dst[i] = src[off[i]] for elements of `item` bytes
+void gather_words(const char* src, char* dst, const std::vector<int64_t>& off, size_t item) {
+  const int64_t n = static_cast<int64_t>(off.size());
+  parallel_for(n, 1.0, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) std::memcpy(dst + static_cast<size_t>(i) * item, src + static_cast<size_t>(off[i]) * item, item);
+  });
+}
+
+class GatherElementsKernel : public Kernel {
+ public:
+  explicit GatherElementsKernel(const KernelArgs& a)
+      : who_(a.op_type + " node '" + a.node_name + "'"), axis_(attr_int(a, "axis", 0)) {
+    check_axis(a, "axis", axis_, a.rank_of(0));
+  }
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    check(in);
+    out.resize(1);
+    out[0] = {in[0]->dtype, in[1]->shape};
+  }
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    const int64_t a = check(in);
+    const Tensor &X = *in[0], &I = *in[1];
+    std::vector<int64_t> idx = index_values(I, who_);
+    check_wrap(idx, 0, 1, X.shape[a], a, who_);
+    if (idx.empty()) return;
+    const size_t r = X.shape.size();
+    std::vector<int64_t> xst(r);
+    int64_t st = 1;
+    for (size_t i = r; i-- > 0;) {
+      xst[i] = st;
+      st *= X.shape[i];
+    }
+    const int64_t sa = xst[a];
+    xst[a] = 0;
+    Odometer<1> od;
+    od.dims = I.shape;
+    od.strides[0] = xst;
+    od.seek(0);
+    for (size_t i = 0; i < idx.size(); ++i, od.next()) idx[i] = od.off[0] + idx[i] * sa;
+    gather_words(static_cast<const char*>(X.data), static_cast<char*>(out[0]->data), idx, checked_itemsize(X, who_));
+  }
+
+ private:
+  int64_t check(const std::vector<const Tensor*>& in) const {
+    if (in.size() < 2 || !in[0] || !in[1]) kernel_fail(who_ + " needs data and indices");
+    const Tensor &X = *in[0], &I = *in[1];
+    const int64_t a = normalize_axis(axis_, X.rank(), who_, "axis");
+    if (I.rank() != X.rank())
+      kernel_fail(who_ + ": indices rank " + std::to_string(I.rank()) + " differs from data rank " + std::to_string(X.rank()));
+    for (int64_t i = 0; i < X.rank(); ++i)
+      if (i != a && I.shape[i] > X.shape[i])
+        kernel_fail(who_ + ": indices shape " + shape_str(I.shape) + " exceeds data shape " + shape_str(X.shape) +
+                    " on axis " + std::to_string(i));
+    return a;
+  }
+  std::string who_;
+  int64_t axis_;
+};
+
+class GatherNDKernel : public Kernel {
+ public:
+  explicit GatherNDKernel(const KernelArgs& a)
+      : who_(a.op_type + " node '" + a.node_name + "'"), b_(a.opset >= 12 ? attr_int(a, "batch_dims", 0) : 0) {
+    if (b_ < 0) attr_fail(a, "batch_dims", std::to_string(b_), ">= 0");
+  }
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    const int64_t k = check(in);
+    const Tensor &X = *in[0], &I = *in[1];
+    Shape o(I.shape.begin(), I.shape.end() - 1);
+    o.insert(o.end(), X.shape.begin() + b_ + k, X.shape.end());
+    out.resize(1);
+    out[0] = {X.dtype, o};
+  }
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    const int64_t k = check(in);
+    const Tensor &X = *in[0], &I = *in[1];
+    std::vector<int64_t> idx = index_values(I, who_);
+    for (int64_t j = 0; j < k; ++j) check_wrap(idx, static_cast<size_t>(j), static_cast<size_t>(k), X.shape[b_ + j], b_ + j, who_);
+    Tensor& Y = *out[0];
+    if (Y.numel() == 0) return;
+    const size_t item = checked_itemsize(X, who_);
+    int64_t inner = 1, nb = 1;
+    for (size_t i = static_cast<size_t>(b_ + k); i < X.shape.size(); ++i) inner *= X.shape[i];
+    for (int64_t i = 0; i < b_; ++i) nb *= X.shape[i];
+    std::vector<int64_t> st(static_cast<size_t>(k));  // data strides (in slices of `inner`) of the indexed dims
+    int64_t s = 1;
+    for (int64_t j = k; j-- > 0;) {
+      st[j] = s;
+      s *= X.shape[b_ + j];
+    }
+    const int64_t per_batch = s;  // slices per batch entry
+    const int64_t tuples = shape_numel(Shape(I.shape.begin(), I.shape.end() - 1));
+    const int64_t per_b = nb ? tuples / nb : 0;
+    const size_t bytes = static_cast<size_t>(inner) * item;
+    const char* x = static_cast<const char*>(X.data);
+    char* y = static_cast<char*>(Y.data);
+    parallel_for(tuples, static_cast<double>(inner) * 0.25 + 2.0, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        int64_t slice = (per_b ? t / per_b : 0) * per_batch;
+        for (int64_t j = 0; j < k; ++j) slice += idx[static_cast<size_t>(t * k + j)] * st[j];
+        std::memcpy(y + static_cast<size_t>(t) * bytes, x + static_cast<size_t>(slice) * bytes, bytes);
+      }
+    });
+  }
+
+ private:
+  // The index tuple length k, after the checks of the numpy kernel.
+  int64_t check(const std::vector<const Tensor*>& in) const {
+    if (in.size() < 2 || !in[0] || !in[1]) kernel_fail(who_ + " needs data and indices");
+    const Tensor &X = *in[0], &I = *in[1];
+    if (I.rank() < 1 || I.rank() < b_ || X.rank() < b_ ||
+        !std::equal(I.shape.begin(), I.shape.begin() + b_, X.shape.begin()))
+      kernel_fail(who_ + ": batch dimensions of indices " + shape_str(I.shape) + " and data " + shape_str(X.shape) + " differ");
+    if (I.dtype != kInt32 && I.dtype != kInt64)
+      fail(ErrorKind::kInvalidType, who_ + ": indices must be integers, got " + dtype_name(I.dtype));
+    const int64_t k = I.shape.back();
+    if (k > X.rank() - b_)
+      kernel_fail(who_ + ": indices last dimension " + std::to_string(k) + " is larger than data rank " +
+                  std::to_string(X.rank()) + " minus batch_dims " + std::to_string(b_));
+    return k;
+  }
+  std::string who_;
+  int64_t b_;
+};
+
+}  // namespace
+
 void register_tensor_kernels() {
   const std::vector<int> fixed = {kFloat,  kUInt8,  kInt8,   kUInt16,    kInt16,     kInt32,  kInt64, kBool,
                                   kFloat16, kDouble, kUInt32, kUInt64, kComplex64, kComplex128, kBFloat16};
@@ -1205,6 +1364,8 @@ void register_tensor_kernels() {
   register_kernel("Shape", fixed, [](const KernelArgs& a) { return std::make_unique<ShapeKernel>(a); });
   register_kernel("Size", fixed, [](const KernelArgs& a) { return std::make_unique<ShapeKernel>(a); });
   register_kernel("Expand", fixed, [](const KernelArgs& a) { return std::make_unique<ExpandKernel>(a); });
+  register_kernel("GatherElements", fixed, [](const KernelArgs& a) { return std::make_unique<GatherElementsKernel>(a); });
+  register_kernel("GatherND", fixed, [](const KernelArgs& a) { return std::make_unique<GatherNDKernel>(a); });
   register_kernel("ConstantOfShape", {kInt64},
                   [](const KernelArgs& a) { return std::make_unique<ConstantOfShapeKernel>(a); });
   register_kernel("Range", {kFloat, kDouble, kInt16, kInt32, kInt64},

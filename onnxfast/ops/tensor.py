@@ -212,6 +212,8 @@ REGISTRY.register_native("Transpose", since=1)  # csrc/kernels/tensor_ops.cpp, e
 for _view_op in ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Shape", "Size"):
     REGISTRY.register_native(_view_op, since=1)
 REGISTRY.register_native("Expand", since=8)  # tensor_ops.cpp: every fixed-size type (the input itself when unchanged)
+REGISTRY.register_native("GatherElements", since=11)  # tensor_ops.cpp: every fixed-size type
+REGISTRY.register_native("GatherND", since=11)  # tensor_ops.cpp: every fixed-size type
 REGISTRY.register_native("Range", since=11)  # tensor_ops.cpp: float, double, int16, int32, int64
 # tensor_ops.cpp: a value of a standard numeric numpy type (bfloat16, float8, strings: numpy kernel)
 REGISTRY.register_native("ConstantOfShape", since=9, when=lambda a, sv, types: a.get("value") is None or (
@@ -442,8 +444,10 @@ def gathernd_11(node):
             return np.asarray(x[tuple(comps)]) if k else np.broadcast_to(x, indices.shape[:-1] + x.shape).copy()
         bshape = x.shape[:b]
         nb = math.prod(bshape)
-        xf = x.reshape((nb,) + x.shape[b:])
         mid = indices.shape[b:-1]
+        if nb == 0 or math.prod(mid) == 0:  # nothing to gather (reshape(0, -1) would not know its shape)
+            return np.empty(bshape + mid + x.shape[b + k:], x.dtype)
+        xf = x.reshape((nb,) + x.shape[b:])
         cf = [c.reshape(nb, -1) for c in comps]
         br = np.arange(nb).reshape(nb, 1)
         if k:
