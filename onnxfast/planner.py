@@ -249,7 +249,7 @@ class Planner:
                 attrs = {k: v for k, v in node_attrs().items() if isinstance(v, NATIVE_ATTR_TYPES)}
                 kernel = _core.create_kernel(
                     node.op_type, node.name, opset, attrs, const_inputs, self.options.allow_prepack,
-                    input_shapes(graph, node.inputs),
+                    input_shapes(graph, node.inputs), len(node.outputs),
                 )
                 outputs = [new_id(o) if o else -1 for o in node.outputs]
                 for o in node.outputs:

@@ -140,6 +140,7 @@ CASES += [
     _case("ConstantOfShape", {"foo": 1}, [(I64, [2])], _attr("foo")),
     _case("GatherElements", {"axis": 2}, [(F, [2, 3]), (I64, [2, 3])], _attr("axis") + " 2"),
     _case("GatherND", {"foo": 1}, [(F, [2, 3]), (I64, [2, 1])], _attr("foo")),
+    _case("Split", {"axis": 2}, [(F, [2, 4])], _attr("axis") + " 2", opset=13, nout=2),
 ]
 
 

@@ -283,3 +283,43 @@ def test_gather_nd(batch_dims):
                     bad.reshape(-1, k)[0, 0] = dims[0] + 3
                     _check(m, "GatherND", {"x": x, "i": bad})
         _check(m, "GatherND", {"x": x, "i": np.zeros((7,) + xs[1:batch_dims] + (1,), np.int64)})  # batch mismatch
+
+
+# ---- Split ---------------------------------------------------------------------------------------
+
+def _split_model(n_out, attrs, opset, with_input=False, const=None):
+    ins = ["x"] + (["sp"] if with_input else [])
+    node = helper.make_node("Split", ins, [f"y{k}" for k in range(n_out)], name="n0", **attrs)
+    graph_in = [vi("x", F, None)] + ([vi("sp", I64, None)] if with_input and not const else [])
+    return make_model([node], graph_in, [vi(f"y{k}", F, None) for k in range(n_out)],
+                      initializers=[const] if const else [], opset=opset)
+
+
+@pytest.mark.parametrize("shape", [(6,), (4, 6), (2, 7, 3), (0, 4), (3, 0, 2)], ids=str)
+def test_split_all_forms(shape):
+    x = _x(shape, np.float32)
+    r = len(shape)
+    for axis in range(-r, r):
+        dim = shape[axis]
+        for n_out in (1, 2, 3):
+            _check(_split_model(n_out, {"axis": axis}, 11), "Split", {"x": x})  # even split of the output count
+            _check(_split_model(n_out, {"axis": axis}, 18 if n_out > 1 else 13) if n_out == 1 else
+                   _split_model(n_out, {"axis": axis, "num_outputs": n_out}, 18), "Split", {"x": x})
+            for sizes in ([dim], [1, dim - 1], [0, dim, 0], [dim - 2, 1, 1], [dim + 1, -1], [1] * n_out):
+                if len(sizes) != n_out:
+                    continue
+                if all(v >= 0 for v in sizes):
+                    _check(_split_model(n_out, {"axis": axis, "split": sizes}, 11), "Split", {"x": x})
+                sp = np.array(sizes, np.int64)
+                _check(_split_model(n_out, {"axis": axis}, 13, True), "Split", {"x": x, "sp": sp})
+                _check(_split_model(n_out, {"axis": axis}, 13, True, ("sp", sp)), "Split", {"x": x})
+
+
+def test_split_outputs_are_the_users_own_arrays():
+    m = _split_model(2, {"axis": 1}, 13)
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    nat, _ = native_and_numpy(m, "Split")
+    a, b = nat.run(None, {"x": x})
+    np.testing.assert_array_equal(a, x[:, :2])
+    np.testing.assert_array_equal(b, x[:, 2:])
+    assert a.flags.c_contiguous and a.flags.writeable and not np.shares_memory(a, x)

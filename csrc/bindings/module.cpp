@@ -103,7 +103,7 @@ py::list run_kernel(const PyKernel& pk, py::sequence inputs, int nout) {
 }
 
 std::unique_ptr<Kernel> make_kernel(const std::string& op, const std::string& name, int opset, py::dict attrs,
-                                    py::sequence consts, bool allow_prepack, py::object input_shapes) {
+                                    py::sequence consts, bool allow_prepack, py::object input_shapes, int num_outputs) {
   auto& table = kernel_table();
   auto it = table.find(op);
   if (it == table.end()) fail(ErrorKind::kNotImplemented, "no native kernel for " + op);
@@ -111,6 +111,7 @@ std::unique_ptr<Kernel> make_kernel(const std::string& op, const std::string& na
   a.op_type = op;
   a.node_name = name;
   a.opset = opset;
+  a.num_outputs = num_outputs;
   a.allow_prepack = allow_prepack;
   for (auto kv : attrs) a.attrs[kv.first.cast<std::string>()] = to_attr(kv.second);
   for (auto c : consts) a.const_inputs.push_back(const_tensor(c));
@@ -257,23 +258,26 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "create_kernel",
       [](const std::string& op, const std::string& name, int opset, py::dict attrs, py::sequence consts,
-         bool allow_prepack, py::object input_shapes) {
+         bool allow_prepack, py::object input_shapes, int num_outputs) {
         PyKernel pk;
-        pk.k = std::shared_ptr<Kernel>(make_kernel(op, name, opset, attrs, consts, allow_prepack, input_shapes));
+        pk.k = std::shared_ptr<Kernel>(
+            make_kernel(op, name, opset, attrs, consts, allow_prepack, input_shapes, num_outputs));
         pk.op_type = op;
         pk.name = name;
         return pk;
       },
       py::arg("op_type"), py::arg("node_name"), py::arg("opset"), py::arg("attrs"), py::arg("const_inputs"),
-      py::arg("allow_prepack") = true, py::arg("input_shapes") = py::none(),
+      py::arg("allow_prepack") = true, py::arg("input_shapes") = py::none(), py::arg("num_outputs") = 1,
       "A native kernel for a node. input_shapes: per input, None (rank unknown) or its dims (-1: unknown "
       "dim); the kernel checks its attributes and these ranks now (InvalidModel).");
   m.def(
       "validate_kernel",
       [](const std::string& op, const std::string& name, int opset, py::dict attrs, py::sequence consts,
-         py::object input_shapes) { make_kernel(op, name, opset, attrs, consts, false, input_shapes); },
+         py::object input_shapes, int num_outputs) {
+        make_kernel(op, name, opset, attrs, consts, false, input_shapes, num_outputs);
+      },
       py::arg("op_type"), py::arg("node_name"), py::arg("opset"), py::arg("attrs"), py::arg("const_inputs"),
-      py::arg("input_shapes") = py::none(),
+      py::arg("input_shapes") = py::none(), py::arg("num_outputs") = 1,
       "Create the native kernel only to check the node (attributes, input ranks) and drop it: the "
       "checks of nodes that run on numpy or are fused or folded away.");
 

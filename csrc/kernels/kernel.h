@@ -30,6 +30,7 @@ struct KernelArgs {
   std::string op_type;
   std::string node_name;
   int opset = 0;
+  int num_outputs = 1;  // the node's output count (Split)
   std::map<std::string, AttrValue> attrs;
   // Inputs that are constant (initializers) at session creation; null where not constant.
   std::vector<std::shared_ptr<Tensor>> const_inputs;

@@ -1347,6 +1347,109 @@ class GatherNDKernel : public Kernel {
 
 }  // namespace
 
+
+// ---- Split: input 0 in consecutive pieces along `axis` (sizes from the split input or attribute,
+// num_outputs, or the output count), each piece a block copy per position of the leading dims ----
+
+namespace {
+
+class SplitKernel : public Kernel {
+ public:
+  explicit SplitKernel(const KernelArgs& a)
+      : who_(a.op_type + " node '" + a.node_name + "'"), axis_(attr_int(a, "axis", 0)),
+        use_input_(a.opset >= 13 || a.opset == 1), n_out_(a.num_outputs),
+        num_outputs_(a.opset >= 18 ? attr_int(a, "num_outputs", 0) : 0) {
+    check_axis(a, "axis", axis_, a.rank_of(0));
+    if (!use_input_ && a.has("split")) {
+      split_ = attr_ints(a, "split");
+      has_split_ = !split_.empty();
+    }
+  }
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    int64_t a;
+    const std::vector<int64_t> sizes = plan(in, a);
+    out.resize(sizes.size());
+    for (size_t k = 0; k < sizes.size(); ++k) {
+      out[k].dtype = in[0]->dtype;
+      out[k].shape = in[0]->shape;
+      out[k].shape[a] = sizes[k];
+    }
+  }
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    int64_t a;
+    const std::vector<int64_t> sizes = plan(in, a);
+    const Tensor& X = *in[0];
+    const size_t item = checked_itemsize(X, who_);
+    int64_t outer = 1, inner = 1;
+    for (int64_t i = 0; i < a; ++i) outer *= X.shape[i];
+    for (int64_t i = a + 1; i < X.rank(); ++i) inner *= X.shape[i];
+    const int64_t dim = X.shape[a];
+    std::vector<int64_t> off(sizes.size());
+    for (size_t k = 1; k < sizes.size(); ++k) off[k] = off[k - 1] + sizes[k - 1];
+    const int64_t nk = static_cast<int64_t>(sizes.size());
+    const char* x = static_cast<const char*>(X.data);
+    parallel_for(outer * nk, static_cast<double>(dim * inner) / static_cast<double>(nk) * 0.25 + 2.0,
+                 [&](int64_t t0, int64_t t1) {
+                   for (int64_t t = t0; t < t1; ++t) {
+                     const int64_t k = t % nk, o = t / nk;
+                     if (!out[k] || sizes[k] == 0) continue;
+                     const size_t bytes = static_cast<size_t>(sizes[k] * inner) * item;
+                     std::memcpy(static_cast<char*>(out[k]->data) + static_cast<size_t>(o) * bytes,
+                                 x + static_cast<size_t>((o * dim + off[k]) * inner) * item, bytes);
+                   }
+                 });
+  }
+
+ private:
+  // The piece sizes (the numpy kernel's rules and messages) and the axis.
+  std::vector<int64_t> plan(const std::vector<const Tensor*>& in, int64_t& a) const {
+    if (in.empty() || !in[0]) kernel_fail(who_ + ": input 0 is missing");
+    a = normalize_axis(axis_, in[0]->rank(), who_, "axis");
+    const int64_t dim = in[0]->shape[a];
+    std::vector<int64_t> sp = split_;
+    bool given = has_split_;
+    if (use_input_ && in.size() > 1 && in[1]) {
+      sp = int_values(*in[1], who_, "split");
+      given = !sp.empty();
+    }
+    std::vector<int64_t> sizes;
+    if (given) {
+      int64_t sum = 0;
+      bool neg = false;
+      for (int64_t v : sp) {
+        sum += v;
+        neg = neg || v < 0;
+      }
+      if (sum != dim || neg) kernel_fail(who_ + ": split " + list_str(sp) + " does not add up to the dimension " + std::to_string(dim));
+      sizes = sp;
+    } else {
+      const int64_t n = num_outputs_ ? num_outputs_ : n_out_;
+      if (n <= 0) kernel_fail(who_ + ": cannot split into " + std::to_string(n) + " outputs");
+      if (num_outputs_) {
+        const int64_t chunk = (dim + n - 1) / n;
+        sizes.assign(static_cast<size_t>(n - 1), chunk);
+        sizes.push_back(dim - chunk * (n - 1));
+        if (sizes.back() < 0) kernel_fail(who_ + ": cannot split dimension " + std::to_string(dim) + " into " + std::to_string(n) + " outputs");
+      } else {
+        if (dim % n) kernel_fail(who_ + ": dimension " + std::to_string(dim) + " cannot be split evenly into " + std::to_string(n) + " outputs");
+        sizes.assign(static_cast<size_t>(n), dim / n);
+      }
+    }
+    if (static_cast<int64_t>(sizes.size()) != n_out_ && n_out_)
+      kernel_fail(who_ + ": split gives " + std::to_string(sizes.size()) + " parts but the node has " +
+                  std::to_string(n_out_) + " outputs");
+    return sizes;
+  }
+  std::string who_;
+  int64_t axis_;
+  bool use_input_;
+  int64_t n_out_, num_outputs_;
+  std::vector<int64_t> split_;
+  bool has_split_ = false;
+};
+
+}  // namespace
+
 void register_tensor_kernels() {
   const std::vector<int> fixed = {kFloat,  kUInt8,  kInt8,   kUInt16,    kInt16,     kInt32,  kInt64, kBool,
                                   kFloat16, kDouble, kUInt32, kUInt64, kComplex64, kComplex128, kBFloat16};
@@ -1364,6 +1467,7 @@ void register_tensor_kernels() {
   register_kernel("Shape", fixed, [](const KernelArgs& a) { return std::make_unique<ShapeKernel>(a); });
   register_kernel("Size", fixed, [](const KernelArgs& a) { return std::make_unique<ShapeKernel>(a); });
   register_kernel("Expand", fixed, [](const KernelArgs& a) { return std::make_unique<ExpandKernel>(a); });
+  register_kernel("Split", fixed, [](const KernelArgs& a) { return std::make_unique<SplitKernel>(a); });
   register_kernel("GatherElements", fixed, [](const KernelArgs& a) { return std::make_unique<GatherElementsKernel>(a); });
   register_kernel("GatherND", fixed, [](const KernelArgs& a) { return std::make_unique<GatherNDKernel>(a); });
   register_kernel("ConstantOfShape", {kInt64},

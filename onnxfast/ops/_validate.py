@@ -132,7 +132,8 @@ def _validate(graph, opsets: dict[str, int]) -> None:
             consts.append(c if ok else None)
         simple = {k: v for k, v in resolved().items() if isinstance(v, NATIVE_ATTR_TYPES)}
         try:
-            _core.validate_kernel(node.op_type, node.name, opset, simple, consts, input_shapes(graph, node.inputs))
+            _core.validate_kernel(node.op_type, node.name, opset, simple, consts, input_shapes(graph, node.inputs),
+                                  len(node.outputs))
         except InvalidArgument as e:
             # the kernels raise InvalidArgument (at run time the culprit is an input); at session
             # creation the culprit is the model, as the numpy kernels' checks say (InvalidModel)

@@ -212,6 +212,7 @@ REGISTRY.register_native("Transpose", since=1)  # csrc/kernels/tensor_ops.cpp, e
 for _view_op in ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Shape", "Size"):
     REGISTRY.register_native(_view_op, since=1)
 REGISTRY.register_native("Expand", since=8)  # tensor_ops.cpp: every fixed-size type (the input itself when unchanged)
+REGISTRY.register_native("Split", since=1)  # tensor_ops.cpp: every fixed-size type
 REGISTRY.register_native("GatherElements", since=11)  # tensor_ops.cpp: every fixed-size type
 REGISTRY.register_native("GatherND", since=11)  # tensor_ops.cpp: every fixed-size type
 REGISTRY.register_native("Range", since=11)  # tensor_ops.cpp: float, double, int16, int32, int64
@@ -298,7 +299,8 @@ def split_1(node):
         sizes = _split_sizes(node, x.shape[a], sp, node.num_outputs, num_outputs)
         if len(sizes) != node.num_outputs and node.num_outputs:
             invalid(node, f"split gives {len(sizes)} parts but the node has {node.num_outputs} outputs")
-        return _do_split(x, a, sizes)
+        parts = _do_split(x, a, sizes)
+        return parts[0] if len(parts) == 1 else parts  # one output: the array itself, not a 1-tuple
 
     return run
 
