@@ -23,6 +23,11 @@ import sys
 import atheris
 import numpy as np
 
+# The allocation guard's limit below libFuzzer's -rss_limit_mb (4096 above): a model asking for more
+# memory is refused (AllocationError, a normal result) instead of reported as an out-of-memory, as
+# ci/fuzz.py gets by its workers' RLIMIT_AS.
+os.environ.setdefault("ONNXFAST_MEMORY_LIMIT_MB", "3072")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _path = os.environ.get("ONNXFAST_PATH", ROOT)
 sys.path.insert(0, _path)
