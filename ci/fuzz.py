@@ -893,7 +893,10 @@ class Worker:
         while time.monotonic() < end:
             r, _, _ = select.select([self], [], [], 1.0)
             if r:
-                line = self.read_line()
+                try:
+                    line = self.read_line()
+                except EOFError:
+                    raise RuntimeError("worker died while starting: " + self.stderr_tail()) from None
                 if line and line.startswith("READY"):
                     self.ready = line.split(" ", 1)[1]
                     return self.ready
@@ -1023,8 +1026,16 @@ class Checker:
             f.write(data)
         save_feeds(fp, feeds)
         if self.w is None:
-            self.w = Worker(self.args, self.seed_cache)
-            self.w.wait_ready()
+            for attempt in (1, 2):  # a worker that fails to start (a loaded machine) gets one more try
+                self.w = Worker(self.args, self.seed_cache)
+                try:
+                    self.w.wait_ready()
+                    break
+                except RuntimeError as e:
+                    self.w.kill()
+                    self.w = None
+                    if attempt == 2:
+                        return f"worker-start-failed: {str(e)[-200:]}"
         w = self.w
         w.send(f"F {mp} {fp}", timeout or self.args.timeout)
         while True:
