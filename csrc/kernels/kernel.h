@@ -50,6 +50,8 @@ struct KernelArgs {
   int64_t rank_of(size_t i) const { return i < input_ranks.size() ? input_ranks[i] : -1; }
   // "<Op> '<node>'", the prefix of every error about this node.
   std::string who() const { return op_type + " '" + node_name + "'"; }
+  // "<Op> node '<node>'", the numpy kernels' prefix: kernels whose run-time errors word them alike.
+  std::string node_label() const { return op_type + " node '" + node_name + "'"; }
 };
 
 struct OutSpec {

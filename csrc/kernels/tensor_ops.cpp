@@ -747,7 +747,7 @@ namespace {
 
 class ViewKernel : public Kernel {
  public:
-  explicit ViewKernel(const KernelArgs& a) : who_(a.op_type + " node '" + a.node_name + "'") {}
+  explicit ViewKernel(const KernelArgs& a) : who_(a.node_label()) {}
   void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
     if (in.empty() || !in[0]) kernel_fail(who_ + ": input 0 is missing");
     out.resize(1);
@@ -983,7 +983,7 @@ namespace {
 
 class ExpandKernel : public Kernel {
  public:
-  explicit ExpandKernel(const KernelArgs& a) : who_(a.op_type + " node '" + a.node_name + "'") {}
+  explicit ExpandKernel(const KernelArgs& a) : who_(a.node_label()) {}
   void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
     if (in.size() < 2 || !in[0] || !in[1]) kernel_fail(who_ + ": inputs 0 (input) and 1 (shape) are required");
     if (in[1]->rank() > 1) kernel_fail(who_ + ": shape must be 1-D, got shape " + shape_str(in[1]->shape));
@@ -1044,7 +1044,7 @@ class ExpandKernel : public Kernel {
 
 class RangeKernel : public Kernel {
  public:
-  explicit RangeKernel(const KernelArgs& a) : who_(a.op_type + " node '" + a.node_name + "'") {}
+  explicit RangeKernel(const KernelArgs& a) : who_(a.node_label()) {}
   void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
     out.resize(1);
     out[0].dtype = in.at(0)->dtype;
@@ -1133,7 +1133,7 @@ namespace {
 
 class ConstantOfShapeKernel : public Kernel {
  public:
-  explicit ConstantOfShapeKernel(const KernelArgs& a) : who_(a.op_type + " node '" + a.node_name + "'") {
+  explicit ConstantOfShapeKernel(const KernelArgs& a) : who_(a.node_label()) {
     std::memset(bytes_, 0, sizeof(bytes_));
     auto it = a.attrs.find("value");
     if (it == a.attrs.end()) return;  // float32 0
@@ -1231,7 +1231,7 @@ void gather_words(const char* src, char* dst, const std::vector<int64_t>& off, s
 class GatherElementsKernel : public Kernel {
  public:
   explicit GatherElementsKernel(const KernelArgs& a)
-      : who_(a.op_type + " node '" + a.node_name + "'"), axis_(attr_int(a, "axis", 0)) {
+      : who_(a.node_label()), axis_(attr_int(a, "axis", 0)) {
     check_axis(a, "axis", axis_, a.rank_of(0));
   }
   void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
@@ -1282,7 +1282,7 @@ class GatherElementsKernel : public Kernel {
 class GatherNDKernel : public Kernel {
  public:
   explicit GatherNDKernel(const KernelArgs& a)
-      : who_(a.op_type + " node '" + a.node_name + "'"), b_(a.opset >= 12 ? attr_int(a, "batch_dims", 0) : 0) {
+      : who_(a.node_label()), b_(a.opset >= 12 ? attr_int(a, "batch_dims", 0) : 0) {
     if (b_ < 0) attr_fail(a, "batch_dims", std::to_string(b_), ">= 0");
   }
   void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
@@ -1356,7 +1356,7 @@ namespace {
 class SplitKernel : public Kernel {
  public:
   explicit SplitKernel(const KernelArgs& a)
-      : who_(a.op_type + " node '" + a.node_name + "'"), axis_(attr_int(a, "axis", 0)),
+      : who_(a.node_label()), axis_(attr_int(a, "axis", 0)),
         use_input_(a.opset >= 13 || a.opset == 1), n_out_(a.num_outputs),
         num_outputs_(a.opset >= 18 ? attr_int(a, "num_outputs", 0) : 0) {
     check_axis(a, "axis", axis_, a.rank_of(0));

@@ -178,13 +178,11 @@ _ROI_GROUP_ABOVE = 16
 def _roi_count(start, bin_size, out, grid, t, strict):
     """Per output p: how many samples q in [0, grid) have s(q) < t (strict) or <= t, where s(q) is
     the sample position y(q) = start + p * bin + (q + 0.5) * bin / grid when bin >= 0 (increasing
-    in q), or -y(q) when bin < 0 (so s increases too). An estimate, then exact fix-ups evaluating
-    s the way _roi_axis does."""
+    in q), or -y(q) when bin < 0 (so s increases too; _roi_positions). An estimate, then exact
+    fix-ups evaluating s the way _roi_axis does."""
     p = np.arange(out, dtype=np.float64)
     sign = 1.0 if bin_size >= 0 else -1.0
-
-    def s_of(q):
-        return sign * (start + p * bin_size + (q + 0.5) * bin_size / grid)
+    s_of = _roi_positions(start, bin_size, out, grid)
 
     def below(q):
         v = s_of(q)
@@ -202,7 +200,14 @@ def _roi_count(start, bin_size, out, grid, t, strict):
         est = est + inc
         if not dec.any() and not inc.any():
             break
-    return est, s_of
+    return est
+
+
+def _roi_positions(start, bin_size, out, grid):
+    """s(q) per output p: the sample position y(q) as _roi_axis computes it, negated when bin < 0."""
+    p = np.arange(out, dtype=np.float64)
+    sign = 1.0 if bin_size >= 0 else -1.0
+    return lambda q: sign * (start + p * bin_size + (q + 0.5) * bin_size / grid)
 
 
 def _roi_groups(start, bin_size, out, grid, size):
@@ -213,12 +218,12 @@ def _roi_groups(start, bin_size, out, grid, size):
     # class boundaries as counts: [0, b0), [b0, b1), ..., [b_last, grid)
     ts = [(-1.0, True)] + [(float(j), True) for j in range(0, size)] + [(float(size), False)]
     if bin_size >= 0:
-        bounds = [_roi_count(start, bin_size, out, grid, t, strict)[0] for t, strict in ts]
+        bounds = [_roi_count(start, bin_size, out, grid, t, strict) for t, strict in ts]
         order = range(len(ts) + 1)
     else:  # s = -y: y in [lo, hi) is s in (-hi, -lo]; classes come in reverse order
-        bounds = [_roi_count(start, bin_size, out, grid, -t, not strict)[0] for t, strict in reversed(ts)]
+        bounds = [_roi_count(start, bin_size, out, grid, -t, not strict) for t, strict in reversed(ts)]
         order = reversed(range(len(ts) + 1))
-    _, s_of = _roi_count(start, bin_size, out, grid, 0.0, True)
+    s_of = _roi_positions(start, bin_size, out, grid)
     sign = 1.0 if bin_size >= 0 else -1.0
     edges = [np.zeros(out)] + bounds + [np.full(out, float(grid))]
     nc = size + 3
