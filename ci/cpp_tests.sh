@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 mode=${1:-native}
 out=${ONNXFAST_CPP_BUILD:-build/cpp-tests-$mode}
 mkdir -p "$out"
-sources=(csrc/core/tensor.cpp csrc/core/memory.cpp csrc/kernels/kernel.cpp csrc/kernels/elementwise.cpp csrc/kernels/gemm.cpp
+sources=(csrc/core/tensor.cpp csrc/core/memory.cpp csrc/core/executor.cpp csrc/kernels/kernel.cpp csrc/kernels/elementwise.cpp csrc/kernels/gemm.cpp
          csrc/cpu/cpu.cpp csrc/threadpool/threadpool.cpp csrc/kernels/conv.cpp csrc/kernels/conv_transpose.cpp csrc/kernels/conv_geometry.cpp
          csrc/kernels/device.cpp
          csrc/kernels/normalization.cpp csrc/kernels/half.cpp csrc/kernels/vecmath.cpp csrc/kernels/vecmath_portable.cpp

@@ -5,6 +5,7 @@
 #include <pybind11/stl.h>
 
 #include "../core/executor.h"
+#include "py_executor.h"
 #include "../core/memory.h"
 #include "../cpu/cpu.h"
 #include "../kernels/gemm_tiers.h"
@@ -131,16 +132,6 @@ std::unique_ptr<Kernel> make_kernel(const std::string& op, const std::string& na
   return it->second.factory(a);
 }
 
-}  // namespace
-
-namespace {
-// Storage owners are numpy arrays: drop the reference under the GIL, from whatever thread.
-void release_py_owner(PyObject* owner) {
-  if (!Py_IsInitialized()) return;
-  PyGILState_STATE st = PyGILState_Ensure();
-  Py_DECREF(owner);
-  PyGILState_Release(st);
-}
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -323,7 +314,7 @@ PYBIND11_MODULE(_core, m) {
 
   py::class_<Plan, std::shared_ptr<Plan>>(m, "Plan")
       .def(py::init<>())
-      .def("add_constant", &Plan::add_constant)
+      .def("add_constant", [](Plan& p, int id, py::object v) { p.add_constant(id, value_from_py(v, true)); })
       .def(
           "add_input",
           [](Plan& p, const std::string& name, int value, int dtype, bool is_tensor, py::object dims,
@@ -354,7 +345,7 @@ PYBIND11_MODULE(_core, m) {
             s.op_type = op;
             s.kernel = k.k;
             if (!fallback.is_none()) {
-              s.pyfn = fallback;
+              s.host = python_step(fallback);
               s.native_dtypes = std::move(native_dtypes);
             }
             s.inputs = std::move(ins);
@@ -373,20 +364,20 @@ PYBIND11_MODULE(_core, m) {
             Step s;
             s.name = name;
             s.op_type = op;
-            s.pyfn = std::move(fn);
+            s.host = python_step(std::move(fn));
             s.inputs = std::move(ins);
             s.outputs = std::move(outs);
             p.add_step(std::move(s));
           },
           py::arg("name"), py::arg("op_type"), py::arg("fn"), py::arg("inputs"), py::arg("outputs"))
       .def("finalize", &Plan::finalize)
-      .def("run", &Plan::run, py::arg("output_names"), py::arg("input_feed"), py::arg("run_options") = py::none())
-      .def("run_positional", &Plan::run_positional)
+      .def("run", &run_plan, py::arg("output_names"), py::arg("input_feed"), py::arg("run_options") = py::none())
+      .def("run_positional", &run_plan_positional)
       .def_readwrite("profiling", &Plan::profiling)
       .def_readwrite("denormal_as_zero", &Plan::denormal_as_zero)
       .def_readwrite("cache_blocks", &Plan::cache_blocks)
       .def_readwrite("pool", &Plan::pool)
-      .def("take_profile", &Plan::take_profile)
+      .def("take_profile", &profile_events)
       .def("num_steps", &Plan::num_steps)
       .def("step_info", [](const Plan& p) {
         py::list l;
@@ -395,7 +386,7 @@ PYBIND11_MODULE(_core, m) {
           py::dict d;
           d["name"] = s.name;
           d["op_type"] = s.op_type;
-          d["kernel"] = s.kernel ? (s.pyfn ? s.kernel->describe() + "|numpy" : s.kernel->describe())
+          d["kernel"] = s.kernel ? (s.host ? s.kernel->describe() + "|numpy" : s.kernel->describe())
                                  : std::string("python");
           d["inputs"] = py::cast(s.inputs);
           d["outputs"] = py::cast(s.outputs);

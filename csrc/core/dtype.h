@@ -32,7 +32,7 @@ enum DType : int {
 // Item size in bytes of the in-memory (numpy) representation; 0 for unknown / non-POD (string).
 size_t dtype_itemsize(int dtype);
 void set_dtype_itemsize(int dtype, size_t size);
-// ONNX type string element, e.g. "float", "int64" (filled from Python).
+// ONNX type string element, e.g. "float", "int64" (the standard ones built in; the rest filled from Python).
 const std::string& dtype_name(int dtype);
 void set_dtype_name(int dtype, const std::string& name);
 

@@ -1,14 +1,14 @@
-// The native executor: a compiled plan of steps run in order with the GIL released.
+// The native executor: a compiled plan of steps run in order, with no Python in it.
 //
-// Steps are native kernels (called directly) or Python callables (numpy kernels, control
-// flow), for which the executor takes the GIL for that step only. Values live in a per-run
-// table, so concurrent runs of one plan share nothing mutable; a value is released after
-// its last reader. Constants (initializers) occupy the first value slots and are shared.
+// Steps are native kernels (called directly) or host steps (HostStep: the bindings' numpy kernels
+// and control flow, which take the GIL for that step only). Values live in a per-run RunState, so
+// concurrent runs of one plan share nothing mutable; a value is released after its last reader.
+// Constants (initializers) occupy the first value slots and are shared by all runs.
+//
+// This file and executor.cpp include no Python: the bindings (csrc/bindings/py_executor.*) turn
+// numpy arrays into Values, implement HostStep and HostObject for Python, and call execute() with
+// the GIL released. tests/cpp/kernel_tests.cpp runs plans with native and C++ host steps.
 #pragma once
-#include <pybind11/pybind11.h>
-#include <pybind11/numpy.h>
-#include <pybind11/stl.h>
-
 #include <atomic>
 #include <chrono>
 #include <map>
@@ -23,13 +23,31 @@
 
 namespace onnxfast {
 
-namespace py = pybind11;
+// A value the executor carries but never looks into: a host-language object (for the bindings, a
+// Python object: strings, sequences, maps, None for an empty optional). Its destructor takes
+// whatever lock the host needs.
+class HostObject {
+ public:
+  virtual ~HostObject() = default;
+};
 
 struct Value {
   enum Kind : uint8_t { kEmpty, kTensor, kObject };
   Kind kind = kEmpty;
   Tensor t;
-  py::object obj;  // only touched with the GIL held
+  std::shared_ptr<HostObject> obj;
+  static Value of_tensor(Tensor t) {
+    Value v;
+    v.kind = kTensor;
+    v.t = std::move(t);
+    return v;
+  }
+  static Value of_object(std::shared_ptr<HostObject> o) {
+    Value v;
+    v.kind = kObject;
+    v.obj = std::move(o);
+    return v;
+  }
 };
 
 struct RunOptions {
@@ -41,11 +59,15 @@ struct RunOptions {
   std::map<std::string, std::string> config;
 };
 
+// The RunOptions of the run this thread is inside (null outside runs): control-flow bodies run
+// as nested plans on the same thread and see the outer run's terminate flag through it.
+RunOptions* current_run_options();
+
 struct InputSpec {
   std::string name;
   int value = -1;
   int dtype = -1;           // element type for tensors; -1 = any / non-tensor
-  bool is_tensor = true;    // false: sequence / map / optional-of-non-tensor (passed as Python objects)
+  bool is_tensor = true;    // false: sequence / map / optional-of-non-tensor (host objects)
   bool has_shape = false;
   std::vector<int64_t> dims;  // -1 = free dimension
   std::vector<std::string> dim_names;
@@ -54,14 +76,37 @@ struct InputSpec {
   bool optional = false;      // optional type: None accepted
 };
 
+class HostStep;
+
 struct Step {
   std::string name, op_type;
-  std::shared_ptr<Kernel> kernel;  // native
-  py::object pyfn;                 // Python kernel (with a native kernel: the fallback for other types)
-  std::vector<int> native_dtypes;  // with both: element types of input 0 the native kernel takes
+  std::shared_ptr<Kernel> kernel;    // native
+  std::shared_ptr<HostStep> host;    // host kernel (with a native kernel: the fallback for other types)
+  std::vector<int> native_dtypes;    // with both: element types of input 0 the native kernel takes
   std::vector<int> inputs, outputs;  // -1 = omitted optional
   std::vector<int> release;          // values that die after this step
   int in_device = 0, out_device = 0;
+};
+
+// The values of one run: ids below nconst are the plan's constants, the rest live here.
+struct RunState {
+  std::vector<Value> vals;
+  size_t nconst = 0;
+  const std::vector<Value>* consts = nullptr;
+  // Buffers owned by host objects (numpy arrays) whose last reader has run: the executor never
+  // drops the last reference to one itself, since that needs the host's lock; the host releases
+  // them when it holds it (the next host step, or the end of the run).
+  std::vector<std::shared_ptr<Storage>> deferred;
+  Value& at(int id) { return vals[id - nconst]; }
+  const Value& get(int id) const { return id < static_cast<int>(nconst) ? (*consts)[id] : vals[id - nconst]; }
+};
+
+// A step the host runs: reads st.inputs from r, writes st.outputs, and releases the host objects
+// among st.release (the executor releases the tensors). Called on the executor's thread.
+class HostStep {
+ public:
+  virtual ~HostStep() = default;
+  virtual void run(const Step& st, RunState& r) = 0;
 };
 
 struct ProfileEvent {
@@ -75,7 +120,7 @@ struct ProfileEvent {
 class Plan {
  public:
   // building
-  void add_constant(int id, py::object value);
+  void add_constant(int id, Value value);  // tensors are marked external (outputs aliasing them are copied)
   void add_input(const InputSpec& spec) { inputs_.push_back(spec); input_index_[spec.name] = inputs_.size() - 1; }
   void add_output(const std::string& name, int value) {
     outputs_.push_back({name, value});
@@ -84,9 +129,23 @@ class Plan {
   void add_step(Step s) { steps_.push_back(std::move(s)); }
   void finalize(int num_values);
 
-  // running
-  py::list run(py::object output_names, py::object feed, py::object run_options);
-  py::list run_positional(py::sequence inputs);  // inputs in declared order; all outputs returned
+  // running: new_run, set the inputs (check_input_* first), complete_inputs, execute, read outputs
+  RunState new_run() const;
+  // value ids of the named outputs (InvalidArgument naming an unknown one)
+  std::vector<int> output_values(const std::vector<std::string>& names) const;
+  const std::vector<int>& all_output_values() const { return all_outputs_; }
+  // position of the named input in inputs(), -1 when the model has no such input
+  int input_position(const std::string& name) const;
+  const std::vector<InputSpec>& inputs() const { return inputs_; }
+  // A fed input's element type (-1: not a known tensor type; `got` words it for the message) and shape.
+  void check_input_type(const InputSpec& spec, int dtype, const std::string& got) const;
+  void check_input_shape(const InputSpec& spec, const Shape& shape) const;
+  // After the feed: overridable initializers not fed take their value; InvalidArgument naming the
+  // required inputs that are missing (`fed`: the feed's names, for the message).
+  void complete_inputs(RunState& r, const std::vector<bool>& given, const std::vector<std::string>& fed) const;
+  // Runs the steps the requested output values need (on this plan's pool, or the caller's pool
+  // for a nested plan). Blocking; call without any host lock held.
+  void execute(RunState& r, const std::vector<int>& outs, RunOptions* ro);
 
   // introspection
   size_t num_steps() const { return steps_.size(); }
@@ -99,18 +158,17 @@ class Plan {
   // SessionOptions.enable_cpu_mem_arena: outputs and intermediates go back to the block cache when
   // freed (true) or straight to the C library (false).
   bool cache_blocks = true;
-  std::shared_ptr<ThreadPool> pool;  // intra-op pool (null: single-threaded)
-  py::list take_profile();
+  std::shared_ptr<ThreadPool> pool;  // intra-op pool (null: single-threaded, or the caller's for a nested plan)
+  std::vector<ProfileEvent> take_profile();
 
  private:
   // First member, so destroyed last: the block cache lives while any plan does (memory.h), and
   // is emptied once the last plan and its constants are gone.
   MemoryUser memory_user_;
-  struct Run;
-  void execute(Run& r, const std::vector<int>& order, RunOptions* ro) const;
+  void run_steps(RunState& r, const std::vector<int>& order, RunOptions* ro) const;
+  void run_native(const Step& st, RunState& r, std::vector<const Tensor*>& ins, std::vector<Tensor*>& outp,
+                  std::vector<OutSpec>& specs) const;
   std::shared_ptr<const std::vector<int>> order_for(const std::vector<int>& outs);
-  void set_input(Run& r, const InputSpec& spec, py::handle v) const;
-  py::list collect(Run& r, const std::vector<int>& outs) const;
 
   int num_values_ = 0;
   std::vector<Value> constants_;  // ids [0, constants_.size())
@@ -129,15 +187,7 @@ class Plan {
   std::vector<ProfileEvent> prof_;
 };
 
-// dtype registry shared with Python
-void register_numpy_dtype(py::dtype dt, int code, const std::string& name);
-bool numpy_to_tensor(py::handle obj, Tensor& t, bool copy_if_needed);  // false: not a native-typed array
-py::object tensor_to_numpy(const Tensor& t, bool readonly_view, bool force_copy);
-py::object numpy_dtype_for(int code);
-int dtype_code_of(py::handle arr);  // -1 when unknown
-
-void set_error_hook(py::object hook);
-void set_error_classes(py::dict classes);
-void register_error_translator();
+// "['a', 'b']", for messages.
+std::string names_list(const std::vector<std::string>& names);
 
 }  // namespace onnxfast

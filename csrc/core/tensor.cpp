@@ -13,7 +13,10 @@ namespace onnxfast {
 
 namespace {
 size_t g_itemsize[kMaxDType] = {0, 4, 1, 1, 2, 2, 4, 8, 0, 1, 2, 8, 4, 8, 8, 16, 2};
-std::string g_names[kMaxDType];
+// ONNX's names for the types numbered below 17; the bindings add the rest (float8, int4, ...).
+std::string g_names[kMaxDType] = {"undefined", "float",  "uint8",  "int8",      "uint16",     "int16",
+                                  "int32",     "int64",  "string", "bool",      "float16",    "double",
+                                  "uint32",    "uint64", "complex64", "complex128", "bfloat16"};
 std::atomic<OwnerRelease> g_owner_release{nullptr};
 }  // namespace
 

@@ -2,6 +2,7 @@
 // pre-packed B, edge sizes around the micro-kernel and K-block sizes), the vector math row
 // functions, the thread pool, the Add / Conv / ConvTranspose kernels through the kernel table, and the reduction
 // engine / pooling / Transpose kernels (reduce.cpp, pooling.cpp, tensor_ops.cpp) and Resize (resize.cpp),
+// the executor (a plan of native and C++ host steps run without Python),
 // and memory.cpp (block cache and size classes, live-byte budget, cgroup limit parsing).
 // Built and run by tests/test_cpp_units.py (natively, at every ISA tier) and by
 // ci/cross_aarch64.sh (cross-compiled for aarch64, run under qemu-user).
@@ -21,6 +22,7 @@
 #include <vector>
 
 #include "../../csrc/core/errors.h"
+#include "../../csrc/core/executor.h"
 #include "../../csrc/core/memory.h"
 #include "../../csrc/core/tensor.h"
 #include "../../csrc/cpu/cpu.h"
@@ -790,6 +792,167 @@ void test_block_cache() {
   check(lim && *lim == 1048576, "cgroup v2 limit of an ancestor");
 }
 
+// ---- the executor, without Python ------------------------------------------------------------
+
+// A C++ host step: y = x + 1 (what a Python step is to the bindings).
+struct AddOneStep : HostStep {
+  int calls = 0;
+  void run(const Step& st, RunState& r) override {
+    ++calls;
+    const Tensor& x = r.get(st.inputs[0]).t;
+    Tensor y = Tensor::empty(kFloat, x.shape, "AddOne output");
+    for (int64_t i = 0; i < x.numel(); ++i) y.ptr<float>()[i] = x.ptr<float>()[i] + 1.f;
+    r.at(st.outputs[0]) = Value::of_tensor(std::move(y));
+  }
+};
+
+int g_owner_releases = 0;
+void count_owner_release(PyObject*) { ++g_owner_releases; }
+
+template <typename F>
+std::string error_of(F f, ErrorKind* kind) {
+  try {
+    f();
+  } catch (const Error& e) {
+    *kind = e.kind();
+    return e.what();
+  }
+  return "";
+}
+
+void test_executor_plan() {
+  std::mt19937 gen(9);
+  auto kernel = [](const std::string& op, std::vector<std::shared_ptr<Tensor>> consts = {}) {
+    KernelArgs a;
+    a.op_type = op;
+    a.node_name = op + "_0";
+    a.opset = 17;
+    a.const_inputs = std::move(consts);
+    return std::shared_ptr<Kernel>(kernel_table().at(op).factory(a));
+  };
+  // values: 0 W (3x4) and 1 shape [8] are constants; 2 x (2x3) is the input;
+  // 3 = x @ W, 4 = 3 + 1 (host step), 5 = relu(4), 6 = reshape(5, [8]) (a view of 5)
+  auto w = random_floats(12, gen);
+  auto tw = make_tensor({3, 4}, w);
+  auto shape = std::make_shared<Tensor>(Tensor::empty(kInt64, {1}, "shape"));
+  shape->ptr<int64_t>()[0] = 8;
+  Plan plan;
+  plan.add_constant(0, Value::of_tensor(*tw));
+  plan.add_constant(1, Value::of_tensor(*shape));
+  InputSpec in;
+  in.name = "x";
+  in.value = 2;
+  in.dtype = kFloat;
+  in.has_shape = true;
+  in.dims = {-1, 3};
+  plan.add_input(in);
+  auto host = std::make_shared<AddOneStep>();
+  auto step = [](const std::string& op, std::shared_ptr<Kernel> k, std::vector<int> ins, std::vector<int> outs) {
+    Step s;
+    s.name = op + "_0";
+    s.op_type = op;
+    s.kernel = std::move(k);
+    s.inputs = std::move(ins);
+    s.outputs = std::move(outs);
+    return s;
+  };
+  plan.add_step(step("MatMul", kernel("MatMul", {nullptr, tw}), {2, 0}, {3}));
+  Step hs = step("AddOne", nullptr, {3}, {4});
+  hs.host = host;
+  plan.add_step(hs);
+  plan.add_step(step("Relu", kernel("Relu"), {4}, {5}));
+  plan.add_step(step("Reshape", kernel("Reshape", {nullptr, shape}), {5, 1}, {6}));
+  plan.add_output("y", 6);
+  plan.add_output("m", 3);
+  plan.finalize(7);
+  plan.pool = shared_pool(2);
+  check(plan.step(2).release == std::vector<int>{4}, "Relu releases the host step's output");
+
+  auto x = random_floats(6, gen);
+  auto reference = [&](std::vector<float>& m, std::vector<float>& y) {
+    m.assign(8, 0.f);
+    for (int i = 0; i < 2; ++i)
+      for (int j = 0; j < 4; ++j)
+        for (int k = 0; k < 3; ++k) m[i * 4 + j] += x[i * 3 + k] * w[k * 4 + j];
+    y.resize(8);
+    for (int i = 0; i < 8; ++i) y[i] = std::max(m[i] + 1.f, 0.f);
+  };
+  std::vector<float> m_ref, y_ref;
+  reference(m_ref, y_ref);
+
+  // A fed buffer owned by the host: the executor hands it back instead of dropping the last reference.
+  set_owner_release(&count_owner_release);
+  g_owner_releases = 0;
+  {
+    RunState r = plan.new_run();
+    Tensor tx = *make_tensor({2, 3}, x);
+    plan.check_input_type(in, tx.dtype, "tensor(float)");
+    plan.check_input_shape(in, tx.shape);
+    auto owned = std::make_shared<Storage>();
+    owned->data = tx.data;
+    owned->owner = reinterpret_cast<PyObject*>(&g_owner_releases);  // any non-null token
+    owned->external = true;
+    Tensor fed = tx;
+    fed.storage = owned;
+    owned.reset();
+    r.at(2) = Value::of_tensor(std::move(fed));
+    plan.complete_inputs(r, {true}, {"x"});
+    const std::vector<int> outs = plan.all_output_values();
+    plan.execute(r, outs, nullptr);
+    check(host->calls == 1, "the host step ran once");
+    const Tensor& y = r.get(outs[0]).t;
+    const Tensor& m = r.get(outs[1]).t;
+    bool ok = y.shape == Shape({8}) && m.shape == Shape({2, 4});
+    for (int i = 0; ok && i < 8; ++i)
+      ok = std::fabs(y.ptr<float>()[i] - y_ref[i]) < 1e-5f && std::fabs(m.ptr<float>()[i] - m_ref[i]) < 1e-5f;
+    check(ok, "plan MatMul -> host AddOne -> Relu -> Reshape gives relu(x W + 1)");
+    check(r.get(4).kind == Value::kEmpty && r.get(5).kind == Value::kEmpty, "dead intermediates released");
+    check(r.get(2).kind == Value::kEmpty && r.deferred.size() == 1 && g_owner_releases == 0,
+          "the host-owned input's last reference is deferred, not dropped inside the run");
+    r.deferred.clear();
+    check(g_owner_releases == 1, "the host releases the deferred buffer");
+  }
+  set_owner_release(nullptr);
+
+  // Only the steps an output needs run.
+  {
+    RunState r = plan.new_run();
+    r.at(2) = Value::of_tensor(*make_tensor({2, 3}, x));
+    plan.execute(r, plan.output_values({"m"}), nullptr);
+    check(host->calls == 1 && r.get(3).kind == Value::kTensor, "fetching 'm' runs MatMul alone");
+  }
+  // Feed and option errors name the problem.
+  ErrorKind kind = ErrorKind::kRuntime;
+  std::string msg = error_of([&] { plan.output_values({"z"}); }, &kind);
+  check(kind == ErrorKind::kInvalidArgument && msg.find("unknown output name 'z'") != std::string::npos &&
+            msg.find("['y', 'm']") != std::string::npos,
+        "unknown output: " + msg);
+  msg = error_of([&] { RunState r = plan.new_run(); plan.complete_inputs(r, {false}, {}); }, &kind);
+  check(kind == ErrorKind::kInvalidArgument && msg.find("required inputs ['x'] are missing") != std::string::npos,
+        "missing input: " + msg);
+  msg = error_of([&] { plan.check_input_shape(in, {2, 5}); }, &kind);
+  check(kind == ErrorKind::kInvalidArgument && msg.find("wrong size on axis 1: expected 3, got 5") != std::string::npos,
+        "wrong shape: " + msg);
+  msg = error_of([&] { plan.check_input_type(in, kInt64, "tensor(int64)"); }, &kind);
+  check(kind == ErrorKind::kInvalidType && msg.find("expected tensor(float), got tensor(int64)") != std::string::npos,
+        "wrong type: " + msg);
+  RunOptions ro;
+  ro.terminate = true;
+  msg = error_of([&] {
+    RunState r = plan.new_run();
+    r.at(2) = Value::of_tensor(*make_tensor({2, 3}, x));
+    plan.execute(r, plan.all_output_values(), &ro);
+  }, &kind);
+  check(kind == ErrorKind::kTerminated, "RunOptions.terminate stops the run: " + msg);
+  // A kernel's error names the step.
+  msg = error_of([&] {
+    RunState r = plan.new_run();
+    r.at(2) = Value::of_tensor(*make_tensor({2, 5}, random_floats(10, gen)));
+    plan.execute(r, plan.all_output_values(), nullptr);
+  }, &kind);
+  check(msg.find("MatMul") != std::string::npos, "a kernel error names the op: " + msg);
+}
+
 int main() {
   register_elementwise_kernels();
   register_gemm_kernels();
@@ -816,6 +979,7 @@ int main() {
   test_transpose_kernel();
   test_resize_kernel();
   test_block_cache();
+  test_executor_plan();
   std::printf("%d checks, %d failures\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
 }
