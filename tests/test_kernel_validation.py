@@ -28,7 +28,7 @@ NAN = float("nan")
 
 UNARY_NO_ATTRS = ["Abs", "Neg", "Sqrt", "Relu", "Exp", "Erf", "Tanh", "Sigmoid", "Log", "Reciprocal", "Softplus",
                   "Softsign", "Mish", "HardSwish"]
-BINARY = ["Add", "Sub", "Mul", "Div", "Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual"]
+BINARY = ["Add", "Sub", "Mul", "Div", "Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "Pow"]
 VARIADIC = ["Max", "Min", "Sum", "Mean"]
 REDUCE = ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceL1", "ReduceL2", "ReduceSumSquare"]
 
@@ -141,6 +141,9 @@ CASES += [
     _case("GatherElements", {"axis": 2}, [(F, [2, 3]), (I64, [2, 3])], _attr("axis") + " 2"),
     _case("GatherND", {"foo": 1}, [(F, [2, 3]), (I64, [2, 1])], _attr("foo")),
     _case("Split", {"axis": 2}, [(F, [2, 4])], _attr("axis") + " 2", opset=13, nout=2),
+    _case("CumSum", {"exclusive": 2}, [(F, [2, 3]), (I64, [])], _attr("exclusive") + " 2", opset=14),
+    _case("CumSum", {}, [(F, [2, 3])], "input 1 ('axis') is [2]", opset=14, inits=[("axis", np.array(2, np.int64))],
+          id="CumSum-axis-input"),
 ]
 
 

@@ -617,6 +617,106 @@ class PredicateKernel : public Kernel {
 
 }  // namespace
 
+// Pow for float32 / float64 bases. An exponent of the base's type runs std::pow element by element;
+// another exponent type (ints, the other float) computes in double and rounds once, as numpy does.
+// A constant scalar exponent of 1, 2, 3 or 0.5 (GELU's x**3, variances) is a copy, x*x, x*x*x or
+// sqrt: the numpy kernel's same shortcuts, so both paths give the same bits.
+class PowKernel : public Kernel {
+ public:
+  explicit PowKernel(const KernelArgs& a) : who_(a.node_label()) {
+    expect_broadcastable(a);
+    const auto& e = a.const_inputs.size() > 1 ? a.const_inputs[1] : nullptr;
+    if (e && e->numel() == 1) {
+      double v = 0;
+      if (scalar_as_double(*e, &v) && (v == 1.0 || v == 2.0 || v == 3.0 || v == 0.5)) {
+        special_ = v;
+        special_rank_ = e->rank();
+      }
+    }
+  }
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    if (in.size() != 2 || !in[0] || !in[1]) kernel_fail(who_ + " needs two inputs");
+    out.resize(1);
+    out[0] = {in[0]->dtype, broadcast_shapes(in[0]->shape, in[1]->shape, who_.c_str())};
+  }
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    Tensor& c = *out[0];
+    if (c.numel() == 0) return;
+    if (c.dtype == kFloat) run<float>(*in[0], *in[1], c);
+    else if (c.dtype == kDouble) run<double>(*in[0], *in[1], c);
+    else fail(ErrorKind::kInvalidType, who_ + ": no native kernel for tensor(" + dtype_name(c.dtype) + ")");
+  }
+
+ private:
+  static bool scalar_as_double(const Tensor& t, double* v) {
+    std::vector<double> d;
+    if (!as_doubles(t, d) || d.empty()) return false;
+    *v = d[0];
+    return true;
+  }
+  // The exponent's values as doubles (false: a type Pow does not take).
+  static bool as_doubles(const Tensor& t, std::vector<double>& d) {
+    const int64_t n = t.numel();
+    d.resize(static_cast<size_t>(n));
+    auto copy = [&](auto* p) {
+      for (int64_t i = 0; i < n; ++i) d[i] = static_cast<double>(p[i]);
+    };
+    switch (t.dtype) {
+      case kFloat: copy(t.ptr<float>()); return true;
+      case kDouble: copy(t.ptr<double>()); return true;
+      case kInt8: copy(t.ptr<int8_t>()); return true;
+      case kUInt8: copy(t.ptr<uint8_t>()); return true;
+      case kInt16: copy(t.ptr<int16_t>()); return true;
+      case kUInt16: copy(t.ptr<uint16_t>()); return true;
+      case kInt32: copy(t.ptr<int32_t>()); return true;
+      case kUInt32: copy(t.ptr<uint32_t>()); return true;
+      case kInt64: copy(t.ptr<int64_t>()); return true;
+      case kUInt64: copy(t.ptr<uint64_t>()); return true;
+      case kFloat16:
+        for (int64_t i = 0; i < n; ++i) d[i] = half_to_float32(t.ptr<uint16_t>()[i]);
+        return true;
+      default: return false;
+    }
+  }
+  template <typename T>
+  void run(const Tensor& X, const Tensor& E, Tensor& Y) const {
+    const T* x = X.ptr<T>();
+    T* y = Y.ptr<T>();
+    if (special_ != 0.0 && X.rank() >= special_rank_ && Y.numel() == X.numel()) {
+      const int64_t n = X.numel();
+      const double s = special_;
+      parallel_for(n, 1.0, [&](int64_t b, int64_t e) {
+        if (s == 2.0) for (int64_t i = b; i < e; ++i) y[i] = x[i] * x[i];
+        else if (s == 3.0) for (int64_t i = b; i < e; ++i) y[i] = x[i] * x[i] * x[i];
+        else if (s == 0.5) for (int64_t i = b; i < e; ++i) y[i] = std::sqrt(x[i]);
+        else std::copy(x + b, x + e, y + b);
+      });
+      return;
+    }
+    BroadcastPlan p = make_plan(Y.shape, X.shape, E.shape);
+    if (E.dtype == X.dtype) {
+      run_binary<T>(p, x, E.ptr<T>(), y, [](T a, T b) { return static_cast<T>(std::pow(a, b)); });
+      return;
+    }
+    std::vector<double> e;
+    if (!as_doubles(E, e))
+      fail(ErrorKind::kInvalidType, who_ + ": exponent of type tensor(" + dtype_name(E.dtype) + ") is not supported");
+    if (std::is_same<T, float>::value && E.dtype == kFloat16) {
+      // float32 ** float16 computes in float32 (numpy's promotion)
+      std::vector<float> ef(e.begin(), e.end());
+      run_binary<float>(p, X.ptr<float>(), ef.data(), Y.ptr<float>(), [](float a, float b) { return std::pow(a, b); });
+      return;
+    }
+    // The base in double too, so one broadcast loop serves; the result is rounded once.
+    std::vector<double> xd(x, x + X.numel()), yd(static_cast<size_t>(Y.numel()));
+    run_binary<double>(p, xd.data(), e.data(), yd.data(), [](double a, double b) { return std::pow(a, b); });
+    for (size_t i = 0; i < yd.size(); ++i) y[i] = static_cast<T>(yd[i]);
+  }
+  std::string who_;
+  double special_ = 0.0;  // 0: none
+  int64_t special_rank_ = 0;
+};
+
 void register_elementwise_kernels() {
   register_kernel("Cast", {kBool, kInt8, kUInt8, kInt16, kUInt16, kInt32, kUInt32, kInt64, kUInt64, kFloat, kDouble,
                            kFloat16},
@@ -632,6 +732,7 @@ void register_elementwise_kernels() {
   bin("Sub", BinOp::kSub);
   bin("Mul", BinOp::kMul);
   bin("Div", BinOp::kDiv);
+  register_kernel("Pow", {kFloat, kDouble}, [](const KernelArgs& a) { return std::make_unique<PowKernel>(a); });
   register_kernel("Clip", {kFloat}, [](const KernelArgs& a) { return std::make_unique<ClipKernel>(a); });
   auto var = [&](const char* name, VarOp op, std::vector<int> types) {
     register_kernel(name, types, [op](const KernelArgs& a) {

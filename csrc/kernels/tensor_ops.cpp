@@ -1448,6 +1448,91 @@ class SplitKernel : public Kernel {
   bool has_split_ = false;
 };
 
+// CumSum: running sums along one axis, summed in the element type in index order (numpy's
+// cumsum; integers wrap), optionally exclusive (each output leaves its own element out) and/or
+// reversed (from the end). The axis is a one-element int32 / int64 input.
+class CumSumKernel : public Kernel {
+ public:
+  explicit CumSumKernel(const KernelArgs& a)
+      : who_(a.node_label()),
+        exclusive_(expect_int_in(a, "exclusive", 0, 0, 1) != 0),
+        reverse_(expect_int_in(a, "reverse", 0, 0, 1) != 0) {
+    const auto& ax = a.const_inputs.size() > 1 ? a.const_inputs[1] : nullptr;
+    if (ax) {
+      std::vector<int64_t> v = int_values(*ax, who_, "axis");
+      if (v.size() != 1) input_fail(a, 1, "axis", "has " + std::to_string(v.size()) + " values", "one value");
+      check_axes_input(a, 1, "axis", v, a.rank_of(0));
+    }
+  }
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    axis(in);
+    out.resize(1);
+    out[0] = {in[0]->dtype, in[0]->shape};
+  }
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    const int64_t ax = axis(in);
+    const Tensor& X = *in[0];
+    Tensor& Y = *out[0];
+    if (X.numel() == 0) return;
+    int64_t outer = 1, inner = 1;
+    for (int64_t i = 0; i < ax; ++i) outer *= X.shape[i];
+    for (int64_t i = ax + 1; i < X.rank(); ++i) inner *= X.shape[i];
+    const int64_t n = X.shape[ax];
+    switch (X.dtype) {
+      case kFloat: run<float, float>(X, Y, outer, n, inner); break;
+      case kDouble: run<double, double>(X, Y, outer, n, inner); break;
+      case kInt32: run<int32_t, uint32_t>(X, Y, outer, n, inner); break;
+      case kInt64: run<int64_t, uint64_t>(X, Y, outer, n, inner); break;
+      case kUInt32: run<uint32_t, uint32_t>(X, Y, outer, n, inner); break;
+      case kUInt64: run<uint64_t, uint64_t>(X, Y, outer, n, inner); break;
+      default: fail(ErrorKind::kInvalidType, who_ + ": no native kernel for tensor(" + dtype_name(X.dtype) + ")");
+    }
+  }
+
+ private:
+  int64_t axis(const std::vector<const Tensor*>& in) const {
+    if (in.size() < 2 || !in[0] || !in[1]) kernel_fail(who_ + " needs x and axis");
+    std::vector<int64_t> v = int_values(*in[1], who_, "axis");
+    if (v.size() != 1) kernel_fail(who_ + ": axis must hold one value, got " + std::to_string(v.size()));
+    return normalize_axis(v[0], in[0]->rank(), who_, "axis");
+  }
+  // U: the type the sums are formed in (unsigned for integers, so overflow wraps as in numpy).
+  template <typename T, typename U>
+  void run(const Tensor& X, Tensor& Y, int64_t outer, int64_t n, int64_t inner) const {
+    const T* x = X.ptr<T>();
+    T* y = Y.ptr<T>();
+    const bool excl = exclusive_, rev = reverse_;
+    parallel_for(outer, static_cast<double>(n * inner), [&](int64_t o0, int64_t o1) {
+      for (int64_t o = o0; o < o1; ++o) {
+        const T* xs = x + o * n * inner;
+        T* ys = y + o * n * inner;
+        // k-th position visited (from the front or the back) -> its row
+        auto row = [&](int64_t k) { return (rev ? n - 1 - k : k) * inner; };
+        for (int64_t k = 0; k < n; ++k) {
+          T* yr = ys + row(k);
+          if (excl) {
+            if (k == 0) std::fill(yr, yr + inner, T(0));
+            else if (k == 1) std::copy(xs + row(0), xs + row(0) + inner, yr);  // keeps a -0.0
+            else {
+              const T* yp = ys + row(k - 1);
+              const T* xp = xs + row(k - 1);
+              for (int64_t j = 0; j < inner; ++j) yr[j] = static_cast<T>(static_cast<U>(yp[j]) + static_cast<U>(xp[j]));
+            }
+          } else if (k == 0) {
+            std::copy(xs + row(0), xs + row(0) + inner, yr);
+          } else {
+            const T* yp = ys + row(k - 1);
+            const T* xr = xs + row(k);
+            for (int64_t j = 0; j < inner; ++j) yr[j] = static_cast<T>(static_cast<U>(yp[j]) + static_cast<U>(xr[j]));
+          }
+        }
+      }
+    });
+  }
+  std::string who_;
+  bool exclusive_, reverse_;
+};
+
 }  // namespace
 
 void register_tensor_kernels() {
@@ -1472,6 +1557,8 @@ void register_tensor_kernels() {
   register_kernel("GatherND", fixed, [](const KernelArgs& a) { return std::make_unique<GatherNDKernel>(a); });
   register_kernel("ConstantOfShape", {kInt64},
                   [](const KernelArgs& a) { return std::make_unique<ConstantOfShapeKernel>(a); });
+  register_kernel("CumSum", {kFloat, kDouble, kInt32, kInt64, kUInt32, kUInt64},
+                  [](const KernelArgs& a) { return std::make_unique<CumSumKernel>(a); });
   register_kernel("Range", {kFloat, kDouble, kInt16, kInt32, kInt64},
                   [](const KernelArgs& a) { return std::make_unique<RangeKernel>(a); });
 }

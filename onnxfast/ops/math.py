@@ -226,7 +226,9 @@ def pow_1(node):
     # power, which is an order of magnitude slower.
     ey = node.const_inputs.get(1)
     special = None
-    if ey is not None and np.size(ey) == 1 and (node.input_types[0] or 0) in (TensorProto.FLOAT, TensorProto.DOUBLE):
+    # (The native kernel, csrc/kernels/elementwise.cpp, takes the same shortcuts under the same
+    # run-time condition, so both paths give the same bits.)
+    if ey is not None and np.size(ey) == 1:
         special = float(np.asarray(ey).reshape(-1)[0])
         if special not in (1.0, 2.0, 3.0, 0.5):
             special = None
@@ -255,6 +257,9 @@ def pow_1(node):
         return _keep(r, dt)
 
     return run
+
+
+REGISTRY.register_native("Pow", since=7)  # csrc/kernels/elementwise.cpp: float and double bases, any numeric exponent
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1024,6 +1029,7 @@ def _cumulative(fn, identity):
 
 
 REGISTRY.register("CumSum", _cumulative(np.cumsum, 0), since=11)
+REGISTRY.register_native("CumSum", since=11)  # csrc/kernels/tensor_ops.cpp: float, double, (u)int32, (u)int64
 REGISTRY.register("CumProd", _cumulative(np.cumprod, 1), since=26)
 
 
