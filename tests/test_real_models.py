@@ -69,3 +69,22 @@ def test_resnet50_profile_is_a_chrome_trace(tmp_path):
     assert any(e["args"]["op_name"] == "Conv" for e in convs)
     assert convs[0]["args"]["input_type_shape"][0] == {"float": [1, 3, 224, 224]}
     assert convs[0]["args"]["provider"] == "CPUExecutionProvider"
+
+
+# The models whose whole graph must run natively (no numpy step): standard-op exports, both exporters
+# (GPT-2: dynamo only; the TorchScript exporter cannot export transformers 5's GPT-2).
+NATIVE_ONLY = ["resnet50", "resnet50_torchscript", "mobilenet_v2", "mobilenet_v2_torchscript", "bert_base",
+               "bert_base_torchscript", "gpt2", "minilm", "minilm_torchscript", "mlp",
+               "mlp_torchscript"]
+
+
+@pytest.mark.parametrize("name", [p for p in PARAMS if p.values[0] in NATIVE_ONLY])
+def test_no_numpy_step(name):
+    """Every step of these models is a native kernel: no step takes the GIL or goes through numpy."""
+    _framework_available(zoo.ZOO[name].family)
+    sess = onnxfast.InferenceSession(str(zoo.get(name).path))
+    listing = sess.kernel_listing()
+    not_native = [(r["node"], r["op_type"], r["kernel"]) for r in listing
+                  if not (r["kernel"].startswith("native") or r["kernel"] in ("constant", "copy"))
+                  or "numpy" in r["kernel"]]
+    assert listing and not not_native, f"{name}: steps not native: {not_native[:20]}"

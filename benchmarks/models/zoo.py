@@ -215,11 +215,15 @@ def _bert_inputs(batch: int, seq: int, vocab: int):
     return ids, mask
 
 
-def _build_bert(dynamo: bool, folder: pathlib.Path):
+# all-MiniLM-L6-v2's shape: a 6-layer BERT encoder of width 384 (sentence embeddings)
+MINILM = dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
+
+
+def _build_bert(dynamo: bool, folder: pathlib.Path, config: dict | None = None):
     torch = _torch()
     from transformers import BertConfig, BertModel
 
-    model = BertModel(BertConfig(), add_pooling_layer=True).eval()
+    model = BertModel(BertConfig(**(config or {})), add_pooling_layer=True).eval()
     ids, mask = _bert_inputs(8, 128, 30522)
 
     class Wrap(torch.nn.Module):
@@ -241,7 +245,8 @@ def _build_bert(dynamo: bool, folder: pathlib.Path):
     _save(folder, {"input_ids": ids, "attention_mask": mask}, [hs.numpy(), pooled.numpy()])
 
 
-def _build_gpt2(folder: pathlib.Path):
+def _build_gpt2(folder: pathlib.Path, dynamo: bool = True):
+    # (No TorchScript variant: transformers 5's GPT-2 uses aten::diff, which that exporter cannot export.)
     torch = _torch()
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -260,8 +265,22 @@ def _build_gpt2(folder: pathlib.Path):
     with torch.no_grad():
         logits = w(torch.from_numpy(ids)).numpy()
     _export_torch(w, (torch.from_numpy(ids[:2, :16]),), ["input_ids"], ["logits"],
-                  {"input_ids": {0: "batch", 1: "sequence"}}, folder, True)
+                  {"input_ids": {0: "batch", 1: "sequence"}}, folder, dynamo)
     _save(folder, {"input_ids": ids}, [logits])
+
+
+def _build_mlp(dynamo: bool, folder: pathlib.Path):
+    """A tabular / embedding-head MLP: Linear layers with ReLU, GELU and LayerNorm, softmax output."""
+    torch = _torch()
+    from torch import nn
+
+    model = nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 512), nn.GELU(), nn.LayerNorm(512),
+                          nn.Linear(512, 128), nn.ReLU(), nn.Linear(128, 10), nn.Softmax(dim=-1)).eval()
+    x = torch.randn(64, 256)
+    with torch.no_grad():
+        y = model(x).numpy()
+    _export_torch(model, (x[:2],), ["input"], ["probabilities"], {"input": {0: "batch"}}, folder, dynamo)
+    _save(folder, {"input": x.numpy()}, [y])
 
 
 def _build_lstm(folder: pathlib.Path):
@@ -337,7 +356,12 @@ ZOO: dict[str, Spec] = {
     "mobilenet_v2": Spec(lambda f: _build_cnn(_mobilenet_v2, True, f), slow=True, family="torch"),
     "bert_base": Spec(lambda f: _build_bert(True, f), slow=True, family="torch"),
     "bert_base_torchscript": Spec(lambda f: _build_bert(False, f), slow=True, family="torch"),
+    "mobilenet_v2_torchscript": Spec(lambda f: _build_cnn(_mobilenet_v2, False, f), slow=True, family="torch"),
     "gpt2": Spec(_build_gpt2, slow=True, family="torch"),
+    "minilm": Spec(lambda f: _build_bert(True, f, MINILM), slow=True, family="torch"),
+    "minilm_torchscript": Spec(lambda f: _build_bert(False, f, MINILM), slow=True, family="torch"),
+    "mlp": Spec(lambda f: _build_mlp(True, f), slow=False, family="torch"),
+    "mlp_torchscript": Spec(lambda f: _build_mlp(False, f), slow=False, family="torch"),
     "lstm": Spec(_build_lstm, slow=False, family="torch"),
     "sklearn_logreg": Spec(lambda f: _build_sklearn("logreg", f), slow=False, family="sklearn"),
     "sklearn_random_forest": Spec(lambda f: _build_sklearn("random_forest", f), slow=False, family="sklearn"),
