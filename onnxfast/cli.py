@@ -1,7 +1,8 @@
 """The `onnxfast` command: `run` a model (random inputs when none are given), `bench` its latency
 (against onnxruntime, interleaved, with an operator profile), `info` about a model
 (inputs/outputs, opsets, operator histogram, parameters, and with --kernels which kernel each
-node gets). `python -m onnxfast` runs the demo model shipped in the package.
+node gets), `optimize` a model into a file (the optimizer's output at a level). `python -m onnxfast`
+runs the demo model shipped in the package.
 
 Errors print one line (no traceback) and exit with status 1 (bad model/input) or 2 (usage).
 """
@@ -249,6 +250,34 @@ def cmd_demo(args=None) -> int:
     return 0
 
 
+LEVELS = {"disable": 0, "basic": 1, "extended": 2, "all": 99}
+
+
+def cmd_optimize(args) -> int:
+    from . import GraphOptimizationLevel, InferenceSession, SessionOptions
+
+    if os.path.abspath(args.model) == os.path.abspath(args.output):
+        raise CliError("the output file must differ from the input model")
+    o = SessionOptions()
+    o.graph_optimization_level = GraphOptimizationLevel(LEVELS[args.level])
+    o.optimized_model_filepath = args.output
+    t = time.perf_counter()
+    sess = InferenceSession(args.model, o)
+    before, after = _node_count(args.model), len(sess._model.graph.nodes)
+    print(f"{args.model} -> {args.output}: level {args.level}, {before} -> {after} nodes "
+          f"({time.perf_counter() - t:.2f} s)")
+    applied = collections.Counter(sess._optimizations)
+    if applied:
+        print("passes that changed the graph: " + ", ".join(f"{p} x{n}" for p, n in applied.items()))
+    return 0
+
+
+def _node_count(path: str) -> int:
+    import onnx
+
+    return len(onnx.load(path, load_external_data=False).graph.node)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="onnxfast", description="Run and inspect ONNX models with onnxfast.")
     sub = p.add_subparsers(dest="command")
@@ -277,6 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--top", type=int, default=10, help="operators listed by --profile (default 10)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_bench)
+    o = sub.add_parser("optimize", help="write the model as onnxfast's optimizer leaves it")
+    o.add_argument("model")
+    o.add_argument("output")
+    o.add_argument("--level", choices=list(LEVELS), default="extended",
+                   help="basic: constant and shape folding; extended: + fusions into onnxfast-domain "
+                        "operators (only onnxfast runs those); all: everything (default extended)")
+    o.set_defaults(func=cmd_optimize)
     d = sub.add_parser("demo", help="run the demo model shipped with onnxfast")
     d.set_defaults(func=cmd_demo)
     return p

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,6 +89,9 @@ class Graph:
     value_info: dict[str, ValueInfo]
     outer_refs: list[str] = field(default_factory=list)  # names this graph reads from enclosing scopes
     doc: str = ""
+    # Nodes the optimizer replaced by their values, as (name, op_type, domain): the kernel listing's
+    # "constant" entries.
+    folded: list[tuple[str, str, str]] = field(default_factory=list)
 
     def type_of(self, name: str) -> ValueInfo | None:
         return self.value_info.get(name)
@@ -672,3 +676,148 @@ def _toposort(nodes: list[Node], available: set[str], outer: set[str], gname: st
         stuck = [nodes[i].name for i in range(len(nodes)) if indeg[i] > 0]
         raise InvalidModel(f"graph '{gname}' has a cycle through nodes {stuck[:10]}")
     return [nodes[i] for i in order]
+
+
+# ---- back to ONNX -----------------------------------------------------------------------------
+
+
+def to_proto(model: Model) -> onnx.ModelProto:
+    """The model as it is now (after the optimizer's rewrites) as a ModelProto: functions inlined,
+    folded values as initializers, fused nodes in the ``onnxfast`` domain (whose schemas
+    onnxfast registers with the onnx package, so the result passes onnx.checker and loads again)."""
+    domains: set[str] = set()
+    graph = _graph_to_proto(model.graph, model.opsets, domains)
+    opsets = dict(model.opsets)
+    for d in domains:
+        opsets.setdefault(d, 1)
+    m = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid(d, v) for d, v in sorted(opsets.items())])
+    # IR 4 lets initializers be constants rather than graph inputs (folded values are constants);
+    # it changes nothing else, and the model's inputs that have initializers stay overridable.
+    m.ir_version = max(model.ir_version, 4)
+    m.producer_name = "onnxfast"
+    from . import __version__
+
+    m.producer_version = __version__
+    m.domain = model.domain
+    m.model_version = model.model_version
+    m.doc_string = model.doc_string
+    for k, v in model.metadata.items():
+        m.metadata_props.add(key=k, value=v)
+    return m
+
+
+def save(model: Model, path: str) -> None:
+    """Write to_proto(model) to ``path``; past protobuf's 2 GB limit the weights go to ``<file>.data``
+    beside it (ONNX external data)."""
+    m = to_proto(model)
+    if m.ByteSize() < (2 << 30) - (64 << 20):
+        onnx.save(m, path)
+    else:
+        onnx.save(m, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=os.path.basename(path) + ".data", size_threshold=1024)
+
+
+def _graph_to_proto(g: Graph, opsets: dict[str, int], domains: set[str]) -> onnx.GraphProto:
+    from onnx import numpy_helper
+
+    nodes = []
+    for n in g.nodes:
+        if n.domain not in opsets:
+            domains.add(n.domain)
+        p = onnx.helper.make_node(n.op_type, n.inputs, n.outputs, name=n.name, domain=n.domain)
+        schema = schema_for(n.op_type, opsets.get(n.domain, 1), n.domain)
+        for name, value in n.attrs.items():
+            if name in n.subgraphs:
+                a = onnx.helper.make_attribute(name, _graph_to_proto(n.subgraphs[name], opsets, domains))
+            else:
+                a = _attribute_proto(name, value, schema)
+            if a is not None:
+                p.attribute.append(a)
+        nodes.append(p)
+
+    def info(vi: ValueInfo) -> onnx.ValueInfoProto:
+        p = onnx.ValueInfoProto(name=vi.name)
+        if vi.type is not None:
+            p.type.CopyFrom(vi.type)
+        return p
+
+    produced = {o for n in g.nodes for o in n.outputs if o}
+    ends = {vi.name for vi in itertools.chain(g.inputs, g.outputs)}
+    value_info = [info(vi) for name, vi in g.value_info.items()
+                  if name in produced and name not in ends and vi.type is not None]
+    inits = [numpy_helper.from_array(np.asarray(a), name) for name, a in g.initializers.items()]
+    graph = onnx.helper.make_graph(nodes, g.name, [info(vi) for vi in g.inputs], [info(vi) for vi in g.outputs],
+                                   inits, doc_string=g.doc, value_info=value_info)
+    return graph
+
+
+_ATTR_FROM_PYTHON = {bool: "INT", int: "INT", float: "FLOAT", str: "STRING", np.ndarray: "TENSOR"}
+
+
+def _attribute_proto(name: str, value: Any, schema) -> onnx.AttributeProto | None:
+    """A node attribute (as ``attribute_value`` made it) back as an AttributeProto, typed by the
+    schema where there is one; None for a value that cannot be written (an unknown empty list)."""
+    from onnx import numpy_helper
+
+    A = onnx.AttributeProto
+    if value is None:
+        return None
+    kind = None
+    if schema is not None and name in schema.attributes:
+        kind = A.AttributeType.Name(int(schema.attributes[name].type))
+    if kind is None or kind == "UNDEFINED":
+        if isinstance(value, list):
+            if not value:
+                return None
+            first = value[0]
+            kind = {int: "INTS", float: "FLOATS", str: "STRINGS"}.get(type(first))
+            if kind is None and isinstance(first, np.ndarray):
+                kind = "TENSORS"
+            elif kind is None and isinstance(first, onnx.GraphProto):
+                kind = "GRAPHS"
+        elif isinstance(value, onnx.GraphProto):
+            kind = "GRAPH"
+        elif isinstance(value, onnx.TypeProto):
+            kind = "TYPE_PROTO"
+        elif isinstance(value, tuple):
+            kind = "SPARSE_TENSOR"
+        else:
+            kind = next((k for t, k in _ATTR_FROM_PYTHON.items() if isinstance(value, t)), None)
+        if kind is None:
+            raise InvalidModel(f"cannot write attribute '{name}' of type {type(value).__name__}")
+
+    def text(s) -> bytes:
+        return s if isinstance(s, bytes) else str(s).encode("utf-8", errors="surrogateescape")
+
+    a = A(name=name, type=getattr(A, kind))
+    if kind == "INT":
+        a.i = int(value)
+    elif kind == "FLOAT":
+        a.f = float(value)
+    elif kind == "STRING":
+        a.s = text(value)
+    elif kind == "TENSOR":
+        a.t.CopyFrom(numpy_helper.from_array(np.asarray(value)))
+    elif kind == "GRAPH":
+        a.g.CopyFrom(value)
+    elif kind == "SPARSE_TENSOR":
+        a.sparse_tensor.CopyFrom(value[1])
+    elif kind == "TYPE_PROTO":
+        a.tp.CopyFrom(value)
+    elif kind == "INTS":
+        a.ints.extend(int(v) for v in value)
+    elif kind == "FLOATS":
+        a.floats.extend(float(v) for v in value)
+    elif kind == "STRINGS":
+        a.strings.extend(text(v) for v in value)
+    elif kind == "TENSORS":
+        a.tensors.extend(numpy_helper.from_array(np.asarray(v)) for v in value)
+    elif kind == "GRAPHS":
+        a.graphs.extend(value)
+    elif kind == "SPARSE_TENSORS":
+        a.sparse_tensors.extend(value)
+    elif kind == "TYPE_PROTOS":
+        a.type_protos.extend(value)
+    else:
+        raise InvalidModel(f"cannot write attribute '{name}' of type {kind}")
+    return a

@@ -21,21 +21,15 @@ from . import _core, dtypes, ir
 from .errors import InvalidModel, UnsupportedOperator
 from .providers import CPUExecutionProvider, ExecutionProvider
 from .ops._validate import NATIVE_ATTR_TYPES, input_shapes
-from .registry import REGISTRY, KernelNode, resolve_attributes, since_version
+from .registry import REGISTRY, KernelNode, kernel_node, resolve_attributes, since_version
 
 log = logging.getLogger("onnxfast")
-
-# Never evaluated at session creation: random or stateful results.
-_NOT_FOLDABLE = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli",
-                 "Multinomial", "Dropout", "ImageDecoder"}
-_FOLD_MAX_GROWTH = 2
 
 
 @dataclass
 class PlanOptions:
     disabled: set[str] = field(default_factory=set)  # {"native", "numpy", "native:MatMul", "numpy:Add", ...}
     allow_prepack: bool = True
-    fold_constants: bool = True  # nodes whose inputs are all constants run once at session creation
     dim_overrides: dict[str, int] = field(default_factory=dict)
 
     def allowed(self, kind: str, op_type: str) -> bool:
@@ -101,23 +95,12 @@ class Planner:
         for name, arr in graph.initializers.items():
             if name not in input_names:
                 const_items.append((name, arr))
+        # Constant nodes left by the optimizer (level 0 runs none of its folding) become constants here.
         folded: set[int] = set()
-        known = dict(const_items)
         for i, node in enumerate(graph.nodes):
             if node.op_type == "Constant" and node.domain == "" and node.outputs and node.outputs[0]:
-                value = self._fold_constant(node)
-            elif self.options.fold_constants:
-                value = self._try_fold(node, graph, known)
-                if value is None:
-                    continue
-            else:
-                continue
-            outs = value if node.op_type != "Constant" else [value]
-            for o, v in zip(node.outputs, outs):
-                if o:
-                    const_items.append((o, v))
-                    known[o] = v
-            folded.add(i)
+                const_items.append((node.outputs[0], self._fold_constant(node)))
+                folded.add(i)
         # Constants nobody reads any more (inputs of folded nodes) are left out of the plan.
         read = {n for i, node in enumerate(graph.nodes) if i not in folded
                 for n in list(node.inputs) + list(node.implicit_inputs)}
@@ -195,6 +178,8 @@ class Planner:
                 copies[key] = cname
             return ids[copies[key]]
 
+        for name, op_type, domain in graph.folded:  # folded by the optimizer: computed at session creation
+            self.records.append(KernelRecord(name, op_type, domain, "CPUExecutionProvider", "constant", prefix))
         for i, node in enumerate(graph.nodes):
             if i in folded:
                 self.records.append(
@@ -278,20 +263,7 @@ class Planner:
 
     def _numpy_kernel(self, node: ir.Node, factory, opset: int, sv: int, in_types, graph: ir.Graph,
                       consts: dict, prefix: str):
-        kn = KernelNode(
-            op_type=node.op_type,
-            domain=node.domain,
-            name=node.name,
-            opset=opset,
-            since_version=sv,
-            attrs=resolve_attributes(node.op_type, node.domain, opset, node.attrs),
-            input_types=in_types,
-            output_types=[self._elem_type(graph, consts, n) for n in node.outputs],
-            const_inputs={k: consts[n] for k, n in enumerate(node.inputs) if n in consts},
-            num_inputs=len(node.inputs),
-            num_outputs=len(node.outputs),
-            context={"implicit_inputs": list(node.implicit_inputs)},
-        )
+        kn = kernel_node(node, opset, sv, in_types, [self._elem_type(graph, consts, n) for n in node.outputs], consts)
         if node.subgraphs:
             kn.compile_subgraph = self._subgraph_compiler(node, prefix)
         try:
@@ -300,34 +272,6 @@ class Planner:
             raise
         except (ValueError, TypeError, KeyError) as e:
             raise InvalidModel(f"{node.op_type} node '{node.name}': {e}") from None
-
-    def _try_fold(self, node: ir.Node, graph: ir.Graph, known: dict):
-        """Outputs of a node whose inputs are all constants, computed now; None when not foldable."""
-        if (node.subgraphs or node.implicit_inputs or node.op_type in _NOT_FOLDABLE or not node.outputs
-                or any(n and n not in known for n in node.inputs) or not any(node.inputs)):
-            return None
-        opset = self.model.opsets.get(node.domain)
-        if opset is None:
-            return None
-        sv = since_version(node.op_type, opset, node.domain)
-        factory = REGISTRY.factory(node.domain, node.op_type, sv)
-        if factory is None:
-            return None
-        args = [known[n] if n else None for n in node.inputs]
-        in_bytes = sum(int(a.nbytes) for a in args if isinstance(a, np.ndarray))
-        try:
-            in_types = [dtypes.onnx_code(a.dtype) if isinstance(a, np.ndarray) else None for a in args]
-            fn = self._numpy_kernel(node, factory, opset, sv, in_types, graph, known, "")
-            with np.errstate(all="ignore"):
-                out = fn(*args)
-        except Exception:  # noqa: BLE001 - folding is an optimization: errors surface at run time instead
-            return None
-        outs = list(out) if isinstance(out, tuple) else [out]
-        if len(outs) < len([o for o in node.outputs if o]) or not all(isinstance(v, np.ndarray) for v in outs):
-            return None
-        if sum(int(v.nbytes) for v in outs) > max(_FOLD_MAX_GROWTH * in_bytes, 64 << 20):
-            return None  # folding would materialize a much larger tensor (Expand, Tile...)
-        return [np.ascontiguousarray(v) for v in outs]
 
     def _fold_constant(self, node: ir.Node):
         opset = self.model.opsets.get("", 1)

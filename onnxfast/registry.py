@@ -54,6 +54,25 @@ class KernelNode:
         raise cls(f"{self.op_type} node '{self.name}': {msg}")
 
 
+def kernel_node(node, opset: int, sv: int, input_types: list, output_types: list, consts: dict) -> KernelNode:
+    """The KernelNode of an IR node: attributes with the schema's defaults, element types, and the
+    constant inputs found in ``consts`` (name -> array)."""
+    return KernelNode(
+        op_type=node.op_type,
+        domain=node.domain,
+        name=node.name,
+        opset=opset,
+        since_version=sv,
+        attrs=resolve_attributes(node.op_type, node.domain, opset, node.attrs),
+        input_types=input_types,
+        output_types=output_types,
+        const_inputs={k: consts[n] for k, n in enumerate(node.inputs) if n in consts},
+        num_inputs=len(node.inputs),
+        num_outputs=len(node.outputs),
+        context={"implicit_inputs": list(node.implicit_inputs)},
+    )
+
+
 @dataclass
 class OpEntry:
     since: list[int] = field(default_factory=list)

@@ -152,19 +152,21 @@ class InferenceSession:
             copy = onnx.ModelProto()
             copy.CopyFrom(proto)
             proto = copy
-        if opts.optimized_model_filepath:
-            # Saved as loaded: onnxfast's rewrites use internal operators other runtimes cannot run.
-            onnx.save(proto, opts.optimized_model_filepath)
         self._model = ir.build_model(proto, base_dir, release=True)
         # Every node with a native kernel is checked by that kernel's rules (attributes, declared
         # input ranks) before the optimizer fuses or the planner folds anything (ops/_validate.py).
         validate_graph(self._model)
-        self._optimizations = optimize(self._model, int(opts.graph_optimization_level))
+        # add_initializer's values replace the model's before the optimizer folds anything.
         for name, value in opts._initializers.items():
             arr = value.numpy() if hasattr(value, "numpy") else np.asarray(value)
             if name not in self._model.graph.initializers:
                 raise InvalidArgument(f"add_initializer: the model has no initializer named '{name}'")
             self._model.graph.initializers[name] = arr
+        self._optimizations = optimize(self._model, int(opts.graph_optimization_level))
+        if opts.optimized_model_filepath:
+            # The optimized graph: folded constants, fused nodes in the onnxfast domain (which
+            # onnxfast loads again; other runtimes need the model saved at level basic or below).
+            ir.save(self._model, opts.optimized_model_filepath)
         t1 = time.perf_counter_ns()
         self._providers = resolve(providers, provider_options)
         self._build()
@@ -195,7 +197,6 @@ class InferenceSession:
         return PlanOptions(
             disabled=disabled,
             allow_prepack=cfg.get("session.disable_prepacking", "0") != "1",
-            fold_constants=int(self._sess_options.graph_optimization_level) >= 1,
             dim_overrides=dict(self._sess_options._dim_overrides),
         )
 

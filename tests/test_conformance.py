@@ -94,3 +94,14 @@ def test_inputs_and_outputs_match_onnxruntime(cases):
                 mismatches.append(f"{case.name} {what}: onnxfast {a} != onnxruntime {b}")
     assert compared > 1500
     assert not mismatches, f"{len(mismatches)} of {compared} models differ:\n" + "\n".join(mismatches[:40])
+
+
+def test_conformance_roundtrip(cases):
+    """Every case in the ratchet, run from the model its session saved through optimized_model_filepath
+    (checked by onnx.checker, then loaded again), still passes."""
+    passing = read_ratchet()
+    with onnx_reference_blocked():
+        results = run_all([c for c in cases if c.name in passing], roundtrip=True)
+    broken = {n: r for n, r in results.items() if r is not None}
+    assert len(results) == len(passing)
+    assert not broken, "cases that fail once saved and reloaded:\n" + "\n".join(f"{k}: {v}" for k, v in broken.items())

@@ -88,3 +88,18 @@ def test_no_numpy_step(name):
                   if not (r["kernel"].startswith("native") or r["kernel"] in ("constant", "copy"))
                   or "numpy" in r["kernel"]]
     assert listing and not not_native, f"{name}: steps not native: {not_native[:20]}"
+
+
+@pytest.mark.parametrize("name", PARAMS)
+def test_optimized_model_reloads_with_the_same_outputs(name, tmp_path):
+    """The model saved through optimized_model_filepath (folded, fused) loads again and gives the
+    outputs of the session that wrote it."""
+    _framework_available(zoo.ZOO[name].family)
+    c = zoo.get(name)
+    o = onnxfast.SessionOptions()
+    o.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    sess = onnxfast.InferenceSession(str(c.path), o)
+    again = onnxfast.InferenceSession(o.optimized_model_filepath)
+    feed = {k: v[:2] for k, v in c.inputs.items()}
+    for g, w in zip(again.run(None, feed), sess.run(None, feed)):
+        np.testing.assert_array_equal(g, w)

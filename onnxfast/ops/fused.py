@@ -4,6 +4,8 @@ kernels do the work (float32); these numpy kernels compose the original operator
 from __future__ import annotations
 
 import numpy as np
+import onnx
+import onnx.defs
 
 from ..registry import REGISTRY, KernelNode, op
 from .math import relu
@@ -67,3 +69,56 @@ def fused_matmul(node: KernelNode):
 
 REGISTRY.register_native("FusedConv", domain="onnxfast", since=1)
 REGISTRY.register_native("FusedMatMul", domain="onnxfast", since=1)
+
+
+# ---- ONNX schemas of the internal domain ------------------------------------------------------
+# Registered with the onnx package at import, so a model that onnxfast's optimizer wrote (session
+# option optimized_model_filepath, `onnxfast optimize`) passes onnx.checker and shape inference and
+# loads again. The element type of the output is input 0's.
+
+FUSED_DOMAIN = "onnxfast"
+_FLOAT_TYPES = ["tensor(float)", "tensor(float16)", "tensor(bfloat16)", "tensor(double)"]
+
+
+def _same_type_as_input0(ctx) -> None:
+    t = ctx.get_input_type(0)
+    if t is not None and t.WhichOneof("value") == "tensor_type":
+        out = onnx.TypeProto()
+        out.tensor_type.elem_type = t.tensor_type.elem_type
+        ctx.set_output_type(0, out)
+
+
+def _schema(name: str, doc: str, inputs: list[tuple[str, bool]], attrs: list) -> "onnx.defs.OpSchema":
+    S = onnx.defs.OpSchema
+    opt = S.FormalParameterOption.Optional
+    params = [S.FormalParameter(n, "T", param_option=opt) if optional else S.FormalParameter(n, "T")
+              for n, optional in inputs]
+    schema = S(name, FUSED_DOMAIN, 1, doc, inputs=params, outputs=[S.FormalParameter("Y", "T")],
+               type_constraints=[("T", _FLOAT_TYPES, "float tensors")], attributes=attrs)
+    schema.set_type_and_shape_inference_function(_same_type_as_input0)
+    return schema
+
+
+def register_schemas() -> None:
+    S = onnx.defs.OpSchema
+    A = S.AttrType
+    act = [S.Attribute("activation", A.STRING, "None, Relu, LeakyRelu, Clip, Sigmoid, Tanh, Gelu, GeluTanh",
+                       required=False),
+           S.Attribute("activation_params", A.FLOATS, "LeakyRelu: alpha; Clip: min, max", required=False)]
+    conv = [S.Attribute("auto_pad", A.STRING, "", required=False), S.Attribute("dilations", A.INTS, "", required=False),
+            S.Attribute("group", A.INT, "", required=False), S.Attribute("kernel_shape", A.INTS, "", required=False),
+            S.Attribute("pads", A.INTS, "", required=False), S.Attribute("strides", A.INTS, "", required=False)]
+    for schema in (
+        _schema("FusedConv", "Y = activation(Conv(X, W, B) + Z)", [("X", False), ("W", False), ("B", True), ("Z", True)],
+                conv + act),
+        _schema("FusedMatMul", "Y = activation(MatMul(A, B) + bias + Z)",
+                [("A", False), ("B", False), ("bias", True), ("Z", True)], act),
+    ):
+        try:
+            onnx.defs.get_schema(schema.name, 1, FUSED_DOMAIN)
+            continue  # registered already (a second import of this module)
+        except onnx.defs.SchemaError:
+            onnx.defs.register_schema(schema)
+
+
+register_schemas()

@@ -14,6 +14,7 @@ from typing import Callable
 
 from .. import ir
 from ..errors import InvalidModel
+from .folding import fold_constants, fold_shapes
 from .fusions import fuse_conv_activation, fuse_matmul_epilogue
 
 log = logging.getLogger("onnxfast")
@@ -22,6 +23,8 @@ Pass = Callable[[ir.Graph, ir.Model], bool]
 
 # (minimum level, pass) in the order they run.
 PASSES: list[tuple[int, Pass]] = [
+    (1, fold_constants),  # ORT_ENABLE_BASIC
+    (1, fold_shapes),
     (2, fuse_conv_activation),  # ORT_ENABLE_EXTENDED
     (2, fuse_matmul_epilogue),
 ]

@@ -27,6 +27,7 @@ import argparse
 import glob
 import os
 import sys
+import tempfile
 import warnings
 from dataclasses import dataclass
 
@@ -188,14 +189,23 @@ def _compare(got, want, rtol: float, atol: float, where: str, undefined=None) ->
     np.testing.assert_allclose(g, w, rtol=rtol, atol=atol, equal_nan=True, err_msg=where)
 
 
-def run_case(case: Case) -> str | None:
-    """None when the case passes, else a one-line reason."""
+def run_case(case: Case, roundtrip: bool = False) -> str | None:
+    """None when the case passes, else a one-line reason. roundtrip: run the model that the session
+    saved through optimized_model_filepath (loaded again), not the original."""
     import onnxfast
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            sess = onnxfast.InferenceSession(case.model)
+            if roundtrip:
+                with tempfile.TemporaryDirectory() as d:
+                    o = onnxfast.SessionOptions()
+                    o.optimized_model_filepath = os.path.join(d, "optimized.onnx")
+                    onnxfast.InferenceSession(case.model, o)
+                    onnx.checker.check_model(o.optimized_model_filepath)
+                    sess = onnxfast.InferenceSession(o.optimized_model_filepath)
+            else:
+                sess = onnxfast.InferenceSession(case.model)
         names = [i.name for i in sess.get_inputs()]
         outs = [o.name for o in sess.get_outputs()]
         for k, (inputs, outputs) in enumerate(case.data_sets):
@@ -211,9 +221,9 @@ def run_case(case: Case) -> str | None:
     return None
 
 
-def run_all(cases: list[Case] | None = None) -> dict[str, str | None]:
+def run_all(cases: list[Case] | None = None, roundtrip: bool = False) -> dict[str, str | None]:
     cases = collect() if cases is None else cases
-    return {c.name: run_case(c) for c in cases}
+    return {c.name: run_case(c, roundtrip) for c in cases}
 
 
 def read_ratchet() -> set[str]:
@@ -227,17 +237,21 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--update", action="store_true", help="rewrite passing.txt with the cases passing now")
     p.add_argument("-k", help="only cases whose name contains this")
+    p.add_argument("--roundtrip", action="store_true",
+                   help="run each model as saved through optimized_model_filepath and loaded again")
     args = p.parse_args(argv)
     cases = collect()
     if args.k:
         cases = [c for c in cases if args.k in c.name]
-    results = run_all(cases)
+    if args.roundtrip:
+        cases = [c for c in cases if c.name in read_ratchet()]
+    results = run_all(cases, args.roundtrip)
     failing = {n: r for n, r in results.items() if r is not None}
     for n, r in sorted(failing.items()):
         print(f"FAIL {n}: {r}")
     passed = len(results) - len(failing)
     print(f"conformance: {passed} passed, {len(failing)} failed of {len(results)} cases")
-    if args.update and not args.k:
+    if args.update and not args.k and not args.roundtrip:
         with open(RATCHET, "w") as f:
             f.write("# ONNX backend cases onnxfast passes (tests/conformance/runner.py --update)\n")
             for n in sorted(n for n, r in results.items() if r is None):
