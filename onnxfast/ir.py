@@ -92,6 +92,9 @@ class Graph:
     # Nodes the optimizer replaced by their values, as (name, op_type, domain): the kernel listing's
     # "constant" entries.
     folded: list[tuple[str, str, str]] = field(default_factory=list)
+    # Constants the planner released once the kernels reading them had packed their own copies:
+    # name -> (numpy dtype, shape).
+    released: dict[str, tuple] = field(default_factory=dict)
 
     def type_of(self, name: str) -> ValueInfo | None:
         return self.value_info.get(name)
@@ -169,6 +172,13 @@ def build_model(proto: onnx.ModelProto, base_dir: str | None, release: bool) -> 
     # Initializers become numpy first (dropping the proto's bytes), then shape inference runs on
     # the weight-free proto to type intermediate values.
     graph_inits = load_initializers(proto.graph, external, release)
+    external.close()
+    if release:
+        # The parser keeps the memory of cleared fields (upb arenas): a fresh parse of the now
+        # weight-free proto lets the caller's copy, and with it the weights' bytes, go.
+        fresh = onnx.ModelProto()
+        fresh.ParseFromString(proto.SerializeToString())
+        proto = fresh
     ctx.types = _infer_types(proto) if _safe_for_inference(proto, opsets) else {}
     g = _build_graph(proto.graph, ctx, outer=set(), inits=graph_inits)
     meta = {p.key: p.value for p in proto.metadata_props}

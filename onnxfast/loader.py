@@ -2,9 +2,11 @@
 numpy arrays.
 
 External data is memory-mapped and resolved relative to the model's folder; a location that
-leaves that folder (by a relative path or an absolute one) is refused. Once an initializer
-is a numpy array the protobuf's copy of its bytes is dropped (for protos we parsed ourselves),
-so peak memory at load stays near one copy of the weights.
+leaves that folder (by a relative path or an absolute one) is refused. A large model file is
+streamed (see "streaming load" below): its weights go from the file straight into numpy arrays,
+never through protobuf, so loading holds one copy of them. Otherwise, once an initializer is a
+numpy array the protobuf's copy of its bytes is dropped (for protos we parsed ourselves), and
+build_model re-parses the weight-free proto so the parser's memory goes too.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class ExternalData:
     def __init__(self, base_dir: str | None):
         self.base_dir = base_dir
         self._maps: dict[str, Any] = {}
+        self._files: dict[str, Any] = {}  # the model file, for initializers streamed from it
 
     def resolve(self, location: str, tensor_name: str) -> str:
         if self.base_dir is None:
@@ -60,6 +63,32 @@ class ExternalData:
             )
         return path
 
+    def _read_inline(self, t: TensorProto, path: str, offset: int, length: int) -> np.ndarray:
+        """A raw_data field the streaming loader left in the model file: read into a new array."""
+        shape = tuple(int(d) for d in t.dims)
+        if t.data_type in _PACKED or t.data_type in (TensorProto.STRING, TensorProto.UNDEFINED):
+            raise InvalidModel(f"tensor '{t.name}': raw data of type {t.data_type} cannot be read")
+        dt = dtypes.np_dtype(t.data_type)
+        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if length != count * dt.itemsize:
+            raise InvalidModel(
+                f"tensor '{t.name}': raw data has {length} bytes, shape {list(shape)} of "
+                f"{dtypes.type_name(t.data_type)} needs {count * dt.itemsize}"
+            )
+        arr = np.empty(shape, dt)
+        f = self._files.get(path)
+        if f is None:
+            f = self._files[path] = open(path, "rb")
+        f.seek(offset)
+        if length and f.readinto(memoryview(arr.reshape(-1)).cast("B")) != length:
+            raise InvalidModel(f"tensor '{t.name}': the model file ends inside its raw data")
+        return arr
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+
     def buffer(self, path: str):
         m = self._maps.get(path)
         if m is None:
@@ -74,6 +103,8 @@ class ExternalData:
         location = info.get("location")
         if not location:
             raise ExternalDataError(f"initializer '{t.name}' is marked external but has no location")
+        if info.get(INLINE_KEY) == _INLINE_TOKEN:
+            return self._read_inline(t, location, int(info["offset"]), int(info["length"]))
         path = self.resolve(location, t.name)
         buf = self.buffer(path)
         try:
@@ -171,11 +202,15 @@ def load_model(source, external_data_dir: str | None = None) -> tuple[onnx.Model
             raise ModelFileNotFound(f"model file not found: '{path}'")
         if os.path.isdir(path):
             raise InvalidModel(f"'{path}' is a folder, not an ONNX model file")
+        base = external_data_dir or os.path.dirname(os.path.abspath(path))
+        if os.path.getsize(path) > STREAM_ABOVE:
+            model = _load_streaming(path)
+            if model is not None and model.HasField("graph") and model.ir_version != 0:
+                return model, base, True
         with open(path, "rb") as f:
             data = f.read()
         model = _parse(data, f"'{path}'")
         del data
-        base = external_data_dir or os.path.dirname(os.path.abspath(path))
         return model, base, True
     raise TypeError(
         f"cannot load a model from {type(source).__name__}: pass a file path, the model's bytes or an onnx.ModelProto"
@@ -240,3 +275,130 @@ def sparse_to_dense(st: onnx.SparseTensorProto, external: ExternalData | None = 
     else:
         dense[tuple(idx.T)] = values
     return dense
+
+
+# ---- streaming load ------------------------------------------------------------------------------
+# A large model file is not read whole and parsed with its weights: the protobuf wire format is
+# scanned (memory-mapped), and the raw bytes of each large initializer of the main graph are left
+# out of the bytes handed to protobuf, replaced by an external-data entry that points back into the
+# model file itself (marked INLINE_KEY). Those initializers are then read straight from the file
+# into their own numpy arrays, so loading holds one copy of the weights, not three (file bytes,
+# protobuf, arrays). Anything the scanner does not understand falls back to the plain parse.
+
+STREAM_ABOVE = 16 << 20  # files larger than this are loaded by streaming
+# The marker of an entry the scanner wrote: its value is a secret of this process, so a model file
+# cannot claim the marker to read files outside its folder (the location is an absolute path).
+INLINE_KEY = "onnxfast.inline"
+_INLINE_TOKEN = os.urandom(16).hex()
+
+
+class _WireError(Exception):
+    pass
+
+
+def _varint(buf, pos: int, end: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= end or shift > 63:
+            raise _WireError("bad varint")
+        b = buf[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _fields(buf, start: int, end: int):
+    """(field number, wire type, value start, value end, field start) of each field in buf[start:end]."""
+    pos = start
+    while pos < end:
+        field_start = pos
+        tag, pos = _varint(buf, pos, end)
+        field, wire = tag >> 3, tag & 7
+        if wire == 0:
+            _, pos2 = _varint(buf, pos, end)
+        elif wire == 1:
+            pos2 = pos + 8
+        elif wire == 2:
+            n, pos = _varint(buf, pos, end)
+            pos2 = pos + n
+        elif wire == 5:
+            pos2 = pos + 4
+        else:
+            raise _WireError("unsupported wire type")
+        if pos2 > end or field == 0:
+            raise _WireError("field runs past its message")
+        yield field, wire, pos, pos2, field_start
+        pos = pos2
+
+
+def _encode_varint(v: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        if v:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _len_field(field: int, payload: bytes) -> bytes:
+    return _encode_varint(field << 3 | 2) + _encode_varint(len(payload)) + payload
+
+
+def _strip_tensor(buf, start: int, end: int, location: str) -> bytes:
+    parts, raw = [], None
+    for field, wire, a, b, f0 in _fields(buf, start, end):
+        if field == 9 and wire == 2:  # raw_data
+            raw = (a, b - a)
+        elif field in (13, 14):  # external_data / data_location: an inline tensor has none that matter
+            if field == 14 and wire == 0 and _varint(buf, a, b)[0] != 0:
+                return bytes(buf[start:end])  # already external: leave it alone
+        else:
+            parts.append(bytes(buf[f0:b]))
+    if raw is None or raw[1] <= _KEEP_BYTES:
+        return bytes(buf[start:end])
+    entry = lambda k, v: _len_field(13, _len_field(1, k.encode()) + _len_field(2, v.encode()))  # noqa: E731
+    parts += [_encode_varint(14 << 3) + _encode_varint(1), entry("location", location),
+              entry("offset", str(raw[0])), entry("length", str(raw[1])), entry(INLINE_KEY, _INLINE_TOKEN)]
+    return b"".join(parts)
+
+
+def _strip_graph(buf, start: int, end: int, location: str) -> bytes:
+    parts = []
+    for field, wire, a, b, f0 in _fields(buf, start, end):
+        if field == 5 and wire == 2:  # initializer
+            parts.append(_len_field(5, _strip_tensor(buf, a, b, location)))
+        else:
+            parts.append(bytes(buf[f0:b]))
+    return b"".join(parts)
+
+
+def _stripped_model_bytes(buf, location: str) -> bytes:
+    parts = []
+    for field, wire, a, b, f0 in _fields(buf, 0, len(buf)):
+        if field == 7 and wire == 2:  # graph
+            parts.append(_len_field(7, _strip_graph(buf, a, b, location)))
+        else:
+            parts.append(bytes(buf[f0:b]))
+    return b"".join(parts)
+
+
+def _load_streaming(path: str) -> onnx.ModelProto | None:
+    """The model with its large main-graph initializers left in the file (see above); None when the
+    file is not protobuf the scanner understands (the plain parse then reports what is wrong)."""
+    with open(path, "rb") as f:
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            try:
+                data = _stripped_model_bytes(buf, os.path.abspath(path))
+            except _WireError:
+                return None
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError):
+        return None
+    return model

@@ -101,22 +101,52 @@ class Planner:
             if node.op_type == "Constant" and node.domain == "" and node.outputs and node.outputs[0]:
                 const_items.append((node.outputs[0], self._fold_constant(node)))
                 folded.add(i)
-        # Constants nobody reads any more (inputs of folded nodes) are left out of the plan.
-        read = {n for i, node in enumerate(graph.nodes) if i not in folded
-                for n in list(node.inputs) + list(node.implicit_inputs)}
-        read |= {vi.name for vi in graph.outputs}
-        const_items = [(n, v) for n, v in const_items if n in read]
-        default_slots: dict[str, int] = {}
+        # Constants nobody reads any more (inputs of folded nodes) are left out of the plan. The
+        # others get their ids now and go into the plan once the steps exist (add_constants below):
+        # a weight that only pre-packing kernels read is released as soon as they have packed it.
+        readers: dict[str, int] = {}
+        for i, node in enumerate(graph.nodes):
+            if i not in folded:
+                for n in list(node.inputs) + list(node.implicit_inputs):
+                    readers[n] = readers.get(n, 0) + 1
+        for vi in graph.outputs:
+            readers[vi.name] = 1 << 30  # a graph output is never released
+        const_ids: dict[str, int] = {}
         for name, value in const_items:
-            plan.add_constant(nid, value)
-            ids[name] = nid
-            consts[name] = value
-            location[name] = 0
-            nid += 1
+            if name in readers:
+                ids[name] = const_ids[name] = nid
+                consts[name] = value
+                location[name] = 0
+                nid += 1
+        del const_items
+        default_slots: dict[str, int] = {}
         for name in overridable:
-            plan.add_constant(nid, graph.initializers[name])
             default_slots[name] = nid
             nid += 1
+        packed_reads: dict[str, int] = {}
+        released: dict[str, tuple[int, list[int]]] = {}  # name -> (element type, shape) of a placeholder
+
+        def add_constants() -> None:
+            for name, cid in const_ids.items():
+                if name in released:
+                    plan.add_placeholder(cid, *released[name])
+                else:
+                    plan.add_constant(cid, consts[name])
+            for name, cid in default_slots.items():
+                plan.add_constant(cid, graph.initializers[name])
+
+        def packed(node: ir.Node, kernel, inputs: list[int]) -> None:
+            """Count the constant inputs this step's kernel packed; release those only packers read."""
+            for k in kernel.packed_inputs():
+                name = node.inputs[k] if k < len(node.inputs) else ""
+                if name not in const_ids or inputs[k] != const_ids[name]:
+                    continue
+                packed_reads[name] = packed_reads.get(name, 0) + 1
+                if packed_reads[name] == readers[name]:
+                    arr = consts.pop(name)
+                    released[name] = (dtypes.onnx_code(arr.dtype), list(arr.shape))
+                    graph.initializers.pop(name, None)
+                    graph.released[name] = (arr.dtype, tuple(arr.shape))
 
         def new_id(name: str) -> int:
             nonlocal nid
@@ -244,6 +274,8 @@ class Planner:
                     if not native_ok else None
                 plan.add_native_step(node.name, node.op_type, kernel, inputs, outputs, device, device,
                                      fallback, list(native_types) if fallback is not None else [])
+                if fallback is None:
+                    packed(node, kernel, inputs)
                 kind = kernel.describe() + ("|numpy" if fallback is not None else "")
             else:
                 fn = self._numpy_kernel(node, factory, opset, sv, in_types, graph, consts, prefix)
@@ -258,6 +290,7 @@ class Planner:
                 raise InvalidModel(f"graph output '{vi.name}' is not produced by any node")
             vid = value_on(vi.name, 0, "graph output")
             plan.add_output(vi.name, vid)
+        add_constants()
         plan.finalize(nid)
         return plan
 

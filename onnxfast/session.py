@@ -153,6 +153,7 @@ class InferenceSession:
             copy.CopyFrom(proto)
             proto = copy
         self._model = ir.build_model(proto, base_dir, release=True)
+        del proto  # build_model keeps a weight-free copy; this one may still hold the parser's memory
         # Every node with a native kernel is checked by that kernel's rules (attributes, declared
         # input ranks) before the optimizer fuses or the planner folds anything (ops/_validate.py).
         validate_graph(self._model)

@@ -242,6 +242,8 @@ PYBIND11_MODULE(_core, m) {
 
   py::class_<PyKernel>(m, "NativeKernel")
       .def("describe", [](const PyKernel& k) { return k.k->describe(); })
+      .def("packed_inputs", [](const PyKernel& k) { return k.k->packed_inputs(); },
+           "constant inputs the kernel holds its own packed copy of (it reads only their shape at run time)")
       .def_readonly("op_type", &PyKernel::op_type)
       .def("run", &run_kernel, py::arg("inputs"), py::arg("num_outputs") = 1,
            "Run the kernel on numpy arrays (testing aid); returns the outputs.");
@@ -335,6 +337,16 @@ PYBIND11_MODULE(_core, m) {
           },
           py::arg("name"), py::arg("value"), py::arg("dtype"), py::arg("is_tensor"), py::arg("dims"),
           py::arg("has_default") = false, py::arg("default_value") = -1, py::arg("optional") = false)
+      .def(
+          "add_placeholder",
+          [](Plan& p, int id, int dtype, std::vector<int64_t> shape) {
+            // A constant only packed kernels read: its dtype and shape, no data (the original is released).
+            Tensor t;
+            t.dtype = dtype;
+            t.shape = std::move(shape);
+            p.add_constant(id, Value::of_tensor(std::move(t)));
+          },
+          py::arg("id"), py::arg("dtype"), py::arg("shape"))
       .def("add_output", &Plan::add_output)
       .def(
           "add_native_step",

@@ -427,6 +427,8 @@ class MatMulKernel : public Kernel {
     const std::string d = fused_ ? "native:fused" : "native";
     return packed_ ? d + ":prepacked" : d;
   }
+  // Packed B (2-D) is all compute() reads of B; infer() reads its shape.
+  std::vector<int> packed_inputs() const override { return packed_ ? std::vector<int>{1} : std::vector<int>{}; }
 
   void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
     if (in.size() < 2 || !in[0] || !in[1]) kernel_fail(name_ + " needs two inputs");
@@ -554,6 +556,7 @@ class GemmKernel : public Kernel {
     }
   }
   std::string describe() const override { return packed_ ? "native:prepacked" : "native"; }
+  std::vector<int> packed_inputs() const override { return packed_ ? std::vector<int>{1} : std::vector<int>{}; }
 
   void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
     if (in.size() < 2 || !in[0] || !in[1]) kernel_fail(name_ + " needs inputs A and B");

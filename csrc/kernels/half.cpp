@@ -4,6 +4,7 @@
 // are widened once at session creation, so the float32 kernel pre-packs them as usual.
 // numpy's own float16 matmul is ~200x slower than this. float16 conversions use F16C where the
 // CPU has it (half_f16c.cpp).
+#include <algorithm>
 #include <cstring>
 
 #include "../cpu/cpu.h"
@@ -123,10 +124,19 @@ class ViaFloatKernel : public Kernel {
       widen(*c, *f);
       fa.const_inputs[i] = f;
       consts_.push_back({c, f});
+      half_consts_.push_back(static_cast<int>(i));
     }
     inner_ = inner(fa);
   }
   std::string describe() const override { return inner_->describe(); }
+  // The inner kernel's packed inputs, except half constants: compute() finds their float copies by
+  // the data pointer of the input it is given, so those must stay real tensors.
+  std::vector<int> packed_inputs() const override {
+    std::vector<int> out;
+    for (int i : inner_->packed_inputs())
+      if (std::find(half_consts_.begin(), half_consts_.end(), i) == half_consts_.end()) out.push_back(i);
+    return out;
+  }
 
   void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
     const int h = half_type(in);
@@ -193,6 +203,7 @@ class ViaFloatKernel : public Kernel {
   }
   std::unique_ptr<Kernel> inner_;
   std::vector<std::pair<std::shared_ptr<Tensor>, std::shared_ptr<Tensor>>> consts_;
+  std::vector<int> half_consts_;  // indices of the constant inputs widened into consts_
 };
 
 }  // namespace

@@ -76,6 +76,10 @@ class Kernel {
   virtual void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const = 0;
   // Short description for the kernel listing ("native", "native:prepacked").
   virtual std::string describe() const { return "native"; }
+  // Constant inputs this kernel copied into its own form at creation (pre-packed weights): at run
+  // time it reads only their dtype and shape, so the planner may pass a placeholder (a tensor with
+  // no data) and release the original when nothing else reads it.
+  virtual std::vector<int> packed_inputs() const { return {}; }
 };
 
 // Base of float32 elementwise unary kernels: output shaped like the input, computed in chunks
