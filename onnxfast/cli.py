@@ -220,9 +220,12 @@ def cmd_info(args) -> int:
     print(f"operators ({sum(hist.values())} nodes):")
     for op_type, count in hist.most_common():
         print(f"  {op_type}: {count}")
-    params = sum(int(a.size) for a in m.graph.initializers.values())
-    nbytes = sum(int(a.nbytes) for a in m.graph.initializers.values())
-    print(f"parameters: {params:,} in {len(m.graph.initializers)} initializers ({nbytes / 1e6:.2f} MB)")
+    # weights the kernels packed and the planner released count too (graph.released: dtype, shape)
+    sizes = [(int(a.size), int(a.nbytes)) for a in m.graph.initializers.values()]
+    sizes += [(int(np.prod(shape, dtype=np.int64)), int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize)
+              for dt, shape in m.graph.released.values()]
+    params, nbytes = sum(n for n, _ in sizes), sum(b for _, b in sizes)
+    print(f"parameters: {params:,} in {len(sizes)} initializers ({nbytes / 1e6:.2f} MB)")
     if args.kernels:
         print("kernels:")
         for r in sess.kernel_listing():

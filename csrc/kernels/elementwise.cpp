@@ -1,7 +1,8 @@
 // Elementwise kernels: broadcasting binary arithmetic (Add, Sub, Mul, Div), variadic Max / Min / Sum /
 // Mean, and comparisons (Equal, Less, Greater, LessOrEqual, GreaterOrEqual: bool results) over
 // float/double/int32/int64, and float Clip and
-// unary activations (Relu, LeakyRelu, Sqrt, Neg, Abs; the transcendental ones are in normalization.cpp). Broadcasting collapses the
+// unary activations (Relu, LeakyRelu, Sqrt, Neg, Abs; the transcendental ones are in normalization.cpp),
+// Pow (float / double bases), Cast, And / Or / Xor / Not and IsNaN / IsInf. Broadcasting collapses the
 // output index space to as few dimensions as possible, then runs a contiguous inner loop.
 #include <algorithm>
 #include <atomic>

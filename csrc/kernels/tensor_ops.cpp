@@ -3,7 +3,9 @@
 // condition, three-way numpy broadcasting), Gather (any axis; int32 / int64 indices, negative ones
 // wrapped, all checked before anything is written: an out-of-range index raises IndexError naming
 // the node and the index) and Slice (opset 1 attributes or opset 10+ int32 / int64 inputs, fed or
-// constant; the numpy kernel's clamping, negative steps, INT64_MAX / INT64_MIN ends).
+// constant; the numpy kernel's clamping, negative steps, INT64_MAX / INT64_MIN ends); the views
+// Reshape / Flatten / Squeeze / Unsqueeze / Identity, Shape / Size, Expand, Range, ConstantOfShape,
+// Split, GatherElements, GatherND, and CumSum (numeric types).
 //
 // Gather copies rows of the dims after the axis (single words when that row is one element).
 // Slice folds count-1 dims into the base offset, merges dims that stay contiguous, then copies

@@ -51,11 +51,24 @@ def true_constants(graph: ir.Graph) -> dict[str, np.ndarray]:
 
 
 def _fold_constants(graph: ir.Graph, model: ir.Model) -> bool:
+    return _replace_by_values(graph, lambda node, known: _evaluate(node, graph, model, known))
+
+
+def _fold_shapes(graph: ir.Graph, model: ir.Model) -> bool:
+    def shape_value(node, known):
+        v = _static_shape_value(node, graph, model)
+        return None if v is None else [v]
+
+    return _replace_by_values(graph, shape_value)
+
+
+def _replace_by_values(graph: ir.Graph, evaluate) -> bool:
+    """Replace each node for which ``evaluate(node, known)`` gives its output values by those values
+    (initializers); ``known`` holds the true constants, those folded before included."""
     known = true_constants(graph)
     keep: list[ir.Node] = []
-    changed = False
     for node in graph.nodes:
-        values = _evaluate(node, graph, model, known)
+        values = evaluate(node, known)
         if values is None:
             keep.append(node)
             continue
@@ -64,24 +77,7 @@ def _fold_constants(graph: ir.Graph, model: ir.Model) -> bool:
                 _set_constant(graph, name, v)
                 known[name] = v
         graph.folded.append((node.name, node.op_type, node.domain))
-        changed = True
-    if changed:
-        graph.nodes = keep
-        drop_unused_initializers(graph)
-    return changed
-
-
-def _fold_shapes(graph: ir.Graph, model: ir.Model) -> bool:
-    changed = False
-    keep: list[ir.Node] = []
-    for node in graph.nodes:
-        value = _static_shape_value(node, graph, model)
-        if value is None:
-            keep.append(node)
-            continue
-        _set_constant(graph, node.outputs[0], value)
-        graph.folded.append((node.name, node.op_type, node.domain))
-        changed = True
+    changed = len(keep) != len(graph.nodes)
     if changed:
         graph.nodes = keep
         drop_unused_initializers(graph)
