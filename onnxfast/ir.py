@@ -331,7 +331,10 @@ def _safe_for_inference(proto: onnx.ModelProto, opsets: dict[str, int]) -> bool:
 def _infer_types(proto: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
     types: dict[str, onnx.TypeProto] = {}
     try:
-        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
+        # No data propagation: it evaluates shape arithmetic inside onnx's C++ with no size bound (a
+        # ConstantOfShape of 2^31 elements ate all memory before any onnxfast guard could run: fuzz
+        # corpus constantofshape-hang-*). It only refines a few static shapes; kernels check at run time.
+        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=False)
     except Exception:  # inference is advisory: kernels check types at run time
         return types
 
