@@ -44,7 +44,8 @@ def main(argv=None) -> int:
     p.add_argument("--vary", metavar="LO,HI", help="vary the sequence length (axis 1) between LO and HI")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+    # the zoo lives in the repository; appended, so an installed onnxfast is not shadowed by the source tree
+    sys.path.append(str(pathlib.Path(__file__).resolve().parents[1]))
     from benchmarks.models import zoo
 
     c = zoo.get(a.model)
