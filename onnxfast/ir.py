@@ -21,7 +21,7 @@ import onnx
 
 from . import dtypes
 from .errors import InvalidModel
-from .loader import _PACKED, ExternalData, checked_dims, load_initializers
+from .loader import _KEEP_BYTES, _PACKED, ExternalData, checked_dims, load_initializers
 from .ops._validate import check_schema_attributes
 from .registry import REGISTRY, attribute_value, schema_for
 
@@ -173,7 +173,7 @@ def build_model(proto: onnx.ModelProto, base_dir: str | None, release: bool) -> 
     # the weight-free proto to type intermediate values.
     graph_inits = load_initializers(proto.graph, external, release)
     external.close()
-    if release:
+    if release and any(a.nbytes > _KEEP_BYTES for a in graph_inits.values()):
         # The parser keeps the memory of cleared fields (upb arenas): a fresh parse of the now
         # weight-free proto lets the caller's copy, and with it the weights' bytes, go.
         fresh = onnx.ModelProto()

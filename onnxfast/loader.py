@@ -65,16 +65,9 @@ class ExternalData:
 
     def _read_inline(self, t: TensorProto, path: str, offset: int, length: int) -> np.ndarray:
         """A raw_data field the streaming loader left in the model file: read into a new array."""
-        shape = tuple(int(d) for d in t.dims)
         if t.data_type in _PACKED or t.data_type in (TensorProto.STRING, TensorProto.UNDEFINED):
             raise InvalidModel(f"tensor '{t.name}': raw data of type {t.data_type} cannot be read")
-        dt = dtypes.np_dtype(t.data_type)
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-        if length != count * dt.itemsize:
-            raise InvalidModel(
-                f"tensor '{t.name}': raw data has {length} bytes, shape {list(shape)} of "
-                f"{dtypes.type_name(t.data_type)} needs {count * dt.itemsize}"
-            )
+        dt, shape = _raw_layout(t, length)
         arr = np.empty(shape, dt)
         f = self._files.get(path)
         if f is None:
@@ -155,6 +148,19 @@ def checked_dims(dims, what: str) -> tuple:
     return shape
 
 
+def _raw_layout(t: TensorProto, nbytes: int) -> tuple[np.dtype, tuple]:
+    """dtype and shape of a tensor whose raw bytes number ``nbytes`` (InvalidModel when they do not fit)."""
+    shape = tuple(int(d) for d in t.dims)
+    dt = dtypes.np_dtype(t.data_type)
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if nbytes != count * dt.itemsize:
+        raise InvalidModel(
+            f"tensor '{t.name}': raw data has {nbytes} bytes, shape {list(shape)} of "
+            f"{dtypes.type_name(t.data_type)} needs {count * dt.itemsize}"
+        )
+    return dt, shape
+
+
 def tensor_to_numpy(t: TensorProto, external: ExternalData | None = None) -> np.ndarray:
     """A TensorProto as a numpy array (ml_dtypes for bfloat16/float8/int4; object array of str for strings)."""
     checked_dims(t.dims, f"tensor '{t.name}'")
@@ -169,14 +175,9 @@ def tensor_to_numpy(t: TensorProto, external: ExternalData | None = None) -> np.
         arr[:] = vals
         return arr.reshape(shape)
     if t.HasField("raw_data") and t.data_type not in _PACKED:
-        dt = dtypes.np_dtype(t.data_type)
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-        if len(t.raw_data) != count * dt.itemsize:
-            raise InvalidModel(
-                f"tensor '{t.name}': raw data has {len(t.raw_data)} bytes, shape {list(shape)} of "
-                f"{dtypes.type_name(t.data_type)} needs {count * dt.itemsize}"
-            )
-        return np.frombuffer(t.raw_data, dtype=dt).reshape(shape).copy()
+        raw = t.raw_data  # one copy out of protobuf (each attribute read makes another)
+        dt, shape = _raw_layout(t, len(raw))
+        return np.frombuffer(raw, dtype=dt).reshape(shape).copy()
     try:
         arr = numpy_helper.to_array(t)
     except Exception as e:  # inconsistent sizes etc.
@@ -367,24 +368,18 @@ def _strip_tensor(buf, start: int, end: int, location: str) -> bytes:
     return b"".join(parts)
 
 
-def _strip_graph(buf, start: int, end: int, location: str) -> bytes:
+def _rewrite(buf, start: int, end: int, field_no: int, rewrite) -> bytes:
+    """buf[start:end] with each length-delimited field ``field_no`` replaced by rewrite(start, end)."""
     parts = []
     for field, wire, a, b, f0 in _fields(buf, start, end):
-        if field == 5 and wire == 2:  # initializer
-            parts.append(_len_field(5, _strip_tensor(buf, a, b, location)))
-        else:
-            parts.append(bytes(buf[f0:b]))
+        parts.append(_len_field(field, rewrite(a, b)) if field == field_no and wire == 2 else bytes(buf[f0:b]))
     return b"".join(parts)
 
 
 def _stripped_model_bytes(buf, location: str) -> bytes:
-    parts = []
-    for field, wire, a, b, f0 in _fields(buf, 0, len(buf)):
-        if field == 7 and wire == 2:  # graph
-            parts.append(_len_field(7, _strip_graph(buf, a, b, location)))
-        else:
-            parts.append(bytes(buf[f0:b]))
-    return b"".join(parts)
+    # ModelProto.graph (7) -> GraphProto.initializer (5) -> TensorProto
+    return _rewrite(buf, 0, len(buf), 7, lambda a, b: _rewrite(
+        buf, a, b, 5, lambda c, d: _strip_tensor(buf, c, d, location)))
 
 
 def _load_streaming(path: str) -> onnx.ModelProto | None:

@@ -655,29 +655,16 @@ class PowKernel : public Kernel {
     *v = d[0];
     return true;
   }
-  // The exponent's values as doubles (false: a type Pow does not take).
+  // The exponent's values as doubles (false: a type Pow does not take), through Cast's conversions.
   static bool as_doubles(const Tensor& t, std::vector<double>& d) {
-    const int64_t n = t.numel();
-    d.resize(static_cast<size_t>(n));
-    auto copy = [&](auto* p) {
-      for (int64_t i = 0; i < n; ++i) d[i] = static_cast<double>(p[i]);
-    };
-    switch (t.dtype) {
-      case kFloat: copy(t.ptr<float>()); return true;
-      case kDouble: copy(t.ptr<double>()); return true;
-      case kInt8: copy(t.ptr<int8_t>()); return true;
-      case kUInt8: copy(t.ptr<uint8_t>()); return true;
-      case kInt16: copy(t.ptr<int16_t>()); return true;
-      case kUInt16: copy(t.ptr<uint16_t>()); return true;
-      case kInt32: copy(t.ptr<int32_t>()); return true;
-      case kUInt32: copy(t.ptr<uint32_t>()); return true;
-      case kInt64: copy(t.ptr<int64_t>()); return true;
-      case kUInt64: copy(t.ptr<uint64_t>()); return true;
-      case kFloat16:
-        for (int64_t i = 0; i < n; ++i) d[i] = half_to_float32(t.ptr<uint16_t>()[i]);
-        return true;
-      default: return false;
-    }
+    static const int kNumeric[] = {kFloat, kDouble, kFloat16, kInt8, kUInt8, kInt16, kUInt16, kInt32, kUInt32, kInt64, kUInt64};
+    if (std::find(std::begin(kNumeric), std::end(kNumeric), t.dtype) == std::end(kNumeric)) return false;
+    d.resize(static_cast<size_t>(t.numel()));
+    with_cast_type(t.dtype, "Pow exponent", [&](auto tag) {
+      using S = decltype(tag);
+      cast_block<S, double>(t.ptr<S>(), d.data(), t.numel());
+    });
+    return true;
   }
   template <typename T>
   void run(const Tensor& X, const Tensor& E, Tensor& Y) const {
