@@ -20,8 +20,8 @@ import numpy as np
 from . import _core, dtypes, ir
 from .errors import InvalidModel, UnsupportedOperator
 from .providers import CPUExecutionProvider, ExecutionProvider
-from .ops._validate import NATIVE_ATTR_TYPES, input_shapes
-from .registry import REGISTRY, KernelNode, kernel_node, resolve_attributes, since_version
+from .ops._validate import input_shapes
+from .registry import REGISTRY, KernelNode, kernel_node, native_attrs, resolve_attributes, since_version
 
 log = logging.getLogger("onnxfast")
 
@@ -200,7 +200,7 @@ class Planner:
             if key not in copies:
                 op = "MemcpyToDevice" if device != 0 else "MemcpyFromDevice"
                 cname = f"{name}@dev{device}"
-                kernel = _core.create_kernel(op, f"{op}_{name}", 1, {}, [None])
+                kernel = _core.create_kernel(op, f"{op}_{name}", 1, {}, [None], domain="onnxfast")
                 cid = new_id(cname)
                 location[cname] = device
                 plan.add_native_step(f"{op}_{name}", op, kernel, [ids[name]], [cid], src, device)
@@ -261,10 +261,10 @@ class Planner:
                         raise InvalidModel(f"value '{o}' is defined twice (node '{node.name}')")
             if native_ok or (by_type and device == 0):
                 const_inputs = [consts.get(n) if n else None for n in node.inputs]
-                attrs = {k: v for k, v in node_attrs().items() if isinstance(v, NATIVE_ATTR_TYPES)}
                 kernel = _core.create_kernel(
-                    node.op_type, node.name, opset, attrs, const_inputs, self.options.allow_prepack,
-                    input_shapes(graph, node.inputs), len(node.outputs),
+                    node.op_type, node.name, opset, native_attrs(node_attrs()), const_inputs,
+                    self.options.allow_prepack, input_shapes(graph, node.inputs), len(node.outputs),
+                    domain=node.domain, since_version=sv, input_types=in_types,
                 )
                 outputs = [new_id(o) if o else -1 for o in node.outputs]
                 for o in node.outputs:
@@ -273,7 +273,7 @@ class Planner:
                 fallback = self._numpy_kernel(node, factory, opset, sv, in_types, graph, consts, prefix) \
                     if not native_ok else None
                 plan.add_native_step(node.name, node.op_type, kernel, inputs, outputs, device, device,
-                                     fallback, list(native_types) if fallback is not None else [])
+                                     fallback, list(kernel.dtypes) if fallback is not None else [])
                 if fallback is None:
                     packed(node, kernel, inputs)
                 kind = kernel.describe() + ("|numpy" if fallback is not None else "")

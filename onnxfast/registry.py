@@ -1,10 +1,12 @@
 """The operator registry: one place that maps (domain, op type, opset) to kernels.
 
-Each operator registers once. A registration is a *factory*: given a :class:`KernelNode`
+Each operator registers once. A numpy registration is a *factory*: given a :class:`KernelNode`
 (the node with attributes resolved from the schema defaults, its opset, input element types
 and constant inputs) it returns a Python callable ``fn(*inputs) -> output | tuple(outputs)``
-working on numpy arrays. An operator may also have a native kernel in ``_core`` (listed with
-the element types it computes); the planner prefers it when the node's types allow.
+working on numpy arrays. Native kernels are declared in C++ next to their code (domain, op type,
+schema-version range, provider, input types, a `when` condition, aliases: ``csrc/kernels/kernel.h``);
+the registry reads those declarations from ``_core`` at import and the planner prefers a native
+kernel wherever one fits the node, the numpy kernel being the fallback and reference.
 
 Factories are registered per "since" version: the one used for a node is the highest ``since``
 not above the schema version the model's opset selects, so opset differences live either in
@@ -18,6 +20,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import onnx
 import onnx.defs
 
@@ -73,20 +76,47 @@ def kernel_node(node, opset: int, sv: int, input_types: list, output_types: list
     )
 
 
+@dataclass(frozen=True)
+class NativeDef:
+    """One native kernel declaration, as _core declares it next to the kernel's code."""
+
+    since: int
+    until: int
+    provider: str
+    types: frozenset  # element types of input 0
+    input_types: dict  # input index -> allowed element types
+    conditional: bool  # a `when` (attributes / input types) decides per node: _core.kernel_accepts
+    aliases: tuple  # (output, input): the output may be a view of the input
+
+    def fits(self, since_version: int, input_types: list) -> bool:
+        if not self.since <= since_version <= self.until:
+            return False
+        for i, allowed in self.input_types.items():
+            t = input_types[i] if i < len(input_types) else None
+            if t is not None and t not in allowed:
+                return False
+        return True
+
+
 @dataclass
 class OpEntry:
     since: list[int] = field(default_factory=list)
     factories: list[Factory] = field(default_factory=list)
-    native_since: int | None = None  # native kernel usable from this schema version on
-    # Which nodes the native kernel computes, judged from the attributes (schema defaults filled), the
-    # schema version and the input element types (ONNX codes, None where unknown); None: every node.
-    # The others run on the numpy kernel (e.g. a mode the native kernel does not implement).
-    native_when: Callable[[dict, int, list], bool] | None = None
+    native: list[NativeDef] = field(default_factory=list)
 
 
 class Registry:
+    """Numpy kernel factories registered in Python (``@op``), native kernels read from ``_core``'s
+    declarations: one table keyed by (domain, op type), the native kernel preferred where it fits."""
+
     def __init__(self) -> None:
         self._ops: dict[tuple[str, str], OpEntry] = {}
+        for d in _core.kernel_defs():
+            entry = self._ops.setdefault((d["domain"], d["op_type"]), OpEntry())
+            entry.native.append(NativeDef(
+                d["since"], d["until"], d["provider"], frozenset(d["types"]),
+                {int(i): frozenset(t) for i, t in d["input_types"].items()}, d["conditional"],
+                tuple(tuple(a) for a in d["aliases"])))
 
     def register(self, op_type: str, factory: Factory, domain: str = "", since: int = 1) -> None:
         entry = self._ops.setdefault((domain, op_type), OpEntry())
@@ -96,16 +126,6 @@ class Registry:
         entry.since.insert(i, since)
         entry.factories.insert(i, factory)
 
-    def register_native(self, op_type: str, domain: str = "", since: int = 1,
-                        when: Callable[[dict, int, list], bool] | None = None) -> None:
-        """Declare _core's native kernel for op_type usable from schema version `since` on;
-        `when(attrs, since_version, input_types)` (optional) restricts it to the nodes it accepts."""
-        if op_type not in _core.native_kernels():
-            raise ValueError(f"_core has no native kernel for {op_type}")
-        entry = self._ops.setdefault((domain, op_type), OpEntry())
-        entry.native_since = since
-        entry.native_when = when
-
     def factory(self, domain: str, op_type: str, since_version: int) -> Factory | None:
         entry = self._ops.get((domain, op_type))
         if not entry or not entry.since:
@@ -113,23 +133,44 @@ class Registry:
         i = bisect.bisect(entry.since, since_version) - 1
         return entry.factories[i] if i >= 0 else None
 
-    def native_dtypes(self, domain: str, op_type: str, since_version: int,
-                      attrs: Callable[[], dict] | None = None, input_types: list | None = None) -> list[int] | None:
-        """Element types (of the first input) the native kernel computes for a node of this schema
-        version; None when no native kernel applies. `attrs()` gives the node's resolved attributes
-        (asked only when the registration has a `when` condition)."""
+    def native_defs(self, domain: str, op_type: str) -> list[NativeDef]:
         entry = self._ops.get((domain, op_type))
-        if not entry or entry.native_since is None or since_version < entry.native_since:
-            return None
-        if entry.native_when is not None and not entry.native_when(attrs() if attrs else {}, since_version, list(input_types or [])):
-            return None
-        return list(_core.native_kernels().get(op_type, []))
+        return list(entry.native) if entry else []
+
+    def native_dtypes(self, domain: str, op_type: str, since_version: int,
+                      attrs: Callable[[], dict] | None = None, input_types: list | None = None,
+                      provider: str = "CPUExecutionProvider") -> list[int] | None:
+        """Element types of input 0 the native kernels compute for a node of this schema version (and
+        these input element types, None where unknown); None when no native kernel applies. `attrs()` gives
+        the node's resolved attributes, asked only when a declaration has a `when` condition."""
+        types = list(input_types or [])
+        out: set[int] = set()
+        found = False
+        for d in self.native_defs(domain, op_type):
+            if d.provider != provider or not d.fits(since_version, types):
+                continue
+            if d.conditional and not _core.kernel_accepts(op_type, domain, since_version,
+                                                          native_attrs(attrs() if attrs else {}), types):
+                continue
+            found = True
+            out |= d.types
+        return sorted(out) if found else None
 
     def knows(self, domain: str, op_type: str) -> bool:
-        return (domain, op_type) in self._ops
+        entry = self._ops.get((domain, op_type))
+        return entry is not None and bool(entry.since or entry.native)
 
     def ops(self) -> list[tuple[str, str]]:
-        return sorted(self._ops)
+        return sorted(k for k in self._ops if self.knows(*k))
+
+
+# Attribute values _core's KernelArgs carries (graphs, sparse tensors and type protos are not).
+NATIVE_ATTR_TYPES = (int, float, str, list, np.ndarray)
+
+
+def native_attrs(attrs: dict) -> dict:
+    """The attributes a native kernel sees (the kinds _core converts)."""
+    return {k: v for k, v in attrs.items() if isinstance(v, NATIVE_ATTR_TYPES)}
 
 
 REGISTRY = Registry()

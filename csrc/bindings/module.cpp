@@ -60,6 +60,7 @@ AttrValue to_attr(py::handle h) {
 struct PyKernel {
   std::shared_ptr<Kernel> k;
   std::string op_type, name;
+  std::vector<int> dtypes;  // input-0 types of the declaration it was made from
 };
 
 std::shared_ptr<Tensor> const_tensor(py::handle h) {
@@ -103,15 +104,16 @@ py::list run_kernel(const PyKernel& pk, py::sequence inputs, int nout) {
   return res;
 }
 
-std::unique_ptr<Kernel> make_kernel(const std::string& op, const std::string& name, int opset, py::dict attrs,
-                                    py::sequence consts, bool allow_prepack, py::object input_shapes, int num_outputs) {
-  auto& table = kernel_table();
-  auto it = table.find(op);
-  if (it == table.end()) fail(ErrorKind::kNotImplemented, "no native kernel for " + op);
+// KernelArgs of a node as the planner describes it (attributes converted, constant inputs wrapped).
+KernelArgs kernel_args(const std::string& op, const std::string& domain, const std::string& name, int opset,
+                       int since_version, py::dict attrs, py::sequence consts, bool allow_prepack,
+                       py::object input_shapes, int num_outputs, py::object input_types) {
   KernelArgs a;
   a.op_type = op;
+  a.domain = domain;
   a.node_name = name;
   a.opset = opset;
+  a.since_version = since_version > 0 ? since_version : opset;
   a.num_outputs = num_outputs;
   a.allow_prepack = allow_prepack;
   for (auto kv : attrs) a.attrs[kv.first.cast<std::string>()] = to_attr(kv.second);
@@ -129,7 +131,38 @@ std::unique_ptr<Kernel> make_kernel(const std::string& op, const std::string& na
       a.input_dims.push_back(std::move(dims));
     }
   }
-  return it->second.factory(a);
+  if (!input_types.is_none())
+    for (auto t : py::reinterpret_borrow<py::sequence>(input_types)) a.input_dtypes.push_back(t.is_none() ? 0 : t.cast<int>());
+  return a;
+}
+
+// The declaration for a node: by its input 0 type (known at creation, or the constant's, or unknown).
+const KernelDef& kernel_def(const KernelArgs& a) {
+  int t = a.dtype_of(0);
+  if (t == 0 && !a.const_inputs.empty() && a.const_inputs[0]) t = a.const_inputs[0]->dtype;
+  const KernelDef* d = find_kernel(a.domain, a.op_type, a.since_version, t);
+  if (!d) {
+    const std::string dom = a.domain.empty() ? "ai.onnx" : a.domain;
+    fail(ErrorKind::kNotImplemented, "no native kernel for " + dom + "::" + a.op_type + " (version " +
+                                         std::to_string(a.since_version) +
+                                         (t > 0 ? ", input type " + dtype_name(t) : std::string()) + ")");
+  }
+  return *d;
+}
+
+py::dict def_dict(const KernelDef& d) {
+  py::dict o;
+  o["domain"] = d.domain;
+  o["op_type"] = d.op;
+  o["since"] = d.since;
+  o["until"] = d.until;
+  o["provider"] = d.provider;
+  o["types"] = d.types;
+  o["input_types"] = d.input_types;
+  o["conditional"] = static_cast<bool>(d.accepts);
+  o["aliases"] = d.aliases;
+  o["file"] = d.file;
+  return o;
 }
 
 }  // namespace
@@ -137,17 +170,6 @@ std::unique_ptr<Kernel> make_kernel(const std::string& op, const std::string& na
 PYBIND11_MODULE(_core, m) {
   m.doc() = "onnxfast native core: tensors, kernels and the executor";
   set_owner_release(&release_py_owner);
-  register_elementwise_kernels();
-  register_gemm_kernels();
-  register_conv_kernels();
-  register_conv_transpose_kernels();
-  register_device_kernels();
-  register_normalization_kernels();
-  register_half_kernels();
-  register_pooling_kernels();
-  register_reduce_kernels();
-  register_tensor_kernels();
-  register_resize_kernels();
   register_error_translator();
 
   m.def("register_dtype", &register_numpy_dtype, py::arg("dtype"), py::arg("code"), py::arg("name"));
@@ -203,11 +225,32 @@ PYBIND11_MODULE(_core, m) {
   }, py::arg("proc_self_cgroup"), py::arg("mountinfo"), py::arg("files"),
      "(testing) the cgroup memory limit parsed from the given /proc/self/cgroup and mountinfo texts, "
      "reading files from the dict {path: contents}; None when unlimited");
+  m.def("kernel_defs", []() {
+    py::list out;
+    for (const KernelDef& d : kernel_defs()) out.append(def_dict(d));
+    return out;
+  }, "every native kernel declaration: domain, op_type, since / until (schema versions), provider, types (of "
+     "input 0), input_types (of further inputs), conditional (a `when` on attributes / types), aliases, file");
   m.def("native_kernels", []() {
-    py::dict d;
-    for (auto& kv : kernel_table()) d[py::str(kv.first)] = py::cast(kv.second.dtypes);
-    return d;
-  });
+    std::map<std::string, std::vector<int>> ops;
+    for (const KernelDef& d : kernel_defs()) {
+      auto& t = ops[d.op];
+      for (int x : d.types)
+        if (std::find(t.begin(), t.end(), x) == t.end()) t.push_back(x);
+    }
+    return ops;
+  }, "op type -> element types of input 0 some native kernel computes (all domains and versions)");
+  m.def(
+      "kernel_accepts",
+      [](const std::string& op, const std::string& domain, int since_version, py::dict attrs, py::sequence input_types) {
+        KernelArgs a = kernel_args(op, domain, "", since_version, since_version, attrs, py::list(), false,
+                                   py::none(), 1, input_types);
+        const KernelDef* d = find_kernel(domain, op, since_version, a.dtype_of(0));
+        return d != nullptr && (!d->accepts || d->accepts(a));
+      },
+      py::arg("op_type"), py::arg("domain"), py::arg("since_version"), py::arg("attrs"), py::arg("input_types"),
+      "whether the native kernel declared for this node computes it (its `when`, from the attributes and the "
+      "input element types; None for unknown)");
   m.def("cpu_info", []() {
     const CpuFeatures& f = cpu_features();
     py::dict d;
@@ -245,32 +288,46 @@ PYBIND11_MODULE(_core, m) {
       .def("packed_inputs", [](const PyKernel& k) { return k.k->packed_inputs(); },
            "constant inputs the kernel holds its own packed copy of (it reads only their shape at run time)")
       .def_readonly("op_type", &PyKernel::op_type)
+      .def_readonly("dtypes", &PyKernel::dtypes, "input-0 element types its declaration computes")
       .def("run", &run_kernel, py::arg("inputs"), py::arg("num_outputs") = 1,
            "Run the kernel on numpy arrays (testing aid); returns the outputs.");
 
   m.def(
       "create_kernel",
       [](const std::string& op, const std::string& name, int opset, py::dict attrs, py::sequence consts,
-         bool allow_prepack, py::object input_shapes, int num_outputs) {
+         bool allow_prepack, py::object input_shapes, int num_outputs, const std::string& domain, int since_version,
+         py::object input_types) {
+        KernelArgs a = kernel_args(op, domain, name, opset, since_version, attrs, consts, allow_prepack, input_shapes,
+                                   num_outputs, input_types);
+        const KernelDef& d = kernel_def(a);
         PyKernel pk;
-        pk.k = std::shared_ptr<Kernel>(
-            make_kernel(op, name, opset, attrs, consts, allow_prepack, input_shapes, num_outputs));
+        pk.k = std::shared_ptr<Kernel>(create_kernel(d, a));
         pk.op_type = op;
         pk.name = name;
+        pk.dtypes = d.types;
         return pk;
       },
       py::arg("op_type"), py::arg("node_name"), py::arg("opset"), py::arg("attrs"), py::arg("const_inputs"),
       py::arg("allow_prepack") = true, py::arg("input_shapes") = py::none(), py::arg("num_outputs") = 1,
-      "A native kernel for a node. input_shapes: per input, None (rank unknown) or its dims (-1: unknown "
-      "dim); the kernel checks its attributes and these ranks now (InvalidModel).");
+      py::arg("domain") = "", py::arg("since_version") = 0, py::arg("input_types") = py::none(),
+      "A native kernel for a node, from the declaration for its domain, schema version (0: the opset) and input "
+      "0 type (input_types, per input: an element type or None). input_shapes: per input, None (rank unknown) "
+      "or its dims (-1: unknown dim); the kernel checks its attributes and these ranks now (InvalidModel).");
   m.def(
       "validate_kernel",
       [](const std::string& op, const std::string& name, int opset, py::dict attrs, py::sequence consts,
-         py::object input_shapes, int num_outputs) {
-        make_kernel(op, name, opset, attrs, consts, false, input_shapes, num_outputs);
+         py::object input_shapes, int num_outputs, const std::string& domain, int since_version,
+         py::object input_types) {
+        KernelArgs a = kernel_args(op, domain, name, opset, since_version, attrs, consts, false, input_shapes,
+                                   num_outputs, input_types);
+        // the node's checks are the same for every input type: a node of a type that runs on numpy is
+        // checked by the kernel of the version (its float32 one where declared)
+        const KernelDef* d = find_kernel(a.domain, a.op_type, a.since_version, 0);
+        if (d) d->factory(a);  // (its declared input types not enforced: this node may run on numpy)
       },
       py::arg("op_type"), py::arg("node_name"), py::arg("opset"), py::arg("attrs"), py::arg("const_inputs"),
-      py::arg("input_shapes") = py::none(), py::arg("num_outputs") = 1,
+      py::arg("input_shapes") = py::none(), py::arg("num_outputs") = 1, py::arg("domain") = "",
+      py::arg("since_version") = 0, py::arg("input_types") = py::none(),
       "Create the native kernel only to check the node (attributes, input ranks) and drop it: the "
       "checks of nodes that run on numpy or are fused or folded away.");
 

@@ -820,10 +820,10 @@ const ConvDirectTier* conv_direct_tier() {
   return t;
 }
 
-void register_conv_kernels() {
-  register_kernel("Conv", {kFloat}, [](const KernelArgs& a) { return std::make_unique<ConvKernel>(a); });
+ONNXFAST_KERNELS(conv) {
+  kernel("Conv").types({kFloat}).make<ConvKernel>();  // float16 / bfloat16 through float32: half.cpp
   // Conv + bias + optional residual (input 3) + activation, created by the conv-activation fusion.
-  register_kernel("FusedConv", {kFloat}, [](const KernelArgs& a) { return std::make_unique<ConvKernel>(a); });
+  kernel("FusedConv", "onnxfast").types({kFloat}).make<ConvKernel>();
 }
 
 }  // namespace onnxfast

@@ -277,9 +277,8 @@ class ConvTransposeKernel : public Kernel {
 
 }  // namespace
 
-void register_conv_transpose_kernels() {
-  register_kernel("ConvTranspose", {kFloat},
-                  [](const KernelArgs& a) { return std::make_unique<ConvTransposeKernel>(a); });
+ONNXFAST_KERNELS(conv_transpose) {
+  kernel("ConvTranspose").types({kFloat}).make<ConvTransposeKernel>();  // float16 / bfloat16: half.cpp
 }
 
 }  // namespace onnxfast

@@ -28,14 +28,14 @@ class CopyKernel : public Kernel {
 
 }  // namespace
 
-void register_device_kernels() {
+ONNXFAST_KERNELS(device) {
   std::vector<int> all;
   for (int d = 1; d <= 16; ++d)
     if (d != kString) all.push_back(d);
-  register_kernel("MemcpyToDevice", all, [](const KernelArgs& a) {
+  kernel("MemcpyToDevice", "onnxfast").types(all).make([](const KernelArgs& a) {
     return std::make_unique<CopyKernel>("MemcpyToDevice '" + a.node_name + "'");
   });
-  register_kernel("MemcpyFromDevice", all, [](const KernelArgs& a) {
+  kernel("MemcpyFromDevice", "onnxfast").types(all).make([](const KernelArgs& a) {
     return std::make_unique<CopyKernel>("MemcpyFromDevice '" + a.node_name + "'");
   });
 }

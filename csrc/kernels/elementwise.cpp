@@ -528,7 +528,7 @@ void cast_block(const S* s, D* d, int64_t n) {
 class CastKernel : public Kernel {
  public:
   explicit CastKernel(const KernelArgs& a) : who_(a.who()), to_(static_cast<int>(attr_int(a, "to", 0))) {
-    // the registry sends other targets to the numpy kernel (ops/math.py, _CAST_NATIVE)
+    // other targets run on the numpy kernel (the declaration's `when`, at the end of this file)
     static const int native[] = {kBool, kInt8, kUInt8, kInt16, kUInt16, kInt32, kUInt32, kInt64, kUInt64,
                                  kFloat, kDouble, kFloat16};
     if (std::find(std::begin(native), std::end(native), to_) == std::end(native))
@@ -705,13 +705,21 @@ class PowKernel : public Kernel {
   int64_t special_rank_ = 0;
 };
 
-void register_elementwise_kernels() {
-  register_kernel("Cast", {kBool, kInt8, kUInt8, kInt16, kUInt16, kInt32, kUInt32, kInt64, kUInt64, kFloat, kDouble,
-                           kFloat16},
-                  [](const KernelArgs& a) { return std::make_unique<CastKernel>(a); });
+ONNXFAST_KERNELS(elementwise) {
+  // Cast between bool, the 8..64-bit integers, float16, float32 and float64 (others: numpy).
+  static const std::vector<int> cast_types = {kBool,  kInt8,   kUInt8, kInt16,  kUInt16, kInt32,
+                                              kUInt32, kInt64, kUInt64, kFloat, kDouble, kFloat16};
+  kernel("Cast").since(6).types(cast_types)
+      .when([](const KernelArgs& a) {
+        const int64_t to = a.get_int("to", 0);
+        return std::find(cast_types.begin(), cast_types.end(), static_cast<int>(to)) != cast_types.end();
+      })
+      .alias(0, 0)  // a cast to the input's own type
+      .make<CastKernel>();
   const std::vector<int> num = {kFloat, kDouble, kInt32, kInt64};
+  // Add .. Div from the opset that brought numpy broadcasting (7)
   auto bin = [&](const char* name, BinOp op) {
-    register_kernel(name, num, [op](const KernelArgs& a) {
+    kernel(name).since(7).types(num).make([op](const KernelArgs& a) {
       expect_broadcastable(a);
       return std::make_unique<BinaryKernel>(op, a.op_type + " '" + a.node_name + "'");
     });
@@ -720,10 +728,11 @@ void register_elementwise_kernels() {
   bin("Sub", BinOp::kSub);
   bin("Mul", BinOp::kMul);
   bin("Div", BinOp::kDiv);
-  register_kernel("Pow", {kFloat, kDouble}, [](const KernelArgs& a) { return std::make_unique<PowKernel>(a); });
-  register_kernel("Clip", {kFloat}, [](const KernelArgs& a) { return std::make_unique<ClipKernel>(a); });
+  kernel("Pow").since(7).types({kFloat, kDouble}).make<PowKernel>();  // any numeric exponent
+  kernel("Clip").since(6).types({kFloat}).make<ClipKernel>();
+  // Max .. Mean from opset 8 (broadcasting)
   auto var = [&](const char* name, VarOp op, std::vector<int> types) {
-    register_kernel(name, types, [op](const KernelArgs& a) {
+    kernel(name).since(8).types(std::move(types)).make([op](const KernelArgs& a) {
       expect_broadcastable(a);
       return std::make_unique<VariadicKernel>(op, a.op_type + " '" + a.node_name + "'");
     });
@@ -732,27 +741,31 @@ void register_elementwise_kernels() {
   var("Min", VarOp::kMin, num);
   var("Sum", VarOp::kSum, num);
   var("Mean", VarOp::kMean, {kFloat, kDouble});
-  auto cmp = [&](const char* name, CmpOp op, std::vector<int> types) {
-    register_kernel(name, types, [op](const KernelArgs& a) {
+  auto cmp = [&](const char* name, int since, CmpOp op, std::vector<int> types) {
+    kernel(name).since(since).types(std::move(types)).make([op](const KernelArgs& a) {
       expect_broadcastable(a);
       return std::make_unique<CompareKernel>(op, a.op_type + " '" + a.node_name + "'");
     });
   };
-  cmp("Equal", CmpOp::kEqual, {kFloat, kDouble, kInt32, kInt64, kBool});
-  cmp("Less", CmpOp::kLess, num);
-  cmp("Greater", CmpOp::kGreater, num);
-  cmp("LessOrEqual", CmpOp::kLessOrEqual, num);
-  cmp("GreaterOrEqual", CmpOp::kGreaterOrEqual, num);
-  cmp("And", CmpOp::kAnd, {kBool});
-  cmp("Or", CmpOp::kOr, {kBool});
-  cmp("Xor", CmpOp::kXor, {kBool});
-  register_kernel("Not", {kBool}, [](const KernelArgs& a) { return std::make_unique<PredicateKernel>(a, Pred::kNot); });
-  register_kernel("IsNaN", {kFloat, kDouble, kFloat16},
-                  [](const KernelArgs& a) { return std::make_unique<PredicateKernel>(a, Pred::kIsNaN); });
-  register_kernel("IsInf", {kFloat, kDouble, kFloat16},
-                  [](const KernelArgs& a) { return std::make_unique<PredicateKernel>(a, Pred::kIsInf); });
+  cmp("Equal", 7, CmpOp::kEqual, {kFloat, kDouble, kInt32, kInt64, kBool});
+  cmp("Less", 7, CmpOp::kLess, num);
+  cmp("Greater", 7, CmpOp::kGreater, num);
+  cmp("LessOrEqual", 12, CmpOp::kLessOrEqual, num);
+  cmp("GreaterOrEqual", 12, CmpOp::kGreaterOrEqual, num);
+  cmp("And", 7, CmpOp::kAnd, {kBool});
+  cmp("Or", 7, CmpOp::kOr, {kBool});
+  cmp("Xor", 7, CmpOp::kXor, {kBool});
+  kernel("Not").since(1).types({kBool}).make([](const KernelArgs& a) {
+    return std::make_unique<PredicateKernel>(a, Pred::kNot);
+  });
+  kernel("IsNaN").since(9).types({kFloat, kDouble, kFloat16}).make([](const KernelArgs& a) {
+    return std::make_unique<PredicateKernel>(a, Pred::kIsNaN);
+  });
+  kernel("IsInf").since(10).types({kFloat, kDouble, kFloat16}).make([](const KernelArgs& a) {
+    return std::make_unique<PredicateKernel>(a, Pred::kIsInf);
+  });
   auto un = [&](const char* name, UnOp op) {
-    register_kernel(name, {kFloat}, [op](const KernelArgs& a) {
+    kernel(name).since(6).types({kFloat}).make([op](const KernelArgs& a) {
       return std::make_unique<UnaryKernel>(op, a.op_type + " '" + a.node_name + "'",
                                            static_cast<float>(attr_float(a, "alpha", 0.01)));
     });

@@ -614,10 +614,11 @@ class GemmKernel : public Kernel {
 
 }  // namespace
 
-void register_gemm_kernels() {
-  register_kernel("MatMul", {kFloat}, [](const KernelArgs& a) { return std::make_unique<MatMulKernel>(a); });
-  register_kernel("FusedMatMul", {kFloat}, [](const KernelArgs& a) { return std::make_unique<MatMulKernel>(a); });
-  register_kernel("Gemm", {kFloat}, [](const KernelArgs& a) { return std::make_unique<GemmKernel>(a); });
+// float32 here; float16 / bfloat16 through float32 in half.cpp
+ONNXFAST_KERNELS(gemm) {
+  kernel("MatMul").types({kFloat}).make<MatMulKernel>();
+  kernel("FusedMatMul", "onnxfast").types({kFloat}).make<MatMulKernel>();
+  kernel("Gemm").since(7).types({kFloat}).make<GemmKernel>();
 }
 
 }  // namespace onnxfast

@@ -210,13 +210,22 @@ class ViaFloatKernel : public Kernel {
 
 float half_to_float32(uint16_t h) { return half_to_float(h); }
 
-void register_half_kernels() {
-  for (const char* op : {"MatMul", "Gemm", "Conv", "FusedConv", "ConvTranspose"}) {
-    auto it = kernel_table().find(op);
-    if (it == kernel_table().end()) continue;
-    KernelFactory inner = it->second.factory;
-    register_kernel(op, {kFloat, kFloat16, kBFloat16},
-                    [inner](const KernelArgs& a) { return std::make_unique<ViaFloatKernel>(a, inner); });
+// float16 / bfloat16 MatMul, Gemm, Conv, FusedConv, ConvTranspose: the float32 kernel declared for
+// the node's version, found when the node is created (not when this block runs: no order between files).
+ONNXFAST_KERNELS(half) {
+  struct Wrapped {
+    const char* op;
+    const char* domain;
+    int since;
+  };
+  for (const Wrapped& w : {Wrapped{"MatMul", "", 1}, Wrapped{"Gemm", "", 7}, Wrapped{"Conv", "", 1},
+                           Wrapped{"FusedConv", "onnxfast", 1}, Wrapped{"ConvTranspose", "", 1}}) {
+    kernel(w.op, w.domain).since(w.since).types({kFloat16, kBFloat16}).make([w](const KernelArgs& a) {
+      const KernelDef* inner = find_kernel(w.domain, w.op, a.since_version > 0 ? a.since_version : a.opset, kFloat);
+      if (!inner) fail(ErrorKind::kNotImplemented, a.who() + ": no float32 kernel to compute float16 through");
+      KernelFactory f = inner->factory;
+      return std::make_unique<ViaFloatKernel>(a, f);
+    });
   }
 }
 

@@ -1,9 +1,10 @@
-// The native kernel table and helpers shared by kernels (attributes, dtype checks, broadcasting).
+// The native kernel registry and helpers shared by kernels (attributes, dtype checks, broadcasting).
 #include "kernel.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <set>
 #include <sstream>
 #if defined(__SSE2__)
@@ -39,13 +40,116 @@ void transpose_f32(const float* src, int64_t lds, int64_t rows, int64_t cols, fl
   }
 }
 
-std::map<std::string, KernelEntry>& kernel_table() {
-  static std::map<std::string, KernelEntry> table;
-  return table;
+// ---- The kernel registry ----------------------------------------------------------------------
+
+const char* const kCpuProvider = "CPUExecutionProvider";
+
+namespace {
+
+struct KernelBlock {
+  void (*block)();
+  const char* file;
+};
+// Filled during static initialization (function-local static: safe whatever the order of the files).
+std::vector<KernelBlock>& kernel_blocks() {
+  static std::vector<KernelBlock> blocks;
+  return blocks;
+}
+// The declarations of the block running now (kernel_defs() collects them).
+std::vector<KernelDef>* g_collecting = nullptr;
+const char* g_collecting_file = "";
+
+bool overlaps(const std::vector<int>& a, const std::vector<int>& b) {
+  for (int x : a)
+    if (std::find(b.begin(), b.end(), x) != b.end()) return true;
+  return false;
 }
 
-void register_kernel(const std::string& op, std::vector<int> dtypes, KernelFactory f) {
-  kernel_table()[op] = KernelEntry{std::move(f), std::move(dtypes)};
+std::vector<KernelDef> collect_kernel_defs() {
+  std::vector<KernelDef> defs;
+  g_collecting = &defs;
+  for (const KernelBlock& b : kernel_blocks()) {
+    g_collecting_file = b.file;
+    b.block();
+  }
+  g_collecting = nullptr;
+  for (size_t i = 0; i < defs.size(); ++i) {
+    const KernelDef& d = defs[i];
+    if (d.op.empty() || !d.factory || d.types.empty() || d.since < 1 || d.until < d.since)
+      throw std::logic_error("kernel declaration '" + d.op + "' in " + d.file +
+                             " needs an op name, a factory, input-0 types and since <= until");
+    for (size_t j = 0; j < i; ++j) {
+      const KernelDef& e = defs[j];
+      if (e.domain == d.domain && e.op == d.op && e.provider == d.provider && e.since <= d.until &&
+          d.since <= e.until && overlaps(e.types, d.types))
+        throw std::logic_error("kernel " + (d.domain.empty() ? std::string("ai.onnx") : d.domain) + "::" + d.op +
+                               " for " + d.provider + " is declared twice for overlapping versions and types (" +
+                               e.file + " and " + d.file + ")");
+    }
+  }
+  return defs;
+}
+
+}  // namespace
+
+bool KernelDef::computes(int dtype) const { return std::find(types.begin(), types.end(), dtype) != types.end(); }
+
+KernelDecl::KernelDecl(std::string op, std::string domain) {
+  d_.op = std::move(op);
+  d_.domain = std::move(domain);
+}
+
+void KernelDecl::make(KernelFactory f) {
+  if (!g_collecting) throw std::logic_error("kernel '" + d_.op + "' declared outside an ONNXFAST_KERNELS block");
+  d_.factory = std::move(f);
+  d_.file = g_collecting_file;
+  g_collecting->push_back(std::move(d_));
+}
+
+KernelDecl kernel(std::string op, std::string domain) { return KernelDecl(std::move(op), std::move(domain)); }
+
+bool add_kernel_block(void (*block)(), const char* file) {
+  const char* rel = std::strstr(file, "csrc/");  // the path from the source root, whatever the build's
+  kernel_blocks().push_back({block, rel ? rel : file});
+  return true;
+}
+
+const std::vector<KernelDef>& kernel_defs() {
+  static const std::vector<KernelDef> defs = collect_kernel_defs();
+  return defs;
+}
+
+const KernelDef* find_kernel(const std::string& domain, const std::string& op, int since_version, int dtype,
+                             const std::string& provider) {
+  const KernelDef* first = nullptr;
+  for (const KernelDef& d : kernel_defs()) {
+    if (d.op != op || d.domain != domain || d.provider != provider || !d.covers(since_version)) continue;
+    if (dtype > 0 ? d.computes(dtype) : d.computes(kFloat)) return &d;
+    if (!first) first = &d;
+  }
+  return dtype > 0 ? nullptr : first;
+}
+
+std::unique_ptr<Kernel> create_kernel(const KernelDef& def, const KernelArgs& args) {
+  for (const auto& [i, allowed] : def.input_types) {
+    const int t = i < static_cast<int>(args.const_inputs.size()) && args.const_inputs[i] ? args.const_inputs[i]->dtype
+                                                                                          : args.dtype_of(i);
+    if (t > 0 && std::find(allowed.begin(), allowed.end(), t) == allowed.end())
+    {
+      std::string names;
+      for (int a : allowed) names += (names.empty() ? "" : ", ") + dtype_name(a);
+      fail(ErrorKind::kInvalidType,
+           args.who() + ": input " + std::to_string(i) + " is tensor(" + dtype_name(t) + "); it must be one of " + names);
+    }
+  }
+  return def.factory(args);
+}
+
+std::unique_ptr<Kernel> create_kernel(const std::string& op, const KernelArgs& args) {
+  const KernelDef* d = find_kernel(args.domain, op, args.since_version > 0 ? args.since_version : kLatestVersion,
+                                   args.dtype_of(0));
+  if (!d) throw std::logic_error("no native kernel " + op);
+  return create_kernel(*d, args);
 }
 
 int64_t KernelArgs::get_int(const std::string& name, int64_t dflt) const {

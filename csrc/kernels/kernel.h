@@ -28,8 +28,10 @@ struct AttrValue {
 
 struct KernelArgs {
   std::string op_type;
+  std::string domain;  // "" = ai.onnx
   std::string node_name;
-  int opset = 0;
+  int opset = 0;          // the model's opset for the node's domain
+  int since_version = 0;  // the schema version that opset selects (0: not given, as opset)
   int num_outputs = 1;  // the node's output count (Split)
   std::map<std::string, AttrValue> attrs;
   // Inputs that are constant (initializers) at session creation; null where not constant.
@@ -40,6 +42,8 @@ struct KernelArgs {
   // dims where the rank is known, -1 for a dim not known. Checks of ranks unknown here run at run time.
   std::vector<int64_t> input_ranks;
   std::vector<Shape> input_dims;
+  // Element type per input known at session creation (0 where unknown or absent): what KernelDef::accepts reads.
+  std::vector<int> input_dtypes;
 
   int64_t get_int(const std::string& name, int64_t dflt) const;
   double get_float(const std::string& name, double dflt) const;
@@ -48,6 +52,8 @@ struct KernelArgs {
   bool has(const std::string& name) const { return attrs.count(name) != 0; }
   // Input i's rank known at creation, -1 when unknown.
   int64_t rank_of(size_t i) const { return i < input_ranks.size() ? input_ranks[i] : -1; }
+  // Input i's element type known at creation, 0 when unknown.
+  int dtype_of(size_t i) const { return i < input_dtypes.size() ? input_dtypes[i] : 0; }
   // "<Op> '<node>'", the prefix of every error about this node.
   std::string who() const { return op_type + " '" + node_name + "'"; }
   // "<Op> node '<node>'", the numpy kernels' prefix: kernels whose run-time errors word them alike.
@@ -106,29 +112,85 @@ void float_chunks(const Tensor& X, Tensor& Y, double cost_per_element,
 
 using KernelFactory = std::function<std::unique_ptr<Kernel>(const KernelArgs&)>;
 
-struct KernelEntry {
+// ---- The kernel registry ----------------------------------------------------------------------
+// Each kernel file declares its kernels next to their code, in an ONNXFAST_KERNELS block:
+//
+//   ONNXFAST_KERNELS(pooling) {
+//     kernel("MaxPool").since(1).types({kFloat}).make<PoolKernel>();
+//     kernel("LpPool").types({kFloat}).when([](const KernelArgs& a) { return a.get_float("p", 2) >= 0; })
+//         .make([](const KernelArgs& a) { return std::make_unique<PoolKernel>(a, PoolKind::kLp); });
+//   }
+//
+// The blocks run once, at the first look-up (never during static initialization, so a bad
+// declaration is an exception at import, not a crash). Python reads the table (_core.kernel_defs())
+// instead of re-declaring it; the numpy kernels (onnxfast/ops) are the fallback for what a native
+// kernel does not declare. Two declarations of one (domain, op, provider) whose version ranges and
+// input-0 types overlap are refused: no declaration silently replaces another.
+constexpr int kLatestVersion = 1 << 30;
+extern const char* const kCpuProvider;  // "CPUExecutionProvider"
+
+struct KernelDef {
+  std::string domain;  // "" = ai.onnx
+  std::string op;
+  int since = 1;               // first schema version (the `since_version` an opset selects) computed
+  int until = kLatestVersion;  // last one, inclusive
+  std::string provider = kCpuProvider;
+  std::vector<int> types;  // element types of input 0 ("T") computed; a node of another type runs on numpy
+  // Element types allowed for further inputs (mixed-type kernels: uint8 x int8 MatMulInteger); an
+  // input missing here takes any type the kernel itself checks.
+  std::map<int, std::vector<int>> input_types;
+  // Which nodes the kernel computes, judged from KernelArgs' attributes and input_dtypes (0 where
+  // unknown); the others run on the numpy kernel. Empty: every node of the declared types.
+  std::function<bool(const KernelArgs&)> accepts;
+  // (output, input) pairs: the output may be a view of that input (OutSpec::alias_input at run time).
+  std::vector<std::pair<int, int>> aliases;
   KernelFactory factory;
-  std::vector<int> dtypes;  // element types of the first input this kernel computes
+  std::string file;  // the declaring source file (for conflict messages)
+
+  bool covers(int since_version) const { return since <= since_version && since_version <= until; }
+  bool computes(int dtype) const;
 };
 
-// op type -> entry. Filled once by the register_* functions below.
-std::map<std::string, KernelEntry>& kernel_table();
-void register_kernel(const std::string& op, std::vector<int> dtypes, KernelFactory f);
+// A declaration in progress: kernel("Op"[, "domain"]).since(..).types(..)...make<K>() adds it.
+class KernelDecl {
+ public:
+  KernelDecl(std::string op, std::string domain);
+  KernelDecl& since(int v) { d_.since = v; return *this; }
+  KernelDecl& until(int v) { d_.until = v; return *this; }
+  KernelDecl& provider(std::string p) { d_.provider = std::move(p); return *this; }
+  KernelDecl& types(std::vector<int> t) { d_.types = std::move(t); return *this; }
+  KernelDecl& input(int i, std::vector<int> t) { d_.input_types[i] = std::move(t); return *this; }
+  KernelDecl& when(std::function<bool(const KernelArgs&)> f) { d_.accepts = std::move(f); return *this; }
+  KernelDecl& alias(int output, int input) { d_.aliases.emplace_back(output, input); return *this; }
+  void make(KernelFactory f);
+  template <class K>
+  void make() {
+    make([](const KernelArgs& a) { return std::make_unique<K>(a); });
+  }
 
-void register_elementwise_kernels();
-void register_gemm_kernels();
-void register_conv_kernels();
-void register_conv_transpose_kernels();  // conv_transpose.cpp
-void register_device_kernels();
-void register_normalization_kernels();
-// float16 / bfloat16 variants of MatMul, Gemm, Conv, ConvTranspose (call after those are registered).
-void register_half_kernels();
-// pooling.cpp, reduce.cpp, tensor_ops.cpp
-void register_pooling_kernels();
-void register_reduce_kernels();
-void register_tensor_kernels();
-// resize.cpp: Resize (float32, opset 10+) and Upsample 7-9 (as Resize-10)
-void register_resize_kernels();
+ private:
+  KernelDef d_;
+};
+KernelDecl kernel(std::string op, std::string domain = "");
+
+// Registration plumbing behind ONNXFAST_KERNELS (returns true; the block runs at the first look-up).
+bool add_kernel_block(void (*block)(), const char* file);
+#define ONNXFAST_KERNELS(tag)                                                                        \
+  static void onnxfast_kernels_##tag();                                                              \
+  [[maybe_unused]] static const bool onnxfast_kernels_##tag##_added =                                \
+      ::onnxfast::add_kernel_block(&onnxfast_kernels_##tag, __FILE__);                               \
+  static void onnxfast_kernels_##tag()
+
+// Every declaration (runs the blocks on first use; std::logic_error on conflicting declarations).
+const std::vector<KernelDef>& kernel_defs();
+// The declaration computing a node of this schema version whose input 0 has `dtype` (0: unknown:
+// the float32 kernel where one is declared, else the first); null when none.
+const KernelDef* find_kernel(const std::string& domain, const std::string& op, int since_version, int dtype,
+                             const std::string& provider = kCpuProvider);
+// The kernel of `def` for a node: checks the declared input types first (InvalidType).
+std::unique_ptr<Kernel> create_kernel(const KernelDef& def, const KernelArgs& args);
+// Testing aid: a kernel by op name (ai.onnx, latest version, float32 first), for tests/cpp.
+std::unique_ptr<Kernel> create_kernel(const std::string& op, const KernelArgs& args);
 
 // Helpers shared by kernels.
 

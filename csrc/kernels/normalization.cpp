@@ -338,32 +338,42 @@ class ActKernel : public FloatUnaryKernel {
 
 }  // namespace
 
-void register_normalization_kernels() {
-  register_kernel("Softmax", {kFloat}, [](const KernelArgs& a) { return std::make_unique<SoftmaxKernel>(a, false); });
-  register_kernel("LogSoftmax", {kFloat},
-                  [](const KernelArgs& a) { return std::make_unique<SoftmaxKernel>(a, true); });
-  register_kernel("LayerNormalization", {kFloat},
-                  [](const KernelArgs& a) { return std::make_unique<LayerNormKernel>(a); });
-  register_kernel("BatchNormalization", {kFloat},
-                  [](const KernelArgs& a) { return std::make_unique<BatchNormKernel>(a); });
-  register_kernel("InstanceNormalization", {kFloat},
-                  [](const KernelArgs& a) { return std::make_unique<InstanceNormKernel>(a); });
-  auto vm = [](const char* name, MathOp op) {
-    register_kernel(name, {kFloat}, [op](const KernelArgs& a) {
+// Parameter inputs first..last float32 or not known at creation (mixed-precision statistics run on numpy).
+static bool float_params(const KernelArgs& a, size_t first, size_t last) {
+  for (size_t i = first; i <= last; ++i)
+    if (a.dtype_of(i) != 0 && a.dtype_of(i) != kFloat) return false;
+  return true;
+}
+
+ONNXFAST_KERNELS(normalization) {
+  kernel("Softmax").types({kFloat}).make([](const KernelArgs& a) { return std::make_unique<SoftmaxKernel>(a, false); });
+  kernel("LogSoftmax").types({kFloat}).make([](const KernelArgs& a) { return std::make_unique<SoftmaxKernel>(a, true); });
+  kernel("LayerNormalization").since(17).types({kFloat}).make<LayerNormKernel>();
+  // inference mode with float32 statistics (spatial = 1 before opset 9); training mode on numpy
+  kernel("BatchNormalization").since(7).types({kFloat})
+      .when([](const KernelArgs& a) {
+        return a.get_int("training_mode", 0) == 0 && a.get_int("spatial", 1) == 1 && float_params(a, 1, 4);
+      })
+      .make<BatchNormKernel>();
+  kernel("InstanceNormalization").types({kFloat}).when([](const KernelArgs& a) { return float_params(a, 1, 2); })
+      .make<InstanceNormKernel>();
+  auto vm = [](const char* name, int since, MathOp op) {
+    kernel(name).since(since).types({kFloat}).make([op](const KernelArgs& a) {
       MathOp o = op;
       if (o == MathOp::kGelu && expect_known_string(a, "approximate", "none", {"none", "tanh"}) == "tanh")
         o = MathOp::kGeluTanh;
       return std::make_unique<VecMathKernel>(o, a.op_type + " '" + a.node_name + "'");
     });
   };
-  vm("Exp", MathOp::kExp);
-  vm("Erf", MathOp::kErf);
-  vm("Tanh", MathOp::kTanh);
-  vm("Sigmoid", MathOp::kSigmoid);
-  vm("Gelu", MathOp::kGelu);
-  // name, kind, (attribute, default) for alpha and beta
+  vm("Exp", 6, MathOp::kExp);
+  vm("Erf", 9, MathOp::kErf);
+  vm("Tanh", 6, MathOp::kTanh);
+  vm("Sigmoid", 6, MathOp::kSigmoid);
+  vm("Gelu", 20, MathOp::kGelu);
+  // name, since, kind, (attribute, default) for alpha and beta
   struct ActSpec {
     const char* name;
+    int since;
     ActKind kind;
     const char* alpha_attr;
     double alpha;
@@ -371,22 +381,22 @@ void register_normalization_kernels() {
     double beta;
   };
   static const ActSpec acts[] = {
-      {"Log", ActKind::kLog, "", 0, "", 0},
-      {"Reciprocal", ActKind::kReciprocal, "", 0, "", 0},
-      {"Softplus", ActKind::kSoftplus, "", 0, "", 0},
-      {"Softsign", ActKind::kSoftsign, "", 0, "", 0},
-      {"Elu", ActKind::kElu, "alpha", 1.0, "", 0},
-      {"Selu", ActKind::kSelu, "alpha", 1.67326319217681884765625, "gamma", 1.05070102214813232421875},
-      {"Celu", ActKind::kCelu, "alpha", 1.0, "", 0},
-      {"Mish", ActKind::kMish, "", 0, "", 0},
-      {"Swish", ActKind::kSwish, "alpha", 1.0, "", 0},
-      {"HardSigmoid", ActKind::kHardSigmoid, "alpha", 0.2, "beta", 0.5},
-      {"HardSwish", ActKind::kHardSwish, "", 0, "", 0},
-      {"ThresholdedRelu", ActKind::kThresholdedRelu, "alpha", 1.0, "", 0},
-      {"Shrink", ActKind::kShrink, "lambd", 0.5, "bias", 0.0},
+      {"Log", 6, ActKind::kLog, "", 0, "", 0},
+      {"Reciprocal", 6, ActKind::kReciprocal, "", 0, "", 0},
+      {"Softplus", 1, ActKind::kSoftplus, "", 0, "", 0},
+      {"Softsign", 1, ActKind::kSoftsign, "", 0, "", 0},
+      {"Elu", 6, ActKind::kElu, "alpha", 1.0, "", 0},
+      {"Selu", 6, ActKind::kSelu, "alpha", 1.67326319217681884765625, "gamma", 1.05070102214813232421875},
+      {"Celu", 12, ActKind::kCelu, "alpha", 1.0, "", 0},
+      {"Mish", 18, ActKind::kMish, "", 0, "", 0},
+      {"Swish", 24, ActKind::kSwish, "alpha", 1.0, "", 0},
+      {"HardSigmoid", 6, ActKind::kHardSigmoid, "alpha", 0.2, "beta", 0.5},
+      {"HardSwish", 14, ActKind::kHardSwish, "", 0, "", 0},
+      {"ThresholdedRelu", 10, ActKind::kThresholdedRelu, "alpha", 1.0, "", 0},
+      {"Shrink", 9, ActKind::kShrink, "lambd", 0.5, "bias", 0.0},
   };
   for (const ActSpec& spec : acts) {
-    register_kernel(spec.name, {kFloat}, [spec](const KernelArgs& a) {
+    kernel(spec.name).since(spec.since).types({kFloat}).make([spec](const KernelArgs& a) {
       // A NaN parameter is refused (it would make the output NaN for every input of one sign);
       // onnxruntime accepts it. Celu divides by alpha.
       const double alpha = *spec.alpha_attr ? attr_float(a, spec.alpha_attr, spec.alpha) : 0.0;

@@ -340,22 +340,31 @@ class GlobalPoolKernel : public Kernel {
 
 }  // namespace
 
-void register_pooling_kernels() {
-  register_kernel("MaxPool", {kFloat},
-                  [](const KernelArgs& a) { return std::make_unique<PoolKernel>(a, PoolKind::kMax); });
-  register_kernel("AveragePool", {kFloat},
-                  [](const KernelArgs& a) { return std::make_unique<PoolKernel>(a, PoolKind::kAverage); });
-  register_kernel("LpPool", {kFloat},
-                  [](const KernelArgs& a) { return std::make_unique<PoolKernel>(a, PoolKind::kLp); });
-  register_kernel("GlobalLpPool", {kFloat}, [](const KernelArgs& a) {
+ONNXFAST_KERNELS(pooling) {
+  // float32; MaxPool computes Indices too when the node asks for them
+  kernel("MaxPool").types({kFloat}).make([](const KernelArgs& a) { return std::make_unique<PoolKernel>(a, PoolKind::kMax); });
+  kernel("AveragePool").types({kFloat}).make([](const KernelArgs& a) {
+    return std::make_unique<PoolKernel>(a, PoolKind::kAverage);
+  });
+  // p < 0 runs on numpy; p = 0 is refused by both kernels at session creation
+  kernel("LpPool").types({kFloat}).when([](const KernelArgs& a) { return a.get_float("p", 2.0) >= 0; })
+      .make([](const KernelArgs& a) { return std::make_unique<PoolKernel>(a, PoolKind::kLp); });
+  // the reduction engine's L1 / L2; other p on numpy
+  auto p_is_1_or_2 = [](const KernelArgs& a) {
+    const double p = a.get_float("p", 2.0);
+    return p == 1.0 || p == 2.0;
+  };
+  kernel("GlobalLpPool").types({kFloat}).when(p_is_1_or_2).make([](const KernelArgs& a) {
     const double p = a.get_float("p", 2.0);
     if (p != 1.0 && p != 2.0) kernel_fail("GlobalLpPool '" + a.node_name + "': the native kernel computes p = 1 or 2");
     return std::make_unique<GlobalPoolKernel>(a, p == 1.0 ? ReduceKind::kL1 : ReduceKind::kL2);
   });
-  register_kernel("GlobalAveragePool", {kFloat},
-                  [](const KernelArgs& a) { return std::make_unique<GlobalPoolKernel>(a, ReduceKind::kMean); });
-  register_kernel("GlobalMaxPool", {kFloat},
-                  [](const KernelArgs& a) { return std::make_unique<GlobalPoolKernel>(a, ReduceKind::kMax); });
+  kernel("GlobalAveragePool").types({kFloat}).make([](const KernelArgs& a) {
+    return std::make_unique<GlobalPoolKernel>(a, ReduceKind::kMean);
+  });
+  kernel("GlobalMaxPool").types({kFloat}).make([](const KernelArgs& a) {
+    return std::make_unique<GlobalPoolKernel>(a, ReduceKind::kMax);
+  });
 }
 
 }  // namespace onnxfast

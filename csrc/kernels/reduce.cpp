@@ -356,10 +356,11 @@ void reduce_float(ReduceKind kind, const float* x, const Shape& shape, const std
   }
 }
 
-void register_reduce_kernels() {
+// float32, attribute or input axes as the numpy kernels read them; every schema version
+ONNXFAST_KERNELS(reduce) {
   auto reg = [](const char* op, ReduceKind kind, int since) {
-    register_kernel(op, {kFloat},
-                    [kind, since](const KernelArgs& a) { return std::make_unique<ReduceKernel>(a, kind, since); });
+    kernel(op).types({kFloat}).make(
+        [kind, since](const KernelArgs& a) { return std::make_unique<ReduceKernel>(a, kind, since); });
   };
   reg("ReduceSum", ReduceKind::kSum, 13);  // axes became an input at opset 13 for ReduceSum, 18 for the rest
   reg("ReduceMean", ReduceKind::kMean, 18);

@@ -621,9 +621,9 @@ class ResizeKernel : public Kernel {
 
 }  // namespace
 
-void register_resize_kernels() {
-  register_kernel("Resize", {kFloat}, [](const KernelArgs& a) { return std::make_unique<ResizeKernel>(a); });
-  register_kernel("Upsample", {kFloat}, [](const KernelArgs& a) { return std::make_unique<ResizeKernel>(a); });
+ONNXFAST_KERNELS(resize) {
+  kernel("Resize").since(10).types({kFloat}).make<ResizeKernel>();
+  kernel("Upsample").since(7).types({kFloat}).make<ResizeKernel>();  // as Resize-10
 }
 
 }  // namespace onnxfast

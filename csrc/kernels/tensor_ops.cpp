@@ -1537,32 +1537,40 @@ class CumSumKernel : public Kernel {
 
 }  // namespace
 
-void register_tensor_kernels() {
+// Every fixed-size type: views of the input where the op is pure metadata, the shape queries, and
+// the shape / layout ops a graph's shape subgraph is made of.
+ONNXFAST_KERNELS(tensor_ops) {
   const std::vector<int> fixed = {kFloat,  kUInt8,  kInt8,   kUInt16,    kInt16,     kInt32,  kInt64, kBool,
                                   kFloat16, kDouble, kUInt32, kUInt64, kComplex64, kComplex128, kBFloat16};
-  register_kernel("Transpose", fixed, [](const KernelArgs& a) { return std::make_unique<TransposeKernel>(a); });
-  register_kernel("Concat", fixed, [](const KernelArgs& a) { return std::make_unique<ConcatKernel>(a); });
+  kernel("Transpose").types(fixed).make<TransposeKernel>();
+  kernel("Concat").types(fixed).make<ConcatKernel>();
   // Where is chosen by its first input, the bool condition; X / Y may be any fixed-size type.
-  register_kernel("Where", {kBool}, [](const KernelArgs& a) { return std::make_unique<WhereKernel>(a); });
-  register_kernel("Gather", fixed, [](const KernelArgs& a) { return std::make_unique<GatherKernel>(a); });
-  register_kernel("Slice", fixed, [](const KernelArgs& a) { return std::make_unique<SliceKernel>(a); });
-  register_kernel("Identity", fixed, [](const KernelArgs& a) { return std::make_unique<IdentityKernel>(a); });
-  register_kernel("Reshape", fixed, [](const KernelArgs& a) { return std::make_unique<ReshapeKernel>(a); });
-  register_kernel("Flatten", fixed, [](const KernelArgs& a) { return std::make_unique<FlattenKernel>(a); });
-  register_kernel("Squeeze", fixed, [](const KernelArgs& a) { return std::make_unique<SqueezeKernel>(a); });
-  register_kernel("Unsqueeze", fixed, [](const KernelArgs& a) { return std::make_unique<UnsqueezeKernel>(a); });
-  register_kernel("Shape", fixed, [](const KernelArgs& a) { return std::make_unique<ShapeKernel>(a); });
-  register_kernel("Size", fixed, [](const KernelArgs& a) { return std::make_unique<ShapeKernel>(a); });
-  register_kernel("Expand", fixed, [](const KernelArgs& a) { return std::make_unique<ExpandKernel>(a); });
-  register_kernel("Split", fixed, [](const KernelArgs& a) { return std::make_unique<SplitKernel>(a); });
-  register_kernel("GatherElements", fixed, [](const KernelArgs& a) { return std::make_unique<GatherElementsKernel>(a); });
-  register_kernel("GatherND", fixed, [](const KernelArgs& a) { return std::make_unique<GatherNDKernel>(a); });
-  register_kernel("ConstantOfShape", {kInt64},
-                  [](const KernelArgs& a) { return std::make_unique<ConstantOfShapeKernel>(a); });
-  register_kernel("CumSum", {kFloat, kDouble, kInt32, kInt64, kUInt32, kUInt64},
-                  [](const KernelArgs& a) { return std::make_unique<CumSumKernel>(a); });
-  register_kernel("Range", {kFloat, kDouble, kInt16, kInt32, kInt64},
-                  [](const KernelArgs& a) { return std::make_unique<RangeKernel>(a); });
+  kernel("Where").since(9).types({kBool}).make<WhereKernel>();
+  kernel("Gather").types(fixed).make<GatherKernel>();
+  kernel("Slice").types(fixed).make<SliceKernel>();
+  kernel("Identity").types(fixed).alias(0, 0).make<IdentityKernel>();
+  kernel("Reshape").types(fixed).alias(0, 0).make<ReshapeKernel>();
+  kernel("Flatten").types(fixed).alias(0, 0).make<FlattenKernel>();
+  kernel("Squeeze").types(fixed).alias(0, 0).make<SqueezeKernel>();
+  kernel("Unsqueeze").types(fixed).alias(0, 0).make<UnsqueezeKernel>();
+  kernel("Shape").types(fixed).make<ShapeKernel>();
+  kernel("Size").types(fixed).make<ShapeKernel>();
+  kernel("Expand").since(8).types(fixed).alias(0, 0).make<ExpandKernel>();  // the input itself when unchanged
+  kernel("Split").types(fixed).make<SplitKernel>();
+  kernel("GatherElements").since(11).types(fixed).make<GatherElementsKernel>();
+  kernel("GatherND").since(11).types(fixed).make<GatherNDKernel>();
+  // a value of a standard numeric type (bfloat16, float8, strings: numpy kernel)
+  kernel("ConstantOfShape").since(9).types({kInt64})
+      .when([](const KernelArgs& a) {
+        auto it = a.attrs.find("value");
+        if (it == a.attrs.end()) return true;
+        if (it->second.kind != AttrValue::kTensor || !it->second.t || it->second.t->numel() != 1) return false;
+        const int t = it->second.t->dtype;
+        return t >= kFloat && t <= kComplex128 && t != kString;
+      })
+      .make<ConstantOfShapeKernel>();
+  kernel("CumSum").since(11).types({kFloat, kDouble, kInt32, kInt64, kUInt32, kUInt64}).make<CumSumKernel>();
+  kernel("Range").since(11).types({kFloat, kDouble, kInt16, kInt32, kInt64}).make<RangeKernel>();
 }
 
 }  // namespace onnxfast

@@ -23,8 +23,6 @@ import numpy as np
 
 from ..errors import InvalidArgument, InvalidModel
 
-# Attribute values handed to native kernels (tensors as numpy arrays; graphs and type protos are not)
-NATIVE_ATTR_TYPES = (int, float, str, list, np.ndarray)
 # Constant inputs handed to a kernel that only validates: small integer tensors (axes, starts, ends,
 # steps), which some kernels check; weights are not needed for validation.
 _MAX_VALIDATION_CONST = 4096
@@ -98,7 +96,7 @@ def validate_graph(model) -> None:
 
 def _validate(graph, opsets: dict[str, int]) -> None:
     from .. import _core, dtypes
-    from ..registry import REGISTRY, resolve_attributes, since_version
+    from ..registry import REGISTRY, native_attrs, resolve_attributes, since_version
 
     for node in graph.nodes:
         for sub in node.subgraphs.values():
@@ -130,10 +128,10 @@ def _validate(graph, opsets: dict[str, int]) -> None:
             ok = (isinstance(c, np.ndarray) and c.dtype.kind in "iu" and c.size <= _MAX_VALIDATION_CONST
                   and not any(vi.name == n for vi in graph.inputs))
             consts.append(c if ok else None)
-        simple = {k: v for k, v in resolved().items() if isinstance(v, NATIVE_ATTR_TYPES)}
         try:
-            _core.validate_kernel(node.op_type, node.name, opset, simple, consts, input_shapes(graph, node.inputs),
-                                  len(node.outputs))
+            _core.validate_kernel(node.op_type, node.name, opset, native_attrs(resolved()), consts,
+                                  input_shapes(graph, node.inputs), len(node.outputs), domain=node.domain,
+                                  since_version=sv, input_types=types)
         except InvalidArgument as e:
             # the kernels raise InvalidArgument (at run time the culprit is an input); at session
             # creation the culprit is the model, as the numpy kernels' checks say (InvalidModel)

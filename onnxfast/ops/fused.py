@@ -67,10 +67,6 @@ def fused_matmul(node: KernelNode):
     return run
 
 
-REGISTRY.register_native("FusedConv", domain="onnxfast", since=1)
-REGISTRY.register_native("FusedMatMul", domain="onnxfast", since=1)
-
-
 # ---- ONNX schemas of the internal domain ------------------------------------------------------
 # Registered with the onnx package at import, so a model that onnxfast's optimizer wrote (session
 # option optimized_model_filepath, `onnxfast optimize`) passes onnx.checker and shape inference and

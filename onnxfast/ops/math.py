@@ -197,7 +197,6 @@ for _name, _fn in (
     ("Div", _div),
 ):
     REGISTRY.register(_name, _arith_factory(_name, _fn), since=1)
-    REGISTRY.register_native(_name, since=7)
 
 
 @op("Mod", since=10)
@@ -259,26 +258,21 @@ def pow_1(node):
     return run
 
 
-REGISTRY.register_native("Pow", since=7)  # csrc/kernels/elementwise.cpp: float and double bases, any numeric exponent
-
-
 # ----------------------------------------------------------------------------------------------
 # unary math
 
 
-def _reg_unary(name, fn, since=1, native_since=None):
+def _reg_unary(name, fn, since=1):
     REGISTRY.register(name, lambda node, _f=fn: _f, since=since)
-    if native_since is not None:
-        REGISTRY.register_native(name, since=native_since)
 
 
-_reg_unary("Abs", _unary(np.abs), native_since=6)
-_reg_unary("Neg", _unary(np.negative), native_since=6)
-_reg_unary("Exp", _unary_f32_compute(np.exp), native_since=6)
-_reg_unary("Log", _unary_f32_compute(np.log), native_since=6)
-_reg_unary("Sqrt", _unary_f32_compute(np.sqrt), native_since=6)
-_reg_unary("Erf", erf, since=9, native_since=9)
-_reg_unary("Reciprocal", _unary_f32_compute(np.reciprocal), native_since=6)
+_reg_unary("Abs", _unary(np.abs))
+_reg_unary("Neg", _unary(np.negative))
+_reg_unary("Exp", _unary_f32_compute(np.exp))
+_reg_unary("Log", _unary_f32_compute(np.log))
+_reg_unary("Sqrt", _unary_f32_compute(np.sqrt))
+_reg_unary("Erf", erf, since=9)
+_reg_unary("Reciprocal", _unary_f32_compute(np.reciprocal))
 _reg_unary("Floor", _unary_f32_compute(np.floor))
 _reg_unary("Ceil", _unary_f32_compute(np.ceil))
 _reg_unary("Round", _unary_f32_compute(np.round), since=11)
@@ -322,7 +316,7 @@ def isinf_10(node):
 # activations
 
 
-def _act(name, make, since=1, native_since=None):
+def _act(name, make, since=1):
     """``make(node)`` returns f(x) computed in float; dtype is preserved."""
 
     def factory(node):
@@ -337,8 +331,6 @@ def _act(name, make, since=1, native_since=None):
         return run
 
     REGISTRY.register(name, factory, since=since)
-    if native_since is not None:
-        REGISTRY.register_native(name, since=native_since)
 
 
 def _sigmoid(x):
@@ -355,12 +347,12 @@ def _softplus(x):
     return np.logaddexp(0, x)
 
 
-_act("Relu", lambda n: relu, native_since=6)
-_act("Sigmoid", lambda n: _sigmoid, native_since=6)
-_act("Tanh", lambda n: np.tanh, native_since=6)
-_act("Softplus", lambda n: _softplus, native_since=1)
-_act("Softsign", lambda n: lambda x: x / (1 + np.abs(x)), native_since=1)
-_act("Mish", lambda n: lambda x: x * np.tanh(_softplus(x)), since=18, native_since=18)
+_act("Relu", lambda n: relu)
+_act("Sigmoid", lambda n: _sigmoid)
+_act("Tanh", lambda n: np.tanh)
+_act("Softplus", lambda n: _softplus)
+_act("Softsign", lambda n: lambda x: x / (1 + np.abs(x)))
+_act("Mish", lambda n: lambda x: x * np.tanh(_softplus(x)), since=18)
 
 
 def _make_leaky(n):
@@ -368,7 +360,7 @@ def _make_leaky(n):
     return lambda x: np.where(x < 0, x * alpha, x)
 
 
-_act("LeakyRelu", _make_leaky, native_since=6)
+_act("LeakyRelu", _make_leaky)
 
 
 def _make_elu(n):
@@ -376,7 +368,7 @@ def _make_elu(n):
     return lambda x: np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
 
 
-_act("Elu", _make_elu, native_since=6)
+_act("Elu", _make_elu)
 
 
 def _make_selu(n):
@@ -385,7 +377,7 @@ def _make_selu(n):
     return lambda x: gamma * np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
 
 
-_act("Selu", _make_selu, native_since=6)
+_act("Selu", _make_selu)
 
 
 def _make_celu(n):
@@ -393,7 +385,7 @@ def _make_celu(n):
     return lambda x: np.maximum(x, 0) + np.minimum(0, alpha * np.expm1(np.minimum(x, 0) / alpha))
 
 
-_act("Celu", _make_celu, since=12, native_since=12)
+_act("Celu", _make_celu, since=12)
 
 
 def _make_thresholded(n):
@@ -401,7 +393,7 @@ def _make_thresholded(n):
     return lambda x: np.where(x > alpha, x, 0)
 
 
-_act("ThresholdedRelu", _make_thresholded, since=10, native_since=10)
+_act("ThresholdedRelu", _make_thresholded, since=10)
 
 
 def _make_hardsigmoid(n):
@@ -410,8 +402,8 @@ def _make_hardsigmoid(n):
     return lambda x: np.clip(x * alpha + beta, 0, 1)
 
 
-_act("HardSigmoid", _make_hardsigmoid, native_since=6)
-_act("HardSwish", lambda n: lambda x: x * np.clip(x * (1 / 6) + 0.5, 0, 1), since=14, native_since=14)
+_act("HardSigmoid", _make_hardsigmoid)
+_act("HardSwish", lambda n: lambda x: x * np.clip(x * (1 / 6) + 0.5, 0, 1), since=14)
 
 
 def _make_shrink(n):
@@ -420,7 +412,7 @@ def _make_shrink(n):
     return lambda x: np.where(x < -lambd, x + bias, np.where(x > lambd, x - bias, 0))
 
 
-_act("Shrink", _make_shrink, since=9, native_since=9)
+_act("Shrink", _make_shrink, since=9)
 
 
 def _make_swish(n):
@@ -428,7 +420,7 @@ def _make_swish(n):
     return lambda x: x * _sigmoid(x * alpha)
 
 
-_act("Swish", _make_swish, since=24, native_since=24)
+_act("Swish", _make_swish, since=24)
 
 
 def _make_gelu(n):
@@ -477,15 +469,9 @@ _cmp("Less", np.less)
 _cmp("Greater", np.greater)
 _cmp("LessOrEqual", np.less_equal, since=12)
 _cmp("GreaterOrEqual", np.greater_equal, since=12)
-# csrc/kernels/elementwise.cpp: float / double / int32 / int64 (Equal: bool too), bool results
-for _name, _since in (("Equal", 7), ("Less", 7), ("Greater", 7), ("LessOrEqual", 12), ("GreaterOrEqual", 12)):
-    REGISTRY.register_native(_name, since=_since)
 _cmp("And", np.logical_and)
 _cmp("Or", np.logical_or)
 _cmp("Xor", np.logical_xor)
-# csrc/kernels/elementwise.cpp: bool inputs; Not (bool), IsNaN / IsInf (float, double, float16)
-for _name, _since in (("And", 7), ("Or", 7), ("Xor", 7), ("Not", 1), ("IsNaN", 9), ("IsInf", 10)):
-    REGISTRY.register_native(_name, since=_since)
 _binary_factory("BitwiseAnd", np.bitwise_and, since=18)
 _binary_factory("BitwiseOr", np.bitwise_or, since=18)
 _binary_factory("BitwiseXor", np.bitwise_xor, since=18)
@@ -534,9 +520,6 @@ def where_9(node):
     return run
 
 
-REGISTRY.register_native("Where", since=9)  # csrc/kernels/tensor_ops.cpp: bool condition, X / Y any fixed-size type
-
-
 def _clip_run(x, lo, hi):
     dt = x.dtype
     y = x
@@ -572,9 +555,6 @@ def clip_11(node):
     return run
 
 
-REGISTRY.register_native("Clip", since=6)  # csrc/kernels/elementwise.cpp, float32
-
-
 def _variadic(name, fn, mean=False, since=1):
     def factory(node):
         label = f"{node.op_type} node '{node.name}'"
@@ -606,10 +586,6 @@ _variadic("Max", np.maximum)
 _variadic("Min", np.minimum)
 _variadic("Sum", np.add)
 _variadic("Mean", np.add, mean=True)
-# csrc/kernels/elementwise.cpp: float / double / int32 / int64 (Mean: float / double), from the opset
-# that brought numpy broadcasting (8)
-for _name in ("Max", "Min", "Sum", "Mean"):
-    REGISTRY.register_native(_name, since=8)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -852,11 +828,6 @@ def cast_1(node):
     return run
 
 
-# csrc/kernels/elementwise.cpp: between bool, the 8..64-bit integers, float16, float32 and float64
-_CAST_NATIVE = {TensorProto.BOOL, TensorProto.INT8, TensorProto.UINT8, TensorProto.INT16, TensorProto.UINT16,
-                TensorProto.INT32, TensorProto.UINT32, TensorProto.INT64, TensorProto.UINT64, TensorProto.FLOAT,
-                TensorProto.DOUBLE, TensorProto.FLOAT16}
-REGISTRY.register_native("Cast", since=6, when=lambda a, sv, types: a.get("to") in _CAST_NATIVE)
 
 
 @op("CastLike", since=15)
@@ -902,9 +873,6 @@ def matmul_1(node):
     return run
 
 
-REGISTRY.register_native("MatMul", since=1)
-
-
 @op("Gemm", since=1)
 def gemm_1(node):
     alpha = float(node.attr("alpha", 1.0))
@@ -941,9 +909,6 @@ def gemm_1(node):
         return _keep(y, dt)
 
     return run
-
-
-REGISTRY.register_native("Gemm", since=7)
 
 
 @op("Einsum", since=12)
@@ -1029,7 +994,6 @@ def _cumulative(fn, identity):
 
 
 REGISTRY.register("CumSum", _cumulative(np.cumsum, 0), since=11)
-REGISTRY.register_native("CumSum", since=11)  # csrc/kernels/tensor_ops.cpp: float, double, (u)int32, (u)int64
 REGISTRY.register("CumProd", _cumulative(np.cumprod, 1), since=26)
 
 
@@ -1223,4 +1187,3 @@ def qlinear_conv_10(node):
 
     return run
 
-REGISTRY.register_native("Gelu", since=20)  # csrc/kernels/normalization.cpp

@@ -318,9 +318,6 @@ def conv_1(node):
     return run
 
 
-REGISTRY.register_native("Conv", since=1)
-
-
 @op("ConvInteger", since=10)
 def conv_integer_10(node):
     attrs = _ConvAttrs(node, "conv")
@@ -389,9 +386,6 @@ def conv_transpose_1(node):
         return np.ascontiguousarray(y).astype(dt, copy=False)
 
     return run
-
-
-REGISTRY.register_native("ConvTranspose", since=1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -851,23 +845,3 @@ def dropout_1(node):
 
     return run
 
-# Native float32 kernels (csrc/kernels/normalization.cpp).
-REGISTRY.register_native("Softmax", since=1)
-REGISTRY.register_native("LogSoftmax", since=1)
-REGISTRY.register_native("LayerNormalization", since=17)
-_FLOAT_OR_UNKNOWN = (None, 1)  # onnx.TensorProto.FLOAT
-# BatchNormalization: inference mode with float32 statistics (spatial = 1 before opset 9); training
-# mode and mixed-precision statistics run on numpy.
-REGISTRY.register_native(
-    "BatchNormalization", since=7,
-    when=lambda a, sv, types: (not a.get("training_mode", 0) and a.get("spatial", 1) == 1
-                               and all(t in _FLOAT_OR_UNKNOWN for t in types[1:5])))
-REGISTRY.register_native("InstanceNormalization", since=1,
-                         when=lambda a, sv, types: all(t in _FLOAT_OR_UNKNOWN for t in types[1:3]))
-# csrc/kernels/pooling.cpp (float32; MaxPool computes Indices too when the node asks for them)
-for _name in ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"):
-    REGISTRY.register_native(_name, since=1)
-# p < 0: numpy; p = 0 is refused by both kernels at session creation
-REGISTRY.register_native("LpPool", since=1, when=lambda a, sv, types: float(a.get("p", 2)) >= 0)
-# GlobalLpPool: the reduction engine's L1 / L2 (other p on numpy)
-REGISTRY.register_native("GlobalLpPool", since=1, when=lambda a, sv, types: float(a.get("p", 2)) in (1.0, 2.0))

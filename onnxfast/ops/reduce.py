@@ -155,6 +155,3 @@ for _name, _kind in (
     REGISTRY.register(_name, _f, since=1)
     REGISTRY.register(_name, _make(_kind, _since), since=_since)
 
-# csrc/kernels/reduce.cpp: float32, attribute or input axes as the numpy kernels read them.
-for _name in ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceL1", "ReduceL2", "ReduceSumSquare"):
-    REGISTRY.register_native(_name, since=1)

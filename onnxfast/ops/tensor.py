@@ -207,21 +207,6 @@ def transpose_1(node):
     return run
 
 
-REGISTRY.register_native("Transpose", since=1)  # csrc/kernels/tensor_ops.cpp, every fixed-size type
-# csrc/kernels/tensor_ops.cpp, every fixed-size type: views of their input (no copy), and the shape queries
-for _view_op in ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Shape", "Size"):
-    REGISTRY.register_native(_view_op, since=1)
-REGISTRY.register_native("Expand", since=8)  # tensor_ops.cpp: every fixed-size type (the input itself when unchanged)
-REGISTRY.register_native("Split", since=1)  # tensor_ops.cpp: every fixed-size type
-REGISTRY.register_native("GatherElements", since=11)  # tensor_ops.cpp: every fixed-size type
-REGISTRY.register_native("GatherND", since=11)  # tensor_ops.cpp: every fixed-size type
-REGISTRY.register_native("Range", since=11)  # tensor_ops.cpp: float, double, int16, int32, int64
-# tensor_ops.cpp: a value of a standard numeric numpy type (bfloat16, float8, strings: numpy kernel)
-REGISTRY.register_native("ConstantOfShape", since=9, when=lambda a, sv, types: a.get("value") is None or (
-    isinstance(a["value"], np.ndarray) and a["value"].size == 1 and a["value"].dtype.kind in "biufc"
-    and a["value"].dtype.type.__module__ == "numpy"))
-
-
 # ----------------------------------------------------------------------------------------------
 # Concat, Split
 
@@ -247,9 +232,6 @@ def concat_1(node):
         return np.concatenate(xs, axis=a).astype(dt, copy=False)
 
     return run
-
-
-REGISTRY.register_native("Concat", since=1)  # csrc/kernels/tensor_ops.cpp, every fixed-size type
 
 
 def _split_sizes(node, dim, split, n_out, num_outputs=None):
@@ -372,11 +354,6 @@ def slice_10(node):
     return run
 
 
-# csrc/kernels/tensor_ops.cpp, every fixed-size type: the attribute form (opset < 10) and the input
-# form (int32 / int64 starts, ends, axes, steps, constant or fed), with the numpy kernel's clamping.
-REGISTRY.register_native("Slice", since=1)
-
-
 # ----------------------------------------------------------------------------------------------
 # Gather family
 
@@ -393,9 +370,6 @@ def gather_1(node):
         return np.take(x, idx, axis=a)
 
     return run
-
-
-REGISTRY.register_native("Gather", since=1)  # csrc/kernels/tensor_ops.cpp, every fixed-size type, int32/int64 indices
 
 
 @op("GatherElements", since=11)
@@ -1191,11 +1165,6 @@ def resize_10(node):
     return run
 
 
-# csrc/kernels/resize.cpp computes every mode, coordinate transformation, nearest_mode and option of
-# _resize for float32 (other element types stay here).
-REGISTRY.register_native("Resize", since=10)
-
-
 @op("Upsample", since=1)
 def upsample_1(node):
     p = _resize_params(node)
@@ -1210,10 +1179,6 @@ def upsample_1(node):
         return _resize(node, x, sc, None, None, None, p)
 
     return run
-
-
-# csrc/kernels/resize.cpp runs Upsample 7+ as Resize-10 (float32).
-REGISTRY.register_native("Upsample", since=7)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -449,7 +449,7 @@ void test_add_kernel() {
   std::mt19937 gen(4);
   KernelArgs args;
   args.op_type = "Add";
-  auto k = kernel_table().at("Add").factory(args);
+  auto k = create_kernel("Add", args);
   for (int64_t n : {1, 5, 16, 17, 768}) {
     auto a = random_floats(static_cast<size_t>(3 * n), gen), b = random_floats(static_cast<size_t>(n), gen);
     auto ta = make_tensor({3, n}, a), tb = make_tensor({n}, b);
@@ -487,7 +487,7 @@ void test_conv_kernel() {
            b = random_floats(M, gen);
       auto tx = make_tensor({1, C, H, W}, x), tw = make_tensor({M, C / group, kh, kw}, w), tb = make_tensor({M}, b);
       args.const_inputs = {nullptr, tw, tb};
-      auto k = kernel_table().at("Conv").factory(args);
+      auto k = create_kernel("Conv", args);
       auto out = run_kernel(*k, {tx.get(), tw.get(), tb.get()});
       const int64_t OH = (H + 2 * pad - kh) / stride + 1, OW = (W + 2 * pad - kw) / stride + 1;
       bool ok = out[0].shape == Shape({1, M, OH, OW});
@@ -544,7 +544,7 @@ void test_conv_transpose_kernel() {
            b = random_floats(M, gen);
       auto tx = make_tensor({N, c.C, c.H, c.W}, x), tw = make_tensor({c.C, c.Mg, c.kh, c.kw}, w), tb = make_tensor({M}, b);
       args.const_inputs = {nullptr, constant ? tw : nullptr, nullptr};
-      auto k = kernel_table().at("ConvTranspose").factory(args);
+      auto k = create_kernel("ConvTranspose", args);
       auto out = run_kernel(*k, {tx.get(), tw.get(), tb.get()});
       const int64_t OH = c.sh * (c.H - 1) + (c.kh - 1) * c.dh + 1 + c.oph - c.pt - c.pb;
       const int64_t OW = c.sw * (c.W - 1) + (c.kw - 1) * c.dw + 1 + c.opw - c.pl - c.pr;
@@ -635,7 +635,7 @@ void test_pool_kernels() {
     args.attrs["kernel_shape"] = ints({3, 2});
     args.attrs["strides"] = ints({2, 3});
     args.attrs["pads"] = ints({1, 0, 1, 1});
-    auto k = kernel_table().at(args.op_type).factory(args);
+    auto k = create_kernel(args.op_type, args);
     auto out = run_kernel(*k, {tx.get()});
     const int64_t OH = (H + 2 - 3) / 2 + 1, OW = (W + 1 - 2) / 3 + 1;
     bool ok = out[0].shape == Shape({1, 2, OH, OW});
@@ -672,7 +672,7 @@ void test_transpose_kernel() {
     KernelArgs args;
     args.op_type = "Transpose";
     args.attrs["perm"] = ints(p);
-    auto out = run_kernel(*kernel_table().at("Transpose").factory(args), {tx.get()});
+    auto out = run_kernel(*create_kernel("Transpose", args), {tx.get()});
     bool ok = true;
     for (int64_t i = 0; ok && i < tx->numel(); ++i) {
       int64_t rem = i, off = 0;  // output index i -> input offset
@@ -703,7 +703,7 @@ void test_resize_kernel() {
     args.opset = 19;
     args.attrs["mode"].kind = AttrValue::kString;
     args.attrs["mode"].s = mode;
-    auto k = kernel_table().at("Resize").factory(args);
+    auto k = create_kernel("Resize", args);
     auto out = run_kernel(*k, {x.get(), nullptr, scales.get()});
     const float* want = std::string(mode) == "linear" ? linear : nearest;
     bool ok = out[0].shape == Shape({1, 1, 4, 4});
@@ -828,7 +828,7 @@ void test_executor_plan() {
     a.node_name = op + "_0";
     a.opset = 17;
     a.const_inputs = std::move(consts);
-    return std::shared_ptr<Kernel>(kernel_table().at(op).factory(a));
+    return std::shared_ptr<Kernel>(create_kernel(op, a));
   };
   // values: 0 W (3x4) and 1 shape [8] are constants; 2 x (2x3) is the input;
   // 3 = x @ W, 4 = 3 + 1 (host step), 5 = relu(4), 6 = reshape(5, [8]) (a view of 5)
@@ -953,17 +953,48 @@ void test_executor_plan() {
   check(msg.find("MatMul") != std::string::npos, "a kernel error names the op: " + msg);
 }
 
+// The registry: every kernel file's declarations collected (no conflicts, or kernel_defs() throws),
+// found by domain, version and type; float16 reaches MatMul through half.cpp's wrapper.
+void test_kernel_registry() {
+  const auto& defs = kernel_defs();
+  check(defs.size() > 80, "kernel declarations collected: " + std::to_string(defs.size()));
+  const KernelDef* add = find_kernel("", "Add", 14, kFloat);
+  check(add && add->since == 7, "Add-14 float32 found (declared since 7)");
+  check(find_kernel("", "Add", 6, kFloat) == nullptr, "Add-6 (no broadcasting) has no native kernel");
+  check(find_kernel("", "Add", 14, kString) == nullptr, "no native string Add");
+  const KernelDef* mm16 = find_kernel("", "MatMul", 13, kFloat16);
+  const KernelDef* mm32 = find_kernel("", "MatMul", 13, kFloat);
+  check(mm16 && mm32 && mm16 != mm32, "float16 MatMul is its own declaration");
+  check(find_kernel("", "MatMul", 13, 0) == mm32, "unknown input type: the float32 kernel");
+  check(find_kernel("onnxfast", "FusedMatMul", 1, kFloat) && !find_kernel("", "FusedMatMul", 1, kFloat),
+        "fused kernels live in the onnxfast domain");
+  const KernelDef* cast = find_kernel("", "Cast", 19, kFloat);
+  KernelArgs a;
+  a.op_type = "Cast";
+  a.attrs["to"].kind = AttrValue::kInt;
+  a.attrs["to"].i = kInt64;
+  check(cast && cast->accepts && cast->accepts(a), "Cast to int64 is native");
+  a.attrs["to"].i = kBFloat16;
+  check(cast && !cast->accepts(a), "Cast to bfloat16 runs on numpy");
+  const KernelDef* reshape = find_kernel("", "Reshape", 14, kInt8);
+  check(reshape && reshape->aliases.size() == 1 && reshape->aliases[0] == std::make_pair(0, 0),
+        "Reshape declares its output a view of input 0");
+  KernelArgs h;
+  h.op_type = "MatMul";
+  h.since_version = 13;
+  h.input_dtypes = {kFloat16, kFloat16};
+  auto k = create_kernel(*mm16, h);
+  Tensor x = Tensor::empty(kFloat16, {2, 3}, "test"), w = Tensor::empty(kFloat16, {3, 2}, "test");
+  for (int64_t i = 0; i < 6; ++i) {
+    static_cast<uint16_t*>(x.data)[i] = 0x3C00;  // 1.0
+    static_cast<uint16_t*>(w.data)[i] = 0x4000;  // 2.0
+  }
+  std::vector<OutSpec> specs;
+  k->infer({&x, &w}, specs);
+  check(specs.size() == 1 && specs[0].dtype == kFloat16 && specs[0].shape == Shape({2, 2}), "float16 MatMul infers");
+}
+
 int main() {
-  register_elementwise_kernels();
-  register_gemm_kernels();
-  register_conv_kernels();
-  register_conv_transpose_kernels();
-  register_normalization_kernels();
-  register_half_kernels();
-  register_pooling_kernels();
-  register_reduce_kernels();
-  register_tensor_kernels();
-  register_resize_kernels();
   std::printf("tier: isa=%s gemm=%s vecmath=%s\n", isa_name(active_isa()), gemm_tier().name, vecmath().name);
   test_sgemm();
   test_sgemm_threads_bitwise();
@@ -980,6 +1011,7 @@ int main() {
   test_resize_kernel();
   test_block_cache();
   test_executor_plan();
+  test_kernel_registry();
   std::printf("%d checks, %d failures\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
 }
