@@ -434,20 +434,9 @@ class MatMulKernel : public Kernel {
     if (in.size() < 2 || !in[0] || !in[1]) kernel_fail(name_ + " needs two inputs");
     expect_dtype(*in[0], kFloat, (name_ + " input A").c_str());
     expect_dtype(*in[1], kFloat, (name_ + " input B").c_str());
-    const Shape& a = in[0]->shape;
     const Shape& b = in[1]->shape;
-    if (a.empty() || b.empty()) kernel_fail(name_ + ": inputs must have rank >= 1");
-    Shape a2 = a.size() == 1 ? Shape{1, a[0]} : a;
-    Shape b2 = b.size() == 1 ? Shape{b[0], 1} : b;
-    int64_t K = a2.back(), Kb = b2[b2.size() - 2];
-    if (K != Kb)
-      kernel_fail(name_ + ": inner dimensions differ: A " + shape_str(a) + " has K=" + std::to_string(K) + ", B " +
-                  shape_str(b) + " has K=" + std::to_string(Kb));
-    Shape ba(a2.begin(), a2.end() - 2), bb(b2.begin(), b2.end() - 2);
-    Shape batch = broadcast_shapes(ba, bb, (name_ + " batch dims").c_str());
-    Shape o = batch;
-    if (a.size() != 1) o.push_back(a2[a2.size() - 2]);
-    if (b.size() != 1) o.push_back(b2.back());
+    const MatMulDims dims = matmul_dims(in[0]->shape, b, name_);
+    const Shape& o = dims.out;
     out.resize(1);
     out[0].dtype = kFloat;
     out[0].shape = o;
@@ -455,7 +444,7 @@ class MatMulKernel : public Kernel {
       if (in.size() > 2 && in[2]) {
         expect_dtype(*in[2], kFloat, (name_ + " bias").c_str());
         if (b.size() < 2 || in[2]->numel() != b.back() || in[2]->rank() != 1)
-          kernel_fail(name_ + ": bias must have shape (" + std::to_string(b2.back()) + ",), got " +
+          kernel_fail(name_ + ": bias must have shape (" + std::to_string(dims.N) + ",), got " +
                       shape_str(in[2]->shape));
       }
       if (in.size() > 3 && in[3]) {
@@ -496,32 +485,11 @@ class MatMulKernel : public Kernel {
       else sgemm(false, false, rows, N, K, 1.f, pa, K, pb, N, 0.f, py, N, epp);
       return;
     }
-    Shape ba(a2.begin(), a2.end() - 2), bb(b2.begin(), b2.end() - 2);
-    Shape batch = broadcast_shapes(ba, bb, name_.c_str());
-    size_t r = batch.size();
-    std::vector<int64_t> sa(r, 0), sb(r, 0);
-    int64_t st = M * K;
-    for (size_t i = ba.size(); i-- > 0;) {
-      size_t d = r - ba.size() + i;
-      sa[d] = ba[i] == 1 ? 0 : st;
-      st *= ba[i];
-    }
-    st = K * N;
-    for (size_t i = bb.size(); i-- > 0;) {
-      size_t d = r - bb.size() + i;
-      sb[d] = bb[i] == 1 ? 0 : st;
-      st *= bb[i];
-    }
-    int64_t nb = shape_numel(batch);
-    std::vector<int64_t> idx(r, 0);
+    const MatMulDims dims = matmul_dims(A.shape, B.shape, name_);
+    const int64_t nb = shape_numel(dims.batch);
     for (int64_t t = 0; t < nb; ++t) {
-      int64_t oa = 0, ob = 0, rem = t;
-      for (size_t d = r; d-- > 0;) {
-        int64_t id = rem % batch[d];
-        rem /= batch[d];
-        oa += id * sa[d];
-        ob += id * sb[d];
-      }
+      int64_t oa, ob;
+      dims.offsets(t, &oa, &ob);
       if (res) ep.residual = res + t * M * N;
       sgemm(false, false, M, N, K, 1.f, pa + oa, K, pb + ob, N, 0.f, py + t * M * N, N, epp);
     }

@@ -264,6 +264,49 @@ void expect_conv_bias(const std::vector<const Tensor*>& in, int64_t M, const std
     kernel_fail(who + ": bias must have shape (" + std::to_string(M) + ",), got " + shape_str(in[2]->shape));
 }
 
+MatMulDims matmul_dims(const Shape& a, const Shape& b, const std::string& who) {
+  if (a.empty() || b.empty()) kernel_fail(who + ": inputs must have rank >= 1");
+  const Shape a2 = a.size() == 1 ? Shape{1, a[0]} : a;
+  const Shape b2 = b.size() == 1 ? Shape{b[0], 1} : b;
+  MatMulDims d;
+  d.M = a2[a2.size() - 2];
+  d.K = a2.back();
+  d.N = b2.back();
+  const int64_t Kb = b2[b2.size() - 2];
+  if (d.K != Kb)
+    kernel_fail(who + ": inner dimensions differ: A " + shape_str(a) + " has K=" + std::to_string(d.K) + ", B " +
+                shape_str(b) + " has K=" + std::to_string(Kb));
+  const Shape ba(a2.begin(), a2.end() - 2), bb(b2.begin(), b2.end() - 2);
+  d.batch = broadcast_shapes(ba, bb, (who + " batch dims").c_str());
+  d.out = d.batch;
+  if (a.size() != 1) d.out.push_back(d.M);
+  if (b.size() != 1) d.out.push_back(d.N);
+  const size_t r = d.batch.size();
+  d.a_stride.assign(r, 0);
+  d.b_stride.assign(r, 0);
+  int64_t st = d.M * d.K;
+  for (size_t i = ba.size(); i-- > 0;) {
+    d.a_stride[r - ba.size() + i] = ba[i] == 1 ? 0 : st;
+    st *= ba[i];
+  }
+  st = d.K * d.N;
+  for (size_t i = bb.size(); i-- > 0;) {
+    d.b_stride[r - bb.size() + i] = bb[i] == 1 ? 0 : st;
+    st *= bb[i];
+  }
+  return d;
+}
+
+void MatMulDims::offsets(int64_t t, int64_t* oa, int64_t* ob) const {
+  *oa = *ob = 0;
+  for (size_t d = batch.size(); d-- > 0;) {
+    const int64_t id = t % batch[d];
+    t /= batch[d];
+    *oa += id * a_stride[d];
+    *ob += id * b_stride[d];
+  }
+}
+
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* what) {
   size_t r = std::max(a.size(), b.size());
   Shape out(r);

@@ -244,6 +244,17 @@ std::string list_str(const std::vector<double>& v);
 void expect_conv_inputs(const std::vector<const Tensor*>& in, const std::string& who);
 void expect_conv_bias(const std::vector<const Tensor*>& in, int64_t M, const std::string& who);
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* what);
+// A [.., M, K] @ B [.., K, N] by numpy's matmul rules: a 1-D A is a row, a 1-D B a column (their unit
+// dim dropped from the output), batch dims broadcast. Errors name `who`.
+struct MatMulDims {
+  int64_t M = 0, K = 0, N = 0;
+  Shape out;    // the output shape
+  Shape batch;  // the broadcast batch dims (out without M / N)
+  // Element offsets of A's and B's matrix for output batch t (t in [0, numel(batch))).
+  std::vector<int64_t> a_stride, b_stride;  // per batch dim: 0 where that operand broadcasts
+  void offsets(int64_t t, int64_t* oa, int64_t* ob) const;
+};
+MatMulDims matmul_dims(const Shape& a, const Shape& b, const std::string& who);
 
 // ---- Validation at kernel creation ----------------------------------------------------------
 // Kernels check their attributes, and the input ranks the model declares, in their constructors,
