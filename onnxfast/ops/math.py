@@ -937,7 +937,7 @@ def matmulinteger_10(node):
         B = b.astype(np.int32)
         if a_zp is not None:
             z = a_zp.astype(np.int32)
-            if z.ndim == 1 and z.size > 1:
+            if z.ndim == 1 and z.size != 1:  # one per row of A (M of them; M may be 0)
                 z = z.reshape(-1, 1)
             A = A - z
         if b_zp is not None:
