@@ -24,6 +24,7 @@ CONV_POOL_FAMILY = {"Conv", "FusedConv", "ConvTranspose", "MaxPool", "AveragePoo
 INTERNAL = {"MemcpyToDevice", "MemcpyFromDevice"}
 
 F, I64, B = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
+U8, I8 = TensorProto.UINT8, TensorProto.INT8
 NAN = float("nan")
 
 UNARY_NO_ATTRS = ["Abs", "Neg", "Sqrt", "Relu", "Exp", "Erf", "Tanh", "Sigmoid", "Log", "Reciprocal", "Softplus",
@@ -65,6 +66,9 @@ CASES += [
           id="Where-shapes"),
     _case("MatMul", {"foo": 1}, [(F, [2, 3]), (F, [3, 4])], _attr("foo")),
     _case("MatMul", {}, [(F, []), (F, [3, 4])], "input 0 ('A') has rank 0; it must be at least 1", id="MatMul-rank"),
+    _case("MatMulInteger", {"foo": 1}, [(U8, [2, 3]), (I8, [3, 4])], _attr("foo"), opset=13),
+    _case("MatMulInteger", {}, [(U8, [2, 3]), (I8, [])], "input 1 ('B') has rank 0; it must be at least 1", opset=13,
+          id="MatMulInteger-rank"),
     _case("FusedMatMul", {"activation": "Bogus"}, [(F, [2, 3]), (F, [3, 4])], _attr("activation"), opset=1,
           domain="onnxfast"),
     _case("FusedMatMul", {"activation": "LeakyRelu", "activation_params": [0.1, 0.2]}, [(F, [2, 3]), (F, [3, 4])],
