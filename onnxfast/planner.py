@@ -237,12 +237,18 @@ class Planner:
             by_type = native_allowed and first_type is None and numpy_ok
             provider = None
             for p in self.providers:
-                if p.native_only and not native_ok:
-                    continue
-                if p.claims(node, native_ok):
+                if p.native_only:  # a device provider: only nodes its own declared kernels compute
+                    p_types = REGISTRY.native_dtypes(node.domain, node.op_type, sv, node_attrs, in_types,
+                                                     provider=p.name)
+                    if not (native_allowed and p_types is not None and first_type in p_types):
+                        continue
+                    if p.claims(node, True):
+                        provider = p
+                        break
+                elif p.claims(node, native_ok):
                     provider = p
                     break
-            if provider is None or (not native_ok and not numpy_ok):
+            if provider is None or (not provider.native_only and not native_ok and not numpy_ok):
                 domain = node.domain or "ai.onnx"
                 if factory is None and native_types is None:
                     why = "onnxfast has no kernel for it"
@@ -259,19 +265,19 @@ class Planner:
                 if o:
                     if o in ids:
                         raise InvalidModel(f"value '{o}' is defined twice (node '{node.name}')")
-            if native_ok or (by_type and device == 0):
+            if provider.native_only or native_ok or (by_type and device == 0):
                 const_inputs = [consts.get(n) if n else None for n in node.inputs]
                 kernel = _core.create_kernel(
                     node.op_type, node.name, opset, native_attrs(node_attrs()), const_inputs,
                     self.options.allow_prepack, input_shapes(graph, node.inputs), len(node.outputs),
-                    domain=node.domain, since_version=sv, input_types=in_types,
+                    domain=node.domain, since_version=sv, input_types=in_types, provider=provider.name,
                 )
                 outputs = [new_id(o) if o else -1 for o in node.outputs]
                 for o in node.outputs:
                     if o:
                         location[o] = device
-                fallback = self._numpy_kernel(node, factory, opset, sv, in_types, graph, consts, prefix) \
-                    if not native_ok else None
+                fallback = None if native_ok or provider.native_only else \
+                    self._numpy_kernel(node, factory, opset, sv, in_types, graph, consts, prefix)
                 plan.add_native_step(node.name, node.op_type, kernel, inputs, outputs, device, device,
                                      fallback, list(kernel.dtypes) if fallback is not None else [])
                 if fallback is None:

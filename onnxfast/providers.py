@@ -61,6 +61,7 @@ class ExecutionProvider:
             )
 
     def claims(self, node, native_available: bool) -> bool:
+        """Whether this provider takes the node (native_available: a native kernel of this provider fits it)."""
         return True
 
 
@@ -68,6 +69,22 @@ class CPUExecutionProvider(ExecutionProvider):
     name = "CPUExecutionProvider"
     device = 0
     known_options = frozenset({"use_arena"})
+
+
+class NativeDeviceProvider(ExecutionProvider):
+    """A provider whose device allocator, copy functions and kernels live in ``_core`` (registered there
+    under the provider's name: csrc/core/device.h, csrc/kernels/kernel.h). It claims the nodes its own
+    kernels compute (the planner asks the registry); subclasses may narrow that with ``claims``."""
+
+    native_only = True
+
+    def __init__(self, options: dict[str, Any] | None = None):
+        super().__init__(options)
+        from . import _core
+
+        self.device = _core.device_id(self.name)
+        if self.device <= 0:
+            raise InvalidArgument(f"{self.name}: _core registers no device allocator under this name")
 
 
 _AVAILABLE: dict[str, type[ExecutionProvider]] = {"CPUExecutionProvider": CPUExecutionProvider}

@@ -1,5 +1,8 @@
-"""A test-only provider on a fake device claims part of a graph: the planner partitions, inserts
-copies at the device boundaries, and outputs are unchanged."""
+"""A test provider on its own device claims part of a graph: the planner partitions, inserts copies at
+the device boundaries, and outputs are unchanged. The provider is _core's TestDeviceExecutionProvider
+(csrc/kernels/test_device.cpp): its own allocator (host memory filled with a pattern, every block
+counted), its own copy functions and its own kernels declared in the registry under its name; nothing
+in the planner, executor or session names it, as a CUDA provider would come in."""
 
 import numpy as np
 import pytest
@@ -7,25 +10,23 @@ from onnx_helpers import F, make_model, session, vi
 from onnx import helper
 
 import onnxfast
-from onnxfast.providers import ExecutionProvider, register_provider, unregister_provider
+from onnxfast import _core
+from onnxfast.providers import NativeDeviceProvider, register_provider, unregister_provider
 
 
-class FakeDeviceProvider(ExecutionProvider):
-    name = "OnnxfastTestFakeDeviceExecutionProvider"
-    device = 1
-    native_only = True
+class DeviceUnderTest(NativeDeviceProvider):
+    name = "TestDeviceExecutionProvider"
     known_options = frozenset({"ops"})
 
     def claims(self, node, native_available):
-        ops = self.options.get("ops", "Relu,Mul").split(",")
-        return native_available and node.op_type in ops
+        return node.op_type in self.options.get("ops", "Relu,Mul").split(",")
 
 
 @pytest.fixture
 def fake_provider():
-    register_provider(FakeDeviceProvider)
-    yield FakeDeviceProvider.name
-    unregister_provider(FakeDeviceProvider.name)
+    register_provider(DeviceUnderTest)
+    yield DeviceUnderTest.name
+    unregister_provider(DeviceUnderTest.name)
 
 
 def model():
@@ -79,8 +80,10 @@ def test_fake_device_partition_and_copies(fake_provider, rng):
     ])
     steps = s._plan.step_info()
     kinds = [(st["op_type"], st["in_device"], st["out_device"]) for st in steps]
-    assert ("MemcpyToDevice", 0, 1) in kinds and ("MemcpyFromDevice", 1, 0) in kinds
-    assert ("Relu", 1, 1) in kinds
+    dev = _core.device_id(fake_provider)
+    assert dev > 0
+    assert ("MemcpyToDevice", 0, dev) in kinds and ("MemcpyFromDevice", dev, 0) in kinds
+    assert ("Relu", dev, dev) in kinds
 
 
 def test_provider_options_reach_the_provider(fake_provider, rng):
@@ -90,3 +93,47 @@ def test_provider_options_reach_the_provider(fake_provider, rng):
     assert listing["add"] == fake_provider and listing["relu1"] == "CPUExecutionProvider"
     x = rng.standard_normal((2, 4)).astype(np.float32)
     np.testing.assert_array_equal(s.run(None, {"x": x})[0], session(model()).run(None, {"x": x})[0])
+
+
+def test_device_memory_comes_from_the_provider_allocator(fake_provider, rng):
+    """Device steps' outputs are allocated by the provider's allocator and released after the run; the
+    copies move the bytes through its copy functions (a missing copy would read its 0xA5 pattern)."""
+    s = session(model(), sess_options=basic(), providers=[fake_provider, "CPUExecutionProvider"])
+    x = rng.standard_normal((6, 4)).astype(np.float32)
+    before = _core.device_stats(fake_provider)
+    out = s.run(None, {"x": x})
+    after = _core.device_stats(fake_provider)
+    np.testing.assert_array_equal(out[0], session(model()).run(None, {"x": x})[0])
+    # relu1, mul, relu2 outputs and the copies into the device (h, two, h3): 6 blocks
+    assert after["allocations"] - before["allocations"] == 6
+    assert after["releases"] - before["releases"] == 6 and after["live_bytes"] == before["live_bytes"]
+    n = 6 * 3 * 4  # one (6, 3) float32 value
+    assert after["bytes_to_device"] - before["bytes_to_device"] == 2 * n + 4  # h, h3, the scalar 'two'
+    assert after["bytes_to_host"] - before["bytes_to_host"] == 3 * n  # h2, y, h1
+
+
+def test_device_provider_takes_only_what_its_kernels_declare(fake_provider, rng):
+    """The test device declares float32 Relu / Mul / Add / MatMul; asked to take Softmax too, it cannot,
+    and the CPU runs it."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("Softmax", ["r"], ["y"], name="sm", axis=-1)]
+    m = make_model(nodes, [vi("x", F, [2, 5])], [vi("y", F, [2, 5])])
+    s = session(m, providers=[(fake_provider, {"ops": "Relu,Softmax"}), "CPUExecutionProvider"])
+    listing = {r["node"]: r["provider"] for r in s.kernel_listing()}
+    assert listing["relu"] == fake_provider and listing["sm"] == "CPUExecutionProvider"
+    x = rng.standard_normal((2, 5)).astype(np.float32)
+    np.testing.assert_allclose(s.run(None, {"x": x})[0], session(m).run(None, {"x": x})[0], rtol=1e-6)
+    defs = {(d["op_type"], d["provider"]) for d in _core.kernel_defs()}
+    assert ("Relu", fake_provider) in defs and ("Softmax", fake_provider) not in defs
+
+
+def test_provider_without_a_device_is_refused():
+    class NoDevice(NativeDeviceProvider):
+        name = "NoSuchDeviceExecutionProvider"
+
+    register_provider(NoDevice)
+    try:
+        with pytest.raises(onnxfast.errors.InvalidArgument, match="registers no device allocator"):
+            session(model(), providers=[NoDevice.name])
+    finally:
+        unregister_provider(NoDevice.name)

@@ -4,6 +4,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include "../core/device.h"
 #include "../core/executor.h"
 #include "py_executor.h"
 #include "../core/memory.h"
@@ -137,15 +138,16 @@ KernelArgs kernel_args(const std::string& op, const std::string& domain, const s
 }
 
 // The declaration for a node: by its input 0 type (known at creation, or the constant's, or unknown).
-const KernelDef& kernel_def(const KernelArgs& a) {
+const KernelDef& kernel_def(const KernelArgs& a, const std::string& provider) {
   int t = a.dtype_of(0);
   if (t == 0 && !a.const_inputs.empty() && a.const_inputs[0]) t = a.const_inputs[0]->dtype;
-  const KernelDef* d = find_kernel(a.domain, a.op_type, a.since_version, t);
+  const KernelDef* d = find_kernel(a.domain, a.op_type, a.since_version, t, provider);
   if (!d) {
     const std::string dom = a.domain.empty() ? "ai.onnx" : a.domain;
     fail(ErrorKind::kNotImplemented, "no native kernel for " + dom + "::" + a.op_type + " (version " +
                                          std::to_string(a.since_version) +
-                                         (t > 0 ? ", input type " + dtype_name(t) : std::string()) + ")");
+                                         (t > 0 ? ", input type " + dtype_name(t) : std::string()) + ") on " +
+                                         provider);
   }
   return *d;
 }
@@ -231,6 +233,14 @@ PYBIND11_MODULE(_core, m) {
     return out;
   }, "every native kernel declaration: domain, op_type, since / until (schema versions), provider, types (of "
      "input 0), input_types (of further inputs), conditional (a `when` on attributes / types), aliases, file");
+  m.def("device_id", &device_id, py::arg("provider"),
+        "the device id of a provider's allocator (0: CPUExecutionProvider, -1: the provider registered none)");
+  m.def("device_stats", [](const std::string& provider) {
+    const int id = device_id(provider);
+    DeviceAllocator* a = id > 0 ? device_allocator(id) : nullptr;
+    if (!a) fail(ErrorKind::kInvalidArgument, "no device allocator registered for '" + provider + "'");
+    return a->stats();
+  }, py::arg("provider"), "the counters of a provider's device allocator (live bytes, allocations, copies)");
   m.def("native_kernels", []() {
     std::map<std::string, std::vector<int>> ops;
     for (const KernelDef& d : kernel_defs()) {
@@ -242,13 +252,15 @@ PYBIND11_MODULE(_core, m) {
   }, "op type -> element types of input 0 some native kernel computes (all domains and versions)");
   m.def(
       "kernel_accepts",
-      [](const std::string& op, const std::string& domain, int since_version, py::dict attrs, py::sequence input_types) {
+      [](const std::string& op, const std::string& domain, int since_version, py::dict attrs, py::sequence input_types,
+         const std::string& provider) {
         KernelArgs a = kernel_args(op, domain, "", since_version, since_version, attrs, py::list(), false,
                                    py::none(), 1, input_types);
-        const KernelDef* d = find_kernel(domain, op, since_version, a.dtype_of(0));
+        const KernelDef* d = find_kernel(domain, op, since_version, a.dtype_of(0), provider);
         return d != nullptr && (!d->accepts || d->accepts(a));
       },
       py::arg("op_type"), py::arg("domain"), py::arg("since_version"), py::arg("attrs"), py::arg("input_types"),
+      py::arg("provider") = kCpuProvider,
       "whether the native kernel declared for this node computes it (its `when`, from the attributes and the "
       "input element types; None for unknown)");
   m.def("cpu_info", []() {
@@ -296,10 +308,10 @@ PYBIND11_MODULE(_core, m) {
       "create_kernel",
       [](const std::string& op, const std::string& name, int opset, py::dict attrs, py::sequence consts,
          bool allow_prepack, py::object input_shapes, int num_outputs, const std::string& domain, int since_version,
-         py::object input_types) {
+         py::object input_types, const std::string& provider) {
         KernelArgs a = kernel_args(op, domain, name, opset, since_version, attrs, consts, allow_prepack, input_shapes,
                                    num_outputs, input_types);
-        const KernelDef& d = kernel_def(a);
+        const KernelDef& d = kernel_def(a, provider);
         PyKernel pk;
         pk.k = std::shared_ptr<Kernel>(create_kernel(d, a));
         pk.op_type = op;
@@ -310,8 +322,9 @@ PYBIND11_MODULE(_core, m) {
       py::arg("op_type"), py::arg("node_name"), py::arg("opset"), py::arg("attrs"), py::arg("const_inputs"),
       py::arg("allow_prepack") = true, py::arg("input_shapes") = py::none(), py::arg("num_outputs") = 1,
       py::arg("domain") = "", py::arg("since_version") = 0, py::arg("input_types") = py::none(),
-      "A native kernel for a node, from the declaration for its domain, schema version (0: the opset) and input "
-      "0 type (input_types, per input: an element type or None). input_shapes: per input, None (rank unknown) "
+      py::arg("provider") = kCpuProvider,
+      "A native kernel for a node, from the declaration for its domain, schema version (0: the opset), input "
+      "0 type (input_types, per input: an element type or None) and provider. input_shapes: per input, None (rank unknown) "
       "or its dims (-1: unknown dim); the kernel checks its attributes and these ranks now (InvalidModel).");
   m.def(
       "validate_kernel",

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "device.h"
 #include "errors.h"
 #include "memory.h"
 
@@ -42,14 +43,28 @@ void set_max_allocation_bytes(size_t n) { set_memory_limit(n); }
 Storage::~Storage() {
   if (owner) {
     if (OwnerRelease fn = g_owner_release.load()) fn(owner);
+  } else if (owned && device != 0) {
+    if (DeviceAllocator* a = device_allocator(device)) a->release(data, nbytes);
   } else if (owned) {
     free_block(data, nbytes, cacheable);
   }
 }
 
-std::shared_ptr<Storage> Storage::allocate(size_t nbytes, const std::string& what) {
-  check_allocation(nbytes, what);  // the limit, the budget of live bytes, memory available now
+std::shared_ptr<Storage> Storage::allocate(size_t nbytes, const std::string& what, int device) {
   auto s = std::make_shared<Storage>();
+  if (device != 0) {
+    DeviceAllocator* a = device_allocator(device);
+    if (!a) fail(ErrorKind::kRuntime, what + ": device " + std::to_string(device) + " has no allocator");
+    s->data = a->allocate(nbytes);
+    if (!s->data && nbytes)
+      fail(ErrorKind::kAllocation, what + ": " + device_provider(device) + " could not allocate " +
+                                       std::to_string(nbytes) + " bytes");
+    s->nbytes = nbytes;
+    s->owned = true;
+    s->device = device;
+    return s;
+  }
+  check_allocation(nbytes, what);  // the limit, the budget of live bytes, memory available now
   void* p = alloc_block(nbytes);
   if (!p) fail(ErrorKind::kAllocation, what + ": could not allocate " + std::to_string(nbytes) + " bytes");
   s->data = p;
@@ -89,7 +104,7 @@ Tensor Tensor::empty(int dtype, Shape shape, const std::string& what, int device
   if (item == 0) fail(ErrorKind::kInvalidType, what + ": cannot allocate a native tensor of type " + dtype_name(dtype));
   if (n != 0 && static_cast<size_t>(n) > (size_t(1) << 62) / item)
     fail(ErrorKind::kAllocation, what + ": shape " + shape_str(shape) + " is too large");
-  t.storage = Storage::allocate(static_cast<size_t>(n) * item, what);
+  t.storage = Storage::allocate(static_cast<size_t>(n) * item, what, device);
   t.data = t.storage->data;
   t.shape = std::move(shape);
   return t;

@@ -51,11 +51,13 @@ struct Storage {
   bool external = false;
   // Freed into the block cache (false: straight to the system; enable_cpu_mem_arena=False).
   bool cacheable = true;
+  int device = 0;  // the device whose allocator owns `data` (device.h; 0: host memory)
   Storage() = default;
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
   ~Storage();
-  static std::shared_ptr<Storage> allocate(size_t nbytes, const std::string& what);
+  // Host memory through the guard and the block allocator, or the device's allocator.
+  static std::shared_ptr<Storage> allocate(size_t nbytes, const std::string& what, int device = 0);
 };
 
 int64_t shape_numel(const Shape& shape);

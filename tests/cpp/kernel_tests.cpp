@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "../../csrc/core/errors.h"
+#include "../../csrc/core/device.h"
 #include "../../csrc/core/executor.h"
 #include "../../csrc/core/memory.h"
 #include "../../csrc/core/tensor.h"
@@ -994,6 +995,34 @@ void test_kernel_registry() {
   check(specs.size() == 1 && specs[0].dtype == kFloat16 && specs[0].shape == Shape({2, 2}), "float16 MatMul infers");
 }
 
+// A provider's device: tensors allocated by its allocator, bytes moved by its copy functions.
+void test_device_allocator() {
+  const int dev = device_id("TestDeviceExecutionProvider");
+  check(dev > 0 && device_id("CPUExecutionProvider") == 0 && device_id("NoSuch") == -1, "device ids");
+  DeviceAllocator* a = device_allocator(dev);
+  check(a != nullptr, "the test device has an allocator");
+  if (!a) return;
+  const auto before = a->stats();
+  std::vector<float> host = {1.f, -2.f, 3.5f, 0.f, 7.f}, back(5, 0.f);
+  {
+    Tensor t = Tensor::empty(kFloat, {5}, "device test", dev);
+    check(t.device == dev && t.storage->device == dev, "tensor and storage carry the device");
+    check(a->stats().at("allocations") == before.at("allocations") + 1, "allocated by the device allocator");
+    copy_between_devices(t.data, dev, host.data(), 0, 20);
+    copy_between_devices(back.data(), 0, t.data, dev, 20);
+    check(back == host, "host -> device -> host round trip");
+  }
+  const auto after = a->stats();
+  check(after.at("releases") == before.at("releases") + 1 && after.at("live_bytes") == before.at("live_bytes"),
+        "released to the device allocator");
+  check(after.at("bytes_to_device") - before.at("bytes_to_device") == 20 &&
+            after.at("bytes_to_host") - before.at("bytes_to_host") == 20,
+        "copies through the device's copy functions");
+  check(find_kernel("", "Relu", 14, kFloat, "TestDeviceExecutionProvider") != nullptr &&
+            find_kernel("", "Softmax", 13, kFloat, "TestDeviceExecutionProvider") == nullptr,
+        "the device's kernels are declared under its provider name");
+}
+
 int main() {
   std::printf("tier: isa=%s gemm=%s vecmath=%s\n", isa_name(active_isa()), gemm_tier().name, vecmath().name);
   test_sgemm();
@@ -1012,6 +1041,7 @@ int main() {
   test_block_cache();
   test_executor_plan();
   test_kernel_registry();
+  test_device_allocator();
   std::printf("%d checks, %d failures\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
 }
