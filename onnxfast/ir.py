@@ -14,7 +14,7 @@ import itertools
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import onnx
@@ -22,8 +22,7 @@ import onnx
 from . import dtypes
 from .errors import InvalidModel
 from .loader import _KEEP_BYTES, _PACKED, ExternalData, checked_dims, load_initializers
-from .ops._validate import check_schema_attributes
-from .registry import REGISTRY, attribute_value, schema_for
+from .schemas import attribute_value, check_schema_attributes, schema_for
 
 Dim = "int | str | None"
 
@@ -95,9 +94,192 @@ class Graph:
     # Constants the planner released once the kernels reading them had packed their own copies:
     # name -> (numpy dtype, shape).
     released: dict[str, tuple] = field(default_factory=dict)
+    _index: "_UseDef | None" = field(default=None, repr=False, compare=False)
 
     def type_of(self, name: str) -> ValueInfo | None:
         return self.value_info.get(name)
+
+    # ---- what a name is ---------------------------------------------------------------------
+    def is_input(self, name: str) -> bool:
+        return any(vi.name == name for vi in self.inputs)
+
+    def is_output(self, name: str) -> bool:
+        return any(vi.name == name for vi in self.outputs)
+
+    def constant(self, name: str) -> np.ndarray | None:
+        """The value of a true constant: an initializer that is not also a graph input (such an
+        initializer is only a default the caller may override at run time, never folded)."""
+        if name not in self.initializers or self.is_input(name):
+            return None
+        return self.initializers[name]
+
+    def constants(self) -> dict[str, np.ndarray]:
+        fed = {vi.name for vi in self.inputs}
+        return {n: a for n, a in self.initializers.items() if n not in fed}
+
+    # ---- use/def index ----------------------------------------------------------------------
+    # Built at the first query, kept current by replace(); code that edits `nodes` directly must
+    # call invalidate() (check() compares the index with the nodes).
+    def _idx(self) -> "_UseDef":
+        if self._index is None:
+            self._index = _UseDef(self)
+        return self._index
+
+    def invalidate(self) -> None:
+        self._index = None
+
+    def producer(self, name: str) -> Node | None:
+        """The node defining ``name`` (None for graph inputs, initializers, outer-scope names)."""
+        return self._idx().producer.get(name)
+
+    def consumers(self, name: str) -> list[Node]:
+        """The nodes reading ``name`` (as an input or an implicit input of a subgraph), once per read."""
+        return list(self._idx().consumers.get(name, ()))
+
+    def use_count(self, name: str) -> int:
+        """Reads of ``name`` by nodes, plus one if it is a graph output."""
+        return len(self._idx().consumers.get(name, ())) + (1 if self.is_output(name) else 0)
+
+    def only_consumer(self, name: str) -> Node | None:
+        """The one node reading ``name`` once, when nothing else reads it and it is no graph output."""
+        c = self._idx().consumers.get(name, ())
+        return c[0] if len(c) == 1 and not self.is_output(name) else None
+
+    # ---- patches ----------------------------------------------------------------------------
+    def replace(self, old: list[Node], new: list[Node], constants: dict[str, np.ndarray] | None = None,
+                opsets: dict[str, int] | None = None) -> None:
+        """Replace the nodes ``old`` by ``new`` (in order, where the last of ``old`` stood: every
+        input of ``old`` is defined there) and by ``constants`` (values that become true constants,
+        typed by their arrays). The types of the new nodes' outputs are inferred again from their
+        inputs (ONNX schemas; a name kept from ``old`` keeps its type where inference has none).
+        Checked: the new nodes read only values defined before them, define no name twice, and every
+        value ``old`` defined that is still read is defined again. InvalidModel otherwise (a bug of
+        the pass that asked)."""
+        constants = constants or {}
+        idx = self._idx()
+        old_ids = {id(n) for n in old}
+        positions = [i for i, n in enumerate(self.nodes) if id(n) in old_ids]
+        if len(positions) != len(old):
+            raise InvalidModel("optimizer patch: a node to replace is not in the graph")
+        at = positions[-1] - (len(positions) - 1)
+        self.nodes = [n for n in self.nodes if id(n) not in old_ids]
+        for n in old:
+            idx.remove(n)
+        gone = {o for n in old for o in n.outputs if o}
+        defined_by_new = {o for n in new for o in n.outputs if o} | set(constants)
+        for name in defined_by_new:
+            if name in idx.producer or (name in self.initializers and name not in constants) or self.is_input(name):
+                raise InvalidModel(f"optimizer patch: '{name}' would be defined twice")
+        for name, value in constants.items():
+            self.initializers[name] = value
+            code = dtypes.onnx_code(value.dtype)
+            if code:
+                self.value_info[name] = ValueInfo(name, onnx.helper.make_tensor_type_proto(code, list(value.shape)))
+        self.nodes[at:at] = list(new)
+        for n in new:
+            idx.add(n)
+        for name in gone - defined_by_new:
+            if self.use_count(name):
+                raise InvalidModel(f"optimizer patch: '{name}' is still read but no longer defined")
+            self.value_info.pop(name, None)
+        if opsets is not None:
+            _infer_node_types(self, new, opsets)
+        self._check_order(at, len(new))
+
+    def _check_order(self, start: int, count: int) -> None:
+        defined = ({vi.name for vi in self.inputs} | set(self.initializers) | set(self.outer_refs)
+                   | {o for n in self.nodes[:start] for o in n.outputs if o})
+        for n in self.nodes[start:start + count]:
+            for name in list(n.inputs) + list(n.implicit_inputs):
+                if name and name not in defined:
+                    raise InvalidModel(f"optimizer patch: node '{n.name}' reads '{name}' before it is defined")
+            defined.update(o for o in n.outputs if o)
+
+    def check(self) -> None:
+        """The graph's invariants: every node input defined before it is read, every name defined
+        once, every graph output defined, the use/def index equal to the nodes (InvalidModel)."""
+        if self._index is not None and not self._index.same_as(_UseDef(self)):
+            raise InvalidModel("invalid graph: the use/def index is stale (nodes edited without replace())")
+        defined = {vi.name for vi in self.inputs} | set(self.initializers) | set(self.outer_refs)
+        for n in self.nodes:
+            for name in list(n.inputs) + list(n.implicit_inputs):
+                if name and name not in defined:
+                    raise InvalidModel(f"invalid graph: node '{n.name}' reads '{name}' before it is defined")
+            for o in n.outputs:
+                if o:
+                    if o in defined:
+                        raise InvalidModel(f"invalid graph: '{o}' is defined twice")
+                    defined.add(o)
+        for o in self.outputs:
+            if o.name not in defined:
+                raise InvalidModel(f"invalid graph: output '{o.name}' is not defined")
+
+
+class _UseDef:
+    """name -> producing node, name -> reading nodes (one entry per read)."""
+
+    def __init__(self, graph: Graph):
+        self.producer: dict[str, Node] = {}
+        self.consumers: dict[str, list[Node]] = {}
+        for n in graph.nodes:
+            self.add(n)
+
+    def add(self, n: Node) -> None:
+        for o in n.outputs:
+            if o:
+                self.producer[o] = n
+        for name in itertools.chain(n.inputs, n.implicit_inputs):
+            if name:
+                self.consumers.setdefault(name, []).append(n)
+
+    def remove(self, n: Node) -> None:
+        for o in n.outputs:
+            if o and self.producer.get(o) is n:
+                del self.producer[o]
+        for name in itertools.chain(n.inputs, n.implicit_inputs):
+            readers = self.consumers.get(name)
+            if readers:
+                for i, r in enumerate(readers):
+                    if r is n:
+                        del readers[i]
+                        break
+                if not readers:
+                    del self.consumers[name]
+
+    def same_as(self, other: "_UseDef") -> bool:
+        def ids(d):
+            return {k: sorted(id(n) for n in v) for k, v in d.items()}
+
+        return ({k: id(v) for k, v in self.producer.items()} == {k: id(v) for k, v in other.producer.items()}
+                and ids(self.consumers) == ids(other.consumers))
+
+
+def _infer_node_types(graph: Graph, nodes: list[Node], opsets: dict[str, int]) -> None:
+    """Types of the nodes' outputs inferred again from their inputs' (ONNX schema inference, node by
+    node, in order). Operators without a schema (or whose inference fails) keep what is recorded."""
+    for n in nodes:
+        if n.subgraphs:
+            continue
+        schema = schema_for(n.op_type, opsets.get(n.domain, 1), n.domain)
+        if schema is None:
+            continue
+        types: dict[str, onnx.TypeProto] = {}
+        for name in n.inputs:
+            if not name:
+                continue
+            arr = graph.initializers.get(name)
+            vi = graph.type_of(name)
+            if arr is not None and not graph.is_input(name) and dtypes.onnx_code(arr.dtype):
+                types[name] = onnx.helper.make_tensor_type_proto(dtypes.onnx_code(arr.dtype), list(arr.shape))
+            elif vi is not None and vi.type is not None:
+                types[name] = vi.type
+        try:
+            out = onnx.shape_inference.infer_node_outputs(schema, _node_to_proto(n, opsets, set()), types)
+        except Exception:  # noqa: BLE001 - inference is advisory: the kernels check at run time
+            continue
+        for name, tp in out.items():
+            if name in n.outputs and tp.WhichOneof("value") is not None:
+                graph.value_info[name] = ValueInfo(name, tp)
 
 
 @dataclass
@@ -116,7 +298,8 @@ class Model:
 
 
 class _Ctx:
-    def __init__(self, opsets, functions, external, release, types):
+    def __init__(self, opsets, functions, external, release, types, has_kernel):
+        self.has_kernel = has_kernel  # (domain, op_type) -> bool: ops without one expand their function body
         self.opsets = opsets
         self.functions = functions
         self.external = external
@@ -159,7 +342,11 @@ def check_opsets(opsets: dict[str, int]) -> None:
             )
 
 
-def build_model(proto: onnx.ModelProto, base_dir: str | None, release: bool) -> Model:
+def build_model(proto: onnx.ModelProto, base_dir: str | None, release: bool,
+                has_kernel: Callable[[str, str], bool] = lambda domain, op_type: True) -> Model:
+    """The IR of a ModelProto. ``has_kernel(domain, op_type)`` says which operators the runtime computes;
+    the others are replaced by the function body their schema defines, where it has one (the session
+    passes the kernel registry's; the IR itself knows no kernels)."""
     opsets: dict[str, int] = {}
     for o in proto.opset_import:
         opsets["" if o.domain == "ai.onnx" else o.domain] = int(o.version)
@@ -168,7 +355,7 @@ def build_model(proto: onnx.ModelProto, base_dir: str | None, release: bool) -> 
     check_opsets(opsets)
     functions = {(f.domain, f.name, getattr(f, "overload", "")): f for f in proto.functions}
     external = ExternalData(base_dir)
-    ctx = _Ctx(opsets, functions, external, release, {})
+    ctx = _Ctx(opsets, functions, external, release, {}, has_kernel)
     # Initializers become numpy first (dropping the proto's bytes), then shape inference runs on
     # the weight-free proto to type intermediate values.
     graph_inits = load_initializers(proto.graph, external, release)
@@ -574,7 +761,7 @@ def _inline_functions(nodes: list[onnx.NodeProto], ctx: _Ctx, depth: int = 0) ->
         f = ctx.functions.get(key)
         if f is None:
             domain = "" if n.domain == "ai.onnx" else n.domain
-            if not REGISTRY.knows(domain, n.op_type):
+            if not ctx.has_kernel(domain, n.op_type):
                 f = _schema_function(n, ctx)
         if f is None:
             out.append(n)
@@ -733,20 +920,7 @@ def save(model: Model, path: str) -> None:
 def _graph_to_proto(g: Graph, opsets: dict[str, int], domains: set[str]) -> onnx.GraphProto:
     from onnx import numpy_helper
 
-    nodes = []
-    for n in g.nodes:
-        if n.domain not in opsets:
-            domains.add(n.domain)
-        p = onnx.helper.make_node(n.op_type, n.inputs, n.outputs, name=n.name, domain=n.domain)
-        schema = schema_for(n.op_type, opsets.get(n.domain, 1), n.domain)
-        for name, value in n.attrs.items():
-            if name in n.subgraphs:
-                a = onnx.helper.make_attribute(name, _graph_to_proto(n.subgraphs[name], opsets, domains))
-            else:
-                a = _attribute_proto(name, value, schema)
-            if a is not None:
-                p.attribute.append(a)
-        nodes.append(p)
+    nodes = [_node_to_proto(n, opsets, domains) for n in g.nodes]
 
     def info(vi: ValueInfo) -> onnx.ValueInfoProto:
         p = onnx.ValueInfoProto(name=vi.name)
@@ -762,6 +936,22 @@ def _graph_to_proto(g: Graph, opsets: dict[str, int], domains: set[str]) -> onnx
     graph = onnx.helper.make_graph(nodes, g.name, [info(vi) for vi in g.inputs], [info(vi) for vi in g.outputs],
                                    inits, doc_string=g.doc, value_info=value_info)
     return graph
+
+
+def _node_to_proto(n: Node, opsets: dict[str, int], domains: set[str]) -> onnx.NodeProto:
+    """A node as a NodeProto (its subgraphs too); domains not in ``opsets`` are added to ``domains``."""
+    if n.domain not in opsets:
+        domains.add(n.domain)
+    p = onnx.helper.make_node(n.op_type, n.inputs, n.outputs, name=n.name, domain=n.domain)
+    schema = schema_for(n.op_type, opsets.get(n.domain, 1), n.domain)
+    for name, value in n.attrs.items():
+        if name in n.subgraphs:
+            a = onnx.helper.make_attribute(name, _graph_to_proto(n.subgraphs[name], opsets, domains))
+        else:
+            a = _attribute_proto(name, value, schema)
+        if a is not None:
+            p.attribute.append(a)
+    return p
 
 
 _ATTR_FROM_PYTHON = {bool: "INT", int: "INT", float: "FLOAT", str: "STRING", np.ndarray: "TENSOR"}

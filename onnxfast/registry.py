@@ -26,6 +26,8 @@ import onnx.defs
 
 from . import _core
 from .errors import InvalidModel
+# ONNX schema look-ups live in .schemas (no kernels there: the IR uses them); re-exported here.
+from .schemas import attribute_value, resolve_attributes, schema_for, since_version  # noqa: F401
 
 Factory = Callable[["KernelNode"], Callable[..., Any]]
 
@@ -184,69 +186,3 @@ def op(op_type: str, since: int = 1, domain: str = ""):
         return fn
 
     return deco
-
-
-@functools.lru_cache(maxsize=None)
-def _schema(op_type: str, opset: int, domain: str):
-    try:
-        return onnx.defs.get_schema(op_type, opset, domain)
-    except Exception:  # no schema: custom domain or unknown op
-        return None
-
-
-def schema_for(op_type: str, opset: int, domain: str):
-    return _schema(op_type, opset, domain)
-
-
-def since_version(op_type: str, opset: int, domain: str) -> int:
-    s = _schema(op_type, opset, domain)
-    return s.since_version if s is not None else opset
-
-
-def attribute_value(a: onnx.AttributeProto) -> Any:
-    """An AttributeProto as a Python value (graphs stay GraphProto; tensors become numpy)."""
-    from .loader import tensor_to_numpy  # local import: loader imports the registry indirectly
-
-    t = a.type
-    A = onnx.AttributeProto
-    if t == A.FLOAT:
-        return float(a.f)
-    if t == A.INT:
-        return int(a.i)
-    if t == A.STRING:
-        return a.s.decode("utf-8", errors="surrogateescape")
-    if t == A.TENSOR:
-        return tensor_to_numpy(a.t)
-    if t == A.GRAPH:
-        return a.g
-    if t == A.SPARSE_TENSOR:
-        return onnx.numpy_helper.to_array(a.sparse_tensor.values), a.sparse_tensor
-    if t == A.TYPE_PROTO:
-        return a.tp
-    if t == A.FLOATS:
-        return [float(x) for x in a.floats]
-    if t == A.INTS:
-        return [int(x) for x in a.ints]
-    if t == A.STRINGS:
-        return [s.decode("utf-8", errors="surrogateescape") for s in a.strings]
-    if t == A.TENSORS:
-        return [tensor_to_numpy(x) for x in a.tensors]
-    if t == A.GRAPHS:
-        return list(a.graphs)
-    if t == A.SPARSE_TENSORS:
-        return list(a.sparse_tensors)
-    if t == A.TYPE_PROTOS:
-        return list(a.type_protos)
-    return None
-
-
-def resolve_attributes(op_type: str, domain: str, opset: int, given: dict[str, Any]) -> dict[str, Any]:
-    """Attributes given on the node, plus the schema's defaults for the ones left out."""
-    out = dict(given)
-    s = _schema(op_type, opset, domain)
-    if s is not None:
-        for name, a in s.attributes.items():
-            if name not in out and a.default_value is not None and a.default_value.name:
-                out[name] = attribute_value(a.default_value)
-    return out
-

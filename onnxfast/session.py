@@ -27,6 +27,7 @@ from .optimizer import optimize
 from .options import ExecutionMode, SessionOptions
 from .planner import Planner, PlanOptions
 from .providers import resolve
+from .registry import REGISTRY
 
 log = logging.getLogger("onnxfast")
 _LEVELS = {0: logging.DEBUG, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR, 4: logging.CRITICAL}
@@ -152,7 +153,7 @@ class InferenceSession:
             copy = onnx.ModelProto()
             copy.CopyFrom(proto)
             proto = copy
-        self._model = ir.build_model(proto, base_dir, release=True)
+        self._model = ir.build_model(proto, base_dir, release=True, has_kernel=REGISTRY.knows)
         del proto  # build_model keeps a weight-free copy; this one may still hold the parser's memory
         # Every node with a native kernel is checked by that kernel's rules (attributes, declared
         # input ranks) before the optimizer fuses or the planner folds anything (ops/_validate.py).

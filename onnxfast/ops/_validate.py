@@ -22,18 +22,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidArgument, InvalidModel
+# The one attribute message form, and the check of attributes against the ONNX schema at load
+# (before any kernel exists): in ..schemas, which the IR uses without the kernels.
+from ..schemas import attr_error, attr_message, check_schema_attributes  # noqa: F401
 
 # Constant inputs handed to a kernel that only validates: small integer tensors (axes, starts, ends,
 # steps), which some kernels check; weights are not needed for validation.
 _MAX_VALIDATION_CONST = 4096
-
-
-def attr_message(op_type: str, node: str, attr: str, value: str, allowed: str) -> str:
-    return f"{op_type} '{node}': attribute '{attr}' is {value}; it must be {allowed}"
-
-
-def attr_error(op_type: str, node: str, attr: str, value: str, allowed: str) -> InvalidModel:
-    return InvalidModel(attr_message(op_type, node, attr, value, allowed))
 
 
 def input_error(op_type: str, node: str, index: int, name: str, what: str, allowed: str) -> InvalidModel:
@@ -58,34 +53,6 @@ def input_shapes(graph, names: list[str]) -> list[list[int] | None]:
         shape = vi.shape if vi is not None and vi.is_tensor else None
         out.append(None if shape is None else [d if isinstance(d, int) and d >= 0 else -1 for d in shape])
     return out
-
-
-_ATTR_TYPE_NAMES = {
-    1: "FLOAT", 2: "INT", 3: "STRING", 4: "TENSOR", 5: "GRAPH", 6: "FLOATS", 7: "INTS", 8: "STRINGS",
-    9: "TENSORS", 10: "GRAPHS", 11: "SPARSE_TENSOR", 12: "SPARSE_TENSORS", 13: "TYPE_PROTO", 14: "TYPE_PROTOS",
-}
-
-
-def check_schema_attributes(node_proto, name: str, schema) -> None:
-    """A node's attributes against its operator schema, as onnxruntime checks them at load: no
-    attribute the schema does not define, each of the schema's type, the required ones given."""
-    op = node_proto.op_type
-    defined = schema.attributes
-    given = set()
-    for a in node_proto.attribute:
-        given.add(a.name)
-        spec = defined.get(a.name)
-        if spec is None:
-            names = ", ".join(sorted(defined)) or "none"
-            raise attr_error(op, name, a.name, f"not defined by {op}-{schema.since_version}",
-                             f"left out (its attributes: {names})")
-        want = int(spec.type.value) if hasattr(spec.type, "value") else int(spec.type)
-        if a.type and not a.ref_attr_name and a.type != want:
-            raise attr_error(op, name, a.name, f"of type {_ATTR_TYPE_NAMES.get(a.type, a.type)}",
-                             f"of type {_ATTR_TYPE_NAMES.get(want, want)}")
-    for attr_name, spec in defined.items():
-        if spec.required and attr_name not in given:
-            raise attr_error(op, name, attr_name, "missing", f"given ({op}-{schema.since_version} requires it)")
 
 
 def validate_graph(model) -> None:

@@ -1,6 +1,7 @@
 """Graph optimization: small rewrites of the IR, each a function ``(graph, model) -> bool``
-(changed or not), run in a fixed list until none changes the graph (a fixed point). The graph is
-checked after every pass that changed it (every value defined before use, no cycles).
+(changed or not), run in a fixed list until none changes the graph (a fixed point). Passes edit the
+graph through the IR's patch API (``ir.Graph.replace``: use/def index kept current, types of new
+nodes inferred again, local checks); the whole graph is checked after every pass that changed it.
 
 Levels follow onnxruntime's GraphOptimizationLevel: a pass runs when the session's level is at
 or above the pass's level. Passes insert internal operators of the ``onnxfast`` domain
@@ -13,7 +14,6 @@ import logging
 from typing import Callable
 
 from .. import ir
-from ..errors import InvalidModel
 from .folding import fold_constants, fold_shapes
 from .fusions import fuse_conv_activation, fuse_matmul_epilogue
 
@@ -51,18 +51,6 @@ def optimize(model: ir.Model, level: int) -> list[str]:
 
 
 def check(graph: ir.Graph) -> None:
-    """Every node input is defined before it is read; names are defined once."""
-    defined = {vi.name for vi in graph.inputs} | set(graph.initializers) | set(graph.outer_refs)
-    for n in graph.nodes:
-        for name in list(n.inputs) + list(n.implicit_inputs):
-            if name and name not in defined:
-                raise InvalidModel(f"optimizer produced an invalid graph: node '{n.name}' reads '{name}' before it "
-                                   "is defined")
-        for o in n.outputs:
-            if o:
-                if o in defined:
-                    raise InvalidModel(f"optimizer produced an invalid graph: '{o}' is defined twice")
-                defined.add(o)
-    for o in graph.outputs:
-        if o.name not in defined:
-            raise InvalidModel(f"optimizer produced an invalid graph: output '{o.name}' is not defined")
+    """The graph's invariants after a pass (ir.Graph.check: definitions before use, each name defined
+    once, outputs defined, the use/def index current)."""
+    graph.check()

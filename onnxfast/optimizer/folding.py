@@ -44,14 +44,8 @@ def _each_graph(graph: ir.Graph, model: ir.Model, fn) -> bool:
     return changed
 
 
-def true_constants(graph: ir.Graph) -> dict[str, np.ndarray]:
-    """Initializers that are not graph inputs (those are defaults the caller may override)."""
-    fed = {vi.name for vi in graph.inputs}
-    return {n: a for n, a in graph.initializers.items() if n not in fed}
-
-
 def _fold_constants(graph: ir.Graph, model: ir.Model) -> bool:
-    return _replace_by_values(graph, lambda node, known: _evaluate(node, graph, model, known))
+    return _replace_by_values(graph, model, lambda node, known: _evaluate(node, graph, model, known))
 
 
 def _fold_shapes(graph: ir.Graph, model: ir.Model) -> bool:
@@ -59,43 +53,31 @@ def _fold_shapes(graph: ir.Graph, model: ir.Model) -> bool:
         v = _static_shape_value(node, graph, model)
         return None if v is None else [v]
 
-    return _replace_by_values(graph, shape_value)
+    return _replace_by_values(graph, model, shape_value)
 
 
-def _replace_by_values(graph: ir.Graph, evaluate) -> bool:
+def _replace_by_values(graph: ir.Graph, model: ir.Model, evaluate) -> bool:
     """Replace each node for which ``evaluate(node, known)`` gives its output values by those values
-    (initializers); ``known`` holds the true constants, those folded before included."""
-    known = true_constants(graph)
-    keep: list[ir.Node] = []
-    for node in graph.nodes:
+    (true constants); ``known`` holds the true constants, those folded before included."""
+    known = graph.constants()
+    changed = False
+    for node in list(graph.nodes):
         values = evaluate(node, known)
         if values is None:
-            keep.append(node)
             continue
-        for name, v in zip(node.outputs, values):
-            if name:
-                _set_constant(graph, name, v)
-                known[name] = v
+        folded = {name: v for name, v in zip(node.outputs, values) if name}
+        graph.replace([node], [], constants=folded, opsets=model.opsets)
+        known.update(folded)
         graph.folded.append((node.name, node.op_type, node.domain))
-    changed = len(keep) != len(graph.nodes)
+        changed = True
     if changed:
-        graph.nodes = keep
         drop_unused_initializers(graph)
     return changed
 
 
-def _set_constant(graph: ir.Graph, name: str, value: np.ndarray) -> None:
-    graph.initializers[name] = value
-    code = dtypes.onnx_code(value.dtype)
-    if code:
-        graph.value_info[name] = ir.ValueInfo(name, onnx.helper.make_tensor_type_proto(code, list(value.shape)))
-
-
 def drop_unused_initializers(graph: ir.Graph) -> None:
     """Initializers no node, subgraph or graph output reads (graph inputs' defaults stay)."""
-    read = {n for node in graph.nodes for n in list(node.inputs) + list(node.implicit_inputs) if n}
-    read |= {vi.name for vi in graph.outputs} | {vi.name for vi in graph.inputs}
-    for name in [n for n in graph.initializers if n not in read]:
+    for name in [n for n in graph.initializers if not graph.use_count(n) and not graph.is_input(n)]:
         del graph.initializers[name]
 
 

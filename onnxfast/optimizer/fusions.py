@@ -21,30 +21,11 @@ FUSED_DOMAIN = "onnxfast"
 _ACTS = {"Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh"}
 
 
-def _uses(graph: ir.Graph) -> dict[str, int]:
-    n: dict[str, int] = {}
-    for node in graph.nodes:
-        for name in list(node.inputs) + list(node.implicit_inputs):
-            if name:
-                n[name] = n.get(name, 0) + 1
-    for o in graph.outputs:
-        n[o.name] = n.get(o.name, 0) + 1_000_000  # graph outputs must stay
-    return n
-
-
 def _float32(graph: ir.Graph, name: str) -> bool:
     if name in graph.initializers:
         return graph.initializers[name].dtype == np.float32
     vi = graph.type_of(name)
     return vi is not None and vi.elem_type == TensorProto.FLOAT
-
-
-def _constant(graph: ir.Graph, name: str) -> np.ndarray | None:
-    """The value of ``name`` when it is a true constant: an initializer that is not also a graph
-    input (such an initializer is only a default the user may override at run time)."""
-    if name not in graph.initializers or any(vi.name == name for vi in graph.inputs):
-        return None
-    return graph.initializers[name]
 
 
 def _activation(node: ir.Node, graph: ir.Graph, opset: int) -> tuple[str, list[float]] | None:
@@ -59,7 +40,7 @@ def _activation(node: ir.Node, graph: ir.Graph, opset: int) -> tuple[str, list[f
         bounds = []
         for i, dflt in ((1, -3.4028234663852886e38), (2, 3.4028234663852886e38)):
             name = node.inputs[i] if len(node.inputs) > i else ""
-            value = _constant(graph, name) if name else None
+            value = graph.constant(name) if name else None
             if not name:
                 bounds.append(dflt)
             elif value is not None and value.size == 1:
@@ -89,23 +70,10 @@ def _act_attrs(act: tuple[str, list[float]] | None) -> dict:
     return {"activation": act[0] if act else "None", "activation_params": [float(v) for v in act[1]] if act else []}
 
 
-def _consumers(graph: ir.Graph):
-    """name -> its only consumer node (None when read more than once or a graph output)."""
-    uses = _uses(graph)
-    consumers: dict[str, ir.Node] = {}
-    for node in graph.nodes:
-        for name in node.inputs:
-            if name:
-                consumers.setdefault(name, node)
-    return lambda name: consumers.get(name) if uses.get(name, 0) == 1 else None
-
-
 def _replace_chain(graph: ir.Graph, model: ir.Model, chain: list[ir.Node], fused: ir.Node) -> None:
     # The fused node takes the place of the last node of the chain: all its inputs exist by then.
-    graph.nodes[graph.nodes.index(chain[-1])] = fused
-    for n in chain[:-1]:
-        graph.nodes.remove(n)
     model.opsets.setdefault(FUSED_DOMAIN, 1)
+    graph.replace(chain, [fused], opsets=model.opsets)
 
 
 def _static_shape(graph: ir.Graph, name: str) -> list | None:
@@ -129,7 +97,7 @@ def fuse_matmul_epilogue(graph: ir.Graph, model: ir.Model) -> bool:
 
 def _fuse_one_matmul(graph: ir.Graph, model: ir.Model) -> bool:
     opset = model.opsets.get("", 1)
-    only_consumer = _consumers(graph)
+    only_consumer = graph.only_consumer
     for mm in graph.nodes:
         if mm.op_type != "MatMul" or mm.domain != "" or len(mm.outputs) != 1 or len(mm.inputs) != 2:
             continue
@@ -174,7 +142,7 @@ def fuse_conv_activation(graph: ir.Graph, model: ir.Model) -> bool:
 
 def _fuse_one_conv(graph: ir.Graph, model: ir.Model) -> bool:
     opset = model.opsets.get("", 1)
-    only_consumer = _consumers(graph)
+    only_consumer = graph.only_consumer
     for conv in graph.nodes:
         if conv.op_type != "Conv" or conv.domain != "" or len(conv.outputs) != 1:
             continue
