@@ -42,6 +42,7 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--vary", metavar="LO,HI", help="vary the sequence length (axis 1) between LO and HI")
+    p.add_argument("--no-mem-pattern", action="store_true", help="onnxfast: SessionOptions.enable_mem_pattern = False")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     # the zoo lives in the repository; appended, so an installed onnxfast is not shadowed by the source tree
@@ -58,6 +59,7 @@ def main(argv=None) -> int:
 
         o = onnxfast.SessionOptions()
         o.intra_op_num_threads = a.threads
+        o.enable_mem_pattern = not a.no_mem_pattern
         sess = onnxfast.InferenceSession(path, o)
     else:
         import onnxruntime as ort

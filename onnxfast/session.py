@@ -208,6 +208,7 @@ class InferenceSession:
         cfg = self._sess_options._config
         self._plan.denormal_as_zero = cfg.get("session.set_denormal_as_zero", "0") == "1"
         self._plan.cache_blocks = bool(self._sess_options.enable_cpu_mem_arena)
+        self._plan.mem_pattern = bool(self._sess_options.enable_mem_pattern)
         # Sessions asking for the same number of threads share one pool (no oversubscription).
         threads = int(self._sess_options.intra_op_num_threads) or _core.default_num_threads()
         self._pool = _core.shared_pool(threads)

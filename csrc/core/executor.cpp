@@ -188,6 +188,26 @@ std::shared_ptr<const std::vector<int>> Plan::order_for(const std::vector<int>& 
   return order;
 }
 
+std::vector<int64_t> Plan::signature(const RunState& r, const std::vector<int>& outs) const {
+  std::vector<int64_t> key;
+  for (const InputSpec& in : inputs_) {
+    const Value& v = r.get(in.value);
+    key.push_back(v.kind);
+    if (v.kind != Value::kTensor) continue;
+    key.push_back(v.t.dtype);
+    key.push_back(v.t.rank());
+    key.insert(key.end(), v.t.shape.begin(), v.t.shape.end());
+  }
+  key.push_back(-1);
+  key.insert(key.end(), outs.begin(), outs.end());
+  return key;
+}
+
+size_t Plan::num_patterns() {
+  std::lock_guard<std::mutex> lk(pattern_mu_);
+  return patterns_.size();
+}
+
 void Plan::execute(RunState& r, const std::vector<int>& outs, RunOptions* ro) {
   if (ro && ro->terminate.load()) fail_terminated();
   const std::shared_ptr<const std::vector<int>> order = order_for(outs);
@@ -195,11 +215,47 @@ void Plan::execute(RunState& r, const std::vector<int>& outs, RunOptions* ro) {
   DenormalScope dz(denormal_as_zero);
   // A nested plan (a control-flow body) without a pool of its own runs on the pool of its caller.
   PoolScope ps(pool ? pool.get() : current_pool(), denormal_as_zero);
+  std::vector<int64_t> key;
+  if (mem_pattern) {
+    key = signature(r, outs);
+    std::shared_ptr<const MemPattern> pattern;
+    bool known = false;
+    {
+      std::lock_guard<std::mutex> lk(pattern_mu_);
+      auto it = patterns_.find(key);
+      if (it != patterns_.end()) {
+        known = true;
+        pattern = it->second.first;
+        it->second.second = ++pattern_clock_;
+      }
+    }
+    if (!known) r.record = std::make_unique<MemRecord>();
+    else if (pattern) {
+      try {
+        r.arena = std::make_unique<MemArena>(pattern, cache_blocks);
+      } catch (const Error&) {
+        // the arena at once is over the memory guard's budget now: ordinary allocations, one by one
+      }
+    }
+  }
   run_steps(r, *order, current_run_options());
+  if (r.arena) arena_served_ += r.arena->handed_out();
+  if (r.record) {
+    std::shared_ptr<const MemPattern> pattern = plan_memory(*r.record);  // null: nothing to share (kept as such)
+    r.record.reset();
+    std::lock_guard<std::mutex> lk(pattern_mu_);
+    if (patterns_.size() >= kMaxPatterns && !patterns_.count(key)) {
+      auto oldest = patterns_.begin();
+      for (auto it = patterns_.begin(); it != patterns_.end(); ++it)
+        if (it->second.second < oldest->second.second) oldest = it;
+      patterns_.erase(oldest);
+    }
+    patterns_[key] = {std::move(pattern), ++pattern_clock_};
+  }
 }
 
-void Plan::run_native(const Step& st, RunState& r, std::vector<const Tensor*>& ins, std::vector<Tensor*>& outp,
-                      std::vector<OutSpec>& specs) const {
+void Plan::run_native(const Step& st, int pos, RunState& r, std::vector<const Tensor*>& ins,
+                      std::vector<Tensor*>& outp, std::vector<OutSpec>& specs) const {
   ins.clear();
   for (int v : st.inputs) {
     if (v < 0) {
@@ -231,8 +287,29 @@ void Plan::run_native(const Step& st, RunState& r, std::vector<const Tensor*>& i
       }
       Value& ov = r.at(o);
       ov.kind = Value::kTensor;
-      ov.t = output_tensor(specs[k], ins, st.op_type + " '" + st.name + "' output", st.out_device);
-      if (!cache_blocks && ov.t.storage && specs[k].alias_input < 0) ov.t.storage->cacheable = false;
+      const OutSpec& spec = specs[k];
+      const bool fresh = spec.alias_input < 0 && st.out_device == 0;
+      std::shared_ptr<Storage> slice;
+      if (fresh && r.arena) {
+        const size_t item = dtype_itemsize(spec.dtype);
+        const int64_t n = shape_numel(spec.shape);
+        bool ok = item > 0 && n > 0;
+        for (int64_t d : spec.shape) ok = ok && d >= 0;
+        if (ok) slice = r.arena->take(pos, static_cast<int>(k), static_cast<size_t>(n) * item);
+      }
+      if (slice) {
+        ov.t = Tensor();
+        ov.t.storage = std::move(slice);
+        ov.t.data = ov.t.storage->data;
+        ov.t.dtype = spec.dtype;
+        ov.t.shape = spec.shape;
+      } else {
+        ov.t = output_tensor(spec, ins, st.op_type + " '" + st.name + "' output", st.out_device);
+        if (fresh && ov.t.storage) {
+          if (!cache_blocks) ov.t.storage->cacheable = false;
+          if (r.record) r.record->allocated(ov.t.storage.get(), pos, static_cast<int>(k), ov.t.storage->nbytes);
+        }
+      }
       outp.push_back(&ov.t);
     }
     st.kernel->compute(ins, outp);
@@ -252,7 +329,8 @@ void Plan::run_steps(RunState& r, const std::vector<int>& order, RunOptions* ro)
   const bool prof = profiling;
   int64_t run_start = prof ? now_ns() : 0;
   std::vector<ProfileEvent> events;
-  for (int si : order) {
+  for (size_t pos = 0; pos < order.size(); ++pos) {
+    const int si = order[pos];
     const Step& st = steps_[si];
     if (ro && ro->terminate.load(std::memory_order_relaxed)) fail_terminated();
     int64_t t0 = prof ? now_ns() : 0;
@@ -264,7 +342,7 @@ void Plan::run_steps(RunState& r, const std::vector<int>& order, RunOptions* ro)
                    std::find(st.native_dtypes.begin(), st.native_dtypes.end(), v0->t.dtype) != st.native_dtypes.end();
     }
     if (use_native) {
-      run_native(st, r, ins, outp, specs);
+      run_native(st, static_cast<int>(pos), r, ins, outp, specs);
     } else if (st.host) {
       st.host->run(st, r);
     } else {
@@ -293,8 +371,10 @@ void Plan::run_steps(RunState& r, const std::vector<int>& order, RunOptions* ro)
     for (int v : st.release) {
       Value& dv = r.at(v);
       if (dv.kind != Value::kTensor) continue;
-      if (dv.t.storage && dv.t.storage->owner && dv.t.storage.use_count() == 1)
-        r.deferred.push_back(std::move(dv.t.storage));
+      if (dv.t.storage && dv.t.storage.use_count() == 1) {
+        if (r.record) r.record->freed(dv.t.storage.get(), static_cast<int>(pos));
+        if (dv.t.storage->owner) r.deferred.push_back(std::move(dv.t.storage));
+      }
       dv.t = Tensor();
       dv.kind = Value::kEmpty;
     }

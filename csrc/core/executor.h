@@ -19,6 +19,7 @@
 
 #include "../kernels/kernel.h"
 #include "../threadpool/threadpool.h"
+#include "mem_pattern.h"
 #include "tensor.h"
 
 namespace onnxfast {
@@ -97,6 +98,9 @@ struct RunState {
   // drops the last reference to one itself, since that needs the host's lock; the host releases
   // them when it holds it (the next host step, or the end of the run).
   std::vector<std::shared_ptr<Storage>> deferred;
+  // Memory pattern (mem_pattern.h): this run records its allocations, or takes them from an arena.
+  std::unique_ptr<MemRecord> record;
+  std::unique_ptr<MemArena> arena;
   Value& at(int id) { return vals[id - nconst]; }
   const Value& get(int id) const { return id < static_cast<int>(nconst) ? (*consts)[id] : vals[id - nconst]; }
 };
@@ -158,6 +162,13 @@ class Plan {
   // SessionOptions.enable_cpu_mem_arena: outputs and intermediates go back to the block cache when
   // freed (true) or straight to the C library (false).
   bool cache_blocks = true;
+  // SessionOptions.enable_mem_pattern: per input signature, intermediates laid out in one arena by
+  // their lifetimes (mem_pattern.h), the layouts of the last kMaxPatterns signatures kept.
+  bool mem_pattern = true;
+  static constexpr size_t kMaxPatterns = 16;
+  // (testing) patterns held, and the bytes runs took from arenas so far
+  size_t num_patterns();
+  size_t arena_bytes_served() const { return arena_served_.load(); }
   std::shared_ptr<ThreadPool> pool;  // intra-op pool (null: single-threaded, or the caller's for a nested plan)
   std::vector<ProfileEvent> take_profile();
 
@@ -166,8 +177,9 @@ class Plan {
   // is emptied once the last plan and its constants are gone.
   MemoryUser memory_user_;
   void run_steps(RunState& r, const std::vector<int>& order, RunOptions* ro) const;
-  void run_native(const Step& st, RunState& r, std::vector<const Tensor*>& ins, std::vector<Tensor*>& outp,
-                  std::vector<OutSpec>& specs) const;
+  void run_native(const Step& st, int pos, RunState& r, std::vector<const Tensor*>& ins,
+                  std::vector<Tensor*>& outp, std::vector<OutSpec>& specs) const;
+  std::vector<int64_t> signature(const RunState& r, const std::vector<int>& outs) const;
   std::shared_ptr<const std::vector<int>> order_for(const std::vector<int>& outs);
 
   int num_values_ = 0;
@@ -182,6 +194,11 @@ class Plan {
   std::shared_ptr<const std::vector<int>> full_order_ = std::make_shared<std::vector<int>>();
   std::mutex order_mu_;
   std::map<std::vector<int>, std::shared_ptr<const std::vector<int>>> order_cache_;  // requested outputs -> steps to run
+
+  std::mutex pattern_mu_;
+  std::map<std::vector<int64_t>, std::pair<std::shared_ptr<const MemPattern>, uint64_t>> patterns_;  // -> (layout, last use)
+  uint64_t pattern_clock_ = 0;
+  std::atomic<size_t> arena_served_{0};
 
   std::mutex prof_mu_;
   std::vector<ProfileEvent> prof_;

@@ -52,6 +52,8 @@ struct Storage {
   // Freed into the block cache (false: straight to the system; enable_cpu_mem_arena=False).
   bool cacheable = true;
   int device = 0;  // the device whose allocator owns `data` (device.h; 0: host memory)
+  // A slice of another storage (a memory-pattern arena, mem_pattern.h): kept alive, nothing freed here.
+  std::shared_ptr<Storage> parent;
   Storage() = default;
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;

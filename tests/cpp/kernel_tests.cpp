@@ -24,6 +24,7 @@
 #include "../../csrc/core/errors.h"
 #include "../../csrc/core/device.h"
 #include "../../csrc/core/executor.h"
+#include "../../csrc/core/mem_pattern.h"
 #include "../../csrc/core/memory.h"
 #include "../../csrc/core/tensor.h"
 #include "../../csrc/cpu/cpu.h"
@@ -1023,6 +1024,47 @@ void test_device_allocator() {
         "the device's kernels are declared under its provider name");
 }
 
+// Memory patterns: the layout never overlaps two allocations alive together, shares memory between
+// those that are not, and the arena refuses a slice whose memory is still in use.
+void test_memory_pattern() {
+  MemRecord rec;
+  Storage s[6];
+  // (birth, death, bytes): a..c a chain, d lives long, e / f short late ones
+  const int spans[6][3] = {{0, 1, 4000}, {1, 2, 4000}, {2, 3, 4000}, {0, 5, 1000}, {4, 5, 3000}, {5, 6, 100}};
+  for (int i = 0; i < 6; ++i) rec.allocated(&s[i], spans[i][0], i, spans[i][2]);  // output i: unique keys
+  for (int i = 0; i < 6; ++i) rec.freed(&s[i], spans[i][1]);
+  Storage survivor;
+  rec.allocated(&survivor, 3, 0, 5000);  // alive at the end (a graph output): not placed
+  auto p = plan_memory(rec);
+  check(p && p->slots.size() == 6, "six allocations placed");
+  if (!p) return;
+  size_t total = 0;
+  for (int i = 0; i < 6; ++i) total += (spans[i][2] + 63) / 64 * 64;
+  check(p->arena_bytes < total, "the arena is smaller than the allocations together: " + std::to_string(p->arena_bytes));
+  for (int i = 0; i < 6; ++i)
+    for (int j = 0; j < i; ++j) {
+      const auto& x = p->slots[p->slot_of.at(alloc_key(spans[i][0], i))];
+      const auto& y = p->slots[p->slot_of.at(alloc_key(spans[j][0], j))];
+      const bool together = !(spans[i][1] < spans[j][0] || spans[j][1] < spans[i][0]);
+      const bool share = x.offset < y.offset + y.nbytes && y.offset < x.offset + x.nbytes;
+      check(!(together && share), "allocations alive together do not share memory");
+    }
+  check(p->slot_of.count(alloc_key(3, 0)) == 0, "the survivor is not placed");
+  MemArena arena(p, true);
+  auto a = arena.take(0, 0, 4000);
+  check(a != nullptr && arena.take(0, 0, 4000) == nullptr, "a slot is handed out once per run");
+  check(arena.take(1, 1, 4001) == nullptr, "another size: no slice");
+  auto b = arena.take(1, 1, 4000);
+  const auto& sa = p->slots[p->slot_of.at(alloc_key(0, 0))];
+  const auto& sc = p->slots[p->slot_of.at(alloc_key(2, 2))];
+  const bool a_c_share = sa.offset < sc.offset + sc.nbytes && sc.offset < sa.offset + sa.nbytes;
+  check(a_c_share, "a and c, never alive together, share memory");
+  check(arena.take(2, 2, 4000) == nullptr, "memory still in use (a alive) is not handed out again");
+  a.reset();
+  check(arena.take(2, 2, 4000) != nullptr, "once a is gone, its memory serves c");
+  check(b != nullptr && b->parent != nullptr, "slices keep the arena alive");
+}
+
 int main() {
   std::printf("tier: isa=%s gemm=%s vecmath=%s\n", isa_name(active_isa()), gemm_tier().name, vecmath().name);
   test_sgemm();
@@ -1042,6 +1084,7 @@ int main() {
   test_executor_plan();
   test_kernel_registry();
   test_device_allocator();
+  test_memory_pattern();
   std::printf("%d checks, %d failures\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
 }
