@@ -44,16 +44,33 @@ def _reference(x):
     return (1 / (1 + np.exp(-c)) - 1).reshape(-1)
 
 
+def _matmul_chain():
+    # x -> MatMul(w1) -> h1 -> MatMul(w2) -> h2 -> MatMul(w3) -> h3 -> MatMul(w4) -> y, and Relu(h1) as a
+    # second output: h2, h3 die inside the run (MatMul cannot run in place), so the arena serves them
+    w = [np.linspace(-1, 1, 64 * 64, dtype=np.float32).reshape(64, 64) / (k + 8) for k in range(4)]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h1"], name="mm1"),
+             helper.make_node("MatMul", ["h1", "w2"], ["h2"], name="mm2"),
+             helper.make_node("MatMul", ["h2", "w3"], ["h3"], name="mm3"),
+             helper.make_node("MatMul", ["h3", "w4"], ["y"], name="mm4"),
+             helper.make_node("Relu", ["h1"], ["r"], name="relu")]
+    m = make_model(nodes, [vi("x", T.FLOAT, ["n", 64])], [vi("y", T.FLOAT, None), vi("r", T.FLOAT, None)],
+                   initializers=[("w1", w[0]), ("w2", w[1]), ("w3", w[2]), ("w4", w[3])])
+    return m, w
+
+
 def test_second_run_uses_the_arena_and_outputs_stay_valid(rng):
-    s = session(_chain_model(extra_outputs=("b", "d")), sess_options=_opts())
+    m, w = _matmul_chain()
+    s = session(m, sess_options=_opts())
     x = rng.standard_normal((32, 64)).astype(np.float32)
     first = s.run(None, {"x": x})
     assert s._plan.num_patterns() == 1 and s._plan.arena_bytes_served() == 0  # recorded, not used yet
     kept = [a.copy() for a in first]
     for i in range(3):
         xi = rng.standard_normal((32, 64)).astype(np.float32)
-        out = s.run(None, {"x": xi})
-        np.testing.assert_allclose(out[0], _reference(xi), rtol=1e-5, atol=1e-6)
+        y, r = s.run(None, {"x": xi})
+        h1 = xi @ w[0]
+        np.testing.assert_allclose(y, h1 @ w[1] @ w[2] @ w[3], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(r, np.maximum(h1, 0), rtol=1e-4, atol=1e-4)
     assert s._plan.arena_bytes_served() > 0
     for a, b in zip(first, kept):  # what run 1 returned was not overwritten by the later runs
         np.testing.assert_array_equal(a, b)
@@ -139,3 +156,29 @@ def test_memory_returns_after_runs(pattern, rng):
         out = s.run(None, {"x": x})
         del out
     assert _core.memory_stats()["live_bytes"] == live
+
+
+def test_elementwise_steps_run_in_place_without_touching_inputs(rng):
+    """Relu -> Mul -> Add -> Sigmoid -> Sub: each output may be written over the input that dies there
+    (the kernels declare it); the fed array, the constants and earlier outputs are never written."""
+    s = session(_chain_model(), sess_options=_opts(False))
+    x = rng.standard_normal((8, 64)).astype(np.float32)
+    x_before = x.copy()
+    y1 = s.run(None, {"x": x})[0]
+    assert s._plan.inplace_reuses() >= 3  # mul (over a), sig (over c), sub (over d); add reads x too
+    np.testing.assert_array_equal(x, x_before)
+    np.testing.assert_allclose(y1, _reference(x), rtol=1e-5, atol=1e-6)
+    y1_copy = y1.copy()
+    s.run(None, {"x": rng.standard_normal((8, 64)).astype(np.float32)})
+    np.testing.assert_array_equal(y1, y1_copy)
+
+
+def test_no_in_place_over_a_value_still_read(rng):
+    """'a' is read by Mul and is a graph output: Mul must not overwrite it."""
+    s = session(_chain_model(extra_outputs=("a", "c")), sess_options=_opts())
+    for _ in range(3):
+        x = rng.standard_normal((8, 64)).astype(np.float32)
+        y, a, c = s.run(None, {"x": x})
+        np.testing.assert_array_equal(a, np.maximum(x, 0))
+        np.testing.assert_allclose(c, np.maximum(x, 0) * 2 + x, rtol=1e-6)
+        np.testing.assert_allclose(y, _reference(x), rtol=1e-5, atol=1e-6)

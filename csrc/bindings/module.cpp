@@ -62,6 +62,7 @@ struct PyKernel {
   std::shared_ptr<Kernel> k;
   std::string op_type, name;
   std::vector<int> dtypes;  // input-0 types of the declaration it was made from
+  std::vector<std::pair<int, int>> inplace;  // its declaration's in-place permissions
 };
 
 std::shared_ptr<Tensor> const_tensor(py::handle h) {
@@ -163,6 +164,7 @@ py::dict def_dict(const KernelDef& d) {
   o["input_types"] = d.input_types;
   o["conditional"] = static_cast<bool>(d.accepts);
   o["aliases"] = d.aliases;
+  o["inplace"] = d.inplace;
   o["file"] = d.file;
   return o;
 }
@@ -317,6 +319,7 @@ PYBIND11_MODULE(_core, m) {
         pk.op_type = op;
         pk.name = name;
         pk.dtypes = d.types;
+        pk.inplace = d.inplace;
         return pk;
       },
       py::arg("op_type"), py::arg("node_name"), py::arg("opset"), py::arg("attrs"), py::arg("const_inputs"),
@@ -426,6 +429,7 @@ PYBIND11_MODULE(_core, m) {
             s.name = name;
             s.op_type = op;
             s.kernel = k.k;
+            s.inplace = k.inplace;
             if (!fallback.is_none()) {
               s.host = python_step(fallback);
               s.native_dtypes = std::move(native_dtypes);
@@ -461,6 +465,7 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("mem_pattern", &Plan::mem_pattern)
       .def("num_patterns", &Plan::num_patterns, "memory patterns held (one per input signature seen, at most 16)")
       .def("arena_bytes_served", &Plan::arena_bytes_served, "bytes runs have taken from memory-pattern arenas")
+      .def("inplace_reuses", &Plan::inplace_reuses, "outputs computed in place over an input that died there")
       .def_readwrite("pool", &Plan::pool)
       .def("take_profile", &profile_events)
       .def("num_steps", &Plan::num_steps)

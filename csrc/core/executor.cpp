@@ -254,6 +254,33 @@ void Plan::execute(RunState& r, const std::vector<int>& outs, RunOptions* ro) {
   }
 }
 
+// In-place reuse: output k takes the buffer of an input the kernel may overwrite when that input dies
+// at this step, has the output's type and size, and nothing else holds its storage (not a constant or
+// user input, not a numpy-owned buffer, no view of it alive).
+bool Plan::take_input_buffer(const Step& st, int k, const OutSpec& spec, RunState& r, Value& ov) const {
+  for (const auto& [out, in] : st.inplace) {
+    if (out != k || in >= static_cast<int>(st.inputs.size())) continue;
+    const int v = st.inputs[in];
+    if (v < static_cast<int>(r.nconst) || std::find(st.release.begin(), st.release.end(), v) == st.release.end())
+      continue;
+    const Value& iv = r.get(v);
+    const Tensor& t = iv.t;
+    if (iv.kind != Value::kTensor || !t.storage || t.storage.use_count() != 1 || t.storage->external ||
+        t.storage->owner || t.device != st.out_device || t.data != t.storage->data || t.dtype != spec.dtype ||
+        t.numel() != shape_numel(spec.shape))
+      continue;
+    ov.t = Tensor();
+    ov.t.storage = t.storage;
+    ov.t.data = t.data;
+    ov.t.dtype = spec.dtype;
+    ov.t.shape = spec.shape;
+    ov.t.device = st.out_device;
+    inplace_reuses_.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  return false;
+}
+
 void Plan::run_native(const Step& st, int pos, RunState& r, std::vector<const Tensor*>& ins,
                       std::vector<Tensor*>& outp, std::vector<OutSpec>& specs) const {
   ins.clear();
@@ -288,6 +315,10 @@ void Plan::run_native(const Step& st, int pos, RunState& r, std::vector<const Te
       Value& ov = r.at(o);
       ov.kind = Value::kTensor;
       const OutSpec& spec = specs[k];
+      if (spec.alias_input < 0 && take_input_buffer(st, static_cast<int>(k), spec, r, ov)) {
+        outp.push_back(&ov.t);
+        continue;
+      }
       const bool fresh = spec.alias_input < 0 && st.out_device == 0;
       std::shared_ptr<Storage> slice;
       if (fresh && r.arena) {

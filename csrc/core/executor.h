@@ -86,6 +86,8 @@ struct Step {
   std::vector<int> native_dtypes;    // with both: element types of input 0 the native kernel takes
   std::vector<int> inputs, outputs;  // -1 = omitted optional
   std::vector<int> release;          // values that die after this step
+  // (output, input) pairs the kernel may compute in place (KernelDef::inplace)
+  std::vector<std::pair<int, int>> inplace;
   int in_device = 0, out_device = 0;
 };
 
@@ -169,6 +171,7 @@ class Plan {
   // (testing) patterns held, and the bytes runs took from arenas so far
   size_t num_patterns();
   size_t arena_bytes_served() const { return arena_served_.load(); }
+  size_t inplace_reuses() const { return inplace_reuses_.load(); }  // (testing) outputs written over an input
   std::shared_ptr<ThreadPool> pool;  // intra-op pool (null: single-threaded, or the caller's for a nested plan)
   std::vector<ProfileEvent> take_profile();
 
@@ -180,6 +183,7 @@ class Plan {
   void run_native(const Step& st, int pos, RunState& r, std::vector<const Tensor*>& ins,
                   std::vector<Tensor*>& outp, std::vector<OutSpec>& specs) const;
   std::vector<int64_t> signature(const RunState& r, const std::vector<int>& outs) const;
+  bool take_input_buffer(const Step& st, int k, const OutSpec& spec, RunState& r, Value& ov) const;
   std::shared_ptr<const std::vector<int>> order_for(const std::vector<int>& outs);
 
   int num_values_ = 0;
@@ -199,6 +203,7 @@ class Plan {
   std::map<std::vector<int64_t>, std::pair<std::shared_ptr<const MemPattern>, uint64_t>> patterns_;  // -> (layout, last use)
   uint64_t pattern_clock_ = 0;
   std::atomic<size_t> arena_served_{0};
+  mutable std::atomic<size_t> inplace_reuses_{0};
 
   std::mutex prof_mu_;
   std::vector<ProfileEvent> prof_;

@@ -719,7 +719,8 @@ ONNXFAST_KERNELS(elementwise) {
   const std::vector<int> num = {kFloat, kDouble, kInt32, kInt64};
   // Add .. Div from the opset that brought numpy broadcasting (7)
   auto bin = [&](const char* name, BinOp op) {
-    kernel(name).since(7).types(num).make([op](const KernelArgs& a) {
+    // in place over a full-size input: c[i] = a[i] op b[j(i)] reads a[i] before writing c[i]
+    kernel(name).since(7).types(num).inplace(0, 0).inplace(0, 1).make([op](const KernelArgs& a) {
       expect_broadcastable(a);
       return std::make_unique<BinaryKernel>(op, a.op_type + " '" + a.node_name + "'");
     });
@@ -765,7 +766,7 @@ ONNXFAST_KERNELS(elementwise) {
     return std::make_unique<PredicateKernel>(a, Pred::kIsInf);
   });
   auto un = [&](const char* name, UnOp op) {
-    kernel(name).since(6).types({kFloat}).make([op](const KernelArgs& a) {
+    kernel(name).since(6).types({kFloat}).inplace(0, 0).make([op](const KernelArgs& a) {
       return std::make_unique<UnaryKernel>(op, a.op_type + " '" + a.node_name + "'",
                                            static_cast<float>(attr_float(a, "alpha", 0.01)));
     });

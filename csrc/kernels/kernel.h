@@ -144,6 +144,10 @@ struct KernelDef {
   std::function<bool(const KernelArgs&)> accepts;
   // (output, input) pairs: the output may be a view of that input (OutSpec::alias_input at run time).
   std::vector<std::pair<int, int>> aliases;
+  // (output, input) pairs: compute() is correct with the output written over that input (same type and
+  // size, element i of the output computed from element i of the input only). The executor reuses the
+  // input's buffer when the input dies at this step and nothing else holds it (Step::inplace).
+  std::vector<std::pair<int, int>> inplace;
   KernelFactory factory;
   std::string file;  // the declaring source file (for conflict messages)
 
@@ -162,6 +166,7 @@ class KernelDecl {
   KernelDecl& input(int i, std::vector<int> t) { d_.input_types[i] = std::move(t); return *this; }
   KernelDecl& when(std::function<bool(const KernelArgs&)> f) { d_.accepts = std::move(f); return *this; }
   KernelDecl& alias(int output, int input) { d_.aliases.emplace_back(output, input); return *this; }
+  KernelDecl& inplace(int output, int input) { d_.inplace.emplace_back(output, input); return *this; }
   void make(KernelFactory f);
   template <class K>
   void make() {

@@ -358,7 +358,7 @@ ONNXFAST_KERNELS(normalization) {
   kernel("InstanceNormalization").types({kFloat}).when([](const KernelArgs& a) { return float_params(a, 1, 2); })
       .make<InstanceNormKernel>();
   auto vm = [](const char* name, int since, MathOp op) {
-    kernel(name).since(since).types({kFloat}).make([op](const KernelArgs& a) {
+    kernel(name).since(since).types({kFloat}).inplace(0, 0).make([op](const KernelArgs& a) {
       MathOp o = op;
       if (o == MathOp::kGelu && expect_known_string(a, "approximate", "none", {"none", "tanh"}) == "tanh")
         o = MathOp::kGeluTanh;
@@ -396,7 +396,7 @@ ONNXFAST_KERNELS(normalization) {
       {"Shrink", 9, ActKind::kShrink, "lambd", 0.5, "bias", 0.0},
   };
   for (const ActSpec& spec : acts) {
-    kernel(spec.name).since(spec.since).types({kFloat}).make([spec](const KernelArgs& a) {
+    kernel(spec.name).since(spec.since).types({kFloat}).inplace(0, 0).make([spec](const KernelArgs& a) {
       // A NaN parameter is refused (it would make the output NaN for every input of one sign);
       // onnxruntime accepts it. Celu divides by alpha.
       const double alpha = *spec.alpha_attr ? attr_float(a, spec.alpha_attr, spec.alpha) : 0.0;
