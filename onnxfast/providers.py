@@ -2,8 +2,10 @@
 
 A provider is a name (spelled as ONNX Runtime spells it), a device id and a ``claims`` rule.
 The planner walks nodes in order and gives each to the first provider in the user's list that
-claims it; the CPU provider is always last and claims everything it has a kernel for. Where a
-value crosses devices the planner inserts MemcpyToDevice / MemcpyFromDevice steps.
+claims it; the CPU provider is always last and claims everything it has a kernel for. A device
+provider (``NativeDeviceProvider``) has its allocator, copy functions and kernels in ``_core``
+under its name and takes only nodes its own kernels compute. Where a value crosses devices the
+planner inserts MemcpyToDevice / MemcpyFromDevice steps.
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ _AVAILABLE: dict[str, type[ExecutionProvider]] = {"CPUExecutionProvider": CPUExe
 
 
 def register_provider(cls: type[ExecutionProvider]) -> None:
-    """Make a provider class available (tests use this for a fake-device provider)."""
+    """Make a provider class available (tests register _core's TestDeviceExecutionProvider this way)."""
     _AVAILABLE[cls.name] = cls
 
 
