@@ -159,41 +159,53 @@ class Graph:
         idx = self._idx()
         old_ids = {id(n) for n in old}
         positions = [i for i, n in enumerate(self.nodes) if id(n) in old_ids]
-        if len(positions) != len(old):
+        if len(positions) != len(old) or len(old_ids) != len(old):
             raise InvalidModel("optimizer patch: a node to replace is not in the graph")
+        kept = [n for n in self.nodes if id(n) not in old_ids]
         at = positions[-1] - (len(positions) - 1)
-        self.nodes = [n for n in self.nodes if id(n) not in old_ids]
+        # checks first: the graph is untouched when the patch is refused
+        gone = {o for n in old for o in n.outputs if o}
+        new_names = [o for n in new for o in n.outputs if o] + list(constants)
+        new_set = set(new_names)
+        if len(new_set) != len(new_names):
+            raise InvalidModel(f"optimizer patch: the new nodes define {sorted(new_names)} with repeats")
+        for name in new_names:
+            if ((name in idx.producer and name not in gone) or (name in self.initializers and name not in constants)
+                    or self.is_input(name)):
+                raise InvalidModel(f"optimizer patch: '{name}' would be defined twice")
+        defined = ({vi.name for vi in self.inputs} | set(self.initializers) | set(self.outer_refs) | set(constants)
+                   | {o for n in kept[:at] for o in n.outputs if o})
+        for n in new:
+            for name in itertools.chain(n.inputs, n.implicit_inputs):
+                if name and name not in defined:
+                    raise InvalidModel(f"optimizer patch: node '{n.name}' reads '{name}' before it is defined")
+            defined.update(o for o in n.outputs if o)
+        for name in gone:
+            readers = [r for r in idx.consumers.get(name, ()) if id(r) not in old_ids]
+            if name not in new_set and (readers or self.is_output(name)):
+                raise InvalidModel(f"optimizer patch: '{name}' is still read but no longer defined")
+        early = {id(n) for n in kept[:at]}
+        for name in new_names:
+            if name in constants:
+                continue
+            for r in idx.consumers.get(name, ()):
+                if id(r) in early:
+                    raise InvalidModel(f"optimizer patch: node '{r.name}' reads '{name}' before the new nodes define it")
+        # then the edit
         for n in old:
             idx.remove(n)
-        gone = {o for n in old for o in n.outputs if o}
-        defined_by_new = {o for n in new for o in n.outputs if o} | set(constants)
-        for name in defined_by_new:
-            if name in idx.producer or (name in self.initializers and name not in constants) or self.is_input(name):
-                raise InvalidModel(f"optimizer patch: '{name}' would be defined twice")
+        self.nodes = kept[:at] + list(new) + kept[at:]
+        for n in new:
+            idx.add(n)
         for name, value in constants.items():
             self.initializers[name] = value
             code = dtypes.onnx_code(value.dtype)
             if code:
                 self.value_info[name] = ValueInfo(name, onnx.helper.make_tensor_type_proto(code, list(value.shape)))
-        self.nodes[at:at] = list(new)
-        for n in new:
-            idx.add(n)
-        for name in gone - defined_by_new:
-            if self.use_count(name):
-                raise InvalidModel(f"optimizer patch: '{name}' is still read but no longer defined")
+        for name in gone - new_set:
             self.value_info.pop(name, None)
         if opsets is not None:
             _infer_node_types(self, new, opsets)
-        self._check_order(at, len(new))
-
-    def _check_order(self, start: int, count: int) -> None:
-        defined = ({vi.name for vi in self.inputs} | set(self.initializers) | set(self.outer_refs)
-                   | {o for n in self.nodes[:start] for o in n.outputs if o})
-        for n in self.nodes[start:start + count]:
-            for name in list(n.inputs) + list(n.implicit_inputs):
-                if name and name not in defined:
-                    raise InvalidModel(f"optimizer patch: node '{n.name}' reads '{name}' before it is defined")
-            defined.update(o for o in n.outputs if o)
 
     def check(self) -> None:
         """The graph's invariants: every node input defined before it is read, every name defined
@@ -278,8 +290,13 @@ def _infer_node_types(graph: Graph, nodes: list[Node], opsets: dict[str, int]) -
         except Exception:  # noqa: BLE001 - inference is advisory: the kernels check at run time
             continue
         for name, tp in out.items():
-            if name in n.outputs and tp.WhichOneof("value") is not None:
-                graph.value_info[name] = ValueInfo(name, tp)
+            if name not in n.outputs or tp.WhichOneof("value") is None:
+                continue
+            known = graph.value_info.get(name)
+            if known is not None and known.elem_type == ValueInfo(name, tp).elem_type and known.shape is not None \
+                    and all(isinstance(d, int) for d in known.shape):
+                continue  # a fully known type (a kept name) stays: inference cannot say more
+            graph.value_info[name] = ValueInfo(name, tp)
 
 
 @dataclass

@@ -31,6 +31,9 @@ class PlanOptions:
     disabled: set[str] = field(default_factory=set)  # {"native", "numpy", "native:MatMul", "numpy:Add", ...}
     allow_prepack: bool = True
     dim_overrides: dict[str, int] = field(default_factory=dict)
+    cache_blocks: bool = True  # enable_cpu_mem_arena
+    mem_pattern: bool = True  # enable_mem_pattern
+    # (every plan the planner builds, control-flow bodies' included, gets these two)
 
     def allowed(self, kind: str, op_type: str) -> bool:
         return kind not in self.disabled and f"{kind}:{op_type}" not in self.disabled
@@ -83,6 +86,8 @@ class Planner:
 
     def _build_graph(self, graph: ir.Graph, outer: list[str], main: bool, prefix: str) -> _core.Plan:
         plan = _core.Plan()
+        plan.cache_blocks = self.options.cache_blocks
+        plan.mem_pattern = self.options.mem_pattern
         ids: dict[str, int] = {}
         location: dict[str, int] = {}  # value -> device
         consts: dict[str, np.ndarray] = {}
@@ -240,7 +245,8 @@ class Planner:
                 if p.native_only:  # a device provider: only nodes its own declared kernels compute
                     p_types = REGISTRY.native_dtypes(node.domain, node.op_type, sv, node_attrs, in_types,
                                                      provider=p.name)
-                    if not (native_allowed and p_types is not None and first_type in p_types):
+                    p_allowed = self.options.allowed("native", node.op_type) and not node.subgraphs
+                    if not (p_allowed and p_types is not None and first_type in p_types):
                         continue
                     if p.claims(node, True):
                         provider = p

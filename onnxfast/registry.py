@@ -89,6 +89,7 @@ class NativeDef:
     input_types: dict  # input index -> allowed element types
     conditional: bool  # a `when` (attributes / input types) decides per node: _core.kernel_accepts
     aliases: tuple  # (output, input): the output may be a view of the input
+    index: int  # its position in _core.kernel_defs() (for _core.kernel_accepts)
 
     def fits(self, since_version: int, input_types: list) -> bool:
         if not self.since <= since_version <= self.until:
@@ -118,7 +119,7 @@ class Registry:
             entry.native.append(NativeDef(
                 d["since"], d["until"], d["provider"], frozenset(d["types"]),
                 {int(i): frozenset(t) for i, t in d["input_types"].items()}, d["conditional"],
-                tuple(tuple(a) for a in d["aliases"])))
+                tuple(tuple(a) for a in d["aliases"]), d["index"]))
 
     def register(self, op_type: str, factory: Factory, domain: str = "", since: int = 1) -> None:
         entry = self._ops.setdefault((domain, op_type), OpEntry())
@@ -151,7 +152,7 @@ class Registry:
         for d in self.native_defs(domain, op_type):
             if d.provider != provider or not d.fits(since_version, types):
                 continue
-            if d.conditional and not _core.kernel_accepts(op_type, domain, since_version,
+            if d.conditional and not _core.kernel_accepts(d.index, since_version,
                                                           native_attrs(attrs() if attrs else {}), types):
                 continue
             found = True

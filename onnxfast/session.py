@@ -200,6 +200,8 @@ class InferenceSession:
             disabled=disabled,
             allow_prepack=cfg.get("session.disable_prepacking", "0") != "1",
             dim_overrides=dict(self._sess_options._dim_overrides),
+            cache_blocks=bool(self._sess_options.enable_cpu_mem_arena),
+            mem_pattern=bool(self._sess_options.enable_mem_pattern),
         )
 
     def _build(self) -> None:
@@ -207,8 +209,6 @@ class InferenceSession:
         self._plan = planner.build()
         cfg = self._sess_options._config
         self._plan.denormal_as_zero = cfg.get("session.set_denormal_as_zero", "0") == "1"
-        self._plan.cache_blocks = bool(self._sess_options.enable_cpu_mem_arena)
-        self._plan.mem_pattern = bool(self._sess_options.enable_mem_pattern)
         # Sessions asking for the same number of threads share one pool (no oversubscription).
         threads = int(self._sess_options.intra_op_num_threads) or _core.default_num_threads()
         self._pool = _core.shared_pool(threads)

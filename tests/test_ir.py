@@ -86,6 +86,20 @@ def test_bad_patches_are_refused():
         g.replace([ir.Node("Relu", "", "stranger", ["x"], ["q"], {})], [])
 
 
+def test_refused_patch_leaves_the_graph_as_it_was():
+    model, g = _graph()
+    names = {n.name: n for n in g.nodes}
+    before = [n.name for n in g.nodes]
+    with pytest.raises(InvalidModel, match="with repeats"):
+        g.replace([names["add"]], [ir.Node("Relu", "", "p", ["r"], ["y"], {}), ir.Node("Neg", "", "q", ["r"], ["y"], {})])
+    with pytest.raises(InvalidModel, match="reads 'h' before the new nodes define it"):
+        # the MatMul's output redefined by a node standing after its reader 'relu'
+        g.replace([names["mm"], names["add"]], [ir.Node("Add", "", "late", ["r", "b"], ["y"], {}),
+                                                ir.Node("MatMul", "", "mm2", ["x", "w"], ["h"], {})])
+    assert [n.name for n in g.nodes] == before and g.producer("h") is names["mm"]
+    g.check()
+
+
 def test_check_notices_edits_behind_the_index():
     model, g = _graph()
     g.producer("h")  # index built

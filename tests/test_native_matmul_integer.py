@@ -84,6 +84,34 @@ def test_constant_b_is_prepacked(with_zp):
                                       _reference(a, b, za if with_zp else None, zb if with_zp else None))
 
 
+@pytest.mark.parametrize("a_shape,b_shape,za_shape,zb_shape", [
+    ((2, 3, 4), (2, 4, 5), (2, 3, 1), (2, 1, 5)),  # one per row / column of each matrix
+    ((2, 3, 4), (4, 5), (3,), (1, 5)),  # shared by A's matrices; per column of the one B
+    ((3, 4), (2, 4, 5), (3, 1), (5,)),
+    ((4,), (4, 5), (1,), (5,)),
+])
+def test_zero_point_forms(a_shape, b_shape, za_shape, zb_shape):
+    """The spec's per-row / per-column forms, N-D included, against numpy broadcasting."""
+    rng = np.random.default_rng(8)
+    nat, ref = native_and_numpy(_model(np.uint8, np.int8, "x"), "MatMulInteger")
+    feeds = {"a": _rand(rng, np.uint8, a_shape), "b": _rand(rng, np.int8, b_shape),
+             "za": _rand(rng, np.uint8, za_shape), "zb": _rand(rng, np.int8, zb_shape)}
+    A = feeds["a"].astype(np.int64) - (feeds["za"].astype(np.int64).reshape(-1, 1) if len(za_shape) == 1
+                                       and za_shape[0] != 1 else feeds["za"].astype(np.int64))
+    want = np.matmul(A, feeds["b"].astype(np.int64) - feeds["zb"].astype(np.int64)).astype(np.int32)
+    np.testing.assert_array_equal(nat.run(None, feeds)[0], want)
+    np.testing.assert_array_equal(ref.run(None, feeds)[0], want)
+
+
+def test_constant_vector_b_with_its_zero_point():
+    """A 1-D B is one column: its zero point is a single value (N = 1), checked alike at load and run."""
+    b, zb = np.arange(-3, 4, dtype=np.int8), np.array([2], np.int8)
+    s = session(_model(np.uint8, np.int8, "x", inits=[("b", b), ("zb", zb)]))
+    a, za = np.arange(14, dtype=np.uint8).reshape(2, 7), np.array(1, np.uint8)
+    np.testing.assert_array_equal(s.run(None, {"a": a, "za": za})[0],
+                                  (a.astype(np.int64) - 1) @ (b.astype(np.int64) - 2))
+
+
 def test_sums_wrap_modulo_2_32():
     """255 * 255 * 33100 exceeds int32: the sums wrap as onnxruntime's int32 accumulators do."""
     K = 33100
@@ -100,8 +128,8 @@ def test_declared_with_per_input_types():
 
 
 @pytest.mark.parametrize("za_shape,zb_shape,match", [
-    ((2, 2), (), "a_zero_point has shape (2, 2); it must be a scalar or 1-D of 3 elements"),
-    ((), (4,), "b_zero_point has shape (4,); it must be a scalar or 1-D of 5 elements"),
+    ((2, 2), (), "a_zero_point has shape (2, 2); it must be a scalar, 1-D of 3 elements (rows of A) or of shape (3, 1)"),
+    ((), (4,), "b_zero_point has shape (4,); it must be a scalar, 1-D of 5 elements (columns of B) or of shape (1, 5)"),
 ])
 def test_bad_zero_point_shape(za_shape, zb_shape, match):
     s = session(_model(np.uint8, np.int8, "x"))

@@ -231,7 +231,12 @@ PYBIND11_MODULE(_core, m) {
      "reading files from the dict {path: contents}; None when unlimited");
   m.def("kernel_defs", []() {
     py::list out;
-    for (const KernelDef& d : kernel_defs()) out.append(def_dict(d));
+    const auto& defs = kernel_defs();
+    for (size_t i = 0; i < defs.size(); ++i) {
+      py::dict d = def_dict(defs[i]);
+      d["index"] = i;
+      out.append(d);
+    }
     return out;
   }, "every native kernel declaration: domain, op_type, since / until (schema versions), provider, types (of "
      "input 0), input_types (of further inputs), conditional (a `when` on attributes / types), aliases, file");
@@ -254,16 +259,16 @@ PYBIND11_MODULE(_core, m) {
   }, "op type -> element types of input 0 some native kernel computes (all domains and versions)");
   m.def(
       "kernel_accepts",
-      [](const std::string& op, const std::string& domain, int since_version, py::dict attrs, py::sequence input_types,
-         const std::string& provider) {
-        KernelArgs a = kernel_args(op, domain, "", since_version, since_version, attrs, py::list(), false,
+      [](size_t index, int since_version, py::dict attrs, py::sequence input_types) {
+        const auto& defs = kernel_defs();
+        if (index >= defs.size()) fail(ErrorKind::kInvalidArgument, "no kernel declaration " + std::to_string(index));
+        const KernelDef& d = defs[index];
+        KernelArgs a = kernel_args(d.op, d.domain, "", since_version, since_version, attrs, py::list(), false,
                                    py::none(), 1, input_types);
-        const KernelDef* d = find_kernel(domain, op, since_version, a.dtype_of(0), provider);
-        return d != nullptr && (!d->accepts || d->accepts(a));
+        return !d.accepts || d.accepts(a);
       },
-      py::arg("op_type"), py::arg("domain"), py::arg("since_version"), py::arg("attrs"), py::arg("input_types"),
-      py::arg("provider") = kCpuProvider,
-      "whether the native kernel declared for this node computes it (its `when`, from the attributes and the "
+      py::arg("index"), py::arg("since_version"), py::arg("attrs"), py::arg("input_types"),
+      "whether declaration `index` of kernel_defs() computes this node (its `when`, from the attributes and the "
       "input element types; None for unknown)");
   m.def("cpu_info", []() {
     const CpuFeatures& f = cpu_features();
@@ -318,7 +323,7 @@ PYBIND11_MODULE(_core, m) {
         pk.k = std::shared_ptr<Kernel>(create_kernel(d, a));
         pk.op_type = op;
         pk.name = name;
-        pk.dtypes = d.types;
+        pk.dtypes = run_time_types(d, a.since_version);
         pk.inplace = d.inplace;
         return pk;
       },

@@ -220,8 +220,10 @@ ONNXFAST_KERNELS(half) {
   };
   for (const Wrapped& w : {Wrapped{"MatMul", "", 1}, Wrapped{"Gemm", "", 7}, Wrapped{"Conv", "", 1},
                            Wrapped{"FusedConv", "onnxfast", 1}, Wrapped{"ConvTranspose", "", 1}}) {
-    kernel(w.op, w.domain).since(w.since).types({kFloat16, kBFloat16}).make([w](const KernelArgs& a) {
-      const KernelDef* inner = find_kernel(w.domain, w.op, a.since_version > 0 ? a.since_version : a.opset, kFloat);
+    // a node of unknown type gets this kernel: float32 inputs go straight to the float32 kernel
+    kernel(w.op, w.domain).since(w.since).types({kFloat16, kBFloat16}).serves_unknown_type().make([w](const KernelArgs& a) {
+      const int version = a.since_version > 0 ? a.since_version : a.opset > 0 ? a.opset : kLatestVersion;
+      const KernelDef* inner = find_kernel(w.domain, w.op, version, kFloat);
       if (!inner) fail(ErrorKind::kNotImplemented, a.who() + ": no float32 kernel to compute float16 through");
       KernelFactory f = inner->factory;
       return std::make_unique<ViaFloatKernel>(a, f);

@@ -67,12 +67,14 @@ bool overlaps(const std::vector<int>& a, const std::vector<int>& b) {
 
 std::vector<KernelDef> collect_kernel_defs() {
   std::vector<KernelDef> defs;
-  g_collecting = &defs;
+  struct Collecting {  // reset even when a block throws
+    explicit Collecting(std::vector<KernelDef>* d) { g_collecting = d; }
+    ~Collecting() { g_collecting = nullptr; }
+  } collecting(&defs);
   for (const KernelBlock& b : kernel_blocks()) {
     g_collecting_file = b.file;
     b.block();
   }
-  g_collecting = nullptr;
   for (size_t i = 0; i < defs.size(); ++i) {
     const KernelDef& d = defs[i];
     if (d.op.empty() || !d.factory || d.types.empty() || d.since < 1 || d.until < d.since)
@@ -121,13 +123,28 @@ const std::vector<KernelDef>& kernel_defs() {
 
 const KernelDef* find_kernel(const std::string& domain, const std::string& op, int since_version, int dtype,
                              const std::string& provider) {
-  const KernelDef* first = nullptr;
+  const KernelDef *first = nullptr, *float32 = nullptr;
   for (const KernelDef& d : kernel_defs()) {
     if (d.op != op || d.domain != domain || d.provider != provider || !d.covers(since_version)) continue;
-    if (dtype > 0 ? d.computes(dtype) : d.computes(kFloat)) return &d;
+    if (dtype > 0) {
+      if (d.computes(dtype)) return &d;
+      continue;
+    }
+    if (d.serves_unknown_type) return &d;
+    if (!float32 && d.computes(kFloat)) float32 = &d;
     if (!first) first = &d;
   }
-  return dtype > 0 ? nullptr : first;
+  return float32 ? float32 : first;
+}
+
+std::vector<int> run_time_types(const KernelDef& def, int since_version) {
+  if (!def.serves_unknown_type) return def.types;
+  std::vector<int> types;
+  for (const KernelDef& d : kernel_defs())
+    if (d.op == def.op && d.domain == def.domain && d.provider == def.provider && d.covers(since_version))
+      for (int t : d.types)
+        if (std::find(types.begin(), types.end(), t) == types.end()) types.push_back(t);
+  return types;
 }
 
 std::unique_ptr<Kernel> create_kernel(const KernelDef& def, const KernelArgs& args) {
@@ -146,8 +163,9 @@ std::unique_ptr<Kernel> create_kernel(const KernelDef& def, const KernelArgs& ar
 }
 
 std::unique_ptr<Kernel> create_kernel(const std::string& op, const KernelArgs& args) {
+  const int t = args.dtype_of(0);
   const KernelDef* d = find_kernel(args.domain, op, args.since_version > 0 ? args.since_version : kLatestVersion,
-                                   args.dtype_of(0));
+                                   t > 0 ? t : kFloat);
   if (!d) throw std::logic_error("no native kernel " + op);
   return create_kernel(*d, args);
 }

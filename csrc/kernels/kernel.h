@@ -148,6 +148,9 @@ struct KernelDef {
   // size, element i of the output computed from element i of the input only). The executor reuses the
   // input's buffer when the input dies at this step and nothing else holds it (Step::inplace).
   std::vector<std::pair<int, int>> inplace;
+  // Taken when input 0's type is unknown at creation, its kernel computing every type the op's other
+  // declarations of this version do too (half.cpp's wrappers forward float32 to the float32 kernel).
+  bool serves_unknown_type = false;
   KernelFactory factory;
   std::string file;  // the declaring source file (for conflict messages)
 
@@ -167,6 +170,7 @@ class KernelDecl {
   KernelDecl& when(std::function<bool(const KernelArgs&)> f) { d_.accepts = std::move(f); return *this; }
   KernelDecl& alias(int output, int input) { d_.aliases.emplace_back(output, input); return *this; }
   KernelDecl& inplace(int output, int input) { d_.inplace.emplace_back(output, input); return *this; }
+  KernelDecl& serves_unknown_type() { d_.serves_unknown_type = true; return *this; }
   void make(KernelFactory f);
   template <class K>
   void make() {
@@ -188,13 +192,16 @@ bool add_kernel_block(void (*block)(), const char* file);
 
 // Every declaration (runs the blocks on first use; std::logic_error on conflicting declarations).
 const std::vector<KernelDef>& kernel_defs();
-// The declaration computing a node of this schema version whose input 0 has `dtype` (0: unknown:
-// the float32 kernel where one is declared, else the first); null when none.
+// The declaration computing a node of this schema version whose input 0 has `dtype` (0: unknown: one
+// that serves_unknown_type, else the float32 kernel where one is declared, else the first); null when none.
 const KernelDef* find_kernel(const std::string& domain, const std::string& op, int since_version, int dtype,
                              const std::string& provider = kCpuProvider);
+// Input-0 types a node's kernel made from `def` computes at run time: its own, or for a declaration that
+// serves unknown types, those of every declaration of the op at this version and provider.
+std::vector<int> run_time_types(const KernelDef& def, int since_version);
 // The kernel of `def` for a node: checks the declared input types first (InvalidType).
 std::unique_ptr<Kernel> create_kernel(const KernelDef& def, const KernelArgs& args);
-// Testing aid: a kernel by op name (ai.onnx, latest version, float32 first), for tests/cpp.
+// Testing aid: a kernel by op name (args' domain and version, else the latest; input 0's type, else float32).
 std::unique_ptr<Kernel> create_kernel(const std::string& op, const KernelArgs& args);
 
 // Helpers shared by kernels.

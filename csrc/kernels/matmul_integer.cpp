@@ -3,9 +3,11 @@
 //
 //   Y[.., i, n] = sum_k (A[.., i, k] - a_zp[i]) * (B[.., k, n] - b_zp[n])
 //
-// a_zero_point has A's type, one value or one per row of A (M); b_zero_point has B's type, one value
-// or one per column of B (N) (the spec's scalar / 1-D forms; anything else is refused). Sums are
-// formed modulo 2^32, as onnxruntime's int32 accumulators wrap.
+// a_zero_point has A's type: one value, one per row of A (1-D of M, shared by A's batches), or one per
+// row of each of A's matrices (shape A.shape[:-1] + [1]). b_zero_point has B's type: one value, one per
+// column (1-D of N), or one per column of each of B's matrices (shape B.shape[:-2] + [1, N]). These
+// are the spec's forms; others are refused. Sums are formed modulo 2^32, as onnxruntime's int32
+// accumulators wrap.
 //
 // B minus its zero point is widened once to int16 (every difference of two 8-bit values fits): at
 // creation when B and b_zero_point are constants (B is then released; packed_inputs), else per run.
@@ -28,19 +30,26 @@ int32_t value8(const void* p, int dtype, int64_t i) {
   return dtype == kUInt8 ? static_cast<const uint8_t*>(p)[i] : static_cast<const int8_t*>(p)[i];
 }
 
+// How a zero point maps onto its operand's rows (A) or columns (B).
+enum class ZpForm { kOne, kShared, kPerMatrix };
+
+// Index of the zero point for row / column `j` of the operand's matrix number `mat`.
+inline int64_t zp_index(ZpForm f, int64_t mat, int64_t j, int64_t per) {
+  return f == ZpForm::kOne ? 0 : f == ZpForm::kShared ? j : mat * per + j;
+}
+
 class MatMulIntegerKernel : public Kernel {
  public:
   explicit MatMulIntegerKernel(const KernelArgs& a) : who_(a.who()) {
     expect_rank_in(a, 0, "A", 1, -1);
     expect_rank_in(a, 1, "B", 1, -1);
-    expect_rank_in(a, 2, "a_zero_point", 0, 1);
-    expect_rank_in(a, 3, "b_zero_point", 0, 1);
     auto cst = [&](size_t i) { return i < a.const_inputs.size() ? a.const_inputs[i] : nullptr; };
     // B packed when it is constant and so is b_zero_point, or the node has no input 3 at all
     const auto b = cst(1), bzp = cst(3);
     if (a.allow_prepack && b && is_8bit(b->dtype) && b->rank() >= 1 && (bzp || a.const_inputs.size() <= 3)) {
-      if (bzp) check_zero_point(*bzp, *b, 3, "b_zero_point", b->shape.back());
-      packed_b_ = std::make_shared<std::vector<int16_t>>(widen_b(*b, bzp.get()));
+      const ZpForm form = bzp ? zero_point_form(*bzp, *b, 3, "b_zero_point", b->rank() == 1 ? 1 : b->shape.back())
+                              : ZpForm::kOne;
+      packed_b_ = std::make_shared<std::vector<int16_t>>(widen_b(*b, bzp.get(), form));
       b_dtype_ = b->dtype;
     }
   }
@@ -58,8 +67,8 @@ class MatMulIntegerKernel : public Kernel {
       fail(ErrorKind::kInvalidType, who_ + ": B is tensor(" + dtype_name(B.dtype) + "), the constant was tensor(" +
                                         dtype_name(b_dtype_) + ")");
     const MatMulDims d = matmul_dims(A.shape, B.shape, who_);
-    if (in.size() > 2 && in[2]) check_zero_point(*in[2], A, 2, "a_zero_point", d.M);
-    if (in.size() > 3 && in[3]) check_zero_point(*in[3], B, 3, "b_zero_point", d.N);
+    if (in.size() > 2 && in[2]) zero_point_form(*in[2], A, 2, "a_zero_point", d.M);
+    if (in.size() > 3 && in[3]) zero_point_form(*in[3], B, 3, "b_zero_point", d.N);
     out.resize(1);
     out[0].dtype = kInt32;
     out[0].shape = d.out;
@@ -82,10 +91,12 @@ class MatMulIntegerKernel : public Kernel {
     if (packed_b_) {
       bw = packed_b_->data();
     } else {
-      run_b = widen_b(B, in.size() > 3 ? in[3] : nullptr);
+      const Tensor* bzp = in.size() > 3 ? in[3] : nullptr;
+      run_b = widen_b(B, bzp, bzp ? zero_point_form(*bzp, B, 3, "b_zero_point", N) : ZpForm::kOne);
       bw = run_b.data();
     }
     const Tensor* azp = in.size() > 2 ? in[2] : nullptr;
+    const ZpForm a_form = azp ? zero_point_form(*azp, A, 2, "a_zero_point", M) : ZpForm::kOne;
     const int64_t rows = shape_numel(d.batch) * M;
     parallel_for(rows, static_cast<double>(K * N) * 0.5 + 8, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
@@ -93,7 +104,7 @@ class MatMulIntegerKernel : public Kernel {
         int64_t oa, ob;
         d.offsets(t, &oa, &ob);
         const int64_t a_row = oa + i * K;
-        const int32_t za = azp ? value8(azp->data, azp->dtype, azp->numel() == 1 ? 0 : i) : 0;
+        const int32_t za = azp ? value8(azp->data, azp->dtype, zp_index(a_form, oa / (M * K), i, M)) : 0;
         uint32_t* yr = y + r * N;
         std::fill(yr, yr + N, 0u);
         for (int64_t k = 0; k < K; ++k) {
@@ -107,22 +118,28 @@ class MatMulIntegerKernel : public Kernel {
   }
 
  private:
-  // A zero point: the operand's type, one value or (1-D) `per` values.
-  void check_zero_point(const Tensor& z, const Tensor& operand, int index, const char* name, int64_t per) const {
+  // A zero point's form (InvalidType / InvalidArgument when it has none of the spec's): the operand's
+  // type; one value, `per` values (1-D), or the operand's shape with its row (A) / column (B) axis 1.
+  ZpForm zero_point_form(const Tensor& z, const Tensor& operand, int index, const char* name, int64_t per) const {
     if (z.dtype != operand.dtype)
       fail(ErrorKind::kInvalidType, who_ + ": " + name + " is tensor(" + dtype_name(z.dtype) + "); it must have " +
                                         (index == 2 ? "A" : "B") + "'s type, tensor(" + dtype_name(operand.dtype) + ")");
-    if (z.numel() == 1 && z.rank() <= 1) return;
-    if (z.rank() == 1 && z.numel() == per) return;
-    kernel_fail(who_ + ": " + name + " has shape " + shape_str(z.shape) + "; it must be a scalar or 1-D of " +
-                std::to_string(per) + " elements (" + (index == 2 ? "rows of A" : "columns of B") + ")");
+    if (z.numel() == 1 && z.rank() <= std::max<int64_t>(operand.rank(), 1)) return ZpForm::kOne;
+    if (z.rank() == 1 && z.numel() == per) return ZpForm::kShared;
+    Shape per_matrix = operand.shape;
+    if (per_matrix.size() >= 2) per_matrix[per_matrix.size() - (index == 2 ? 1 : 2)] = 1;
+    if (operand.rank() >= 2 && z.shape == per_matrix) return ZpForm::kPerMatrix;
+    kernel_fail(who_ + ": " + name + " has shape " + shape_str(z.shape) + "; it must be a scalar, 1-D of " +
+                std::to_string(per) + " elements (" + (index == 2 ? "rows of A" : "columns of B") + ")" +
+                (operand.rank() >= 2 ? " or of shape " + shape_str(per_matrix) : std::string()));
   }
-  // B - b_zp (per column n = last index) for every element of B, as int16.
-  static std::vector<int16_t> widen_b(const Tensor& B, const Tensor* bzp) {
-    const int64_t n = B.numel(), N = B.shape.back();
+  // B - b_zp (per column n of each of B's matrices) for every element of B, as int16.
+  static std::vector<int16_t> widen_b(const Tensor& B, const Tensor* bzp, ZpForm form) {
+    const int64_t n = B.numel(), N = B.rank() == 1 ? 1 : B.shape.back();
+    const int64_t KN = B.rank() == 1 ? B.shape[0] : B.shape[B.rank() - 2] * N;
     std::vector<int16_t> w(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) {
-      const int32_t z = bzp ? value8(bzp->data, bzp->dtype, bzp->numel() == 1 ? 0 : i % N) : 0;
+      const int32_t z = bzp ? value8(bzp->data, bzp->dtype, zp_index(form, i / KN, i % N, N)) : 0;
       w[static_cast<size_t>(i)] = static_cast<int16_t>(value8(B.data, B.dtype, i) - z);
     }
     return w;

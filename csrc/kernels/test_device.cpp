@@ -65,7 +65,8 @@ ONNXFAST_KERNELS(test_device) {
   };
   for (const Op& op : {Op{"Relu", 6}, Op{"Mul", 7}, Op{"Add", 7}, Op{"MatMul", 1}}) {
     kernel(op.name).since(op.since).provider(kTestProvider).types({kFloat}).make([](const KernelArgs& a) {
-      const KernelDef* cpu = find_kernel(a.domain, a.op_type, a.since_version > 0 ? a.since_version : a.opset, kFloat);
+      const int version = a.since_version > 0 ? a.since_version : a.opset > 0 ? a.opset : kLatestVersion;
+      const KernelDef* cpu = find_kernel(a.domain, a.op_type, version, kFloat);
       if (!cpu) fail(ErrorKind::kNotImplemented, a.who() + ": no CPU kernel for the test device to run");
       return cpu->factory(a);
     });

@@ -967,7 +967,14 @@ void test_kernel_registry() {
   const KernelDef* mm16 = find_kernel("", "MatMul", 13, kFloat16);
   const KernelDef* mm32 = find_kernel("", "MatMul", 13, kFloat);
   check(mm16 && mm32 && mm16 != mm32, "float16 MatMul is its own declaration");
-  check(find_kernel("", "MatMul", 13, 0) == mm32, "unknown input type: the float32 kernel");
+  check(find_kernel("", "MatMul", 13, 0) == mm16 && mm16 && mm16->serves_unknown_type,
+        "unknown input type: the half wrapper, which forwards float32 to the float32 kernel");
+  if (mm16) {
+    std::vector<int> rt = run_time_types(*mm16, 13);
+    std::sort(rt.begin(), rt.end());
+    check(rt == std::vector<int>({kFloat, kFloat16, kBFloat16}), "it computes float, float16 and bfloat16");
+  }
+  check(find_kernel("", "Add", 14, 0) == add, "unknown input type elsewhere: the float32 kernel");
   check(find_kernel("onnxfast", "FusedMatMul", 1, kFloat) && !find_kernel("", "FusedMatMul", 1, kFloat),
         "fused kernels live in the onnxfast domain");
   const KernelDef* cast = find_kernel("", "Cast", 19, kFloat);
