@@ -111,6 +111,7 @@ def test_data_dependent_shapes_fall_back(rng):
         np.testing.assert_allclose(s.run(None, {"x": x})[0], np.sum(idx * idx), rtol=1e-6)
 
 
+
 def test_host_steps_that_keep_views(rng):
     """With Relu and Mul on numpy (host steps returning arrays that may view their inputs), the arena
     must not hand out memory a numpy value still uses."""

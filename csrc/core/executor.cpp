@@ -239,7 +239,14 @@ void Plan::execute(RunState& r, const std::vector<int>& outs, RunOptions* ro) {
     }
   }
   run_steps(r, *order, current_run_options());
-  if (r.arena) arena_served_ += r.arena->handed_out();
+  if (r.arena) {
+    arena_served_ += r.arena->handed_out();
+    if (r.arena->mostly_unused()) {  // data-dependent sizes: this signature runs without an arena from now on
+      std::lock_guard<std::mutex> lk(pattern_mu_);
+      auto it = patterns_.find(key);
+      if (it != patterns_.end() && it->second.first.get() == r.arena->pattern()) it->second.first = nullptr;
+    }
+  }
   if (r.record) {
     std::shared_ptr<const MemPattern> pattern = plan_memory(*r.record);  // null: nothing to share (kept as such)
     r.record.reset();

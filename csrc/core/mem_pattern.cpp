@@ -92,6 +92,7 @@ std::shared_ptr<Storage> MemArena::take(int pos, int output, size_t nbytes) {
   st->parent = arena_;
   given_[slot] = st;
   handed_out_ += nbytes;
+  ++slots_given_;
   return st;
 }
 

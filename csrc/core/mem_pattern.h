@@ -9,7 +9,8 @@
 // Safety does not rest on the recording: a slice is handed out only when the size asked for is the
 // recorded one and every slot sharing its memory is dead in this run (its Storage gone); otherwise
 // the value gets an ordinary allocation. Data-dependent shapes, or a host step that keeps a buffer
-// longer than in the recorded run, cost memory, never correctness. Slices keep the arena alive.
+// longer than in the recorded run, cost memory, never correctness; a signature whose runs use fewer
+// than half of the slots drops its pattern and runs without an arena. Slices keep the arena alive.
 #pragma once
 #include <cstddef>
 #include <memory>
@@ -55,12 +56,17 @@ class MemArena {
   // A slice for output `output` of the step at `pos`, or null (no slot, another size, memory still in use).
   std::shared_ptr<Storage> take(int pos, int output, size_t nbytes);
   size_t handed_out() const { return handed_out_; }
+  // Fewer than half of the slots were handed out this run (sizes that depend on the data): the
+  // arena costs more than it saves, and the signature should run without it.
+  bool mostly_unused() const { return 2 * slots_given_ < pattern_->slots.size(); }
+  const MemPattern* pattern() const { return pattern_.get(); }
 
  private:
   std::shared_ptr<const MemPattern> pattern_;
   std::shared_ptr<Storage> arena_;
   std::vector<std::weak_ptr<Storage>> given_;  // per slot, this run
   size_t handed_out_ = 0;
+  size_t slots_given_ = 0;
 };
 
 }  // namespace onnxfast

@@ -1070,6 +1070,10 @@ void test_memory_pattern() {
   a.reset();
   check(arena.take(2, 2, 4000) != nullptr, "once a is gone, its memory serves c");
   check(b != nullptr && b->parent != nullptr, "slices keep the arena alive");
+  check(!arena.mostly_unused(), "3 of 6 slots handed out: the arena pays");
+  MemArena sparse(p, true);
+  auto only = sparse.take(5, 5, 100);
+  check(only != nullptr && sparse.mostly_unused(), "1 of 6 slots handed out: mostly unused");
 }
 
 int main() {
