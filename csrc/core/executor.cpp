@@ -78,6 +78,13 @@ void Plan::finalize(int num_values) {
   for (size_t i = 0; i < steps_.size(); ++i)
     for (int o : steps_[i].outputs)
       if (o >= 0 && last[o] < 0 && !keep[o]) steps_[i].release.push_back(o);
+  // A memory pattern needs at least two native outputs that die during the run; without them
+  // (a one-node model, say) runs skip the signature look-up altogether.
+  size_t dying = 0;
+  for (const Step& st : steps_)
+    if (st.kernel)
+      for (int o : st.outputs) dying += o >= 0 && !keep[o];
+  pattern_candidates_ = dying >= 2;
   all_outputs_.clear();
   for (auto& o : outputs_) all_outputs_.push_back(o.second);
   auto full = std::make_shared<std::vector<int>>();
@@ -188,8 +195,8 @@ std::shared_ptr<const std::vector<int>> Plan::order_for(const std::vector<int>& 
   return order;
 }
 
-std::vector<int64_t> Plan::signature(const RunState& r, const std::vector<int>& outs) const {
-  std::vector<int64_t> key;
+void Plan::signature(const RunState& r, const std::vector<int>& outs, std::vector<int64_t>& key) const {
+  key.clear();
   for (const InputSpec& in : inputs_) {
     const Value& v = r.get(in.value);
     key.push_back(v.kind);
@@ -200,7 +207,6 @@ std::vector<int64_t> Plan::signature(const RunState& r, const std::vector<int>& 
   }
   key.push_back(-1);
   key.insert(key.end(), outs.begin(), outs.end());
-  return key;
 }
 
 size_t Plan::num_patterns() {
@@ -215,9 +221,10 @@ void Plan::execute(RunState& r, const std::vector<int>& outs, RunOptions* ro) {
   DenormalScope dz(denormal_as_zero);
   // A nested plan (a control-flow body) without a pool of its own runs on the pool of its caller.
   PoolScope ps(pool ? pool.get() : current_pool(), denormal_as_zero);
-  std::vector<int64_t> key;
-  if (mem_pattern) {
-    key = signature(r, outs);
+  std::vector<int64_t> key;  // (a local: a control-flow body's plan runs its own execute() on this thread)
+  const bool use_pattern = mem_pattern && pattern_candidates_;
+  if (use_pattern) {
+    signature(r, outs, key);
     std::shared_ptr<const MemPattern> pattern;
     bool known = false;
     {

@@ -182,7 +182,7 @@ class Plan {
   void run_steps(RunState& r, const std::vector<int>& order, RunOptions* ro) const;
   void run_native(const Step& st, int pos, RunState& r, std::vector<const Tensor*>& ins,
                   std::vector<Tensor*>& outp, std::vector<OutSpec>& specs) const;
-  std::vector<int64_t> signature(const RunState& r, const std::vector<int>& outs) const;
+  void signature(const RunState& r, const std::vector<int>& outs, std::vector<int64_t>& key) const;
   bool take_input_buffer(const Step& st, int k, const OutSpec& spec, RunState& r, Value& ov) const;
   std::shared_ptr<const std::vector<int>> order_for(const std::vector<int>& outs);
 
@@ -203,6 +203,7 @@ class Plan {
   std::map<std::vector<int64_t>, std::pair<std::shared_ptr<const MemPattern>, uint64_t>> patterns_;  // -> (layout, last use)
   uint64_t pattern_clock_ = 0;
   std::atomic<size_t> arena_served_{0};
+  bool pattern_candidates_ = false;  // finalize(): at least two native outputs die during a run
   mutable std::atomic<size_t> inplace_reuses_{0};
 
   std::mutex prof_mu_;
