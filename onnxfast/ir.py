@@ -486,7 +486,9 @@ def _safe_for_inference(proto: onnx.ModelProto, opsets: dict[str, int]) -> bool:
                     raise InvalidModel(f"value '{o}' is defined twice: by {produced[o]} and by {where}")
                 produced[o] = where
             for a in n.attribute:
-                if a.name == "axis" and a.type == onnx.AttributeProto.INT and n.input and n.input[0] in ranks:
+                # (an axis without its type field is still read as an int by onnx's inference)
+                if (a.name == "axis" and a.type in (onnx.AttributeProto.INT, onnx.AttributeProto.UNDEFINED)
+                        and n.input and n.input[0] in ranks):
                     r = ranks[n.input[0]]  # every op's axis lies in [-r - 1, r] (Flatten, Unsqueeze-1 reach r)
                     if not -r - 1 <= a.i <= r:
                         raise InvalidModel(f"{where}: attribute 'axis' is {a.i}; it must be in [{-r}, {r - 1}] "
