@@ -265,14 +265,30 @@ def cmd_optimize(args) -> int:
     o.graph_optimization_level = GraphOptimizationLevel(LEVELS[args.level])
     o.optimized_model_filepath = args.output
     t = time.perf_counter()
-    sess = InferenceSession(args.model, o)
+    sess = InferenceSession(args.model, o, disabled_optimizers=args.disable)
     before, after = _node_count(args.model), len(sess._model.graph.nodes)
     print(f"{args.model} -> {args.output}: level {args.level}, {before} -> {after} nodes "
           f"({time.perf_counter() - t:.2f} s)")
-    applied = collections.Counter(sess._optimizations)
-    if applied:
-        print("passes that changed the graph: " + ", ".join(f"{p} x{n}" for p, n in applied.items()))
+    _print_passes(sess._optimizations)
     return 0
+
+
+def _print_passes(records) -> None:
+    """What each optimizer pass did: times it changed the graph, main-graph node counts before its
+    first application and after its last, and the nodes it removed in all."""
+    if not records:
+        print("no pass changed the graph")
+        return
+    stats: dict[str, list[int]] = {}
+    for r in records:
+        s = stats.setdefault(r.name, [0, r.nodes_before, r.nodes_after, 0])
+        s[0] += 1
+        s[2] = r.nodes_after
+        s[3] += r.nodes_before - r.nodes_after
+    width = max(len("pass"), *(len(n) for n in stats))
+    print(f"{'pass':<{width}}  applied  nodes before  nodes after  removed")
+    for name, (times, first, last, removed) in stats.items():
+        print(f"{name:<{width}}  {times:>7}  {first:>12}  {last:>11}  {removed:>7}")
 
 
 def _node_count(path: str) -> int:
@@ -313,8 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("model")
     o.add_argument("output")
     o.add_argument("--level", choices=list(LEVELS), default="extended",
-                   help="basic: constant and shape folding; extended: + fusions into onnxfast-domain "
-                        "operators (only onnxfast runs those); all: everything (default extended)")
+                   help="basic: folding and eliminations; extended: + fusions (into com.microsoft operators, "
+                        "which onnxruntime runs too, and onnxfast-domain ones, which only onnxfast runs); all: "
+                        "everything (default extended)")
+    o.add_argument("--disable", action="append", metavar="PASS", default=[],
+                   help="a pass not to run (repeatable; names: onnxfast.optimizer.PASS_NAMES)")
     o.set_defaults(func=cmd_optimize)
     d = sub.add_parser("demo", help="run the demo model shipped with onnxfast")
     d.set_defaults(func=cmd_demo)

@@ -207,6 +207,26 @@ class Graph:
         if opsets is not None:
             _infer_node_types(self, new, opsets)
 
+    def rewire(self, old: str, new: str) -> None:
+        """Every node that reads ``old`` reads ``new`` instead (a value found equal to another: an
+        Identity's output, a duplicate's). Refused (InvalidModel, graph untouched) when ``old`` is a
+        graph output or read by a subgraph, or when ``new`` is defined after a reader of ``old``."""
+        idx = self._idx()
+        readers = list({id(r): r for r in idx.consumers.get(old, ())}.values())  # each node once
+        if self.is_output(old):
+            raise InvalidModel(f"optimizer patch: graph output '{old}' cannot be rewired")
+        if any(old in r.implicit_inputs for r in readers):
+            raise InvalidModel(f"optimizer patch: '{old}' is read by a subgraph and cannot be rewired")
+        maker = idx.producer.get(new)
+        if maker is not None and readers:
+            pos = {id(n): i for i, n in enumerate(self.nodes)}
+            if any(pos[id(r)] <= pos[id(maker)] for r in readers):
+                raise InvalidModel(f"optimizer patch: '{new}' is defined after a reader of '{old}'")
+        for r in readers:
+            idx.remove(r)
+            r.inputs = [new if name == old else name for name in r.inputs]
+            idx.add(r)
+
     def check(self) -> None:
         """The graph's invariants: every node input defined before it is read, every name defined
         once, every graph output defined, the use/def index equal to the nodes (InvalidModel)."""
@@ -293,9 +313,10 @@ def _infer_node_types(graph: Graph, nodes: list[Node], opsets: dict[str, int]) -
             if name not in n.outputs or tp.WhichOneof("value") is None:
                 continue
             known = graph.value_info.get(name)
-            if known is not None and known.elem_type == ValueInfo(name, tp).elem_type and known.shape is not None \
-                    and all(isinstance(d, int) for d in known.shape):
-                continue  # a fully known type (a kept name) stays: inference cannot say more
+            inferred = ValueInfo(name, tp)
+            if known is not None and known.elem_type == inferred.elem_type and known.shape is not None and (
+                    all(isinstance(d, int) for d in known.shape) or inferred.shape is None):
+                continue  # a kept name's type stays where inference says no more (fully known, or no shape)
             graph.value_info[name] = ValueInfo(name, tp)
 
 

@@ -42,6 +42,7 @@ KNOWN_CONFIG_KEYS = {
     "session.inter_op.allow_spinning": "accepted; there is no inter-op pool",
     "session.model_external_initializers_file_folder_path": "folder of external data for models given as bytes",
     "session.use_env_allocators": "accepted; onnxfast has one allocator",
+    "optimization.disable_specified_optimizers": "';' list of optimizer passes not to run (onnxfast.optimizer.PASS_NAMES)",
     "onnxfast.disable_kernels": "comma list of kernel kinds to disable: native, numpy, native:Op, numpy:Op",
 }
 

@@ -23,7 +23,7 @@ from . import _core, dtypes, ir
 from .errors import InvalidArgument, InvalidType, NotImplementedFeature, OnnxfastWarning
 from .loader import load_model
 from .ops._validate import validate_graph
-from .optimizer import optimize
+from .optimizer import optimize, parse_disabled
 from .options import ExecutionMode, SessionOptions
 from .planner import Planner, PlanOptions
 from .providers import resolve
@@ -137,6 +137,7 @@ class InferenceSession:
     def __init__(self, path_or_bytes, sess_options: SessionOptions | None = None, providers=None,
                  provider_options=None, **kwargs):
         t0 = time.perf_counter_ns()
+        disabled_optimizers = kwargs.pop("disabled_optimizers", None)
         if kwargs:
             raise InvalidArgument(f"unexpected keyword arguments: {sorted(kwargs)}")
         if sess_options is not None and not isinstance(sess_options, SessionOptions):
@@ -164,7 +165,10 @@ class InferenceSession:
             if name not in self._model.graph.initializers:
                 raise InvalidArgument(f"add_initializer: the model has no initializer named '{name}'")
             self._model.graph.initializers[name] = arr
-        self._optimizations = optimize(self._model, int(opts.graph_optimization_level))
+        disabled = parse_disabled(disabled_optimizers) | parse_disabled(
+            opts._config.get("optimization.disable_specified_optimizers", ""))
+        # What each pass did, in order (PassRecord: name, main-graph nodes before / after).
+        self._optimizations = optimize(self._model, int(opts.graph_optimization_level), disabled)
         if opts.optimized_model_filepath:
             # The optimized graph: folded constants, fused nodes in the onnxfast domain (which
             # onnxfast loads again; other runtimes need the model saved at level basic or below).

@@ -190,7 +190,9 @@ def test_cli_optimize(tmp_path, rng, capsys):
     assert "6 -> 5 nodes" in capsys.readouterr().out  # Shape folded; no fusion at basic
     assert main(["optimize", str(src), str(out)]) == 0
     text = capsys.readouterr().out
-    assert "-> 3 nodes" in text and "fuse_conv_activation" in text  # FusedConv, Flatten, FusedMatMul
+    assert "-> 3 nodes" in text and "ConvActivationFusion" in text  # FusedConv, Flatten, FusedMatMul
+    row = next(line.split() for line in text.splitlines() if line.startswith("ConvActivationFusion"))
+    assert row[1:] == ["1", "5", "4", "1"]  # applied once, 5 -> 4 nodes, 1 removed
     x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
     np.testing.assert_allclose(onnxfast.InferenceSession(str(out)).run(["y"], {"x": x})[0],
                                onnxfast.InferenceSession(str(src)).run(["y"], {"x": x})[0], rtol=1e-6)

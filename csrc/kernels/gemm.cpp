@@ -559,18 +559,31 @@ class GemmKernel : public Kernel {
     int64_t K = transA_ ? A.shape[0] : A.shape[1];
     float* y = Y.ptr<float>();
     float beta = 0.f;
+    GemmEpilogue ep;
+    const GemmEpilogue* epp = nullptr;
     if (in.size() > 2 && in[2] && beta_ != 0.f) {
       const Tensor& C = *in[2];
       const float* c = C.ptr<float>();
       Shape cs = C.shape;
       while (cs.size() < 2) cs.insert(cs.begin(), 1);
       int64_t cm = cs[0], cn = cs[1];
-      for (int64_t i = 0; i < M; ++i)
-        for (int64_t j = 0; j < N; ++j) y[i * N + j] = c[(cm == 1 ? 0 : i) * cn + (cn == 1 ? 0 : j)];
-      beta = beta_;
+      if (beta_ == 1.f && cm == 1 && cn == N && N > 1) {
+        ep.col_bias = c;  // a bias row (a linear layer): added in the GEMM's store, no pass over Y
+        epp = &ep;
+      } else if (beta_ == 1.f && cm == M && cn == N && M > 1) {
+        ep.residual = c;
+        ep.ldr = N;
+        epp = &ep;
+      } else {
+        for (int64_t i = 0; i < M; ++i)
+          for (int64_t j = 0; j < N; ++j) y[i * N + j] = c[(cm == 1 ? 0 : i) * cn + (cn == 1 ? 0 : j)];
+        beta = beta_;
+      }
     }
-    if (packed_) sgemm_packed(transA_, M, N, K, alpha_, A.ptr<float>(), A.shape[1], *packed_, beta, y, N);
-    else sgemm(transA_, transB_, M, N, K, alpha_, A.ptr<float>(), A.shape[1], B.ptr<float>(), B.shape[1], beta, y, N);
+    if (packed_) sgemm_packed(transA_, M, N, K, alpha_, A.ptr<float>(), A.shape[1], *packed_, beta, y, N, epp);
+    else
+      sgemm(transA_, transB_, M, N, K, alpha_, A.ptr<float>(), A.shape[1], B.ptr<float>(), B.shape[1], beta, y, N,
+            epp);
   }
 
  private:

@@ -1,4 +1,4 @@
-// Vector math for float32 rows, written as plain loops that the compiler vectorizes. This file is
+// Vector math for float32 rows, written over GCC/Clang lane vectors of the tier's native width. This file is
 // compiled once per ISA tier (vecmath_portable.cpp, vecmath_avx2.cpp, vecmath_avx512.cpp), each
 // with its own flags and namespace; vecmath.cpp picks the table for the CPU at start-up.
 // Accuracy: exp ~2 ulp (subnormal results and overflow to inf included); log ~1 ulp; erf, tanh, sigmoid, gelu and the activations of act_t about 1e-6
@@ -24,10 +24,18 @@ namespace ONNXFAST_VEC_NS {
 
 namespace {
 
-// Lane vectors: 16 floats as one GCC/Clang vector (one zmm, two ymm or four xmm registers,
-// by tier). The element functions below are templates over T = float or lanes_t, so the scalar
-// tails and the vector bodies run the same arithmetic from one definition.
+// Lane vectors of the tier's register width (16 floats in a zmm, 8 in a ymm, 4 in an xmm / NEON
+// register): wider GCC vectors than the registers are split by the compiler, and on AVX2 it
+// scalarized parts of 16-wide conversions and selects (erf / exp ran 5-10x slower than needed). The
+// element functions below are templates over T = float or lanes_t; rows run in whole vectors, the
+// tail through a zero-padded vector, so every element of a row gets the vector arithmetic.
+#if defined(__AVX512F__)
 constexpr int64_t kLanes = 16;
+#elif defined(__AVX__)
+constexpr int64_t kLanes = 8;
+#else
+constexpr int64_t kLanes = 4;
+#endif
 typedef float lanes_t __attribute__((vector_size(kLanes * sizeof(float))));
 typedef int32_t ilanes_t __attribute__((vector_size(kLanes * sizeof(int32_t))));
 typedef uint32_t uilanes_t __attribute__((vector_size(kLanes * sizeof(uint32_t))));
@@ -124,10 +132,11 @@ inline T erf_small(T a) {
 }
 
 // erf(x): Taylor series below |x| = 0.5, 1 - erfc above.
-inline float erf1(float x) {
-  const float a = x < 0 ? -x : x;
-  const float r = a < 0.5f ? erf_small(a) : 1.f - erfc_pos(a);
-  return x < 0 ? -r : r;
+template <typename T>
+inline T erf_t(T x) {
+  const T a = x < 0.f ? -x : x;
+  const T r = a < 0.5f ? erf_small(a) : 1.f - erfc_pos(a);
+  return x < 0.f ? -r : r;
 }
 
 // 0.5 x (1 + erf(x/sqrt2)), written with erfc(|x|/sqrt2) so negative x keeps its relative
@@ -155,7 +164,16 @@ inline T tanh_t(T x) {
 }
 inline float tanh1(float x) { return tanh_t(x); }
 
-inline float sigmoid1(float x) { return 1.f / (1.f + exp1(-x)); }
+template <typename T>
+inline T sigmoid_t(T x) {
+  return 1.f / (1.f + exp_t(-x));
+}
+
+// 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))): Gelu's tanh approximation.
+template <typename T>
+inline T gelu_tanh(T v) {
+  return 0.5f * v * (1.f + tanh_t(0.7978845608f * (v + 0.044715f * v * v * v)));
+}
 
 inline int32_t bits_of(float f) { return bit_cast<int32_t>(f); }
 inline ilanes_t bits_of(lanes_t v) { return bit_cast<ilanes_t>(v); }
@@ -292,29 +310,34 @@ inline float row_sum(const float* x, int64_t n) {
   return lanes_sum(sv);
 }
 
+// y[i] = f(x[i]) in whole vectors; the tail through a zero-padded vector (x may be y).
+template <typename F>
+inline void map_lanes(const float* x, float* y, int64_t n, F f) {
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) store_lanes(y + i, f(load_lanes(x + i)));
+  if (i < n) {
+    float t[kLanes] = {};
+    std::memcpy(t, x + i, static_cast<size_t>(n - i) * sizeof(float));
+    store_lanes(t, f(load_lanes(t)));
+    std::memcpy(y + i, t, static_cast<size_t>(n - i) * sizeof(float));
+  }
+}
+
 void vexp(const float* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] = exp1(x[i]);
+  map_lanes(x, y, n, [](lanes_t v) { return exp_t(v); });
 }
 void verf(const float* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] = erf1(x[i]);
+  map_lanes(x, y, n, [](lanes_t v) { return erf_t(v); });
 }
 void vtanh(const float* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] = tanh1(x[i]);
+  map_lanes(x, y, n, [](lanes_t v) { return tanh_t(v); });
 }
 void vsigmoid(const float* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] = sigmoid1(x[i]);
+  map_lanes(x, y, n, [](lanes_t v) { return sigmoid_t(v); });
 }
 void vgelu(const float* x, float* y, int64_t n, bool tanh_approx) {
-  if (tanh_approx) {
-    for (int64_t i = 0; i < n; ++i) {
-      const float v = x[i];
-      y[i] = 0.5f * v * (1.f + tanh1(0.7978845608f * (v + 0.044715f * v * v * v)));
-    }
-  } else {
-    int64_t i = 0;
-    for (; i + kLanes <= n; i += kLanes) store_lanes(y + i, gelu_erf(load_lanes(x + i)));
-    for (; i < n; ++i) y[i] = gelu_erf(x[i]);
-  }
+  if (tanh_approx) map_lanes(x, y, n, [](lanes_t v) { return gelu_tanh(v); });
+  else map_lanes(x, y, n, [](lanes_t v) { return gelu_erf(v); });
 }
 
 // max pass, then exp and sum in one pass, then the scale pass.
@@ -366,9 +389,7 @@ void layernorm_row(const float* x, float* y, int64_t n, const float* gamma, cons
 
 template <ActKind kKind>
 void act_row(const float* x, float* y, int64_t n, float alpha, float beta) {
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) store_lanes(y + i, act_t<kKind>(load_lanes(x + i), alpha, beta));
-  for (; i < n; ++i) y[i] = act_t<kKind>(x[i], alpha, beta);
+  map_lanes(x, y, n, [alpha, beta](lanes_t v) { return act_t<kKind>(v, alpha, beta); });
 }
 
 void vact(ActKind kind, const float* x, float* y, int64_t n, float alpha, float beta) {

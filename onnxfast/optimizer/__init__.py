@@ -1,52 +1,113 @@
-"""Graph optimization: small rewrites of the IR, each a function ``(graph, model) -> bool``
-(changed or not), run in a fixed list until none changes the graph (a fixed point). Passes edit the
-graph through the IR's patch API (``ir.Graph.replace``: use/def index kept current, types of new
-nodes inferred again, local checks); the whole graph is checked after every pass that changed it.
+"""Graph optimization: small rewrites of the IR, each registered once here with a name and a level,
+run in a fixed list until none changes the graph (a fixed point). A pass is a function
+``(graph, model) -> bool`` (changed or not) that edits the graph through the IR's patch API
+(``ir.Graph.replace`` / ``ir.Graph.rewire``: use/def index kept current, types of new nodes inferred
+again, local checks); the whole graph is checked after every pass that changed it.
 
-Levels follow onnxruntime's GraphOptimizationLevel: a pass runs when the session's level is at
-or above the pass's level. Passes insert internal operators of the ``onnxfast`` domain
-(``FusedConv``, ``FusedMatMul``), which only onnxfast's kernels implement.
+Levels follow onnxruntime's GraphOptimizationLevel: a pass runs when the session's level is at or
+above the pass's level. Names follow onnxruntime's where the rewrite is the same one (so a
+``disabled_optimizers`` list written for onnxruntime disables the same work here); a session
+disables passes by name with ``InferenceSession(..., disabled_optimizers=[...])`` or the config
+entry ``optimization.disable_specified_optimizers`` (a ';' list). Passes insert operators of the
+``com.microsoft`` domain where onnxruntime has the same one (Gelu, FastGelu) and internal operators
+of the ``onnxfast`` domain otherwise (``FusedConv``, ``FusedMatMul``).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Callable
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Iterable
 
 from .. import ir
+from ..errors import OnnxfastWarning
+from .elimination import (eliminate_cast, eliminate_dead_nodes, eliminate_dropout, eliminate_identity,
+                          eliminate_common_subexpressions)
 from .folding import fold_constants, fold_shapes
 from .fusions import fuse_conv_activation, fuse_matmul_epilogue
+from .gelu import fuse_fast_gelu, fuse_gelu
 
 log = logging.getLogger("onnxfast")
 
-Pass = Callable[[ir.Graph, ir.Model], bool]
+PassFn = Callable[[ir.Graph, ir.Model], bool]
 
-# (minimum level, pass) in the order they run.
-PASSES: list[tuple[int, Pass]] = [
-    (1, fold_constants),  # ORT_ENABLE_BASIC
-    (1, fold_shapes),
-    (2, fuse_conv_activation),  # ORT_ENABLE_EXTENDED
-    (2, fuse_matmul_epilogue),
+BASIC, EXTENDED, ALL = 1, 2, 99  # onnxruntime's GraphOptimizationLevel values
+
+
+@dataclass(frozen=True)
+class Pass:
+    name: str
+    level: int
+    run: PassFn
+    doc: str
+
+
+# In the order they run in each round.
+PASSES: list[Pass] = [
+    Pass("EliminateIdentity", BASIC, eliminate_identity, "Identity nodes: readers read the input"),
+    Pass("EliminateDropout", BASIC, eliminate_dropout, "Dropout at inference (mask unread): readers read the input"),
+    Pass("CastElimination", BASIC, eliminate_cast, "Cast to the type the input has already"),
+    Pass("ConstantFolding", BASIC, fold_constants, "nodes whose inputs are all true constants become constants"),
+    Pass("ShapeToInitializer", BASIC, fold_shapes, "Shape / Size of a statically shaped value become constants"),
+    Pass("CommonSubexpressionElimination", BASIC, eliminate_common_subexpressions,
+         "a node computing what an earlier node computes (same op, attributes, inputs) is dropped"),
+    Pass("EliminateDeadNodes", BASIC, eliminate_dead_nodes, "nodes whose outputs nobody reads"),
+    Pass("GeluFusion", EXTENDED, fuse_gelu, "x * 0.5 * (1 + erf(x / sqrt 2)) -> com.microsoft.Gelu"),
+    Pass("FastGeluFusion", EXTENDED, fuse_fast_gelu,
+         "0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) -> com.microsoft.FastGelu"),
+    Pass("ConvActivationFusion", EXTENDED, fuse_conv_activation, "Conv [+ residual Add] [+ activation] -> FusedConv"),
+    Pass("MatMulEpilogueFusion", EXTENDED, fuse_matmul_epilogue,
+         "MatMul [+ bias] [+ residual] [+ activation] -> FusedMatMul"),
 ]
+
+PASS_NAMES = [p.name for p in PASSES]
 
 MAX_ROUNDS = 16
 
 
-def optimize(model: ir.Model, level: int) -> list[str]:
-    """Run the passes enabled at ``level`` to a fixed point; returns the names of passes that changed it."""
-    passes = [p for lvl, p in PASSES if level >= lvl]
-    applied: list[str] = []
+@dataclass
+class PassRecord:
+    """One application of a pass that changed the graph: node counts of the main graph around it."""
+
+    name: str
+    nodes_before: int
+    nodes_after: int
+
+
+def parse_disabled(names: Iterable[str] | str | None) -> set[str]:
+    """A set of pass names from a list or a ';' string. Names onnxfast does not have are ignored
+    with a warning (onnxruntime ignores them silently: lists written for it keep working)."""
+    if names is None:
+        return set()
+    if isinstance(names, str):
+        names = names.split(";")
+    out = {str(n).strip() for n in names if str(n).strip()}
+    unknown = sorted(out - set(PASS_NAMES))
+    if unknown:
+        warnings.warn(f"disabled optimizers {unknown} are not onnxfast passes (ignored); onnxfast's passes: "
+                      f"{', '.join(PASS_NAMES)}", OnnxfastWarning, stacklevel=3)
+    return out & set(PASS_NAMES)
+
+
+def optimize(model: ir.Model, level: int, disabled: Iterable[str] = ()) -> list[PassRecord]:
+    """Run the passes enabled at ``level`` (less ``disabled``) to a fixed point; returns, in order,
+    each application that changed the graph."""
+    off = set(disabled)
+    passes = [p for p in PASSES if level >= p.level and p.name not in off]
+    applied: list[PassRecord] = []
     for _ in range(MAX_ROUNDS):
         changed = False
         for p in passes:
-            if p(model.graph, model):
+            before = len(model.graph.nodes)
+            if p.run(model.graph, model):
                 changed = True
-                applied.append(p.__name__)
+                applied.append(PassRecord(p.name, before, len(model.graph.nodes)))
                 check(model.graph)
         if not changed:
             break
     if applied:
-        log.info("optimizer applied: %s", ", ".join(applied))
+        log.info("optimizer applied: %s", ", ".join(r.name for r in applied))
     return applied
 
 

@@ -28,7 +28,7 @@ MAX_GROWN_BYTES = 64 << 20
 
 
 def fold_constants(graph: ir.Graph, model: ir.Model) -> bool:
-    return _each_graph(graph, model, _fold_constants)
+    return each_graph(graph, model, _fold_constants)
 
 
 def fold_shapes(graph: ir.Graph, model: ir.Model) -> bool:
@@ -36,11 +36,11 @@ def fold_shapes(graph: ir.Graph, model: ir.Model) -> bool:
     return _fold_shapes(graph, model)
 
 
-def _each_graph(graph: ir.Graph, model: ir.Model, fn) -> bool:
+def each_graph(graph: ir.Graph, model: ir.Model, fn) -> bool:
     changed = fn(graph, model)
     for node in graph.nodes:
         for sub in node.subgraphs.values():
-            changed = _each_graph(sub, model, fn) or changed
+            changed = each_graph(sub, model, fn) or changed
     return changed
 
 

@@ -4,8 +4,10 @@
 becomes one ``onnxfast::FusedConv`` node, whose native kernel applies bias, residual and
 activation while the output tile is still in cache.
 
-``fuse_matmul_epilogue``: MatMul with a 2-D right operand [-> Add(bias of N values)]
-[-> Add(residual)] [-> Relu | LeakyRelu | Clip | Sigmoid | Tanh | Gelu] becomes one
+``fuse_matmul_epilogue``: MatMul with a 2-D right operand (or a Gemm with a constant B and a 1-D bias,
+followed by one of the below) [-> Add(bias of N values)]
+[-> Add(residual)] [-> Relu | LeakyRelu | Clip | Sigmoid | Tanh | Gelu (ai.onnx, or com.microsoft Gelu /
+FastGelu without bias)] becomes one
 ``onnxfast::FusedMatMul`` node (the GEMM applies them to each micro-tile; a transformer's
 linear layer with its bias and Gelu is one kernel).
 """
@@ -16,6 +18,7 @@ import numpy as np
 from onnx import TensorProto
 
 from .. import ir
+from .folding import drop_unused_initializers
 
 FUSED_DOMAIN = "onnxfast"
 _ACTS = {"Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh"}
@@ -54,6 +57,11 @@ def _activation(node: ir.Node, graph: ir.Graph, opset: int) -> tuple[str, list[f
 def _gelu(node: ir.Node, opset: int) -> tuple[str, list[float]] | None:
     if node.domain == "" and node.op_type == "Gelu" and opset >= 20:
         return ("GeluTanh" if node.attrs.get("approximate", "none") == "tanh" else "Gelu"), []
+    if node.domain == "com.microsoft" and len([i for i in node.inputs if i]) == 1:  # no bias input
+        if node.op_type == "Gelu":
+            return "Gelu", []
+        if node.op_type == "FastGelu":
+            return "GeluTanh", []
     return None
 
 
@@ -95,25 +103,65 @@ def fuse_matmul_epilogue(graph: ir.Graph, model: ir.Model) -> bool:
     return _repeat(_fuse_one_matmul, graph, model)
 
 
+def _gemm_start(graph: ir.Graph, gemm: ir.Node):
+    """A Gemm the MatMul epilogue can take: alpha 1, A not transposed, B a true 2-D constant (a
+    transposed B becomes its transposed copy), C absent or a bias of N values with beta 1.
+    (a, b, bias, new constants) or None."""
+    at = gemm.attrs
+    if float(at.get("alpha", 1.0)) != 1.0 or at.get("transA", 0) or len(gemm.outputs) != 1 or len(gemm.inputs) < 2:
+        return None
+    a, b = gemm.inputs[:2]
+    c = gemm.inputs[2] if len(gemm.inputs) > 2 else ""
+    w = graph.constant(b)
+    if w is None or w.dtype != np.float32 or w.ndim != 2 or not _float32(graph, a):
+        return None
+    n = w.shape[0] if at.get("transB", 0) else w.shape[1]
+    bias = ""
+    if c:
+        cshape = _static_shape(graph, c)
+        if float(at.get("beta", 1.0)) != 1.0 or not _float32(graph, c) or cshape != [n]:
+            return None  # (a (1, N) or (M, N) C: the Gemm kernel adds it in its store already)
+        bias = c
+    consts = {}
+    if at.get("transB", 0):
+        name = f"{b}__transposed"
+        if name in graph.initializers or graph.producer(name) is not None or graph.is_input(name):
+            return None
+        consts[name] = np.ascontiguousarray(w.T)
+        b = name
+    return a, b, bias, consts
+
+
 def _fuse_one_matmul(graph: ir.Graph, model: ir.Model) -> bool:
     opset = model.opsets.get("", 1)
     only_consumer = graph.only_consumer
     for mm in graph.nodes:
-        if mm.op_type != "MatMul" or mm.domain != "" or len(mm.outputs) != 1 or len(mm.inputs) != 2:
+        if mm.domain != "" or len(mm.outputs) != 1:
             continue
-        a, b = mm.inputs
-        bshape = _static_shape(graph, b)
-        ashape = _static_shape(graph, a)
-        if not (_float32(graph, a) and _float32(graph, b)) or bshape is None or len(bshape) != 2:
+        consts: dict = {}
+        if mm.op_type == "MatMul" and len(mm.inputs) == 2:
+            a, b = mm.inputs
+            bias = ""
+            bshape = _static_shape(graph, b)
+            ashape = _static_shape(graph, a)
+            if not (_float32(graph, a) and _float32(graph, b)) or bshape is None or len(bshape) != 2:
+                continue
+            if ashape is None or len(ashape) < 2:
+                continue
+            n = bshape[1]
+        elif mm.op_type == "Gemm":
+            start = _gemm_start(graph, mm)
+            if start is None:
+                continue
+            a, b, bias, consts = start
+            n = (consts[b] if consts else graph.initializers[b]).shape[1]
+        else:
             continue
-        if ashape is None or len(ashape) < 2:
-            continue
-        n = bshape[1]
-        cur, chain, bias, residual, act = mm.outputs[0], [mm], "", "", None
+        cur, chain, residual, act = mm.outputs[0], [mm], "", None
         nxt = only_consumer(cur)
         other = _add_operand(nxt, cur)
         init = graph.initializers.get(other) if other else None
-        if (init is not None and init.dtype == np.float32 and init.ndim == 1 and isinstance(n, int)
+        if (not bias and init is not None and init.dtype == np.float32 and init.ndim == 1 and isinstance(n, int)
                 and init.shape[0] == n):
             bias, cur = other, nxt.outputs[0]
             chain.append(nxt)
@@ -128,10 +176,12 @@ def _fuse_one_matmul(graph: ir.Graph, model: ir.Model) -> bool:
             if act is not None:
                 chain.append(nxt)
         if len(chain) == 1:
-            continue
+            continue  # (a lone Gemm adds its bias in the GEMM's store already)
         inputs = [a, b, bias] + ([residual] if residual else [])
-        _replace_chain(graph, model, chain, ir.Node("FusedMatMul", FUSED_DOMAIN, mm.name, inputs,
-                                                    [chain[-1].outputs[0]], _act_attrs(act)))
+        model.opsets.setdefault(FUSED_DOMAIN, 1)
+        graph.replace(chain, [ir.Node("FusedMatMul", FUSED_DOMAIN, mm.name, inputs, [chain[-1].outputs[0]],
+                                      _act_attrs(act))], constants=consts, opsets=model.opsets)
+        drop_unused_initializers(graph)
         return True
     return False
 

@@ -1,0 +1,357 @@
+"""The basic eliminations and the Gelu fusions, each pass on its own: the pattern is rewritten (node
+counts before / after) with unchanged outputs, and near misses are left alone. Also: passes switched
+off by name (disabled_optimizers, optimization.disable_specified_optimizers), and the com.microsoft
+Gelu kernels against their references."""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+from onnx_helpers import F, make_model, vi
+
+import onnxfast
+from onnxfast import ir
+from onnxfast.errors import OnnxfastWarning
+from onnxfast.optimizer import PASS_NAMES, optimize
+
+SQRT2 = math.sqrt(2.0)
+
+
+def ops_after(model, level=99, disabled=()):
+    m = ir.build_model(model, None, release=False)
+    optimize(m, level, disabled)
+    m.graph.check()
+    return [(n.domain, n.op_type) if n.domain else n.op_type for n in m.graph.nodes]
+
+
+def outputs(model, feed, level=99, **kw):
+    o = onnxfast.SessionOptions()
+    o.graph_optimization_level = level
+    return onnxfast.InferenceSession(model.SerializeToString(), o, **kw).run(None, feed)
+
+
+def same_outputs(model, feed, rtol=1e-6, atol=1e-6):
+    ref = outputs(model, feed, level=0)
+    got = outputs(model, feed)
+    for a, b in zip(got, ref):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+
+
+# ---- eliminations ---------------------------------------------------------------------------------
+
+def test_identity_in_the_middle_goes(rng):
+    m = make_model([helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Identity", ["a"], ["b"]),
+                    helper.make_node("Neg", ["b"], ["y"])], [vi("x", F, [3])], [vi("y", F, [3])])
+    assert ops_after(m) == ["Relu", "Neg"]
+    same_outputs(m, {"x": rng.standard_normal(3).astype(np.float32)})
+
+
+def test_identity_into_a_graph_output_renames_the_producer(rng):
+    m = make_model([helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Identity", ["a"], ["y"])],
+                   [vi("x", F, [3])], [vi("y", F, [3])])
+    assert ops_after(m) == ["Relu"]
+    x = rng.standard_normal(3).astype(np.float32)
+    np.testing.assert_array_equal(outputs(m, {"x": x})[0], np.maximum(x, 0))
+
+
+def test_identity_near_misses_stay():
+    # input -> output directly: nothing to rename
+    m = make_model([helper.make_node("Identity", ["x"], ["y"])], [vi("x", F, [3])], [vi("y", F, [3])])
+    assert ops_after(m) == ["Identity"]
+    # the producer's output is a graph output too
+    m = make_model([helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Identity", ["a"], ["y"])],
+                   [vi("x", F, [3])], [vi("y", F, [3]), vi("a", F, [3])])
+    assert ops_after(m) == ["Relu", "Identity"]
+
+
+def test_dropout_at_inference_goes_unless_its_mask_is_read(rng):
+    body = [helper.make_node("Dropout", ["x", "r"], ["d"]), helper.make_node("Neg", ["d"], ["y"])]
+    inits = [("r", np.array(0.3, np.float32))]
+    m = make_model(body, [vi("x", F, [4])], [vi("y", F, [4])], initializers=inits)
+    assert ops_after(m) == ["Neg"]
+    same_outputs(m, {"x": rng.standard_normal(4).astype(np.float32)})
+    with_mask = make_model([helper.make_node("Dropout", ["x", "r"], ["d", "mask"]), helper.make_node("Neg", ["d"], ["y"])],
+                           [vi("x", F, [4])], [vi("y", F, [4]), vi("mask", TensorProto.BOOL, [4])], initializers=inits)
+    assert "Dropout" in ops_after(with_mask)
+    # training mode given at run time: may be on
+    fed = make_model([helper.make_node("Dropout", ["x", "r", "t"], ["d"]), helper.make_node("Neg", ["d"], ["y"])],
+                     [vi("x", F, [4]), vi("t", TensorProto.BOOL, [])], [vi("y", F, [4])], initializers=inits)
+    assert "Dropout" in ops_after(fed)
+
+
+def test_cast_to_the_same_type_goes(rng):
+    same = make_model([helper.make_node("Cast", ["x"], ["c"], to=F), helper.make_node("Neg", ["c"], ["y"])],
+                      [vi("x", F, [3])], [vi("y", F, [3])])
+    assert ops_after(same) == ["Neg"]
+    same_outputs(same, {"x": rng.standard_normal(3).astype(np.float32)})
+    other = make_model([helper.make_node("Cast", ["x"], ["c"], to=TensorProto.DOUBLE),
+                        helper.make_node("Neg", ["c"], ["y"])], [vi("x", F, [3])], [vi("y", TensorProto.DOUBLE, [3])])
+    assert ops_after(other) == ["Cast", "Neg"]
+
+
+def test_common_subexpressions_merge(rng):
+    m = make_model([helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Relu", ["x"], ["b"]),
+                    helper.make_node("LeakyRelu", ["x"], ["c"], alpha=0.1),
+                    helper.make_node("LeakyRelu", ["x"], ["d"], alpha=0.2),
+                    helper.make_node("Add", ["a", "b"], ["s"]), helper.make_node("Add", ["c", "d"], ["t"]),
+                    helper.make_node("Mul", ["s", "t"], ["y"])], [vi("x", F, [5])], [vi("y", F, [5])])
+    after = ops_after(m, level=1)
+    assert after.count("Relu") == 1 and after.count("LeakyRelu") == 2  # other attributes: not the same
+    same_outputs(m, {"x": rng.standard_normal(5).astype(np.float32)})
+
+
+def test_random_nodes_never_merge():
+    nodes = [helper.make_node("RandomNormalLike", ["x"], ["a"]), helper.make_node("RandomNormalLike", ["x"], ["b"]),
+             helper.make_node("Add", ["a", "b"], ["y"])]
+    m = make_model(nodes, [vi("x", F, [5])], [vi("y", F, [5])])
+    assert ops_after(m).count("RandomNormalLike") == 2
+
+
+def test_dead_nodes_go(rng):
+    m = make_model([helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Exp", ["a"], ["unused"]),
+                    helper.make_node("Neg", ["x"], ["y"])], [vi("x", F, [3])], [vi("y", F, [3])])
+    assert ops_after(m, level=1) == ["Neg"]
+    assert ops_after(m, level=0) == ["Relu", "Exp", "Neg"]
+
+
+# ---- Gelu --------------------------------------------------------------------------------------
+
+def _c(name, value, shape=()):
+    return (name, np.full(shape, value, np.float32))
+
+
+def gelu_model(order="dynamo", div=True, half=0.5, x_shape=(2, 7), const_shape=(), extra_output=None):
+    """MatMul-free Gelu in one of the exporters' orders, on input x."""
+    inits = [_c("one", 1.0, const_shape), _c("half", half, const_shape)]
+    if div:
+        inits.append(_c("s2", SQRT2, const_shape))
+        nodes = [helper.make_node("Div", ["x", "s2"], ["d"])]
+    else:
+        inits.append(_c("rs2", 1 / SQRT2, const_shape))
+        nodes = [helper.make_node("Mul", ["x", "rs2"], ["d"])]
+    nodes += [helper.make_node("Erf", ["d"], ["e"]), helper.make_node("Add", ["e", "one"], ["a"])]
+    if order == "dynamo":  # x * (0.5 * a)
+        nodes += [helper.make_node("Mul", ["half", "a"], ["m"]), helper.make_node("Mul", ["x", "m"], ["y"])]
+    elif order == "torchscript":  # (x * a) * 0.5
+        nodes += [helper.make_node("Mul", ["x", "a"], ["m"]), helper.make_node("Mul", ["m", "half"], ["y"])]
+    elif order == "transformers":  # (x * 0.5) * a
+        nodes += [helper.make_node("Mul", ["x", "half"], ["m"]), helper.make_node("Mul", ["m", "a"], ["y"])]
+    elif order == "div2":  # (x * a) / 2
+        inits.append(_c("two", 2.0))
+        nodes += [helper.make_node("Mul", ["a", "x"], ["m"]), helper.make_node("Div", ["m", "two"], ["y"])]
+    outs = [vi("y", F, list(x_shape))] + ([vi(extra_output, F, None)] if extra_output else [])
+    return make_model(nodes, [vi("x", F, list(x_shape))], outs, initializers=inits)
+
+
+@pytest.mark.parametrize("order", ["dynamo", "torchscript", "transformers", "div2"])
+@pytest.mark.parametrize("div", [True, False])
+def test_gelu_fusion(rng, order, div):
+    m = gelu_model(order, div)
+    assert ops_after(m, disabled=["MatMulEpilogueFusion"]) == [("com.microsoft", "Gelu")]
+    assert len(ops_after(m, level=1)) == 5
+    x = (rng.standard_normal((2, 7)) * 3).astype(np.float32)
+    same_outputs(m, {"x": x}, rtol=2e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["second_reader", "half_is_0.6", "overridable_constant", "broadcast_grows"])
+def test_gelu_near_misses_stay(case):
+    if case == "second_reader":
+        m = gelu_model(extra_output="e")  # erf's output is also a graph output
+    elif case == "half_is_0.6":
+        m = gelu_model(half=0.6)
+    elif case == "overridable_constant":
+        m = gelu_model()
+        m.graph.input.append(helper.make_tensor_value_info("one", F, []))
+    else:
+        m = gelu_model(const_shape=(1, 1, 1))  # rank 3 constant against a rank 2 x: the output grows
+    assert ("com.microsoft", "Gelu") not in ops_after(m)
+
+
+def fast_gelu_model(cube="pow", coeff=0.044715):
+    inits = [_c("half", 0.5), _c("one", 1.0), _c("k", coeff), _c("s", math.sqrt(2 / math.pi))]
+    if cube == "pow":
+        inits.append(_c("three", 3.0))
+        nodes = [helper.make_node("Pow", ["x", "three"], ["p"])]
+    else:
+        nodes = [helper.make_node("Mul", ["x", "x"], ["sq"]), helper.make_node("Mul", ["sq", "x"], ["p"])]
+    nodes += [helper.make_node("Mul", ["x", "half"], ["h"]), helper.make_node("Mul", ["p", "k"], ["q"]),
+              helper.make_node("Add", ["x", "q"], ["r"]), helper.make_node("Mul", ["r", "s"], ["t"]),
+              helper.make_node("Tanh", ["t"], ["th"]), helper.make_node("Add", ["th", "one"], ["a"]),
+              helper.make_node("Mul", ["h", "a"], ["y"])]
+    return make_model(nodes, [vi("x", F, [3, 9])], [vi("y", F, [3, 9])], initializers=inits)
+
+
+@pytest.mark.parametrize("cube", ["pow", "mul"])
+def test_fast_gelu_fusion(rng, cube):
+    m = fast_gelu_model(cube)
+    assert ops_after(m) == [("com.microsoft", "FastGelu")]
+    same_outputs(m, {"x": (rng.standard_normal((3, 9)) * 3).astype(np.float32)}, rtol=2e-6, atol=1e-6)
+    assert ("com.microsoft", "FastGelu") not in ops_after(fast_gelu_model(cube, coeff=0.05))
+
+
+def test_gelu_then_matmul_epilogue_is_one_step(rng):
+    w = rng.standard_normal((6, 7)).astype(np.float32)
+    b = rng.standard_normal(7).astype(np.float32)
+    g = gelu_model()
+    nodes = [helper.make_node("MatMul", ["in", "w"], ["mm"]), helper.make_node("Add", ["mm", "b"], ["x"])]
+    nodes += list(g.graph.node)
+    inits = [("w", w), ("b", b)] + [(t.name, np.frombuffer(t.raw_data, np.float32).reshape(t.dims))
+                                    for t in g.graph.initializer]
+    m = make_model(nodes, [vi("in", F, [2, 6])], [vi("y", F, [2, 7])], initializers=inits)
+    feed = {"in": rng.standard_normal((2, 6)).astype(np.float32)}
+    s = onnxfast.InferenceSession(m.SerializeToString())
+    assert [r["op_type"] for r in s.kernel_listing()] == ["FusedMatMul"]
+    np.testing.assert_allclose(s.run(None, feed)[0], outputs(m, feed, level=0)[0], rtol=1e-5, atol=1e-5)
+
+
+# ---- switching passes off by name -------------------------------------------------------------
+
+def test_disabled_optimizers_keyword_and_config_entry():
+    m = gelu_model().SerializeToString()
+    names = lambda s: [r["op_type"] for r in s.kernel_listing()]  # noqa: E731
+    assert names(onnxfast.InferenceSession(m)) == ["Gelu"]
+    assert "Erf" in names(onnxfast.InferenceSession(m, disabled_optimizers=["GeluFusion"]))
+    assert "Erf" in names(onnxfast.InferenceSession(m, disabled_optimizers={"GeluFusion", "ConstantFolding"}))
+    o = onnxfast.SessionOptions()
+    o.add_session_config_entry("optimization.disable_specified_optimizers", "ConstantFolding;GeluFusion")
+    assert "Erf" in names(onnxfast.InferenceSession(m, o))
+
+
+def test_unknown_optimizer_names_warn_and_are_ignored():
+    with pytest.warns(OnnxfastWarning, match="NoSuchPass"):
+        s = onnxfast.InferenceSession(gelu_model().SerializeToString(), disabled_optimizers=["NoSuchPass"])
+    assert [r["op_type"] for r in s.kernel_listing()] == ["Gelu"]
+    assert "GeluFusion" in PASS_NAMES and len(set(PASS_NAMES)) == len(PASS_NAMES)
+
+
+def test_optimized_gelu_model_loads_in_onnxruntime(tmp_path, rng):
+    ort = pytest.importorskip("onnxruntime")
+    o = onnxfast.SessionOptions()
+    o.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    onnxfast.InferenceSession(gelu_model().SerializeToString(), o)
+    x = (rng.standard_normal((2, 7)) * 3).astype(np.float32)
+    got = ort.InferenceSession(o.optimized_model_filepath, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, outputs(gelu_model(), {"x": x}, level=0)[0], rtol=1e-5, atol=1e-6)
+
+
+# ---- the com.microsoft Gelu kernels --------------------------------------------------------------
+
+def ms_model(op, shape, bias):
+    ins = ["x"] + (["b"] if bias else [])
+    inputs = [vi("x", F, list(shape))] + ([vi("b", F, [shape[-1]])] if bias else [])
+    return make_model([helper.make_node(op, ins, ["y"], domain="com.microsoft")], inputs, [vi("y", F, list(shape))],
+                      extra_opsets=[("com.microsoft", 1)])
+
+
+def _gelu_ref(x, tanh):
+    x = x.astype(np.float64)
+    if tanh:
+        return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+    from math import erf
+    return 0.5 * x * (1 + np.vectorize(erf, otypes=[np.float64])(x / SQRT2))
+
+
+@pytest.mark.parametrize("op,bias", [("Gelu", False), ("FastGelu", False), ("FastGelu", True), ("BiasGelu", True)])
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 16, 17, 33, 3072])
+def test_ms_gelu_kernels(rng, op, bias, n):
+    shape = (3, n)
+    m = ms_model(op, shape, bias).SerializeToString()
+    x = (rng.standard_normal(shape) * 4).astype(np.float32)
+    feed = {"x": x}
+    if bias:
+        feed["b"] = rng.standard_normal(n).astype(np.float32)
+    want = _gelu_ref(x + feed.get("b", 0), op == "FastGelu")
+    native = onnxfast.InferenceSession(m)
+    assert native.kernel_listing()[0]["kernel"].startswith("native")
+    o = onnxfast.SessionOptions()
+    o.add_session_config_entry("onnxfast.disable_kernels", "native")
+    numpy_ = onnxfast.InferenceSession(m, o)
+    for s in (native, numpy_):
+        np.testing.assert_allclose(s.run(None, feed)[0], want, rtol=2e-6, atol=1e-6)  # 0.5 x (1 + tanh) cancels
+
+
+def test_ms_gelu_bias_shape_checked(rng):
+    m = ms_model("BiasGelu", (2, 5), True)
+    m.graph.input[1].type.tensor_type.shape.dim[0].dim_value = 4
+    s = onnxfast.InferenceSession(m.SerializeToString())
+    with pytest.raises(onnxfast.errors.InvalidArgument, match="bias must be 1-D"):
+        s.run(None, {"x": np.zeros((2, 5), np.float32), "b": np.zeros(4, np.float32)})
+
+
+def test_ms_gelu_matches_onnxruntime(rng):
+    ort = pytest.importorskip("onnxruntime")
+    x = (rng.standard_normal((4, 77)) * 3).astype(np.float32)
+    b = rng.standard_normal(77).astype(np.float32)
+    for op, bias in [("Gelu", False), ("FastGelu", True), ("BiasGelu", True)]:
+        m = ms_model(op, (4, 77), bias).SerializeToString()
+        feed = {"x": x, "b": b} if bias else {"x": x}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            want = ort.InferenceSession(m, providers=["CPUExecutionProvider"]).run(None, feed)[0]
+        np.testing.assert_allclose(onnxfast.InferenceSession(m).run(None, feed)[0], want, rtol=1e-5, atol=1e-6)
+
+
+# ---- Gemm: bias in the GEMM's store, and Gemm + activation into FusedMatMul ---------------------
+
+@pytest.mark.parametrize("c_shape", [None, (), (1,), (9,), (1, 9), (5, 1), (5, 9)])
+@pytest.mark.parametrize("beta", [1.0, 0.5])
+@pytest.mark.parametrize("k", [0, 1, 6])
+def test_gemm_bias_forms(rng, c_shape, beta, k):
+    a = rng.standard_normal((5, k)).astype(np.float32)
+    b = rng.standard_normal((9, k)).astype(np.float32)  # transB
+    ins, inits = ["a", "b"], [("b", b)]
+    want = a @ b.T * 1.5
+    if c_shape is not None:
+        c = rng.standard_normal(c_shape).astype(np.float32)
+        ins.append("c")
+        inits.append(("c", c))
+        want = want + beta * c
+    m = make_model([helper.make_node("Gemm", ins, ["y"], alpha=1.5, beta=beta, transB=1)], [vi("a", F, [5, k])],
+                   [vi("y", F, [5, 9])], initializers=inits)
+    for level in (0, 99):
+        np.testing.assert_allclose(outputs(m, {"a": a}, level=level)[0], want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("trans_b", [0, 1])
+@pytest.mark.parametrize("tail", ["Relu", "Gelu"])
+def test_gemm_activation_becomes_fused_matmul(rng, trans_b, tail):
+    w = rng.standard_normal((7, 6) if trans_b else (6, 7)).astype(np.float32)
+    bias = rng.standard_normal(7).astype(np.float32)
+    nodes = [helper.make_node("Gemm", ["in", "w", "bias"], ["x"], transB=trans_b)]
+    inits = [("w", w), ("bias", bias)]
+    if tail == "Relu":
+        nodes.append(helper.make_node("Relu", ["x"], ["y"]))
+    else:
+        g = gelu_model()
+        nodes += list(g.graph.node)
+        inits += [(t.name, np.frombuffer(t.raw_data, np.float32).reshape(t.dims)) for t in g.graph.initializer]
+    m = make_model(nodes, [vi("in", F, ["n", 6])], [vi("y", F, ["n", 7])], initializers=inits)
+    s = onnxfast.InferenceSession(m.SerializeToString())
+    assert [r["op_type"] for r in s.kernel_listing()] == ["FusedMatMul"]
+    feed = {"in": rng.standard_normal((3, 6)).astype(np.float32)}
+    np.testing.assert_allclose(s.run(None, feed)[0], outputs(m, feed, level=0)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_gemm_near_misses_stay(rng):
+    w = rng.standard_normal((6, 7)).astype(np.float32)
+    for attrs in ({"alpha": 2.0}, {"transA": 1}, {"beta": 0.5}):
+        a_shape = [6, "n"] if attrs.get("transA") else ["n", 6]
+        m = make_model([helper.make_node("Gemm", ["in", "w", "bias"], ["x"], **attrs),
+                        helper.make_node("Relu", ["x"], ["y"])], [vi("in", F, a_shape)], [vi("y", F, ["n", 7])],
+                       initializers=[("w", w), ("bias", np.ones(7, np.float32))])
+        assert ops_after(m) == ["Gemm", "Relu"], attrs
+    fed_w = make_model([helper.make_node("Gemm", ["in", "w"], ["x"]), helper.make_node("Relu", ["x"], ["y"])],
+                       [vi("in", F, ["n", 6]), vi("w", F, [6, 7])], [vi("y", F, ["n", 7])])
+    assert ops_after(fed_w) == ["Gemm", "Relu"]
+
+
+def test_onnx_reference_evaluator_still_imports():
+    """onnxfast registers no schema whose name exists in another domain (onnx.reference refuses that)."""
+    import subprocess
+    import sys
+
+    code = "import onnxfast, onnx.reference; onnxfast.InferenceSession; print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
