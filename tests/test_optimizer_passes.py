@@ -355,3 +355,23 @@ def test_onnx_reference_evaluator_still_imports():
     code = "import onnxfast, onnx.reference; onnxfast.InferenceSession; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("second_reader", [False, True])
+def test_activation_after_a_reshape_of_the_product_fuses(rng, second_reader):
+    """GPT-2's MLP: Gemm -> Reshape(computed shape) -> activation; the Reshape moves after the fused node."""
+    w = rng.standard_normal((6, 8)).astype(np.float32)
+    nodes = [helper.make_node("Gemm", ["in", "w", "bias"], ["g"]), helper.make_node("Shape", ["in"], ["sh"]),
+             helper.make_node("Gather", ["sh", "zero"], ["n0"]), helper.make_node("Unsqueeze", ["n0", "ax"], ["n1"]),
+             helper.make_node("Concat", ["n1", "tail"], ["shape"], axis=0),
+             helper.make_node("Reshape", ["g", "shape"], ["r"]), helper.make_node("Relu", ["r"], ["y"])]
+    inits = [("w", w), ("bias", rng.standard_normal(8).astype(np.float32)), ("zero", np.array(0, np.int64)),
+             ("ax", np.array([0], np.int64)), ("tail", np.array([2, 4], np.int64))]
+    outs = [vi("y", F, ["n", 2, 4])] + ([vi("r", F, ["n", 2, 4])] if second_reader else [])
+    m = make_model(nodes, [vi("in", F, ["n", 6])], outs, initializers=inits)
+    after = ops_after(m)
+    assert (("onnxfast", "FusedMatMul") in after) != second_reader  # r read twice: stays unfused
+    feed = {"in": rng.standard_normal((3, 6)).astype(np.float32)}
+    got, ref = outputs(m, feed), outputs(m, feed, level=0)
+    for a, b in zip(got, ref):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

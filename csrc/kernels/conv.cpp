@@ -824,6 +824,11 @@ ONNXFAST_KERNELS(conv) {
   kernel("Conv").types({kFloat}).make<ConvKernel>();  // float16 / bfloat16 through float32: half.cpp
   // Conv + bias + optional residual (input 3) + activation, created by the conv-activation fusion.
   kernel("FusedConv", "onnxfast").types({kFloat}).make<ConvKernel>();
+  // onnxruntime's FusedConv (what its optimizer writes): the same inputs and attributes; HardSigmoid,
+  // which the store does not apply, runs on numpy.
+  kernel("FusedConv", "com.microsoft").types({kFloat})
+      .when([](const KernelArgs& a) { return a.get_string("activation", "") != "HardSigmoid"; })
+      .make<ConvKernel>();
 }
 
 }  // namespace onnxfast

@@ -409,19 +409,34 @@ class MatMulKernel : public Kernel {
   // MatMul, or onnxfast::FusedMatMul (inputs A, B, optional bias of N values, optional residual of the
   // output's shape; attributes activation / activation_params): y = act(A @ B + bias + residual),
   // the epilogue applied to each GEMM micro-tile while it is in cache.
+  // Also onnxruntime's com.microsoft FusedMatMul: y = alpha * A @ op(B), transB swapping B's last two
+  // axes (the other transposes it allows run on numpy).
   explicit MatMulKernel(const KernelArgs& a)
       : name_(a.op_type + " '" + a.node_name + "'"),
-        fused_(a.op_type == "FusedMatMul"),
-        ep_act_(Activation::from_args(a, name_)) {
+        fused_(a.op_type == "FusedMatMul" && a.domain == "onnxfast"),
+        ms_(a.op_type == "FusedMatMul" && a.domain == "com.microsoft"),
+        ep_act_(ms_ ? Activation{} : Activation::from_args(a, name_)) {
     if (fused_) expect_known_attrs(a, {"activation", "activation_params"});
+    if (ms_) {
+      expect_known_attrs(a, {"alpha", "transA", "transB", "transBatchA", "transBatchB"});
+      alpha_ = static_cast<float>(attr_float(a, "alpha", 1.0));
+      transB_ = attr_int(a, "transB", 0) != 0;
+    }
     expect_rank_in(a, 0, "A", 1, -1);  // numpy semantics: scalars are refused (onnxruntime too)
     expect_rank_in(a, 1, "B", 1, -1);
     if (a.const_inputs.size() > 1 && a.const_inputs[1] && a.allow_prepack) {
       const Tensor& b = *a.const_inputs[1];
       if (b.dtype == kFloat && b.rank() == 2) {
-        packed_ = std::make_shared<PackedB>(sgemm_pack_b(false, b.shape[0], b.shape[1], b.ptr<float>(), b.shape[1]));
+        const int64_t K = transB_ ? b.shape[1] : b.shape[0], N = transB_ ? b.shape[0] : b.shape[1];
+        packed_ = std::make_shared<PackedB>(sgemm_pack_b(transB_, K, N, b.ptr<float>(), b.shape[1]));
       }
     }
+  }
+  // B's shape as the product sees it (last two axes swapped under transB).
+  Shape b_shape(const Tensor& B) const {
+    Shape s = B.shape;
+    if (transB_ && s.size() >= 2) std::swap(s[s.size() - 1], s[s.size() - 2]);
+    return s;
   }
   std::string describe() const override {
     const std::string d = fused_ ? "native:fused" : "native";
@@ -434,7 +449,7 @@ class MatMulKernel : public Kernel {
     if (in.size() < 2 || !in[0] || !in[1]) kernel_fail(name_ + " needs two inputs");
     expect_dtype(*in[0], kFloat, (name_ + " input A").c_str());
     expect_dtype(*in[1], kFloat, (name_ + " input B").c_str());
-    const Shape& b = in[1]->shape;
+    const Shape b = b_shape(*in[1]);
     const MatMulDims dims = matmul_dims(in[0]->shape, b, name_);
     const Shape& o = dims.out;
     out.resize(1);
@@ -460,8 +475,10 @@ class MatMulKernel : public Kernel {
     const Tensor& A = *in[0];
     const Tensor& B = *in[1];
     Tensor& Y = *out[0];
+    const Shape bs = b_shape(B);
     Shape a2 = A.rank() == 1 ? Shape{1, A.shape[0]} : A.shape;
-    Shape b2 = B.rank() == 1 ? Shape{B.shape[0], 1} : B.shape;
+    Shape b2 = B.rank() == 1 ? Shape{B.shape[0], 1} : bs;
+    const bool tb = transB_ && B.rank() >= 2;
     int64_t M = a2[a2.size() - 2], K = a2.back(), N = b2.back();
     if (Y.numel() == 0) return;
     const float* pa = A.ptr<float>();
@@ -481,31 +498,35 @@ class MatMulKernel : public Kernel {
       // All batches of A share one B: a single (batch*M) x K GEMM.
       int64_t rows = shape_numel(a2) / std::max<int64_t>(K, 1);
       if (K == 0) rows = shape_numel(Shape(a2.begin(), a2.end() - 1));
-      if (packed_) sgemm_packed(false, rows, N, K, 1.f, pa, K, *packed_, 0.f, py, N, epp);
-      else sgemm(false, false, rows, N, K, 1.f, pa, K, pb, N, 0.f, py, N, epp);
+      if (packed_) sgemm_packed(false, rows, N, K, alpha_, pa, K, *packed_, 0.f, py, N, epp);
+      else sgemm(false, tb, rows, N, K, alpha_, pa, K, pb, tb ? K : N, 0.f, py, N, epp);
       return;
     }
-    const MatMulDims dims = matmul_dims(A.shape, B.shape, name_);
+    const MatMulDims dims = matmul_dims(A.shape, bs, name_);
     const int64_t nb = shape_numel(dims.batch);
     for (int64_t t = 0; t < nb; ++t) {
       int64_t oa, ob;
       dims.offsets(t, &oa, &ob);
       if (res) ep.residual = res + t * M * N;
-      sgemm(false, false, M, N, K, 1.f, pa + oa, K, pb + ob, N, 0.f, py + t * M * N, N, epp);
+      sgemm(false, tb, M, N, K, alpha_, pa + oa, K, pb + ob, tb ? K : N, 0.f, py + t * M * N, N, epp);
     }
   }
 
  private:
   std::string name_;
   bool fused_;
+  bool ms_;
   Activation ep_act_;
+  float alpha_ = 1.f;
+  bool transB_ = false;
   std::shared_ptr<PackedB> packed_;
 };
 
 class GemmKernel : public Kernel {
  public:
   explicit GemmKernel(const KernelArgs& a)
-      : name_("Gemm '" + a.node_name + "'"),
+      : name_(a.op_type + " '" + a.node_name + "'"),
+        act_(fused_gemm_activation(a)),
         alpha_(static_cast<float>(attr_float(a, "alpha", 1.0))),
         beta_(static_cast<float>(attr_float(a, "beta", 1.0))),
         // any nonzero value transposes, as in onnxruntime and ONNX's shape inference
@@ -523,8 +544,27 @@ class GemmKernel : public Kernel {
       }
     }
   }
-  std::string describe() const override { return packed_ ? "native:prepacked" : "native"; }
+  std::string describe() const override {
+    const std::string d = act_.kind == Activation::kNone ? "native" : "native:fused";
+    return packed_ ? d + ":prepacked" : d;
+  }
   std::vector<int> packed_inputs() const override { return packed_ ? std::vector<int>{1} : std::vector<int>{}; }
+
+  // onnxruntime's com.microsoft FusedGemm: Gemm, then `activation` with activation_alpha (LeakyRelu's
+  // alpha); the activations the GEMM's store applies (FusedGemmNative says which).
+  static Activation fused_gemm_activation(const KernelArgs& a) {
+    Activation act;
+    if (a.op_type != "FusedGemm") return act;
+    const std::string s = expect_known_string(a, "activation", "", {"", "Relu", "LeakyRelu", "Sigmoid", "Tanh"});
+    if (s == "Relu") act.kind = Activation::kRelu;
+    else if (s == "Sigmoid") act.kind = Activation::kSigmoid;
+    else if (s == "Tanh") act.kind = Activation::kTanh;
+    else if (s == "LeakyRelu") {
+      act.kind = Activation::kLeakyRelu;
+      act.p0 = static_cast<float>(attr_float(a, "activation_alpha", 0.01));
+    }
+    return act;
+  }
 
   void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
     if (in.size() < 2 || !in[0] || !in[1]) kernel_fail(name_ + " needs inputs A and B");
@@ -580,6 +620,10 @@ class GemmKernel : public Kernel {
         beta = beta_;
       }
     }
+    if (act_.kind != Activation::kNone) {
+      ep.act = act_;
+      epp = &ep;
+    }
     if (packed_) sgemm_packed(transA_, M, N, K, alpha_, A.ptr<float>(), A.shape[1], *packed_, beta, y, N, epp);
     else
       sgemm(transA_, transB_, M, N, K, alpha_, A.ptr<float>(), A.shape[1], B.ptr<float>(), B.shape[1], beta, y, N,
@@ -588,6 +632,7 @@ class GemmKernel : public Kernel {
 
  private:
   std::string name_;
+  Activation act_;
   float alpha_, beta_;
   bool transA_, transB_;
   std::shared_ptr<PackedB> packed_;
@@ -599,7 +644,18 @@ class GemmKernel : public Kernel {
 ONNXFAST_KERNELS(gemm) {
   kernel("MatMul").types({kFloat}).make<MatMulKernel>();
   kernel("FusedMatMul", "onnxfast").types({kFloat}).make<MatMulKernel>();
+  kernel("FusedMatMul", "com.microsoft").types({kFloat})
+      .when([](const KernelArgs& a) {
+        return a.get_int("transA", 0) == 0 && a.get_int("transBatchA", 0) == 0 && a.get_int("transBatchB", 0) == 0;
+      })
+      .make<MatMulKernel>();
   kernel("Gemm").since(7).types({kFloat}).make<GemmKernel>();
+  kernel("FusedGemm", "com.microsoft").types({kFloat})
+      .when([](const KernelArgs& a) {
+        const std::string s = a.get_string("activation", "");
+        return s == "Relu" || s == "LeakyRelu" || s == "Sigmoid" || s == "Tanh";
+      })
+      .make<GemmKernel>();
 }
 
 }  // namespace onnxfast

@@ -6,13 +6,16 @@ onnx package: onnx's reference evaluator refuses a registry where an operator na
 two domains. Types of their outputs are kept from the nodes they replace.
 
 Gelu(X) = 0.5 X (1 + erf(X / sqrt 2)); BiasGelu(A, B) = Gelu(A + B); FastGelu(X[, bias]) = the tanh
-form of Gelu(X + bias). bias: 1-D along the last axis.
+form of Gelu(X + bias) (bias: 1-D along the last axis); FusedGemm (Gemm + activation); FusedMatMul
+(alpha * MatMul with transposes); SkipLayerNormalization (residual Add + LayerNormalization).
+FusedConv (com.microsoft) shares onnxfast's FusedConv kernel (ops/fused.py).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InvalidArgument
 from ..registry import REGISTRY, KernelNode, op
 
 MS_DOMAIN = "com.microsoft"
@@ -56,3 +59,104 @@ def ms_bias_gelu(node: KernelNode):
 @op("FastGelu", since=1, domain=MS_DOMAIN)
 def ms_fast_gelu(node: KernelNode):
     return _biased(node, "tanh", needs_bias=False)
+
+
+@op("FusedGemm", since=1, domain=MS_DOMAIN)
+def ms_fused_gemm(node: KernelNode):
+    """Gemm, then ``activation`` (Relu, LeakyRelu, Sigmoid, Tanh, HardSigmoid; parameters
+    activation_alpha / activation_beta)."""
+    gemm_attrs = {k: v for k, v in node.attrs.items() if k in ("alpha", "beta", "transA", "transB")}
+    gemm = REGISTRY.factory("", "Gemm", 13)(KernelNode("Gemm", "", node.name, 13, 13, gemm_attrs, node.input_types,
+                                                      node.output_types, {}, 3, 1))
+    act = node.attr("activation", "")
+    alpha = node.attr("activation_alpha", None)
+    beta = node.attr("activation_beta", None)
+    if act == "Relu":
+        f = lambda y: np.maximum(y, 0)  # noqa: E731
+    elif act == "LeakyRelu":
+        a = 0.01 if alpha is None else float(alpha)
+        f = lambda y: np.where(y >= 0, y, y * np.asarray(a, y.dtype))  # noqa: E731
+    elif act == "Sigmoid":
+        f = lambda y: 1 / (1 + np.exp(-y))  # noqa: E731
+    elif act == "Tanh":
+        f = np.tanh
+    elif act == "HardSigmoid":
+        a, b = 0.2 if alpha is None else float(alpha), 0.5 if beta is None else float(beta)
+        f = lambda y: np.clip(y * np.asarray(a, y.dtype) + np.asarray(b, y.dtype), 0, 1)  # noqa: E731
+    elif act in ("", "None"):
+        f = lambda y: y  # noqa: E731
+    else:
+        node.fail(f"attribute 'activation' is '{act}'; known: Relu, LeakyRelu, Sigmoid, Tanh, HardSigmoid")
+
+    def run(a, b, c=None):
+        y = gemm(a, b, c) if c is not None else gemm(a, b)
+        return f(y).astype(y.dtype, copy=False)
+
+    return run
+
+
+@op("FusedMatMul", since=1, domain=MS_DOMAIN)
+def ms_fused_matmul(node: KernelNode):
+    """alpha * op(A) @ op(B): transA / transB swap the last two axes; transBatchA / transBatchB move
+    the first axis (the batch) behind the others before that (onnxruntime's Transpose + MatMul
+    fusions)."""
+    alpha = float(node.attr("alpha", 1.0))
+    flags = {k: int(node.attr(k, 0)) for k in ("transA", "transB", "transBatchA", "transBatchB")}
+
+    def prep(x, trans, trans_batch):
+        if x.ndim == 1:
+            return x
+        if trans_batch and x.ndim > 2:
+            x = np.moveaxis(x, 0, -2)
+        if trans:
+            x = np.swapaxes(x, -1, -2)
+        return x
+
+    def run(a, b):
+        if (flags["transBatchA"] or flags["transBatchB"]) and (a.ndim != b.ndim or a.ndim < 3):
+            node.fail(f"transBatchA / transBatchB need inputs of one rank, at least 3; got shapes {a.shape} and "
+                      f"{b.shape}", cls=InvalidArgument)
+        pa = prep(a, flags["transA"], flags["transBatchA"])
+        pb = prep(b, flags["transB"], flags["transBatchB"])
+        try:
+            y = np.matmul(pa, pb)
+        except ValueError as e:
+            node.fail(f"operands of shapes {a.shape} and {b.shape} (after transposes {pa.shape} and {pb.shape}) "
+                      f"do not multiply: {e}", cls=InvalidArgument)
+        return (y * np.asarray(alpha, y.dtype)).astype(a.dtype, copy=False) if alpha != 1.0 else y
+
+    return run
+
+
+@op("SkipLayerNormalization", since=1, domain=MS_DOMAIN)
+def ms_skip_layer_norm(node: KernelNode):
+    """s = input + skip (+ bias); LayerNormalization of s over the last axis with gamma (+ beta).
+    Outputs: output, mean, inv_std_var, input_skip_bias_sum."""
+    eps = float(node.attr("epsilon", 1e-12))
+
+    def run(x, skip, gamma, beta=None, bias=None):
+        h = x.shape[-1] if x.ndim else 0
+        if x.ndim < 2:
+            node.fail(f"input must have rank 2 or more, got shape {x.shape}", cls=InvalidArgument)
+        k = skip.shape
+        while len(k) > 1 and k[0] == 1:
+            k = k[1:]
+        if not skip.ndim or len(k) > x.ndim or tuple(k) != x.shape[x.ndim - len(k):]:
+            node.fail(f"skip of shape {skip.shape} does not match input {x.shape}", cls=InvalidArgument)
+        for name, v in (("gamma", gamma), ("beta", beta), ("bias", bias)):
+            if v is not None and v.shape != (h,):
+                node.fail(f"{name} must have shape ({h},), got {v.shape}", cls=InvalidArgument)
+        s = x + skip.reshape(k)
+        if bias is not None:
+            s = s + bias
+        s = s.astype(x.dtype, copy=False)
+        s64 = s.astype(np.float64)
+        mean = s64.mean(axis=-1, keepdims=True)
+        inv = 1.0 / np.sqrt(((s64 - mean) ** 2).mean(axis=-1, keepdims=True) + eps)
+        y = (s64 - mean) * inv * gamma
+        if beta is not None:
+            y = y + beta
+        dt = x.dtype
+        return y.astype(dt), mean.astype(dt), inv.astype(dt), s
+
+    return run

@@ -13,6 +13,7 @@ from .math import relu
 _CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
 
 
+@op("FusedConv", since=1, domain="com.microsoft")  # onnxruntime's: the same inputs and attributes
 @op("FusedConv", since=1, domain="onnxfast")
 def fused_conv(node: KernelNode):
     conv_node = KernelNode("Conv", "", node.name, 11, 11, {k: v for k, v in node.attrs.items() if k in _CONV_ATTRS},
@@ -44,10 +45,16 @@ def _activation(node: KernelNode):
         return lambda y: 1 / (1 + np.exp(-y))
     if act == "Tanh":
         return np.tanh
+    if act == "HardSigmoid":  # com.microsoft FusedConv: activation_params alpha, beta
+        alpha, beta = (params + [0.2, 0.5][len(params):])[:2]
+        return lambda y: np.clip(y * np.asarray(alpha, y.dtype) + np.asarray(beta, y.dtype), 0, 1).astype(y.dtype)
     if act in ("Gelu", "GeluTanh"):
         gelu_node = KernelNode("Gelu", "", node.name, 20, 20, {"approximate": "tanh" if act == "GeluTanh" else "none"},
                                [1], [1], {}, 1, 1)
         return REGISTRY.factory("", "Gelu", 20)(gelu_node)
+    if act not in ("None", ""):
+        node.fail(f"attribute 'activation' is '{act}'; known: None, Relu, LeakyRelu, Clip, Sigmoid, Tanh, Gelu, "
+                  "GeluTanh, HardSigmoid")
     return lambda y: y
 
 

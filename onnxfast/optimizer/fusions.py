@@ -5,7 +5,8 @@ becomes one ``onnxfast::FusedConv`` node, whose native kernel applies bias, resi
 activation while the output tile is still in cache.
 
 ``fuse_matmul_epilogue``: MatMul with a 2-D right operand (or a Gemm with a constant B and a 1-D bias,
-followed by one of the below) [-> Add(bias of N values)]
+followed by one of the below; an activation after a Reshape of the product counts too, the Reshape
+then follows the fused node) [-> Add(bias of N values)]
 [-> Add(residual)] [-> Relu | LeakyRelu | Clip | Sigmoid | Tanh | Gelu (ai.onnx, or com.microsoft Gelu /
 FastGelu without bias)] becomes one
 ``onnxfast::FusedMatMul`` node (the GEMM applies them to each micro-tile; a transformer's
@@ -13,6 +14,8 @@ linear layer with its bias and Gelu is one kernel).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 from onnx import TensorProto
@@ -171,19 +174,46 @@ def _fuse_one_matmul(graph: ir.Graph, model: ir.Model) -> bool:
             residual, cur = other, nxt.outputs[0]
             chain.append(nxt)
             nxt = only_consumer(cur)
+        reshape = None
+        if nxt is not None and _is_reshape(nxt):
+            # MatMul -> Reshape -> activation (GPT-2's MLP): the activation is elementwise, so it runs
+            # in the GEMM's store and the Reshape follows the fused node.
+            after = only_consumer(nxt.outputs[0])
+            if after is not None and (_activation(after, graph, opset) or _gelu(after, opset)):
+                reshape, pre_reshape, nxt = nxt, cur, after
         if nxt is not None:
             act = _activation(nxt, graph, opset) or _gelu(nxt, opset)
             if act is not None:
-                chain.append(nxt)
+                chain += [reshape, nxt] if reshape is not None else [nxt]
         if len(chain) == 1:
             continue  # (a lone Gemm adds its bias in the GEMM's store already)
         inputs = [a, b, bias] + ([residual] if residual else [])
+        out = chain[-1].outputs[0]
+        new = [ir.Node("FusedMatMul", FUSED_DOMAIN, mm.name, inputs, [out], _act_attrs(act))]
+        if reshape is not None and chain[-2] is reshape:
+            tmp = _fresh_name(graph, pre_reshape + "__act")
+            new[0].outputs = [tmp]
+            new.append(ir.Node("Reshape", "", reshape.name, [tmp, reshape.inputs[1]], [out], dict(reshape.attrs)))
+            if graph.type_of(pre_reshape) is not None:
+                graph.value_info[tmp] = dataclasses.replace(graph.type_of(pre_reshape), name=tmp)
         model.opsets.setdefault(FUSED_DOMAIN, 1)
-        graph.replace(chain, [ir.Node("FusedMatMul", FUSED_DOMAIN, mm.name, inputs, [chain[-1].outputs[0]],
-                                      _act_attrs(act))], constants=consts, opsets=model.opsets)
+        graph.replace(chain, new, constants=consts, opsets=model.opsets)
         drop_unused_initializers(graph)
         return True
     return False
+
+
+def _is_reshape(node: ir.Node) -> bool:
+    return node.op_type == "Reshape" and node.domain == "" and len(node.inputs) == 2 and len(node.outputs) == 1
+
+
+def _fresh_name(graph: ir.Graph, base: str) -> str:
+    name, i = base, 0
+    while (name in graph.value_info or name in graph.initializers or graph.producer(name) is not None
+           or graph.consumers(name) or graph.is_input(name) or graph.is_output(name)):
+        i += 1
+        name = f"{base}{i}"
+    return name
 
 
 def fuse_conv_activation(graph: ir.Graph, model: ir.Model) -> bool:
