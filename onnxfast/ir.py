@@ -468,6 +468,9 @@ _EINSUM_TERM = rb"(?:[A-Za-z ]|\.\.\.)*"
 _EINSUM_EQUATION = re.compile(_EINSUM_TERM + rb"(?:," + _EINSUM_TERM + rb")*(?:->" + _EINSUM_TERM + rb")?")
 
 
+_ONNX_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training")
+
+
 def _safe_for_inference(proto: onnx.ModelProto, opsets: dict[str, int]) -> bool:
     """Check what onnx's C++ shape inference trusts before handing it an untrusted model (it runs
     in-process: a SIGSEGV or abort there kills the user's process). Raises InvalidModel for what the
@@ -506,7 +509,9 @@ def _safe_for_inference(proto: onnx.ModelProto, opsets: dict[str, int]) -> bool:
                 if o and o in produced:
                     raise InvalidModel(f"value '{o}' is defined twice: by {produced[o]} and by {where}")
                 produced[o] = where
-            for a in n.attribute:
+            # (only ONNX's own domains: onnx's inference runs no schema of other domains; a contrib
+            # operator's axis may refer to another input, as QLinearConcat's)
+            for a in (n.attribute if n.domain in _ONNX_DOMAINS else ()):
                 # (an axis without its type field is still read as an int by onnx's inference)
                 if (a.name == "axis" and a.type in (onnx.AttributeProto.INT, onnx.AttributeProto.UNDEFINED)
                         and n.input and n.input[0] in ranks):

@@ -416,6 +416,15 @@ std::vector<double> attr_floats(const KernelArgs& a, const std::string& attr) {
   kind_fail(a, attr, *v, "a list of floats");
 }
 
+std::vector<std::string> attr_strings(const KernelArgs& a, const std::string& attr) {
+  const AttrValue* v = find_attr(a, attr);
+  if (!v) return {};
+  if (v->kind == AttrValue::kStrings) return v->strings;
+  if ((v->kind == AttrValue::kFloats && v->floats.empty()) || (v->kind == AttrValue::kInts && v->ints.empty()))
+    return {};
+  kind_fail(a, attr, *v, "a list of strings");
+}
+
 std::string attr_string(const KernelArgs& a, const std::string& attr, const std::string& dflt) {
   const AttrValue* v = find_attr(a, attr);
   if (!v) return dflt;

@@ -286,6 +286,7 @@ double attr_float(const KernelArgs& a, const std::string& attr, double dflt, boo
 std::vector<int64_t> attr_ints(const KernelArgs& a, const std::string& attr);
 std::vector<double> attr_floats(const KernelArgs& a, const std::string& attr);
 std::string attr_string(const KernelArgs& a, const std::string& attr, const std::string& dflt);
+std::vector<std::string> attr_strings(const KernelArgs& a, const std::string& attr);
 // An integer attribute in [lo, hi].
 int64_t expect_int_in(const KernelArgs& a, const std::string& attr, int64_t dflt, int64_t lo, int64_t hi);
 // A float attribute that is finite (epsilon).

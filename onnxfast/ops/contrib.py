@@ -61,6 +61,11 @@ def ms_fast_gelu(node: KernelNode):
     return _biased(node, "tanh", needs_bias=False)
 
 
+def _first(node: KernelNode, outs: tuple):
+    """The node's outputs among ``outs`` (a one-output node returns the array itself)."""
+    return outs[0] if node.num_outputs < 2 else outs[: node.num_outputs]
+
+
 @op("FusedGemm", since=1, domain=MS_DOMAIN)
 def ms_fused_gemm(node: KernelNode):
     """Gemm, then ``activation`` (Relu, LeakyRelu, Sigmoid, Tanh, HardSigmoid; parameters
@@ -157,6 +162,65 @@ def ms_skip_layer_norm(node: KernelNode):
         if beta is not None:
             y = y + beta
         dt = x.dtype
-        return y.astype(dt), mean.astype(dt), inv.astype(dt), s
+        return _first(node, (y.astype(dt), mean.astype(dt), inv.astype(dt), s))
+
+    return run
+
+
+@op("QuickGelu", since=1, domain=MS_DOMAIN)
+def ms_quick_gelu(node: KernelNode):
+    """x * sigmoid(alpha * x), alpha 1.702 by default."""
+    alpha = float(node.attr("alpha", 1.702))
+
+    def run(x):
+        xf = x.astype(np.float64)
+        return (xf / (1.0 + np.exp(-alpha * xf))).astype(x.dtype)
+
+    return run
+
+
+def _rms_norm(x, gamma, axis: int, eps: float):
+    """x / sqrt(mean(x^2) + eps) * gamma over the axes from ``axis`` on, in float64: (y, inv_std_var)."""
+    axes = tuple(range(axis, x.ndim))
+    xf = x.astype(np.float64)
+    inv = 1.0 / np.sqrt((xf * xf).mean(axis=axes, keepdims=True) + eps)
+    return xf * inv * gamma, inv
+
+
+@op("SimplifiedLayerNormalization", since=1)  # onnxruntime registers it in the ONNX domain
+def simplified_layer_norm(node: KernelNode):
+    """RMS normalization (onnxruntime's name; ONNX has RMSNormalization from opset 23)."""
+    axis_attr = int(node.attr("axis", -1))
+    eps = float(node.attr("epsilon", 1e-5))
+
+    def run(x, scale):
+        axis = axis_attr + x.ndim if axis_attr < 0 else axis_attr
+        if not 0 <= axis < x.ndim:
+            node.fail(f"axis {axis_attr} is out of range for rank {x.ndim}", cls=InvalidArgument)
+        try:
+            y, inv = _rms_norm(x, scale, axis, eps)
+        except ValueError:
+            node.fail(f"scale of shape {scale.shape} does not broadcast to X {x.shape}", cls=InvalidArgument)
+        outs = (y.astype(x.dtype), inv.astype(np.float32))
+        return outs[0] if node.num_outputs < 2 else outs
+
+    return run
+
+
+@op("SkipSimplifiedLayerNormalization", since=1, domain=MS_DOMAIN)
+def ms_skip_simplified_layer_norm(node: KernelNode):
+    """s = input + skip (+ bias); RMS normalization of s over the last axis with gamma. Outputs: output,
+    mean (unused: zeros' place holder as onnxruntime leaves it), inv_std_var, input_skip_bias_sum."""
+    eps = float(node.attr("epsilon", 1e-12))
+
+    def run(x, skip, gamma, bias=None):
+        if x.ndim < 2 or skip.shape[-len(x.shape[1:]):] != x.shape[1:] and skip.shape != x.shape:
+            node.fail(f"skip of shape {skip.shape} does not match input {x.shape}", cls=InvalidArgument)
+        s = x + skip
+        if bias is not None:
+            s = s + bias
+        s = s.astype(x.dtype, copy=False)
+        y, inv = _rms_norm(s, gamma, x.ndim - 1, eps)
+        return _first(node, (y.astype(x.dtype), np.zeros(inv.shape, x.dtype), inv.astype(x.dtype), s))
 
     return run

@@ -7,8 +7,9 @@ import numpy as np
 import onnx
 import onnx.defs
 
+from ..errors import InvalidArgument
 from ..registry import REGISTRY, KernelNode, op
-from .math import relu
+from .math import _erf, _sigmoid, relu
 
 _CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
 
@@ -74,6 +75,46 @@ def fused_matmul(node: KernelNode):
     return run
 
 
+@op("FusedElementwise", since=1, domain="onnxfast")
+def fused_elementwise(node: KernelNode):
+    """A group of elementwise float32 operations as one node (optimizer/elementwise.py): ``ops`` in
+    order, ``args`` two slots each (-1: none), slots = inputs, then ``constants``, then results."""
+    ops = list(node.attr("ops", []))
+    args = [int(a) for a in node.attr("args", [])]
+    constants = [np.float32(c) for c in node.attr("constants", [])]
+    n_in = node.num_inputs
+    if not ops or len(args) != 2 * len(ops):
+        node.fail(f"attribute 'args' has {len(args)} values for {len(ops)} ops; it must have two per op")
+    for i, op_type in enumerate(ops):
+        if op_type not in _EW:
+            node.fail(f"attribute 'ops' holds '{op_type}'; known: {', '.join(sorted(_EW))}")
+        a, b = args[2 * i], args[2 * i + 1]
+        limit = n_in + len(constants) + i  # a slot defined before this op
+        binary = op_type in _EW_BINARY
+        if not 0 <= a < limit or (binary and not 0 <= b < limit) or (not binary and b != -1):
+            node.fail(f"attribute 'args' of op {i} ({op_type}) is [{a}, {b}]; slots must be defined before use")
+
+    def run(*xs):
+        shape = xs[0].shape
+        for x in xs:
+            if x.shape != shape or x.dtype != np.float32:
+                node.fail(f"inputs must be float32 of one shape, got {[(str(v.dtype), v.shape) for v in xs]}",
+                          cls=InvalidArgument)
+        slots = list(xs) + [np.full(shape, c, np.float32) for c in constants]
+        for i, op_type in enumerate(ops):
+            a, b = args[2 * i], args[2 * i + 1]
+            f = _EW[op_type]
+            slots.append(np.asarray(f(slots[a], slots[b]) if b >= 0 else f(slots[a]), np.float32))
+        return slots[-1]
+
+    return run
+
+
+_EW_BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
+_EW = {**_EW_BINARY, "Relu": relu, "Neg": np.negative, "Abs": np.abs, "Exp": np.exp, "Sqrt": np.sqrt,
+       "Reciprocal": np.reciprocal, "Sigmoid": _sigmoid, "Tanh": np.tanh, "Erf": lambda x: _erf(x)}
+
+
 # ---- ONNX schemas of the internal domain ------------------------------------------------------
 # Registered with the onnx package at import, so a model that onnxfast's optimizer wrote (session
 # option optimized_model_filepath, `onnxfast optimize`) passes onnx.checker and shape inference and
@@ -111,7 +152,15 @@ def register_schemas() -> None:
     conv = [S.Attribute("auto_pad", A.STRING, "", required=False), S.Attribute("dilations", A.INTS, "", required=False),
             S.Attribute("group", A.INT, "", required=False), S.Attribute("kernel_shape", A.INTS, "", required=False),
             S.Attribute("pads", A.INTS, "", required=False), S.Attribute("strides", A.INTS, "", required=False)]
+    ew = S("FusedElementwise", FUSED_DOMAIN, 1, "a group of elementwise float32 operations, one pass over memory",
+           inputs=[S.FormalParameter("X", "T", param_option=S.FormalParameterOption.Variadic)],
+           outputs=[S.FormalParameter("Y", "T")], type_constraints=[("T", ["tensor(float)"], "float32")],
+           attributes=[S.Attribute("ops", A.STRINGS, "operator names, in order"),
+                       S.Attribute("args", A.INTS, "two slots per op (-1: none)"),
+                       S.Attribute("constants", A.FLOATS, "scalar operands", required=False)])
+    ew.set_type_and_shape_inference_function(_same_type_as_input0)
     for schema in (
+        ew,
         _schema("FusedConv", "Y = activation(Conv(X, W, B) + Z)", [("X", False), ("W", False), ("B", True), ("Z", True)],
                 conv + act),
         _schema("FusedMatMul", "Y = activation(MatMul(A, B) + bias + Z)",

@@ -10,7 +10,7 @@ above the pass's level. Names follow onnxruntime's where the rewrite is the same
 disables passes by name with ``InferenceSession(..., disabled_optimizers=[...])`` or the config
 entry ``optimization.disable_specified_optimizers`` (a ';' list). Passes insert operators of the
 ``com.microsoft`` domain where onnxruntime has the same one (Gelu, FastGelu) and internal operators
-of the ``onnxfast`` domain otherwise (``FusedConv``, ``FusedMatMul``).
+of the ``onnxfast`` domain otherwise (``FusedConv``, ``FusedMatMul``, ``FusedElementwise``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Callable, Iterable
 
 from .. import ir
 from ..errors import OnnxfastWarning
+from .elementwise import fuse_elementwise
 from .elimination import (eliminate_cast, eliminate_dead_nodes, eliminate_dropout, eliminate_identity,
                           eliminate_common_subexpressions)
 from .folding import fold_constants, fold_shapes
@@ -59,6 +60,8 @@ PASSES: list[Pass] = [
     Pass("ConvActivationFusion", EXTENDED, fuse_conv_activation, "Conv [+ residual Add] [+ activation] -> FusedConv"),
     Pass("MatMulEpilogueFusion", EXTENDED, fuse_matmul_epilogue,
          "MatMul [+ bias] [+ residual] [+ activation] -> FusedMatMul"),
+    Pass("ElementwiseFusion", EXTENDED, fuse_elementwise,
+         "a group of float32 elementwise nodes -> FusedElementwise (one pass over memory)"),
 ]
 
 PASS_NAMES = [p.name for p in PASSES]

@@ -1,0 +1,68 @@
+"""What each optimizer pass family buys, per model: onnxfast with one family switched off
+(``disabled_optimizers``) against onnxfast with every pass, side by side in one process (the full
+session runs once before every timed round, as onnxruntime does in test_models.py). extra_info's
+``ratio`` is time without the family / time with everything: above 1 means the family pays.
+Families: Gelu (GeluFusion, FastGeluFusion), MatMulEpilogue, ConvActivation, Elementwise, and
+"extended" (every extended-level pass: the session at the basic level).
+
+    pytest benchmarks/test_passes.py --benchmark-only --benchmark-json out.json
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+from benchmarks.models import zoo
+
+import onnxfast
+from onnxfast.optimizer import EXTENDED, PASSES
+
+FAMILIES = {
+    "Gelu": ["GeluFusion", "FastGeluFusion"],
+    "MatMulEpilogue": ["MatMulEpilogueFusion"],
+    "ConvActivation": ["ConvActivationFusion"],
+    "Elementwise": ["ElementwiseFusion"],
+    "extended": [p.name for p in PASSES if p.level >= EXTENDED],
+}
+MODELS = ["bert_base", "gpt2", "minilm", "mlp", "mobilenet_v2", "resnet50"]
+ROUNDS = 7
+
+
+def session(path: str, disabled: list[str]) -> onnxfast.InferenceSession:
+    o = onnxfast.SessionOptions()
+    o.intra_op_num_threads = 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return onnxfast.InferenceSession(path, o, disabled_optimizers=disabled)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if zoo.ZOO[n].slow else [], id=n)
+                                  for n in MODELS])
+def test_pass_family(benchmark, name, family):
+    for mod in ("torch", "onnxscript"):
+        pytest.importorskip(mod)
+    c = zoo.get(name)
+    full, without = session(str(c.path), []), session(str(c.path), FAMILIES[family])
+    full_times: list[float] = []
+
+    def setup():
+        t = time.perf_counter()
+        full.run(None, c.inputs)
+        full_times.append(time.perf_counter() - t)
+
+    for _ in range(2):
+        full.run(None, c.inputs)
+        without.run(None, c.inputs)
+    benchmark.group = f"{name} without {family}"
+    rounds = 1 if benchmark.disabled else ROUNDS
+    benchmark.pedantic(lambda: without.run(None, c.inputs), setup=setup, rounds=rounds, iterations=1)
+    stats = getattr(benchmark, "stats", None)
+    if stats is not None and full_times:
+        benchmark.extra_info.update({"all_passes_median_s": float(np.median(full_times)),
+                                     "without_median_s": stats.stats.median,
+                                     "ratio": stats.stats.median / float(np.median(full_times))})
