@@ -19,8 +19,10 @@ def _framework_available(family: str) -> None:
         pytest.importorskip(m)
 
 
+@pytest.mark.parametrize("level", [0, 1, 99], ids=["disable_all", "basic", "all"])
 @pytest.mark.parametrize("name", PARAMS)
-def test_model_matches_source_framework(name):
+def test_model_matches_source_framework(name, level):
+    """At every optimization level (no pass, folding and eliminations, every fusion)."""
     import onnxruntime as ort
 
     spec = zoo.ZOO[name]
@@ -29,7 +31,9 @@ def test_model_matches_source_framework(name):
     n = 2 if spec.slow else None
     feed = {k: v[:n] for k, v in c.inputs.items()}
     want = [e[:n] for e in c.expected]
-    sess = onnxfast.InferenceSession(str(c.path))
+    o = onnxfast.SessionOptions()
+    o.graph_optimization_level = onnxfast.GraphOptimizationLevel(level)
+    sess = onnxfast.InferenceSession(str(c.path), o)
     got = sess.run(None, feed)
     ref = ort.InferenceSession(str(c.path), providers=["CPUExecutionProvider"]).run(None, feed)
     assert len(got) == len(ref)
