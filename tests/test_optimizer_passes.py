@@ -447,3 +447,82 @@ def test_fused_elementwise_refuses_inputs_of_other_shapes():
     s = onnxfast.InferenceSession(m.SerializeToString())
     with pytest.raises(onnxfast.errors.InvalidArgument, match="differ"):
         s.run(None, {"x": np.zeros((2, 6), np.float32), "z": np.zeros((3, 6), np.float32)})
+
+
+# ---- attention fusion ------------------------------------------------------------------------------
+
+def attention_model(style="dynamo", s=5, t=7, d=4, dv=3, mask_shape=(2, 1, 1, 7), axis=-1, extra_output=None,
+                    opset=18):
+    """Scaled dot-product attention as the exporters write it. Q (2, 3, S, D), Kt (2, 3, D, T), V (2, 3, T, Dv)."""
+    inits = []
+    if style == "dynamo":  # both operands scaled by d^-1/4, then IsNaN / Where after the Softmax
+        c = float(d) ** -0.25
+        inits.append(("c", np.array(c, np.float32)))
+        nodes = [helper.make_node("Mul", ["q", "c"], ["qs"]), helper.make_node("Mul", ["kt", "c"], ["ks"]),
+                 helper.make_node("MatMul", ["qs", "ks"], ["sc"])]
+    else:  # TorchScript: the product divided by sqrt(d)
+        inits.append(("c", np.array(math.sqrt(d), np.float32)))
+        nodes = [helper.make_node("MatMul", ["q", "kt"], ["mm"]), helper.make_node("Div", ["mm", "c"], ["sc"])]
+    cur = "sc"
+    inputs = [vi("q", F, [2, 3, s, d]), vi("kt", F, [2, 3, d, t]), vi("v", F, [2, 3, t, dv])]
+    if mask_shape is not None:
+        nodes.append(helper.make_node("Add", ["mask", cur], ["x"]))
+        inputs.append(vi("mask", F, list(mask_shape)))
+        cur = "x"
+    nodes.append(helper.make_node("Softmax", [cur], ["p"], axis=axis))
+    cur = "p"
+    if style == "dynamo":
+        inits.append(("zero", np.array(0, np.float32)))
+        nodes += [helper.make_node("IsNaN", ["p"], ["isnan"]), helper.make_node("Where", ["isnan", "zero", "p"], ["pz"])]
+        cur = "pz"
+    nodes.append(helper.make_node("MatMul", [cur, "v"], ["y"]))
+    outs = [vi("y", F, None)] + ([vi(extra_output, F, None)] if extra_output else [])
+    return make_model(nodes, inputs, outs, initializers=inits, opset=opset)
+
+
+def attention_feed(rng, s=5, t=7, d=4, dv=3, mask_shape=(2, 1, 1, 7), masked_row=False):
+    feed = {"q": rng.standard_normal((2, 3, s, d)).astype(np.float32),
+            "kt": rng.standard_normal((2, 3, d, t)).astype(np.float32),
+            "v": rng.standard_normal((2, 3, t, dv)).astype(np.float32)}
+    if mask_shape is not None:
+        m = np.where(rng.random(mask_shape) < 0.3, -1e4, 0).astype(np.float32)
+        if masked_row:
+            m[0] = -np.inf  # batch 0: every key masked, softmax NaN -> 0 through IsNaN / Where
+        feed["mask"] = m
+    return feed
+
+
+@pytest.mark.parametrize("style", ["dynamo", "torchscript"])
+@pytest.mark.parametrize("s,t,mask_shape", [(5, 7, (2, 1, 1, 7)), (5, 7, (2, 1, 5, 7)), (1, 1, (1, 1)), (33, 300, (300,)),
+                                            (300, 9, None), (4, 0, None)])
+def test_attention_fusion(rng, style, s, t, mask_shape):
+    m = attention_model(style, s=s, t=t, mask_shape=mask_shape)
+    assert ops_after(m) == [("onnxfast", "FusedAttention")]
+    feed = attention_feed(rng, s=s, t=t, mask_shape=mask_shape)
+    # no keys: an empty sum per row (the unfused Softmax of an empty axis is refused by numpy's max)
+    want = np.zeros((2, 3, s, 3), np.float32) if t == 0 else outputs(m, feed, level=0)[0]
+    o = onnxfast.SessionOptions()
+    o.add_session_config_entry("onnxfast.disable_kernels", "native")
+    for sess in (onnxfast.InferenceSession(m.SerializeToString()), onnxfast.InferenceSession(m.SerializeToString(), o)):
+        np.testing.assert_allclose(sess.run(None, feed)[0], want, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_fully_masked_rows_give_zero(rng):
+    m = attention_model("dynamo", mask_shape=(2, 1, 1, 7))
+    feed = attention_feed(rng, masked_row=True)
+    got = outputs(m, feed)[0]
+    assert not np.isnan(got).any() and np.all(got[0] == 0)
+    same_outputs(m, feed, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["axis1", "second_reader", "mask_rank5", "opset11"])
+def test_attention_near_misses(case):
+    if case == "axis1":
+        m = attention_model(axis=1)
+    elif case == "second_reader":
+        m = attention_model(extra_output="p")
+    elif case == "mask_rank5":
+        m = attention_model(mask_shape=(1, 2, 1, 1, 7))
+    else:
+        m = attention_model("torchscript", opset=11)
+    assert ("onnxfast", "FusedAttention") not in ops_after(m)

@@ -110,6 +110,40 @@ def fused_elementwise(node: KernelNode):
     return run
 
 
+@op("FusedAttention", since=1, domain="onnxfast")
+def fused_attention(node: KernelNode):
+    """softmax(Q @ Kt * scale [+ mask]) @ V over the last axis, rank-4 Q / Kt / V (optimizer/attention.py);
+    nan_to_zero: a NaN probability (a row masked out entirely) becomes 0, as Where(IsNaN(p), 0, p)."""
+    scale = np.float32(node.attr("scale", 1.0))
+    nan_to_zero = bool(node.attr("nan_to_zero", 0))
+
+    def run(q, kt, v, mask=None):
+        for name, x in (("Q", q), ("Kt", kt), ("V", v)):
+            if x.ndim != 4 or x.dtype != np.float32:
+                node.fail(f"{name} must be a rank-4 float32 tensor, got {x.dtype} {x.shape}", cls=InvalidArgument)
+        try:
+            if kt.shape[-1] == 0:  # no keys: every output row is an empty sum
+                scores = np.broadcast_shapes(q.shape[:2], kt.shape[:2]) + (q.shape[2], 0)
+                if mask is not None:
+                    scores = np.broadcast_shapes(scores, mask.shape)
+                return np.zeros(np.broadcast_shapes(scores[:2], v.shape[:2]) + (scores[2], v.shape[3]), np.float32)
+            x = np.matmul(q, kt) * scale
+            if mask is not None:
+                x = x + mask
+            with np.errstate(invalid="ignore", over="ignore"):
+                e = np.exp(x - np.max(x, axis=-1, keepdims=True))
+                p = (e / np.sum(e, axis=-1, keepdims=True)).astype(np.float32)
+            if nan_to_zero:
+                p = np.where(np.isnan(p), np.float32(0), p)
+            return np.matmul(p, v).astype(np.float32)
+        except ValueError as err:
+            node.fail(f"shapes Q {q.shape}, Kt {kt.shape}, V {v.shape}"
+                      + (f", mask {mask.shape}" if mask is not None else "") + f" do not fit: {err}",
+                      cls=InvalidArgument)
+
+    return run
+
+
 _EW_BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
 _EW = {**_EW_BINARY, "Relu": relu, "Neg": np.negative, "Abs": np.abs, "Exp": np.exp, "Sqrt": np.sqrt,
        "Reciprocal": np.reciprocal, "Sigmoid": _sigmoid, "Tanh": np.tanh, "Erf": lambda x: _erf(x)}
@@ -159,7 +193,15 @@ def register_schemas() -> None:
                        S.Attribute("args", A.INTS, "two slots per op (-1: none)"),
                        S.Attribute("constants", A.FLOATS, "scalar operands", required=False)])
     ew.set_type_and_shape_inference_function(_same_type_as_input0)
+    attention = S("FusedAttention", FUSED_DOMAIN, 1, "softmax(Q @ Kt * scale + mask) @ V",
+                  inputs=[S.FormalParameter("Q", "T"), S.FormalParameter("Kt", "T"), S.FormalParameter("V", "T"),
+                          S.FormalParameter("mask", "T", param_option=S.FormalParameterOption.Optional)],
+                  outputs=[S.FormalParameter("Y", "T")], type_constraints=[("T", ["tensor(float)"], "float32")],
+                  attributes=[S.Attribute("scale", A.FLOAT, "applied to Q @ Kt", required=False),
+                              S.Attribute("nan_to_zero", A.INT, "NaN probabilities become 0", required=False)])
+    attention.set_type_and_shape_inference_function(_same_type_as_input0)
     for schema in (
+        attention,
         ew,
         _schema("FusedConv", "Y = activation(Conv(X, W, B) + Z)", [("X", False), ("W", False), ("B", True), ("Z", True)],
                 conv + act),

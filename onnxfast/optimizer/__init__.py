@@ -10,7 +10,7 @@ above the pass's level. Names follow onnxruntime's where the rewrite is the same
 disables passes by name with ``InferenceSession(..., disabled_optimizers=[...])`` or the config
 entry ``optimization.disable_specified_optimizers`` (a ';' list). Passes insert operators of the
 ``com.microsoft`` domain where onnxruntime has the same one (Gelu, FastGelu) and internal operators
-of the ``onnxfast`` domain otherwise (``FusedConv``, ``FusedMatMul``, ``FusedElementwise``).
+of the ``onnxfast`` domain otherwise (``FusedConv``, ``FusedMatMul``, ``FusedElementwise``, ``FusedAttention``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Callable, Iterable
 
 from .. import ir
 from ..errors import OnnxfastWarning
+from .attention import fuse_attention
 from .elementwise import fuse_elementwise
 from .elimination import (eliminate_cast, eliminate_dead_nodes, eliminate_dropout, eliminate_identity,
                           eliminate_common_subexpressions)
@@ -57,6 +58,8 @@ PASSES: list[Pass] = [
     Pass("GeluFusion", EXTENDED, fuse_gelu, "x * 0.5 * (1 + erf(x / sqrt 2)) -> com.microsoft.Gelu"),
     Pass("FastGeluFusion", EXTENDED, fuse_fast_gelu,
          "0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) -> com.microsoft.FastGelu"),
+    Pass("AttentionFusion", EXTENDED, fuse_attention,
+         "MatMul(Q, Kt) [* scale] [+ mask] -> Softmax [-> IsNaN/Where] -> MatMul(V) -> FusedAttention"),
     Pass("ConvActivationFusion", EXTENDED, fuse_conv_activation, "Conv [+ residual Add] [+ activation] -> FusedConv"),
     Pass("MatMulEpilogueFusion", EXTENDED, fuse_matmul_epilogue,
          "MatMul [+ bias] [+ residual] [+ activation] -> FusedMatMul"),
