@@ -27,7 +27,7 @@ def test_bench_compare_prints_both_runtimes_and_ratio(capsys):
 def test_bench_profile_lists_operators(capsys):
     assert main(["bench", DEMO_MODEL, "--runs", "3", "--profile", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "operators by time" in out and "Gemm" in out and "Softmax" in out and "calls" in out
+    assert "operators by time" in out and "FusedMatMul" in out and "Softmax" in out and "calls" in out
 
 
 def test_bench_shape_option(capsys):

@@ -21,8 +21,8 @@ def test_info_with_kernels(capsys):
     assert main(["info", DEMO_MODEL, "--kernels"]) == 0
     out = capsys.readouterr().out
     assert "input: tensor(float) ['batch', 16]" in out
-    assert "Gemm: 1" in out and "parameters: 808" in out
-    assert "fc1: Gemm -> native:prepacked on CPUExecutionProvider" in out
+    assert "FusedMatMul: 2" in out and "parameters: 808" in out  # Gemm + Relu and MatMul + Add, fused
+    assert "fc1: FusedMatMul -> native:fused:prepacked on CPUExecutionProvider" in out
     assert "softmax: Softmax -> native on CPUExecutionProvider" in out
 
 

@@ -34,6 +34,8 @@ def _chain_model(extra_outputs=()):
 def _opts(pattern=True, disabled=""):
     o = onnxfast.SessionOptions()
     o.enable_mem_pattern = pattern
+    # basic level: the chains stay separate steps (ElementwiseFusion would make them one)
+    o.graph_optimization_level = onnxfast.GraphOptimizationLevel.ORT_ENABLE_BASIC
     if disabled:
         o.add_session_config_entry("onnxfast.disable_kernels", disabled)
     return o

@@ -452,7 +452,7 @@ def test_fused_elementwise_refuses_inputs_of_other_shapes():
 # ---- attention fusion ------------------------------------------------------------------------------
 
 def attention_model(style="dynamo", s=5, t=7, d=4, dv=3, mask_shape=(2, 1, 1, 7), axis=-1, extra_output=None,
-                    opset=18):
+                    opset=18, zero_shape=()):
     """Scaled dot-product attention as the exporters write it. Q (2, 3, S, D), Kt (2, 3, D, T), V (2, 3, T, Dv)."""
     inits = []
     if style == "dynamo":  # both operands scaled by d^-1/4, then IsNaN / Where after the Softmax
@@ -472,7 +472,7 @@ def attention_model(style="dynamo", s=5, t=7, d=4, dv=3, mask_shape=(2, 1, 1, 7)
     nodes.append(helper.make_node("Softmax", [cur], ["p"], axis=axis))
     cur = "p"
     if style == "dynamo":
-        inits.append(("zero", np.array(0, np.float32)))
+        inits.append(("zero", np.zeros(zero_shape, np.float32)))
         nodes += [helper.make_node("IsNaN", ["p"], ["isnan"]), helper.make_node("Where", ["isnan", "zero", "p"], ["pz"])]
         cur = "pz"
     nodes.append(helper.make_node("MatMul", [cur, "v"], ["y"]))
@@ -507,8 +507,10 @@ def test_attention_fusion(rng, style, s, t, mask_shape):
         np.testing.assert_allclose(sess.run(None, feed)[0], want, rtol=1e-5, atol=1e-5)
 
 
-def test_attention_fully_masked_rows_give_zero(rng):
-    m = attention_model("dynamo", mask_shape=(2, 1, 1, 7))
+@pytest.mark.parametrize("zero_shape", [(), (1,)])  # TorchScript writes the Where's 0 as a (1,) constant
+def test_attention_fully_masked_rows_give_zero(rng, zero_shape):
+    m = attention_model("dynamo", mask_shape=(2, 1, 1, 7), zero_shape=zero_shape)
+    assert ops_after(m) == [("onnxfast", "FusedAttention")]
     feed = attention_feed(rng, masked_row=True)
     got = outputs(m, feed)[0]
     assert not np.isnan(got).any() and np.all(got[0] == 0)

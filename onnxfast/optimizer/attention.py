@@ -110,7 +110,8 @@ def _match(graph: ir.Graph, sm: ir.Node, opset: int):
         if isnan is None or where is None or where.inputs[0] != isnan.outputs[0] or where.inputs[2] != p:
             return None
         zero = graph.constant(where.inputs[1])
-        if zero is None or zero.size != 1 or float(zero.reshape(-1)[0]) != 0.0 or zero.ndim > 0:
+        # one zero of rank <= 4 (TorchScript writes a (1,) constant): no broadcast beyond p's rank 4
+        if zero is None or zero.size != 1 or float(zero.reshape(-1)[0]) != 0.0 or zero.ndim > 4:
             return None
         if graph.only_consumer(isnan.outputs[0]) is not where:
             return None
