@@ -2,7 +2,7 @@
 (``disabled_optimizers``) against onnxfast with every pass, side by side in one process (the full
 session runs once before every timed round, as onnxruntime does in test_models.py). extra_info's
 ``ratio`` is time without the family / time with everything: above 1 means the family pays.
-Families: Gelu (GeluFusion, FastGeluFusion), MatMulEpilogue, ConvActivation, Elementwise, and
+Families: Gelu (GeluFusion, FastGeluFusion), MatMulEpilogue, ConvActivation, Elementwise, Attention, and
 "extended" (every extended-level pass: the session at the basic level).
 
     pytest benchmarks/test_passes.py --benchmark-only --benchmark-json out.json
@@ -26,11 +26,13 @@ FAMILIES = {
     "MatMulEpilogue": ["MatMulEpilogueFusion"],
     "ConvActivation": ["ConvActivationFusion"],
     "Elementwise": ["ElementwiseFusion"],
+    "Attention": ["AttentionFusion"],
     "extended": [p.name for p in PASSES if p.level >= EXTENDED],
 }
 # the families that rewrite something in each model
-MODELS = {"bert_base": ["Gelu", "MatMulEpilogue", "extended"], "gpt2": ["Gelu", "MatMulEpilogue", "extended"],
-          "minilm": ["Gelu", "MatMulEpilogue", "extended"], "mlp": ["Gelu", "MatMulEpilogue", "extended"],
+_TRANSFORMER = ["Gelu", "MatMulEpilogue", "Attention", "extended"]
+MODELS = {"bert_base": _TRANSFORMER, "gpt2": _TRANSFORMER, "minilm": _TRANSFORMER,
+          "mlp": ["Gelu", "MatMulEpilogue", "extended"],
           "mobilenet_v2": ["ConvActivation", "extended"], "resnet50": ["ConvActivation", "extended"]}
 ROUNDS = 7
 
