@@ -6,7 +6,8 @@
 #   ci/sanitize.sh                 everything (about 25 min on 2 busy cores: two builds ~5-7 min, 4-7 min per tier)
 #   ci/sanitize.sh -k conv         extra arguments go to pytest
 # Environment: ONNXFAST_SANITIZE_BUILD (default build/sanitize), ONNXFAST_SANITIZE_TIERS (default: portable up to
-# the CPU's best tier, e.g. "portable avx512"), ONNXFAST_SANITIZE_STEPS (default "cpp python").
+# the CPU's best tier, e.g. "portable avx512"), ONNXFAST_SANITIZE_STEPS (default "cpp python"),
+# ONNXFAST_SANITIZE_FILES (test files for the python step instead of tests/test_native_*.py).
 # The in-place developer module (onnxfast/_core*.so) is never touched: the sanitized module is built into
 # $ONNXFAST_SANITIZE_BUILD/pkg/onnxfast next to a copy of the Python package, and pytest runs from a folder outside
 # the repository with PYTHONPATH pointing there. Python itself is not instrumented, so the gcc ASan/UBSan runtimes
@@ -77,6 +78,9 @@ EOF
     esac
   fi
   files=$(ls "$root"/tests/test_native_*.py)  # tests/test_isa_tiers.py's NATIVE_TEST_FILES
+  if [[ -n "${ONNXFAST_SANITIZE_FILES:-}" ]]; then  # other test files (paths relative to the repository)
+    files=$(for f in $ONNXFAST_SANITIZE_FILES; do echo "$root/$f"; done)
+  fi
   for tier in $tiers; do
     echo "== native-kernel Python tests at ONNXFAST_ISA=$tier (ASan+UBSan preloaded)"
     # --capture=sys: pytest captures Python's sys.stdout/stderr only, so a report written to fd 2 by an aborting

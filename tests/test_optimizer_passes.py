@@ -349,13 +349,14 @@ def test_gemm_near_misses_stay(rng):
     assert ops_after(fed_w) == ["Gemm", "Relu"]
 
 
-def test_onnx_reference_evaluator_still_imports():
+def test_onnx_reference_evaluator_still_imports(tmp_path):
     """onnxfast registers no schema whose name exists in another domain (onnx.reference refuses that)."""
     import subprocess
     import sys
 
     code = "import onnxfast, onnx.reference; onnxfast.InferenceSession; print('ok')"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    # from another folder: the source tree must not shadow an installed package
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
 
 

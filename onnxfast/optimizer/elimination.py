@@ -15,7 +15,7 @@ import dataclasses
 
 import numpy as np
 
-from .. import ir
+from .. import dtypes, ir
 from .folding import NOT_FOLDABLE, each_graph, drop_unused_initializers
 
 
@@ -77,8 +77,6 @@ def _cast(node: ir.Node, graph: ir.Graph):
     src = graph.type_of(node.inputs[0])
     arr = graph.initializers.get(node.inputs[0])
     if arr is not None and not graph.is_input(node.inputs[0]):
-        from .. import dtypes
-
         code = dtypes.onnx_code(arr.dtype)
     elif src is not None and src.is_tensor:
         code = src.elem_type
