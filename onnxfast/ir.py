@@ -317,7 +317,7 @@ def _infer_node_types(graph: Graph, nodes: list[Node], opsets: dict[str, int]) -
             if known is not None and known.elem_type == inferred.elem_type and known.shape is not None and (
                     all(isinstance(d, int) for d in known.shape) or inferred.shape is None):
                 continue  # a kept name's type stays where inference says no more (fully known, or no shape)
-            graph.value_info[name] = ValueInfo(name, tp)
+            graph.value_info[name] = inferred
 
 
 @dataclass

@@ -525,6 +525,9 @@ class MatMulKernel : public Kernel {
   std::shared_ptr<PackedB> packed_;
 };
 
+// The activations a FusedGemm applies in the GEMM's store ("" = none); the others run on numpy.
+const std::vector<std::string> kFusedGemmActivations = {"", "Relu", "LeakyRelu", "Sigmoid", "Tanh"};
+
 class GemmKernel : public Kernel {
  public:
   explicit GemmKernel(const KernelArgs& a)
@@ -554,11 +557,11 @@ class GemmKernel : public Kernel {
   std::vector<int> packed_inputs() const override { return packed_ ? std::vector<int>{1} : std::vector<int>{}; }
 
   // onnxruntime's com.microsoft FusedGemm: Gemm, then `activation` with activation_alpha (LeakyRelu's
-  // alpha); the activations the GEMM's store applies (FusedGemmNative says which).
+  // alpha); the activations the GEMM's store applies (kFusedGemmActivations).
   static Activation fused_gemm_activation(const KernelArgs& a) {
     Activation act;
     if (a.op_type != "FusedGemm") return act;
-    const std::string s = expect_known_string(a, "activation", "", {"", "Relu", "LeakyRelu", "Sigmoid", "Tanh"});
+    const std::string s = expect_known_string(a, "activation", "", kFusedGemmActivations);
     if (s == "Relu") act.kind = Activation::kRelu;
     else if (s == "Sigmoid") act.kind = Activation::kSigmoid;
     else if (s == "Tanh") act.kind = Activation::kTanh;
@@ -656,7 +659,8 @@ ONNXFAST_KERNELS(gemm) {
   kernel("FusedGemm", "com.microsoft").types({kFloat})
       .when([](const KernelArgs& a) {
         const std::string s = a.get_string("activation", "");
-        return s == "Relu" || s == "LeakyRelu" || s == "Sigmoid" || s == "Tanh";
+        return !s.empty() && std::find(kFusedGemmActivations.begin(), kFusedGemmActivations.end(), s) !=
+                                 kFusedGemmActivations.end();
       })
       .make<GemmKernel>();
 }

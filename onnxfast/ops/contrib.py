@@ -17,13 +17,9 @@ import numpy as np
 
 from ..errors import InvalidArgument
 from ..registry import REGISTRY, KernelNode, op
+from .fused import gelu_kernel
 
 MS_DOMAIN = "com.microsoft"
-
-
-def _gelu_fn(node: KernelNode, approximate: str):
-    gelu = KernelNode("Gelu", "", node.name, 20, 20, {"approximate": approximate}, [1], [1], {}, 1, 1)
-    return REGISTRY.factory("", "Gelu", 20)(gelu)
 
 
 def _check_bias(node: KernelNode, x: np.ndarray, bias: np.ndarray) -> None:
@@ -33,7 +29,7 @@ def _check_bias(node: KernelNode, x: np.ndarray, bias: np.ndarray) -> None:
 
 
 def _biased(node: KernelNode, approximate: str, needs_bias: bool):
-    gelu = _gelu_fn(node, approximate)
+    gelu = gelu_kernel(node.name, approximate)
 
     def run(x, bias=None):
         if bias is None:

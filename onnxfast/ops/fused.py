@@ -31,6 +31,12 @@ def fused_conv(node: KernelNode):
     return run
 
 
+def gelu_kernel(name: str, approximate: str):
+    """The numpy kernel of ai.onnx Gelu-20 (``approximate`` "none" or "tanh"), for fused nodes."""
+    node = KernelNode("Gelu", "", name, 20, 20, {"approximate": approximate}, [1], [1], {}, 1, 1)
+    return REGISTRY.factory("", "Gelu", 20)(node)
+
+
 def _activation(node: KernelNode):
     """The node's fused activation (attributes activation / activation_params) as a function,
     computed as the original operator computes it; resolved once, at session creation."""
@@ -50,9 +56,7 @@ def _activation(node: KernelNode):
         alpha, beta = (params + [0.2, 0.5][len(params):])[:2]
         return lambda y: np.clip(y * np.asarray(alpha, y.dtype) + np.asarray(beta, y.dtype), 0, 1).astype(y.dtype)
     if act in ("Gelu", "GeluTanh"):
-        gelu_node = KernelNode("Gelu", "", node.name, 20, 20, {"approximate": "tanh" if act == "GeluTanh" else "none"},
-                               [1], [1], {}, 1, 1)
-        return REGISTRY.factory("", "Gelu", 20)(gelu_node)
+        return gelu_kernel(node.name, "tanh" if act == "GeluTanh" else "none")
     if act not in ("None", ""):
         node.fail(f"attribute 'activation' is '{act}'; known: None, Relu, LeakyRelu, Clip, Sigmoid, Tanh, Gelu, "
                   "GeluTanh, HardSigmoid")

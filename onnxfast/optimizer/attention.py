@@ -22,15 +22,8 @@ import numpy as np
 
 from .. import ir
 from .folding import each_graph
-from .fusions import FUSED_DOMAIN, _float32
-from .gelu import _binary, _other, _private_producer
-
-
-def _scalar(graph: ir.Graph, name: str) -> float | None:
-    v = graph.constant(name)
-    if v is None or v.size != 1 or v.dtype != np.float32 or v.ndim > 0:
-        return None
-    return float(v.reshape(()))
+from .fusions import FUSED_DOMAIN, _float32, scalar_constant
+from .gelu import _binary, _private_producer
 
 
 def _rank(graph: ir.Graph, name: str) -> int | None:
@@ -43,7 +36,7 @@ def _unscaled(graph: ir.Graph, name: str, reader: ir.Node) -> tuple[str, float, 
     mul = _private_producer(graph, name, reader)
     if _binary(mul, "Mul"):
         for v, c in (mul.inputs, mul.inputs[::-1]):
-            s = _scalar(graph, c)
+            s = scalar_constant(graph, c)
             if s is not None and _rank(graph, v) == 4 and _float32(graph, v):
                 return v, s, [mul]
     return name, 1.0, []
@@ -57,7 +50,7 @@ def _scores(graph: ir.Graph, name: str, reader: ir.Node):
     if _binary(maker, "Mul") or _binary(maker, "Div"):
         pairs = [maker.inputs] if maker.op_type == "Div" else [maker.inputs, maker.inputs[::-1]]
         for mm_name, c_name in pairs:
-            c = _scalar(graph, c_name)
+            c = scalar_constant(graph, c_name)
             if c is not None and c != 0.0:
                 scale = 1.0 / c if maker.op_type == "Div" else c
                 nodes.append(maker)

@@ -15,11 +15,9 @@ operation, -1 for a unary one's second). Slots 0..n_inputs-1 are the node's inpu
 
 from __future__ import annotations
 
-import numpy as np
-
 from .. import ir
 from .folding import each_graph
-from .fusions import FUSED_DOMAIN, _float32
+from .fusions import FUSED_DOMAIN, _float32, scalar_constant
 
 UNARY = {"Relu", "Neg", "Abs", "Exp", "Sqrt", "Reciprocal", "Sigmoid", "Tanh", "Erf"}
 BINARY = {"Add", "Sub", "Mul", "Div"}
@@ -39,16 +37,9 @@ def _shape(graph: ir.Graph, name: str):
     return list(vi.shape)
 
 
-def _scalar_constant(graph: ir.Graph, name: str) -> float | None:
-    value = graph.constant(name)
-    if value is None or value.size != 1 or value.dtype != np.float32 or value.ndim > 0:
-        return None
-    return float(value.reshape(-1)[0])
-
-
 def _operands_fit(graph: ir.Graph, node: ir.Node, shape: list) -> bool:
     """Every operand is a float32 tensor of ``shape`` or a true constant of one element."""
-    return all(_scalar_constant(graph, name) is not None or (_float32(graph, name) and _shape(graph, name) == shape)
+    return all(scalar_constant(graph, name) is not None or (_float32(graph, name) and _shape(graph, name) == shape)
                for name in node.inputs)
 
 
@@ -78,7 +69,7 @@ def _program(graph: ir.Graph, nodes: list[ir.Node]):
         for name in n.inputs:
             if name in produced or name in inputs or name in const_names:
                 continue
-            c = _scalar_constant(graph, name)
+            c = scalar_constant(graph, name)
             if c is not None:
                 const_names.append(name)
                 constants.append(c)

@@ -34,6 +34,14 @@ def _float32(graph: ir.Graph, name: str) -> bool:
     return vi is not None and vi.elem_type == TensorProto.FLOAT
 
 
+def scalar_constant(graph: ir.Graph, name: str) -> float | None:
+    """The value of a true float32 constant of rank 0, else None."""
+    value = graph.constant(name)
+    if value is None or value.size != 1 or value.dtype != np.float32 or value.ndim > 0:
+        return None
+    return float(value.reshape(()))
+
+
 def _activation(node: ir.Node, graph: ir.Graph, opset: int) -> tuple[str, list[float]] | None:
     if node.domain != "" or node.op_type not in _ACTS:
         return None
