@@ -17,7 +17,7 @@ class SkipLayerNormKernel : public Kernel {
  public:
   explicit SkipLayerNormKernel(const KernelArgs& a)
       : name_(a.op_type + " '" + a.node_name + "'"),
-        eps_(static_cast<float>(attr_float(a, "epsilon", 1e-12))) {
+        eps_(static_cast<float>(expect_finite(a, "epsilon", 1e-12))) {  // as LayerNormalization
     expect_known_attrs(a, {"epsilon"});
   }
 
