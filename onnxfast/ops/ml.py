@@ -289,22 +289,17 @@ def labelencoder_1(node):
 # post transforms
 
 
-def _erfinv(y):
-    """Inverse error function (Giles' single-precision approximation, as ONNX Runtime uses)."""
-    y = np.asarray(y, dtype=np.float64)
-    w = -np.log((1.0 - y) * (1.0 + y))
-    small = w < 5.0
-    ws = w - 2.5
-    p1 = 2.81022636e-08
-    for c in (3.43273939e-07, -3.5233877e-06, -4.39150654e-06, 0.00021858087, -0.00125372503,
-              -0.00417768164, 0.246640727, 1.50140941):
-        p1 = c + p1 * ws
-    wl = np.sqrt(np.maximum(w, 0)) - 3.0
-    p2 = -0.000200214257
-    for c in (0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773, -0.0076224613,
-              0.00943887047, 1.00167406, 2.83297682):
-        p2 = c + p2 * wl
-    return np.where(small, p1, p2) * y
+def _probit(p):
+    """onnxruntime's probit, sqrt(2) * erfinv(2p - 1), with Winitzki's closed-form erfinv in float32
+    (about 1e-4 relative error; matched so that scores equal onnxruntime's)."""
+    f = np.float32
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = f(2) * np.asarray(p, f) - f(1)
+        sgn = np.where(x < 0, f(-1), f(1)).astype(f)
+        lg = np.log((f(1) - x) * (f(1) + x)).astype(f)
+        v = (f(2 / (3.14159 * 0.147)) + f(0.5) * lg).astype(f)
+        v3 = (-v + np.sqrt(v * v - f(1 / 0.147) * lg)).astype(f)
+        return (f(1.41421356) * (sgn * np.sqrt(v3))).astype(f)
 
 
 def _post(name, s):
@@ -312,18 +307,20 @@ def _post(name, s):
     if name in ("NONE", 0):
         return s
     if name in ("LOGISTIC", 2):
-        return 1.0 / (1.0 + np.exp(-s))
+        with np.errstate(over="ignore"):
+            return 1.0 / (1.0 + np.exp(-s))
     if name in ("SOFTMAX", 1):
         m = np.max(s, axis=1, keepdims=True)
         e = np.exp(s - m)
         return e / e.sum(axis=1, keepdims=True)
-    if name in ("SOFTMAX_ZERO", 3):
+    if name in ("SOFTMAX_ZERO", 3):  # (near-)zero scores, classes nothing scored, are scaled, not exponentiated
         m = np.max(s, axis=1, keepdims=True)
-        e = np.where(s != 0, np.exp(s - m), 0.0)
-        tot = e.sum(axis=1, keepdims=True)
-        return np.where(tot > 0, e / np.where(tot > 0, tot, 1), 0.0)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            big = np.abs(s) > 1e-7
+            e = np.where(big, np.exp(s - m), s * np.exp(-m))
+            return e / np.where(big, e, 0).sum(axis=1, keepdims=True)
     if name in ("PROBIT", 4):
-        return math.sqrt(2) * _erfinv(2 * s - 1)
+        return _probit(s).astype(np.float64)
     raise errors.InvalidModel(f"unknown post_transform {name!r}")
 
 
@@ -467,96 +464,6 @@ class _Forest:
         raise errors.InvalidModel("tree ensemble has a cycle")
 
 
-@op("TreeEnsemble", since=5, domain=ML)
-def treeensemble_5(node):
-    a = node.attrs
-
-    def arr(name, dt, required=True):
-        v = a.get(name)
-        if v is None:
-            if required:
-                invalid(node, f"attribute {name} is required", errors.InvalidModel)
-            return None
-        return np.asarray(v, dtype=dt).reshape(-1)
-
-    splits = arr("nodes_splits", np.float64)
-    feats = arr("nodes_featureids", np.int64)
-    modes = arr("nodes_modes", np.int64)
-    tids = arr("nodes_truenodeids", np.int64)
-    fids = arr("nodes_falsenodeids", np.int64)
-    tleaf = arr("nodes_trueleafs", np.int64).astype(bool)
-    fleaf = arr("nodes_falseleafs", np.int64).astype(bool)
-    ltarget = arr("leaf_targetids", np.int64)
-    lweight = arr("leaf_weights", np.float64)
-    roots = arr("tree_roots", np.int64)
-    mvt = arr("nodes_missing_value_tracks_true", np.int64, False)
-    memb = arr("membership_values", np.float64, False)
-    n_targets = int(a.get("n_targets") or (int(ltarget.max()) + 1 if ltarget.size else 1))
-    agg = int(a.get("aggregate_function", 1))
-    post = int(a.get("post_transform", 0))
-    _check_post(node, post)
-    nn_ = len(modes)
-    if not all(len(v) == nn_ for v in (splits, feats, tids, fids, tleaf, fleaf)):
-        invalid(node, "the nodes_* attributes must all have the same length", errors.InvalidModel)
-    nl = len(lweight)
-    # unified index space: nodes [0, nn_), leaves [nn_, nn_ + nl)
-    mode_u = np.concatenate([modes, np.full(nl, 7)])
-    t_u = np.concatenate([np.where(tleaf, tids + nn_, tids), np.zeros(nl, np.int64)])
-    f_u = np.concatenate([np.where(fleaf, fids + nn_, fids), np.zeros(nl, np.int64)])
-    if (t_u[:nn_].max(initial=0) >= nn_ + nl) or (f_u[:nn_].max(initial=0) >= nn_ + nl):
-        invalid(node, "a node points past the nodes/leaves", errors.InvalidModel)
-    roots_u = roots.copy()
-    for i, r in enumerate(roots):  # a tree that is a single leaf
-        if tleaf[r] and fleaf[r] and tids[r] == fids[r]:
-            roots_u[i] = tids[r] + nn_
-    members = {}
-    if (modes == 6).any():
-        if memb is None:
-            invalid(node, "BRANCH_MEMBER nodes need membership_values", errors.InvalidModel)
-        groups, curg = [], []
-        for v in memb:
-            if np.isnan(v):
-                groups.append(np.asarray(sorted(curg)))
-                curg = []
-            else:
-                curg.append(v)
-        mnodes = np.nonzero(modes == 6)[0]  # in the order BRANCH_MEMBER appears in nodes_modes
-        if len(groups) < len(mnodes):
-            invalid(node, "membership_values has fewer sets than there are BRANCH_MEMBER nodes", errors.InvalidModel)
-        members = {int(nd): groups[i] for i, nd in enumerate(mnodes)}
-    forest = _Forest(np.concatenate([feats, np.zeros(nl, np.int64)]), mode_u,
-                     np.concatenate([splits, np.zeros(nl)]), t_u, f_u,
-                     np.concatenate([mvt.astype(bool) if mvt is not None else np.zeros(nn_, bool),
-                                     np.zeros(nl, bool)]), roots_u, members)
-
-    def run(X):
-        dt = X.dtype
-        x = X.astype(np.float64).reshape(X.shape[0], -1) if X.ndim > 1 else X.astype(np.float64).reshape(1, -1)
-        if x.shape[1] and feats.size and feats.max() >= x.shape[1]:
-            invalid(node, f"a node tests feature {int(feats.max())} of an input with {x.shape[1]} features")
-        lv = forest.leaves(x) - nn_  # (N, T) leaf indices
-        w = lweight[lv]
-        t = ltarget[lv]
-        n = x.shape[0]
-        rows = np.broadcast_to(np.arange(n)[:, None], t.shape)
-        if agg in (0, 1):
-            out = np.zeros((n, n_targets))
-            np.add.at(out, (rows, t), w)
-            if agg == 0:
-                out /= len(roots)
-        elif agg == 2:
-            out = np.full((n, n_targets), np.finfo(dt).max if dt.kind == "f" else np.inf, dtype=np.float64)
-            np.minimum.at(out, (rows, t), w)
-        elif agg == 3:
-            out = np.full((n, n_targets), np.finfo(dt).min if dt.kind == "f" else -np.inf, dtype=np.float64)
-            np.maximum.at(out, (rows, t), w)
-        else:
-            invalid(node, f"unknown aggregate_function {agg}", errors.InvalidModel)
-        return _post(post, out).astype(dt if dt.kind == "f" else np.float32)
-
-    return run
-
-
 def _legacy_tree(node, prefix):
     """Shared parsing of TreeEnsembleRegressor/Classifier: a _Forest and leaf-contribution lists."""
     a = node.attrs
@@ -601,12 +508,16 @@ def _legacy_tree(node, prefix):
     t_u = resolve(tids)
     f_u = resolve(fids)
     trees = sorted(set(int(t) for t in treeids))
+    by_tree: dict[int, list[int]] = {}
+    for k, t in enumerate(treeids.tolist()):
+        by_tree.setdefault(t, []).append(k)
+    inner = mode_i != 7
+    pointed = set(t_u[inner].tolist()) | set(f_u[inner].tolist())
     roots = []
     for t in trees:  # the root: the node of the tree no other node points to
-        members = [k for k in range(n) if treeids[k] == t]
-        pointed = set(t_u[[k for k in members if mode_i[k] != 7]].tolist()) | set(
-            f_u[[k for k in members if mode_i[k] != 7]].tolist())
-        root = next((k for k in members if k not in pointed), members[0])
+        root = next((k for k in by_tree[t] if k not in pointed), None)
+        if root is None:
+            invalid(node, f"tree {t} has no root (every node is some node's child: a cycle)", errors.InvalidModel)
         roots.append(root)
     forest = _Forest(feats, mode_i, values, t_u, f_u,
                      mvt.astype(bool) if mvt is not None else np.zeros(n, bool), roots)
@@ -620,95 +531,240 @@ def _legacy_tree(node, prefix):
     leaf_idx = np.asarray([key.get((int(t), int(i)), -1) for t, i in zip(ct, cn)], dtype=np.int64)
     if (leaf_idx < 0).any():
         invalid(node, f"{prefix}_nodeids names a node that does not exist", errors.InvalidModel)
-    return forest, leaf_idx, cid, cw, len(trees), n
+    if not (len(ct) == len(cn) == len(cid) == len(cw)):
+        invalid(node, f"{prefix}_treeids/_nodeids/_ids/_weights must have the same length", errors.InvalidModel)
+    return forest, _Leaves(leaf_idx, cid, cw, n), len(trees)
 
 
-def _tree_scores(forest, leaf_idx, cid, cw, ntrees, nnodes, x, nout, agg="SUM"):
-    """Aggregate the contributions of the reached leaves -> (N, nout) float64 and has-score mask."""
-    lv = forest.leaves(x)  # (N, T) node indices
-    n = x.shape[0]
-    # one-hot of reached leaves: (N, nnodes) counts
-    hits = np.zeros((n, nnodes))
-    np.add.at(hits, (np.broadcast_to(np.arange(n)[:, None], lv.shape), lv), 1.0)
-    contrib = np.zeros((nnodes, nout))
-    has = np.zeros((nnodes, nout), bool)
-    if agg in ("SUM", "AVERAGE"):
-        np.add.at(contrib, (leaf_idx, cid), cw)
-        has[leaf_idx, cid] = True
-        s = hits @ contrib
-        if agg == "AVERAGE":
-            s /= ntrees
+class _Leaves:
+    """What the reached leaves contribute: per leaf node, (target, weight) pairs in CSR form."""
+
+    def __init__(self, nodes, targets, weights, n_nodes):
+        order = np.argsort(np.asarray(nodes, np.int64), kind="stable")
+        self.target = np.asarray(targets, np.int64)[order]
+        self.weight = np.asarray(weights, np.float64)[order]
+        counts = np.bincount(np.asarray(nodes, np.int64), minlength=n_nodes)
+        self.start = np.concatenate([[0], np.cumsum(counts)])
+        self.count = counts
+        self.positive = bool((self.weight >= 0).all())
+        self.named = set(self.target.tolist())
+
+    def aggregate(self, lv, n_out, agg):
+        """lv (N, T) reached nodes -> scores (N, n_out) float64 and has-score flags (the kernel's rules)."""
+        n = lv.shape[0]
+        flat = lv.reshape(-1)
+        cnt = self.count[flat]
+        rows = np.repeat(np.repeat(np.arange(n), lv.shape[1]), cnt)
+        first = np.repeat(self.start[flat], cnt)
+        offs = np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+        idx = first + offs
+        tgt, w = self.target[idx], self.weight[idx]
+        has = np.zeros((n, n_out), bool)
+        has[rows, tgt] = True
+        if agg in ("SUM", "AVERAGE"):
+            s = np.zeros((n, n_out))
+            np.add.at(s, (rows, tgt), w)
+        else:
+            s = np.full((n, n_out), np.inf if agg == "MIN" else -np.inf)
+            (np.minimum if agg == "MIN" else np.maximum).at(s, (rows, tgt), w)
+            s = np.where(has, s, 0.0)
+        return s, has
+
+
+def _finish_targets(s, has, base, agg, post, ntrees):
+    """Regression scores (onnxruntime's conventions): base values, AVERAGE over all trees; a single target
+    takes only PROBIT of the post transforms."""
+    nt = s.shape[1]
+    trees = max(ntrees, 1)
+    if nt == 1:
+        b = base[0] if base.size == 1 else 0.0
+        v = s + b if agg == "SUM" else s / trees + b if agg == "AVERAGE" else np.where(has, s + b, b)
+        return _post(post, v) if post in ("PROBIT", 4) else v
+    b = base if base.size == nt else np.zeros(nt)
+    v = s + b if agg == "SUM" else s / trees + b if agg == "AVERAGE" else b + np.where(has, s, 0.0)
+    return _post(post, v)
+
+
+def _finish_classes(s, has, base, post, labels, leaves):
+    """Class scores and labels (onnxruntime's conventions for base values and the binary case; see
+    csrc/kernels/tree_ensemble.cpp)."""
+    n, nc = s.shape
+    if nc > 2:
+        s = s.copy()
+        has = has.copy()
+        s[:, :base.size] += base
+        has[:, :base.size] = True
+        masked = np.where(has, s, -np.inf)
+        best = np.argmax(masked, axis=1)
+        best = np.where(has.any(axis=1), best, 0)
+        z = _post(post, np.where(has, s, 0.0).astype(np.float32).astype(np.float64))
+        return labels[best], z
+    s0, s1 = s[:, 0].copy(), s[:, 1].copy()
+    h0, h1 = has[:, 0], has[:, 1]
+    if base.size == 2:
+        t1 = np.where(h1, base[1] + s0, s1 + base[1])
+        s0 = np.where(h1, -t1, s0 + base[0])
+        s1 = t1
+        two = np.ones(n, bool)
+    elif base.size == 1:
+        s0 = s0 + base[0]
+        two = h1
     else:
-        # min / max over the reached leaves' contributions
-        fill = np.inf if agg == "MIN" else -np.inf
-        s = np.full((n, nout), fill)
-        for li, c, w in zip(leaf_idx, cid, cw):
-            reached = hits[:, li] > 0
-            s[:, c] = np.where(reached, (np.minimum if agg == "MIN" else np.maximum)(s[:, c], w), s[:, c])
-        has[leaf_idx, cid] = True
-        s = np.where(np.isinf(s), 0.0, s)
-    has_s = (hits > 0) @ has.astype(np.float64) > 0
-    return s, has_s
+        two = h1
+    v0 = np.where(h0, s0, 0.0).astype(np.float32)
+    v1 = np.where(h1, s1, 0.0).astype(np.float32)
+    binary = len(leaves.named) == 1
+    if binary:
+        pos = np.where(two & h1, v1, v0)
+        lab = labels[(pos > (0.5 if leaves.positive else 0.0)).astype(np.int64)]
+    else:
+        lab = labels[(v1 > v0).astype(np.int64)]
+    z = _post(post, np.stack([v0, v1], axis=1).astype(np.float64))
+    # one class scored: onnxruntime's binary row
+    v = v0.astype(np.float64)
+    if post in ("PROBIT", 4):
+        one = np.stack([_post(post, v[:, None])[:, 0], np.full(n, np.nan)], axis=1)
+    elif leaves.positive and binary:
+        p = _post(post, v[:, None])[:, 0] if post in ("LOGISTIC", 2) else v
+        one = np.stack([1.0 - p, p], axis=1)
+    elif post in ("LOGISTIC", 2):
+        one = np.stack([_post(post, -v[:, None])[:, 0], _post(post, v[:, None])[:, 0]], axis=1)
+    else:
+        one = np.stack([-v, v], axis=1)
+    return lab, np.where(two[:, None], z, one)
+
+
+def _rows(X):
+    """X as (N, features) float64, compared as onnxruntime does: float32 and integer inputs in float32."""
+    x = np.asarray(X)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float32)
+    x = x.astype(np.float64)
+    return x.reshape(1, -1) if x.ndim == 1 else x.reshape(x.shape[0], -1 if x.shape[0] else int(np.prod(x.shape[1:])))
+
+
+@op("TreeEnsemble", since=5, domain=ML)
+def treeensemble_5(node):
+    a = node.attrs
+
+    def arr(name, dt, required=True):
+        v = a.get(name)
+        if v is None:
+            if required:
+                invalid(node, f"attribute {name} is required", errors.InvalidModel)
+            return None
+        return np.asarray(v, dtype=dt).reshape(-1)
+
+    splits = arr("nodes_splits", np.float64)
+    feats = arr("nodes_featureids", np.int64)
+    modes = arr("nodes_modes", np.int64)
+    tids = arr("nodes_truenodeids", np.int64)
+    fids = arr("nodes_falsenodeids", np.int64)
+    tleaf = arr("nodes_trueleafs", np.int64).astype(bool)
+    fleaf = arr("nodes_falseleafs", np.int64).astype(bool)
+    ltarget = arr("leaf_targetids", np.int64)
+    lweight = arr("leaf_weights", np.float64)
+    roots = arr("tree_roots", np.int64)
+    mvt = arr("nodes_missing_value_tracks_true", np.int64, False)
+    memb = arr("membership_values", np.float64, False)
+    n_targets = int(a.get("n_targets") or (int(ltarget.max()) + 1 if ltarget.size else 1))
+    agg = {0: "AVERAGE", 1: "SUM", 2: "MIN", 3: "MAX"}.get(int(a.get("aggregate_function", 1)))
+    if agg is None:
+        invalid(node, f"unknown aggregate_function {a.get('aggregate_function')}", errors.InvalidModel)
+    post = int(a.get("post_transform", 0))
+    _check_post(node, post)
+    nn_ = len(modes)
+    if not all(len(v) == nn_ for v in (splits, feats, tids, fids, tleaf, fleaf)):
+        invalid(node, "the nodes_* attributes must all have the same length", errors.InvalidModel)
+    nl = len(lweight)
+    if len(ltarget) != nl:
+        invalid(node, "leaf_targetids and leaf_weights must have the same length", errors.InvalidModel)
+    # unified index space: nodes [0, nn_), leaves [nn_, nn_ + nl)
+    mode_u = np.concatenate([modes, np.full(nl, 7)])
+    t_u = np.concatenate([np.where(tleaf, tids + nn_, tids), np.zeros(nl, np.int64)])
+    f_u = np.concatenate([np.where(fleaf, fids + nn_, fids), np.zeros(nl, np.int64)])
+    if (t_u[:nn_].max(initial=0) >= nn_ + nl) or (f_u[:nn_].max(initial=0) >= nn_ + nl):
+        invalid(node, "a node points past the nodes/leaves", errors.InvalidModel)
+    members = {}
+    if (modes == 6).any():
+        if memb is None:
+            invalid(node, "BRANCH_MEMBER nodes need membership_values", errors.InvalidModel)
+        groups, curg = [], []
+        for v in memb:
+            if np.isnan(v):
+                groups.append(np.asarray(sorted(curg)))
+                curg = []
+            else:
+                curg.append(v)
+        mnodes = np.nonzero(modes == 6)[0]  # in the order BRANCH_MEMBER appears in nodes_modes
+        if len(groups) < len(mnodes):
+            invalid(node, "membership_values has fewer sets than there are BRANCH_MEMBER nodes", errors.InvalidModel)
+        members = {int(nd): groups[i] for i, nd in enumerate(mnodes)}
+    forest = _Forest(np.concatenate([feats, np.zeros(nl, np.int64)]), mode_u,
+                     np.concatenate([splits, np.zeros(nl)]), t_u, f_u,
+                     np.concatenate([mvt.astype(bool) if mvt is not None else np.zeros(nn_, bool),
+                                     np.zeros(nl, bool)]), roots, members)
+    leaves = _Leaves(np.arange(nl) + nn_, ltarget, lweight, nn_ + nl)
+    if ltarget.size and (ltarget.min() < 0 or ltarget.max() >= n_targets):
+        invalid(node, f"leaf_targetids must be in [0, {n_targets})", errors.InvalidModel)
+
+    def run(X):
+        dt = X.dtype
+        x = _rows(X)
+        if x.shape[1] and feats.size and feats.max() >= x.shape[1]:
+            invalid(node, f"a node tests feature {int(feats.max())} of an input with {x.shape[1]} features")
+        s, has = leaves.aggregate(forest.leaves(x), n_targets, agg)
+        out = _finish_targets(s, has, np.zeros(0), agg, post, len(roots))
+        return out.astype(dt if dt.kind == "f" else np.float32)
+
+    return run
 
 
 @op("TreeEnsembleRegressor", since=1, domain=ML)
 def treeensembleregressor_1(node):
-    forest, leaf_idx, cid, cw, ntrees, nnodes = _legacy_tree(node, "target")
-    ntargets = int(node.attr("n_targets", int(cid.max()) + 1 if cid.size else 1))
+    forest, leaves, ntrees = _legacy_tree(node, "target")
+    ntargets = int(node.attr("n_targets", int(max(leaves.named)) + 1 if leaves.named else 1))
+    if leaves.named and max(leaves.named) >= ntargets:
+        invalid(node, f"a leaf weight is for target {max(leaves.named)} of {ntargets}", errors.InvalidModel)
     agg = node.attr("aggregate_function", "SUM")
     if agg not in ("SUM", "AVERAGE", "MIN", "MAX"):
         invalid(node, f"unknown aggregate_function {agg!r}", errors.InvalidModel)
     post = node.attr("post_transform", "NONE")
     _check_post(node, post)
-    bt = node.attrs.get("base_values_as_tensor")
-    base = np.asarray(bt if bt is not None else (node.attr("base_values", None) or []), dtype=np.float64).reshape(-1)
+    base = _base_values(node)
 
     def run(X):
-        x = _float_in(X).astype(np.float64)
-        x = x.reshape(1, -1) if x.ndim == 1 else x.reshape(x.shape[0], -1)
-        s, _ = _tree_scores(forest, leaf_idx, cid, cw, ntrees, nnodes, x, ntargets, agg)
-        if base.size:
-            s = s + base
-        return _post(post, s).astype(np.float32)
+        x = _rows(_float_in(X))
+        s, has = leaves.aggregate(forest.leaves(x), ntargets, agg)
+        return _finish_targets(s, has, base, agg, post, ntrees).astype(np.float32)
 
     return run
 
 
 @op("TreeEnsembleClassifier", since=1, domain=ML)
 def treeensembleclassifier_1(node):
-    forest, leaf_idx, cid, cw, ntrees, nnodes = _legacy_tree(node, "class")
+    forest, leaves, ntrees = _legacy_tree(node, "class")
     ls = node.attr("classlabels_strings", None)
     li = node.attr("classlabels_int64s", None)
     labels = _obj(_strs(ls)) if ls else np.asarray(li or [], dtype=np.int64)
     nclass = len(labels)
     if nclass == 0:
         invalid(node, "classlabels_int64s or classlabels_strings is required", errors.InvalidModel)
+    if leaves.named and max(leaves.named) >= nclass:
+        invalid(node, f"a leaf weight is for class {max(leaves.named)} of {nclass}", errors.InvalidModel)
     post = node.attr("post_transform", "NONE")
     _check_post(node, post)
-    bt = node.attrs.get("base_values_as_tensor")
-    base = np.asarray(bt if bt is not None else (node.attr("base_values", None) or []), dtype=np.float64).reshape(-1)
-    # two classes scored through class 0 only: ONNX Runtime's binary convention (the score is the positive class's)
-    binary = nclass == 2 and set(cid.tolist()) == {0}
+    base = _base_values(node)
 
     def run(X):
-        x = _float_in(X).astype(np.float64)
-        x = x.reshape(1, -1) if x.ndim == 1 else x.reshape(x.shape[0], -1)
-        s, has = _tree_scores(forest, leaf_idx, cid, cw, ntrees, nnodes, x, nclass)
-        if not binary:
-            if base.size:
-                s = s + base
-            lab = labels[np.argmax(s, axis=1)]
-            return lab, _post(post, s).astype(np.float32)
-        # binary case: the weights score one class only (ONNX Runtime's convention)
-        score = s[:, 0] + (base[0] if base.size else 0.0)
-        lab = labels[(score > 0).astype(np.int64)]
-        if post in ("NONE", 0):
-            z = np.stack([-score, score], axis=1)
-        elif post in ("LOGISTIC", 2, "PROBIT", 4):
-            p = _post(post, score[:, None])[:, 0]
-            z = np.stack([1 - p, p], axis=1)
-        else:
-            z = _post(post, np.stack([-score, score], axis=1))
+        x = _rows(_float_in(X))
+        s, has = leaves.aggregate(forest.leaves(x), nclass, "SUM")
+        lab, z = _finish_classes(s, has, base, post, labels, leaves)
         return lab, z.astype(np.float32)
 
     return run
+
+
+def _base_values(node):
+    bt = node.attrs.get("base_values_as_tensor")
+    return np.asarray(bt if bt is not None else (node.attr("base_values", None) or []), dtype=np.float64).reshape(-1)
