@@ -309,6 +309,11 @@ class Planner:
     def _numpy_kernel(self, node: ir.Node, factory, opset: int, sv: int, in_types, graph: ir.Graph,
                       consts: dict, prefix: str):
         kn = kernel_node(node, opset, sv, in_types, [self._elem_type(graph, consts, n) for n in node.outputs], consts)
+        # the declared types of inputs that are not tensors (maps, sequences, optionals), None elsewhere:
+        # kernels reading maps (DictVectorizer, CastMap) check their key / value types at creation
+        infos = [graph.type_of(n) if n else None for n in node.inputs]
+        kn.context["non_tensor_input_types"] = [
+            vi.type if vi is not None and vi.type is not None and not vi.is_tensor else None for vi in infos]
         if node.subgraphs:
             kn.compile_subgraph = self._subgraph_compiler(node, prefix)
         try:

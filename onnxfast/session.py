@@ -118,8 +118,95 @@ class _BlasLimit:
 
 
 _BLAS_LIMIT = _BlasLimit()
+# Operators whose numpy kernels reach numpy's BLAS / LAPACK (matrix products, linear algebra); other
+# numpy steps run without the limit (control-flow bodies are unknown: limited too).
+_BLAS_OPS = frozenset({
+    "MatMul", "Gemm", "Conv", "ConvTranspose", "ConvInteger", "MatMulInteger", "QLinearMatMul", "QLinearConv",
+    "Einsum", "LSTM", "GRU", "RNN", "Attention", "MultiHeadAttention", "FusedGemm", "FusedMatMul", "FusedConv",
+    "FusedAttention", "EmbedLayerNormalization", "Det", "Inverse", "LinearClassifier", "LinearRegressor",
+    "SVMClassifier", "SVMRegressor", "DFT", "STFT", "MelWeightMatrix", "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat", "DeformConv", "RoiAlign", "Col2Im"})
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_BlasLimit._after_fork_in_child)
+
+
+# ---------------------------------------------------------------------------------------------
+# Map inputs. onnxruntime's Python API turns a dict into a map by the type of its first key: an int
+# (or any number: numpy integers, bool) makes map(int64, float), a str makes map(string, float); the
+# other keys are converted the same way (str() for string maps), every value must be a number and
+# becomes a float32. The map's type must then be the input's: so only map(int64,tensor(float)) and
+# map(string,tensor(float)) inputs can be fed from Python, and onnxfast accepts exactly those dicts.
+
+
+def _map_spec(vi: ir.ValueInfo):
+    """(key type, value element type, type string) of a graph input that is a map of tensors, else None."""
+    tp = vi.type
+    if tp is None or tp.WhichOneof("value") != "map_type":
+        return None
+    mt = tp.map_type
+    vt = mt.value_type
+    elem = vt.tensor_type.elem_type if vt.WhichOneof("value") == "tensor_type" else None
+    return mt.key_type, elem, dtypes.type_string(tp)
+
+
+def _is_number(v) -> bool:
+    """Python's PyNumber_Check: the object converts to an int or a float (numbers, numpy scalars and arrays)."""
+    t = type(v)
+    return isinstance(v, complex) or any(hasattr(t, m) for m in ("__index__", "__int__", "__float__"))
+
+
+def _map_value(name: str, spec, value) -> dict:
+    """The map a dict fed for input ``name`` is (keys in order, float32 values), or an error saying why not."""
+    key_code, value_code, type_str = spec
+    if isinstance(value, np.ndarray):
+        raise InvalidType(f"input '{name}' is a {type_str}: expected a dict, got a numpy array")
+    if not isinstance(value, dict):
+        raise InvalidType(f"input '{name}' is a {type_str}: expected a dict, got {type(value).__name__}")
+    if not value:
+        raise InvalidArgument(f"input '{name}': the dict is empty (a map input needs at least one entry)")
+    first = next(iter(value))
+    if isinstance(first, str):
+        got_key = onnx.TensorProto.STRING
+
+        def key(k):
+            return str(k)
+    elif isinstance(first, int) or _is_number(first):
+        got_key = onnx.TensorProto.INT64
+
+        def key(k):
+            try:
+                i = k.__index__() if not isinstance(k, int) else int(k)
+            except (AttributeError, TypeError):
+                raise InvalidType(f"input '{name}': key {k!r} ({type(k).__name__}) is not an integer; "
+                                  "the first key made this a map with int64 keys") from None
+            if not -(1 << 63) <= i < (1 << 63):
+                raise InvalidType(f"input '{name}': key {k!r} does not fit in int64")
+            return i
+    else:
+        raise InvalidType(f"input '{name}': map keys must be int or str, got {type(first).__name__}")
+    out: dict = {}
+    with np.errstate(over="ignore"):
+        for k, v in value.items():
+            ck = key(k)
+            if isinstance(v, float):
+                f = v
+            elif isinstance(v, (str, bytes, bytearray)) or v is None or not _is_number(v):
+                raise InvalidType(f"input '{name}': value {v!r} of key {k!r} is not a number "
+                                  "(dicts are fed as maps of float values)")
+            else:
+                try:
+                    f = float(v)
+                except (TypeError, ValueError, OverflowError) as e:
+                    raise InvalidType(
+                        f"input '{name}': value {v!r} of key {k!r} does not convert to a float: {e}") from None
+            out[ck] = float(np.float32(f))
+    if (key_code, value_code) != (got_key, onnx.TensorProto.FLOAT):
+        keys = "str" if got_key == onnx.TensorProto.STRING else "int"
+        raise InvalidType(
+            f"input '{name}' is a {type_str}, but a dict with {keys} keys is a "
+            f"map({dtypes.type_name(got_key)},tensor(float)); dicts can only feed map(int64,tensor(float)) and "
+            "map(string,tensor(float)) inputs (as in onnxruntime)")
+    return dict(sorted(out.items()))
 
 
 def _node_arg(vi: ir.ValueInfo, overrides: dict[str, int]) -> NodeArg:
@@ -221,17 +308,22 @@ class InferenceSession:
         self._plan.pool = self._pool
         self._records = planner.records
         self._numpy_steps = any("numpy" in r.kernel or r.kernel == "control-flow" for r in self._records)
-        self._limit_blas = self._numpy_steps and cfg.get("session.limit_blas_threads", "1") != "0"
+        # limiting BLAS costs tens of microseconds a run: only where a numpy step may call BLAS / LAPACK
+        self._limit_blas = cfg.get("session.limit_blas_threads", "1") != "0" and any(
+            ("numpy" in r.kernel and r.op_type in _BLAS_OPS) or r.kernel == "control-flow" for r in self._records)
         g = self._model.graph
         over = self._sess_options._dim_overrides
         inits = g.initializers
         self._inputs = [_node_arg(vi, over) for vi in g.inputs if vi.name not in inits]
+        self._map_inputs = {vi.name: spec for vi in g.inputs if (spec := _map_spec(vi)) is not None}
         self._overridable = [_node_arg(vi, over) for vi in g.inputs if vi.name in inits]
         self._outputs = [_node_arg(vi, over) for vi in g.outputs]
 
     # -- running -----------------------------------------------------------------------------
     def run(self, output_names, input_feed, run_options=None):
         """Run the model: ``output_names`` (None or [] for all), ``input_feed`` {name: array}."""
+        if self._map_inputs and isinstance(input_feed, dict):
+            input_feed = self._map_feed(input_feed)
         if self._numpy_steps:
             # numpy kernels must not print floating-point warnings (NaN/inf results are valid data)
             with np.errstate(all="ignore"):
@@ -240,6 +332,18 @@ class InferenceSession:
                         return self._plan.run(output_names or None, input_feed, run_options)
                 return self._plan.run(output_names or None, input_feed, run_options)
         return self._plan.run(output_names or None, input_feed, run_options)
+
+    def _map_feed(self, feed: dict) -> dict:
+        """The feed with its dicts for map inputs checked and converted (_map_value)."""
+        out = None
+        for name, spec in self._map_inputs.items():
+            value = feed.get(name)
+            if value is None:
+                continue  # absent or None: the plan's own checks answer
+            if out is None:
+                out = dict(feed)
+            out[name] = _map_value(name, spec, value)
+        return feed if out is None else out
 
     def run_with_ort_values(self, output_names, input_dict_ort_values, run_options=None):
         feed = {k: (v.numpy() if isinstance(v, OrtValue) else v) for k, v in input_dict_ort_values.items()}
