@@ -32,6 +32,14 @@ def _bypass(graph: ir.Graph, node: ir.Node, src: str, dst: str) -> bool:
     maker = graph.producer(src)
     if maker is None or maker.subgraphs or graph.is_output(src) or graph.use_count(src) != 1:
         return False
+    # The renamed producer takes the bypassed node's place: not possible when a node before that
+    # place reads another of its outputs (skl2onnx's SVMClassifier -> Cast(scores), Cast(label)).
+    others = {o for o in maker.outputs if o and o != src}
+    if others:
+        position = {id(n): i for i, n in enumerate(graph.nodes)}
+        at = position[id(node)]
+        if any(position.get(id(r), at) < at for o in others for r in graph.consumers(o)):
+            return False
     renamed = dataclasses.replace(maker, outputs=[dst if o == src else o for o in maker.outputs],
                                   attrs=dict(maker.attrs))
     graph.replace([maker, node], [renamed])
