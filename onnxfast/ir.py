@@ -286,6 +286,23 @@ class _UseDef:
                 and ids(self.consumers) == ids(other.consumers))
 
 
+_TENSOR_TYPES = {f"tensor({onnx.helper.tensor_dtype_to_string(c)[len('TensorProto.'):].lower()})": c
+                 for c in onnx.TensorProto.DataType.values() if c}
+
+
+def _fixed_output_type(schema, i: int) -> int:
+    """The element type the schema allows output i to have when it allows exactly one tensor type; else 0."""
+    outs = schema.outputs
+    if not outs:
+        return 0
+    o = outs[min(i, len(outs) - 1)]
+    allowed = [o.type_str]
+    for c in schema.type_constraints:
+        if c.type_param_str == o.type_str:
+            allowed = list(c.allowed_type_strs)
+    return _TENSOR_TYPES.get(allowed[0], 0) if len(allowed) == 1 else 0
+
+
 def _infer_node_types(graph: Graph, nodes: list[Node], opsets: dict[str, int]) -> None:
     """Types of the nodes' outputs inferred again from their inputs' (ONNX schema inference, node by
     node, in order). Operators without a schema (or whose inference fails) keep what is recorded."""
@@ -309,6 +326,11 @@ def _infer_node_types(graph: Graph, nodes: list[Node], opsets: dict[str, int]) -
             out = onnx.shape_inference.infer_node_outputs(schema, _node_to_proto(n, opsets, set()), types)
         except Exception:  # noqa: BLE001 - inference is advisory: the kernels check at run time
             continue
+        for i, name in enumerate(n.outputs):  # outputs the schema fixes to one type (TreeEnsembleClassifier's Z)
+            if name and name not in out and graph.type_of(name) is None:
+                code = _fixed_output_type(schema, i)
+                if code:
+                    out[name] = onnx.helper.make_tensor_type_proto(code, None)
         for name, tp in out.items():
             if name not in n.outputs or tp.WhichOneof("value") is None:
                 continue
@@ -579,6 +601,25 @@ def _infer_types(proto: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
                 walk(sg)
 
     walk(inferred.graph)
+    # Outputs onnx's inference leaves untyped though the schema fixes their type (TreeEnsembleClassifier's
+    # scores): declared, and inference run once more so that the types reach the nodes that read them.
+    opsets = {o.domain or "": o.version for o in proto.opset_import}
+    fixed = {}
+    for n in inferred.graph.node:
+        missing = [(i, o) for i, o in enumerate(n.output) if o and o not in types]
+        schema = schema_for(n.op_type, opsets.get(n.domain or "", 1), n.domain or "") if missing else None
+        for i, o in missing if schema is not None else ():
+            code = _fixed_output_type(schema, i)
+            if code:
+                fixed[o] = code
+    if fixed:
+        again = onnx.ModelProto()
+        again.CopyFrom(inferred)
+        again.graph.value_info.extend(onnx.helper.make_tensor_value_info(o, c, None) for o, c in fixed.items())
+        try:
+            walk(onnx.shape_inference.infer_shapes(again, strict_mode=False, data_prop=False).graph)
+        except Exception:  # noqa: BLE001 - advisory, as above
+            pass
     return types
 
 

@@ -92,6 +92,12 @@ def test_numpy_steps_run_with_blas_limited_and_restored():
         with pytest.raises(onnxfast.errors.OnnxfastError):
             s.run(None, {"a": a, "b": np.ones((3, 3))})
         assert [c.get_num_threads() for c in libs] == outer
+        # numpy steps that never reach BLAS (string ops) run without the limit's per-run cost
+        m2 = make_model([helper.make_node("StringNormalizer", ["s"], ["t"], case_change_action="UPPER")],
+                        [vi("s", TensorProto.STRING, [2])], [vi("t", TensorProto.STRING)])
+        s2 = onnxfast.InferenceSession(m2.SerializeToString())
+        assert not s2._limit_blas and s2._numpy_steps
+        assert s2.run(None, {"s": np.array(["a", "b"], dtype=object)})[0].tolist() == ["A", "B"]
     assert [c.get_num_threads() for c in libs] == before
 
 

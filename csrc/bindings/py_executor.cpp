@@ -288,6 +288,11 @@ void set_input(const Plan& plan, RunState& r, const InputSpec& spec, py::handle 
     }
   }
   int code = dtype_code_of(arr);
+  if (spec.dtype == kString && code != kString &&
+      std::string(py::str(arr.attr("dtype").attr("kind"))) == "U") {  // numpy str arrays, as onnxruntime takes them
+    arr = arr.attr("astype")(py::module_::import("numpy").attr("dtype")("O"));
+    code = kString;
+  }
   if (spec.dtype > 0 && code != spec.dtype)
     plan.check_input_type(spec, code, code > 0 ? "tensor(" + dtype_name(code) + ")"
                                                : "numpy dtype " + std::string(py::str(arr.attr("dtype"))));
