@@ -27,7 +27,7 @@ def pytest_report_header(config):
     from importlib import metadata
 
     names = ("numpy", "onnx", "onnxruntime", "ml_dtypes", "protobuf", "torch", "onnxscript", "transformers",
-             "scikit-learn", "skl2onnx", "lightgbm", "onnxmltools")
+             "scikit-learn", "skl2onnx", "lightgbm", "xgboost-cpu", "onnxmltools")
     found = []
     for n in names:
         try:

@@ -371,23 +371,28 @@ ZOO: dict[str, Spec] = {
 }
 
 
-def get(name: str) -> Cached:
-    """Build (once) and load a zoo model."""
-    spec = ZOO[name]
-    folder = cache_root() / name
-    done = folder / "expected.npz"
-    if not done.exists():
-        tmp = folder.with_name(name + ".tmp")
+def build_once(folder: pathlib.Path, build: Callable[[pathlib.Path], None]) -> pathlib.Path:
+    """Run ``build`` into a sibling ``<name>.tmp`` folder and move it to ``folder``, unless ``folder``
+    already holds a finished build (its expected.npz, which every build writes)."""
+    if not (folder / "expected.npz").exists():
+        tmp = folder.with_name(folder.name + ".tmp")
         if tmp.exists():
             for f in tmp.iterdir():
                 f.unlink()
         tmp.mkdir(parents=True, exist_ok=True)
-        spec.build(tmp)
+        build(tmp)
         if folder.exists():
             for f in folder.iterdir():
                 f.unlink()
             folder.rmdir()
         tmp.rename(folder)
+    return folder
+
+
+def get(name: str) -> Cached:
+    """Build (once) and load a zoo model."""
+    spec = ZOO[name]
+    folder = build_once(cache_root() / name, spec.build)
     inputs = dict(np.load(folder / "inputs.npz"))
     exp = np.load(folder / "expected.npz")
     expected = [exp[f"arr_{i}"] for i in range(len(exp.files))]
