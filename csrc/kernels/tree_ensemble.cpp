@@ -7,7 +7,8 @@
 // a tree's depth steps always ends on its leaf: rows are walked eight at a time in lockstep without a
 // branch per step (the eight independent chains hide the load latency). Every comparison mode (LEQ, LT,
 // GTE, GT, EQ, NEQ, MEMBER) folds its missing-value track into the mode (LEQ with NaN-goes-true is
-// !(x > t)), and an ensemble whose nodes are all LEQ takes a loop without the mode switch.
+// !(x > t)), and an ensemble whose nodes all compare alike (LEQ: scikit-learn, LightGBM; LT: XGBoost)
+// takes a loop without the mode switch.
 //
 // Thresholds are compared in float32 for float32 and integer inputs, in float64 for float64 inputs, as
 // onnxruntime does. Sums are formed in float64 over fixed chunks of kChunk trees, chunk sums added in
@@ -78,12 +79,22 @@ inline bool in_set(const std::vector<T>& s, T x) {
 template <class T>
 struct Forest {
   std::vector<Node<T>> nodes;
-  std::vector<int32_t> roots, depth;  // per tree: first node, walk length
+  std::vector<int32_t> roots, depth, min_depth;  // per tree: first node, longest and shortest walk
   std::vector<int32_t> node_leaf;     // per node: leaf index of a parking node, -1 otherwise
   std::vector<int32_t> node_set;      // per node: membership set (MEMBER modes), -1 otherwise
   std::vector<std::vector<T>> sets;
-  bool leq_only = true;
+  int family = 0;  // 1: every comparison is BRANCH_LEQ, 2: every one BRANCH_LT (missing tracks aside), 0: mixed
   int64_t max_feat = -1;
+
+  // One step of an ensemble of one comparison (kFamily 1: BRANCH_LEQ, 2: BRANCH_LT; with or without the
+  // missing-value track), without the mode switch; kFamily 0: any mode.
+  template <int kFamily>
+  inline int32_t step_as(int32_t idx, const Node<T>& n, const T* row) const {
+    if (kFamily == 0) return step(idx, row);
+    const T x = row[n.feat()];
+    if (kFamily == 1) return n.child[(x <= n.thr) | ((n.mode() == kLeqM) & std::isnan(x))];
+    return n.child[(x < n.thr) | ((n.mode() == kLtM) & std::isnan(x))];
+  }
 
   inline int32_t step(int32_t idx, const T* row) const {
     const Node<T>& n = nodes[idx];
@@ -206,7 +217,7 @@ class TreeEnsembleKernel : public Kernel {
     std::vector<int32_t> leaf_id(nn, -1), placed(nn, -1);
     n_trees_ = static_cast<int64_t>(raw.roots.size());
     std::vector<int32_t> order;  // raw index per laid-out node
-    std::vector<int32_t> roots, depth;
+    std::vector<int32_t> roots, depth, min_depth;
     bool single = true;
     for (int64_t t = 0; t < n_trees_; ++t) {
       const int64_t root = raw.roots[t];
@@ -215,7 +226,7 @@ class TreeEnsembleKernel : public Kernel {
       // breadth-first; interior nodes may be reached once only (no cycle, no sharing), leaves any number of times
       const int32_t first = static_cast<int32_t>(order.size());
       std::vector<std::pair<int64_t, int32_t>> level{{root, 0}};
-      int32_t maxd = 0;
+      int32_t maxd = 0, mind = -1;
       for (size_t q = 0; q < level.size(); ++q) {
         const int64_t k = level[q].first;
         const int32_t d = level[q].second;
@@ -233,7 +244,10 @@ class TreeEnsembleKernel : public Kernel {
         if (r.mode != kLeaf) {
           level.push_back({r.child[0], d + 1});
           level.push_back({r.child[1], d + 1});
-        } else if (leaf_id[k] < 0) {
+        } else if (mind < 0) {
+          mind = d;  // breadth-first: the first leaf met is the shallowest
+        }
+        if (r.mode == kLeaf && leaf_id[k] < 0) {
           leaf_id[k] = static_cast<int32_t>(leaf_start_.size());
           leaf_start_.push_back(static_cast<int32_t>(leaf_target_.size()));
           for (const auto& w : r.weights) {
@@ -245,6 +259,7 @@ class TreeEnsembleKernel : public Kernel {
       }
       roots.push_back(first);
       depth.push_back(maxd);
+      min_depth.push_back(std::max(mind, 0));
       total_depth_ += maxd;
     }
     leaf_start_.push_back(static_cast<int32_t>(leaf_target_.size()));
@@ -258,21 +273,23 @@ class TreeEnsembleKernel : public Kernel {
     int named_count = 0;
     for (char c : named) named_count += c;
     binary_case_ = classifier_ && n_targets_ == 2 && named_count == 1;
-    fill(ff_, raw, order, roots, depth, leaf_id);
-    fill(fd_, raw, order, roots, depth, leaf_id);
+    fill(ff_, raw, order, roots, depth, min_depth, leaf_id);
+    fill(fd_, raw, order, roots, depth, min_depth, leaf_id);
     (void)a;
   }
 
   template <class T>
   void fill(Forest<T>& F, const RawEnsemble& raw, const std::vector<int32_t>& order, const std::vector<int32_t>& roots,
-            const std::vector<int32_t>& depth, const std::vector<int32_t>& leaf_id) {
+            const std::vector<int32_t>& depth, const std::vector<int32_t>& min_depth, const std::vector<int32_t>& leaf_id) {
     const size_t m = order.size();
     F.nodes.resize(m);
     F.node_leaf.assign(m, -1);
     F.roots = roots;
     F.depth = depth;
+    F.min_depth = min_depth;
     F.max_feat = max_feat_;
     bool any_member = false;
+    int fam_seen = -1;
     for (size_t i = 0; i < m; ++i) {
       const RawNode& r = raw.nodes[order[i]];
       Node<T>& n = F.nodes[i];
@@ -286,11 +303,13 @@ class TreeEnsembleKernel : public Kernel {
       static const uint8_t base_mode[7] = {kLeq, kLt, kGte, kGt, kEq, kNeq, kMember};
       uint8_t md = base_mode[r.mode];
       if (r.missing_true && md != kNeq) md = static_cast<uint8_t>(md + 1);
-      if (md != kLeq) F.leq_only = false;
+      const int fam = (md == kLeq || md == kLeqM) ? 1 : (md == kLt || md == kLtM) ? 2 : 0;
+      fam_seen = fam_seen < 0 ? fam : (fam_seen == fam ? fam : 0);
       if (md == kMember || md == kMemberM) any_member = true;
       n.thr = static_cast<T>(r.thr);
       n.feat_mode = static_cast<uint32_t>(r.feat) | (static_cast<uint32_t>(md) << 24);
     }
+    F.family = fam_seen < 0 ? 1 : fam_seen;
     // children: the laid-out index of a raw node within the same tree (a leaf is parked once per tree)
     size_t t = 0;
     std::map<int64_t, int32_t> where;
@@ -323,43 +342,70 @@ class TreeEnsembleKernel : public Kernel {
 
   // ---- evaluation ----
   // Partial sums of trees [t0, t1) for rows [r0, r1) into acc / has (row-major, n_targets_ per row).
-  template <class T, bool kLeqOnly>
+  template <class T, int kFamily>
   void walk_trees(const Forest<T>& F, const T* X, int64_t f, int64_t r0, int64_t r1, int64_t t0, int64_t t1,
                   double* acc, uint8_t* has) const {
-    const int64_t nt = n_targets_;
+    const int64_t full = r0 + (r1 - r0) / kLanes * kLanes;  // rows in groups of eight; the rest is a tail
     for (int64_t t = t0; t < t1; ++t) {
       const int32_t root = F.roots[t];
       const int32_t dep = F.depth[t];
-      for (int64_t r = r0; r < r1; r += kLanes) {
-        const int64_t lanes = std::min<int64_t>(kLanes, r1 - r);
+      const int32_t dmin = F.min_depth[t];
+      for (int64_t r = r0; r < full; r += kLanes) {
+        // eight rows through one tree in lockstep: the shallowest leaf's depth blindly, then until all are parked
         int32_t idx[kLanes];
         const T* row[kLanes];
-        for (int64_t k = 0; k < kLanes; ++k) {
+        for (int k = 0; k < kLanes; ++k) {
           idx[k] = root;
-          row[k] = X + (r + std::min(k, lanes - 1)) * f;
+          row[k] = X + (r + k) * f;
         }
-        for (int32_t d = 0; d < dep; ++d) {
+        int32_t d = 0;
+        for (; d < dmin; ++d)
+          for (int k = 0; k < kLanes; ++k)
+            idx[k] = F.template step_as<kFamily>(idx[k], F.nodes[idx[k]], row[k]);
+        for (; d < dep; ++d) {
+          bool moving = false;
           for (int k = 0; k < kLanes; ++k) {
-            if (kLeqOnly) {
-              const Node<T>& n = F.nodes[idx[k]];
-              idx[k] = n.child[row[k][n.feat()] <= n.thr];
-            } else {
-              idx[k] = F.step(idx[k], row[k]);
-            }
+            const Node<T>& n = F.nodes[idx[k]];
+            moving |= n.mode() != kLeaf;
+            idx[k] = F.template step_as<kFamily>(idx[k], n, row[k]);
           }
+          if (!moving) break;
         }
-        for (int64_t k = 0; k < lanes; ++k) {
-          const int32_t leaf = F.node_leaf[idx[k]];
-          double* a = acc + (r - r0 + k) * nt;
-          uint8_t* h = has + (r - r0 + k) * nt;
-          if (single_) {
-            add(a[0], h[0], leaf_weight_[leaf]);
-          } else {
-            for (int32_t w = leaf_start_[leaf]; w < leaf_start_[leaf + 1]; ++w)
-              add(a[leaf_target_[w]], h[leaf_target_[w]], leaf_weight_[w]);
-          }
-        }
+        for (int k = 0; k < kLanes; ++k) take(idx[k], F, acc + (r - r0 + k) * n_targets_, has + (r - r0 + k) * n_targets_);
       }
+    }
+    // the tail (and a lone row): one row through eight trees at a time, each walk stopping at its leaf;
+    // contributions still taken in tree order
+    for (int64_t r = full; r < r1; ++r) {
+      const T* row = X + r * f;
+      double* a = acc + (r - r0) * n_targets_;
+      uint8_t* h = has + (r - r0) * n_targets_;
+      for (int64_t t = t0; t < t1; t += kLanes) {
+        const int64_t m = std::min<int64_t>(kLanes, t1 - t);
+        int32_t idx[kLanes];
+        for (int64_t k = 0; k < m; ++k) idx[k] = F.roots[t + k];
+        for (bool moving = true; moving;) {
+          moving = false;
+          for (int64_t k = 0; k < m; ++k) {
+            const Node<T>& n = F.nodes[idx[k]];
+            moving |= n.mode() != kLeaf;
+            idx[k] = F.template step_as<kFamily>(idx[k], n, row);
+          }
+        }
+        for (int64_t k = 0; k < m; ++k) take(idx[k], F, a, h);
+      }
+    }
+  }
+
+  // Adds the contributions of the leaf parked at node `idx` to one row's scores.
+  template <class T>
+  inline void take(int32_t idx, const Forest<T>& F, double* a, uint8_t* h) const {
+    const int32_t leaf = F.node_leaf[idx];
+    if (single_) {
+      add(a[0], h[0], leaf_weight_[leaf]);
+    } else {
+      for (int32_t w = leaf_start_[leaf]; w < leaf_start_[leaf + 1]; ++w)
+        add(a[leaf_target_[w]], h[leaf_target_[w]], leaf_weight_[w]);
     }
   }
 
@@ -389,10 +435,12 @@ class TreeEnsembleKernel : public Kernel {
     const size_t cells = static_cast<size_t>((r1 - r0) * n_targets_);
     std::fill(p, p + cells, 0.0);
     std::memset(ph, 0, cells);
-    if (F.leq_only)
-      walk_trees<T, true>(F, X, f, r0, r1, t0, t1, p, ph);
+    if (F.family == 1)
+      walk_trees<T, 1>(F, X, f, r0, r1, t0, t1, p, ph);
+    else if (F.family == 2)
+      walk_trees<T, 2>(F, X, f, r0, r1, t0, t1, p, ph);
     else
-      walk_trees<T, false>(F, X, f, r0, r1, t0, t1, p, ph);
+      walk_trees<T, 0>(F, X, f, r0, r1, t0, t1, p, ph);
   }
 
   template <class T>
@@ -404,6 +452,8 @@ class TreeEnsembleKernel : public Kernel {
     // rows per block: the block's features within ~16 KiB of L1, a multiple of the lane count
     int64_t block = std::max<int64_t>(kLanes, std::min<int64_t>(256, (16384 / std::max<int64_t>(1, f * sizeof(T)))));
     block = (block / kLanes) * kLanes;
+    if (threads > 1)  // about four blocks per thread, so that threads finish together
+      block = std::min(block, std::max<int64_t>(kLanes, (n / (4 * threads) + kLanes - 1) / kLanes * kLanes));
     const int64_t nblocks = (n + block - 1) / block;
     const double row_cost = 1.5 * static_cast<double>(std::max<int64_t>(1, total_depth_));  // ns per row
     std::vector<double> acc(static_cast<size_t>(n * nt));
