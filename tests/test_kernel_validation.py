@@ -165,9 +165,43 @@ CASES += [
           id="CumSum-axis-input"),
 ]
 
+# ai.onnx.ml: one-leaf ensembles and small models with one bad attribute each
+_LEAF = dict(nodes_treeids=[0], nodes_nodeids=[0], nodes_featureids=[0], nodes_values=[0.0], nodes_modes=["LEAF"],
+             nodes_truenodeids=[0], nodes_falsenodeids=[0])
+_ML = "ai.onnx.ml"
+CASES += [
+    _case("TreeEnsembleRegressor", dict(_LEAF, target_treeids=[0], target_nodeids=[0], target_ids=[0],
+                                        target_weights=[1.0], aggregate_function="MEDIAN"),
+          [(F, [2, 3])], _attr("aggregate_function"), opset=3, domain=_ML),
+    _case("TreeEnsembleRegressor", dict(_LEAF, target_treeids=[0], target_nodeids=[0], target_ids=[0],
+                                        target_weights=[1.0, 2.0]),
+          [(F, [2, 3])], _attr("target_weights"), opset=3, domain=_ML, id="TreeEnsembleRegressor-lengths"),
+    _case("TreeEnsembleClassifier", dict(_LEAF, class_treeids=[0], class_nodeids=[0], class_ids=[0],
+                                         class_weights=[1.0], classlabels_int64s=[0, 1], post_transform="TANH"),
+          [(F, [2, 3])], _attr("post_transform"), opset=3, domain=_ML, nout=2),
+    _case("TreeEnsemble", dict(nodes_featureids=[0], nodes_splits=np.array([0.5], np.float32), nodes_modes=np.array(
+        [0], np.uint8), nodes_truenodeids=[0], nodes_falsenodeids=[1], nodes_trueleafs=[1], nodes_falseleafs=[1],
+        leaf_targetids=[0, 0], leaf_weights=np.array([1, 2], np.float32), tree_roots=[0], aggregate_function=7),
+          [(F, [2, 3])], _attr("aggregate_function"), opset=5, domain=_ML),
+    _case("LinearClassifier", dict(coefficients=[1.0, 2.0], intercepts=[0.0], classlabels_ints=[0, 1],
+                                   post_transform="TANH"), [(F, [2, 2])], _attr("post_transform"), opset=1,
+          domain=_ML, nout=2),
+    _case("LinearRegressor", dict(coefficients=[1.0, 2.0], targets=0), [(F, [2, 2])], _attr("targets"), opset=1,
+          domain=_ML),
+    _case("Scaler", {"foo": 1}, [(F, [2, 3])], _attr("foo"), opset=1, domain=_ML),
+    _case("Imputer", {"foo": 1}, [(F, [2, 3])], _attr("foo"), opset=1, domain=_ML),
+    _case("Binarizer", {"threshold": NAN}, [(F, [2, 3])], _attr("threshold"), opset=1, domain=_ML),
+    _case("Normalizer", {"norm": "L3"}, [(F, [2, 3])], _attr("norm"), opset=1, domain=_ML),
+    _case("ArrayFeatureExtractor", {"foo": 1}, [(F, [2, 3]), (I64, [1])], _attr("foo"), opset=1, domain=_ML),
+    _case("OneHotEncoder", {"cats_int64s": [1, 2], "foo": 1}, [(I64, [2, 3])], _attr("foo"), opset=1, domain=_ML),
+    _case("LabelEncoder", {"keys_int64s": [1, 2], "values_floats": [1.0]}, [(I64, [3])], _attr("values_floats"),
+          opset=2, domain=_ML),
+]
+
 
 def _model(op, attrs, inputs, opset, inits, domain, nout):
     names = [f"x{i}" for i in range(len(inputs))] + [n for n, _ in inits]
+    attrs = {k: (onnx_tensor(v, k) if isinstance(v, np.ndarray) else v) for k, v in attrs.items()}
     node = helper.make_node(op, names, [f"y{i}" for i in range(nout)], name="n1", domain=domain, **attrs)
     graph = helper.make_graph(
         [node], "g", [helper.make_tensor_value_info(f"x{i}", t, s) for i, (t, s) in enumerate(inputs)],

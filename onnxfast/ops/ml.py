@@ -59,6 +59,9 @@ def binarizer_1(node):
     thr = float(node.attr("threshold", 0.0))
 
     def run(X):
+        if X.dtype.kind == "f" and np.isnan(X).any():
+            raise errors.InvalidArgument(f"{node_label(node)}: X holds NaN at index "
+                                         f"{int(np.flatnonzero(np.isnan(X))[0])} (onnxruntime refuses NaN too)")
         return (X > X.dtype.type(thr)).astype(X.dtype)
 
     return run
@@ -181,8 +184,9 @@ def categorymapper_1(node):
 # LabelEncoder
 
 
-def _le_lookup(keys, values, default, out_dtype):
-    """Return fn(x) mapping an array through keys -> values (vectorized for numeric keys)."""
+def _le_lookup(keys, values, default, out_dtype, nan_keys=True):
+    """Return fn(x) mapping an array through keys -> values (vectorized for numeric keys). A NaN key maps
+    NaN inputs only where nan_keys (LabelEncoder 4; onnxruntime's earlier versions never match NaN)."""
     if keys.dtype == object:
         table = dict(zip(_strs(keys.tolist()), values.tolist()))
 
@@ -197,7 +201,7 @@ def _le_lookup(keys, values, default, out_dtype):
     sk = keys[order]
     sv = values[order]
     nan_val = None
-    if sk.dtype.kind == "f" and np.isnan(sk).any():
+    if nan_keys and sk.dtype.kind == "f" and np.isnan(sk).any():
         nan_val = sv[np.isnan(sk)][0]
 
     def fn(x):
@@ -277,7 +281,7 @@ def labelencoder_1(node):
     if values.dtype.kind in "US":
         values = _obj(_strs(values.tolist()))
         out_dt = np.dtype(object)
-    fn = _le_lookup(keys, values, default, out_dt if out_dt != np.dtype(object) else object)
+    fn = _le_lookup(keys, values, default, out_dt if out_dt != np.dtype(object) else object, nan_keys=sv >= 4)
 
     def run(X):
         return fn(X)
@@ -336,7 +340,7 @@ def _check_post(node, name):
 def _linear_scores(node, X, W, b):
     """X (n, features) or (features,) times W (outputs, features) plus b, in float64."""
     x = _float_in(X).astype(np.float64)
-    x = x.reshape(1, -1) if x.ndim == 1 else x.reshape(x.shape[0], -1)
+    x = x.reshape(1, -1) if x.ndim == 1 else x.reshape(x.shape[0], int(np.prod(x.shape[1:])))
     if x.shape[1] != W.shape[1]:
         invalid(node, f"X has {x.shape[1]} features, the model {W.shape[1]}")
     return x @ W.T + b
@@ -355,7 +359,10 @@ def linearregressor_1(node):
     b = np.asarray(icpt, dtype=np.float64) if icpt else np.zeros(targets)
 
     def run(X):
-        return _post(post, _linear_scores(node, X, W, b)).astype(np.float32)
+        s = _linear_scores(node, X, W, b)
+        if targets == 1 and post not in ("PROBIT", 4):  # a single target takes PROBIT only (onnxruntime)
+            return s.astype(np.float32)
+        return _post(post, s).astype(np.float32)
 
     return run
 
@@ -380,9 +387,12 @@ def linearclassifier_1(node):
         s = _linear_scores(node, X, W, b)
         if nclass == 1 and nlab == 2:  # binary: one score for the positive class
             s1 = s[:, 0]
-            # ONNX Runtime's convention: [1 - p, p], p the raw score unless LOGISTIC/PROBIT
-            p = _post(post, s)[:, 0] if post in ("LOGISTIC", "PROBIT") else s1
-            scores = np.stack([1 - p, p], axis=1)
+            # onnxruntime's convention: [1 - p, p], p the raw score or its logistic; PROBIT: [probit, 0]
+            if post == "PROBIT":
+                scores = np.stack([_post(post, s)[:, 0], np.zeros_like(s1)], axis=1)
+            else:
+                p = _post(post, s)[:, 0] if post == "LOGISTIC" else s1
+                scores = np.stack([1 - p, p], axis=1)
             lab = labels[(s1 > 0).astype(np.int64)]
         else:
             scores = _post(post, s)
