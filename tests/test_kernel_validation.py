@@ -165,6 +165,11 @@ CASES += [
           id="CumSum-axis-input"),
 ]
 
+CASES += [
+    _case("ArgMax", {"axis": 2}, [(F, [2, 3])], _attr("axis") + " 2", opset=13),
+    _case("ArgMin", {"keepdims": 3}, [(F, [2, 3])], _attr("keepdims") + " 3", opset=13),
+]
+
 # ai.onnx.ml: one-leaf ensembles and small models with one bad attribute each
 _LEAF = dict(nodes_treeids=[0], nodes_nodeids=[0], nodes_featureids=[0], nodes_values=[0.0], nodes_modes=["LEAF"],
              nodes_truenodeids=[0], nodes_falsenodeids=[0])
