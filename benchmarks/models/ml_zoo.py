@@ -509,6 +509,84 @@ ML_ZOO: dict[str, MLSpec] = {
     "castmap_linear": MLSpec(_build_castmap, "onnx", "hand-built CastMap (SPARSE, DENSE) + LinearRegressor"),
 }
 
+# ---------------------------------------------------------------------------------------------
+# Benchmark-size models (benchmarks/test_ml.py): 20 features, 10,000 input rows; the sizes the issue
+# names (a random forest of 100 trees of depth 10, LightGBM with 500 trees) and the linear / SVM peers.
+
+N_BENCH = 10000
+
+
+@functools.cache
+def _bench_data(classes: int):
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(n_samples=4000 + N_BENCH, n_features=20, n_informative=10, n_classes=classes,
+                               random_state=7)
+    x = x.astype(np.float32)
+    return x[:4000], y[:4000], x[4000:]
+
+
+def _build_bench(kind: str, folder: pathlib.Path) -> None:
+    from skl2onnx import to_onnx
+
+    x, y, xt = _bench_data(2 if kind in ("lgbm", "xgb") else 3)
+    with _quiet():
+        if kind == "rf":
+            from sklearn.ensemble import RandomForestClassifier
+
+            model = RandomForestClassifier(n_estimators=100, max_depth=10, random_state=0, n_jobs=1).fit(x, y)
+        elif kind == "logreg":
+            from sklearn.linear_model import LogisticRegression
+            from sklearn.pipeline import make_pipeline
+            from sklearn.preprocessing import StandardScaler
+
+            model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(x, y)
+        elif kind == "svc":
+            from sklearn.svm import SVC
+
+            model = SVC(probability=True, random_state=0).fit(x[:1500], y[:1500])
+        elif kind == "linear_svr":
+            from sklearn.svm import LinearSVR
+
+            model = LinearSVR(random_state=0, max_iter=5000).fit(x, y.astype(np.float32))
+        elif kind == "lgbm":
+            import lightgbm
+            from onnxmltools import convert_lightgbm
+
+            model = lightgbm.LGBMClassifier(n_estimators=500, num_leaves=31, random_state=0, deterministic=True,
+                                            n_jobs=1, verbose=-1).fit(x, y)
+            onx = convert_lightgbm(model, initial_types=_mltools_types(xt), zipmap=False,
+                                   target_opset=ONNXMLTOOLS_OPSET)
+        elif kind == "xgb":
+            import xgboost
+            from onnxmltools import convert_xgboost
+
+            model = xgboost.XGBClassifier(n_estimators=300, max_depth=6, random_state=0, n_jobs=1,
+                                          tree_method="hist").fit(x, y)
+            onx = convert_xgboost(model, initial_types=_mltools_types(xt), target_opset=ONNXMLTOOLS_OPSET)
+        if kind not in ("lgbm", "xgb"):
+            opts = {"zipmap": False} if kind != "linear_svr" else None
+            onx = to_onnx(model, xt[:1], target_opset=SKL_OPSET, options=opts)
+    if kind == "linear_svr":
+        _write(folder, onx, {"X": xt}, [model.predict(xt).astype(np.float32).reshape(-1, 1)], _REG)
+    else:
+        _write(folder, onx, {"X": xt}, [model.predict(xt), model.predict_proba(xt).astype(np.float32)],
+               _clf_outputs(False))
+
+
+BENCH_ZOO: dict[str, MLSpec] = {
+    "random_forest_100x10": MLSpec(functools.partial(_build_bench, "rf"), "sklearn",
+                                   "RandomForestClassifier, 100 trees of depth 10, 3 classes"),
+    "lightgbm_500": MLSpec(functools.partial(_build_bench, "lgbm"), "lightgbm", "LGBMClassifier, 500 trees"),
+    "xgboost_300": MLSpec(functools.partial(_build_bench, "xgb"), "xgboost",
+                          "XGBClassifier, 300 trees of depth 6"),
+    "scaler_logreg": MLSpec(functools.partial(_build_bench, "logreg"), "sklearn",
+                            "StandardScaler + LogisticRegression, 3 classes"),
+    "svc_rbf": MLSpec(functools.partial(_build_bench, "svc"), "sklearn", "SVC (RBF, probabilities), 3 classes"),
+    "linear_svr_20": MLSpec(functools.partial(_build_bench, "linear_svr"), "sklearn", "LinearSVR, 20 features"),
+}
+
+
 # the Python packages each family needs to build its models
 FAMILY_MODULES = {
     "sklearn": ["sklearn", "skl2onnx"],
@@ -525,8 +603,8 @@ def ml_cache_root() -> pathlib.Path:
 
 
 def get(name: str) -> MLCached:
-    """Build (once) and load an ML zoo model."""
-    spec = ML_ZOO[name]
+    """Build (once) and load an ML zoo model (ML_ZOO, or BENCH_ZOO's benchmark-size ones)."""
+    spec = ML_ZOO[name] if name in ML_ZOO else BENCH_ZOO[name]
     folder = build_once(ml_cache_root() / name, spec.build)
     meta = json.loads((folder / "meta.json").read_text())
     stored = np.load(folder / "inputs.npz")

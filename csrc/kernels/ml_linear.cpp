@@ -1,6 +1,6 @@
 // The numeric ai.onnx.ml operators besides the tree ensembles and SVMs: LinearClassifier and
 // LinearRegressor (one GEMM against coefficients packed at session creation, intercepts in its
-// epilogue), Scaler, Normalizer, Binarizer, Imputer, ArrayFeatureExtractor, OneHotEncoder (integer
+// epilogue; up to four outputs a dot product per row and output instead), Scaler, Normalizer, Binarizer, Imputer, ArrayFeatureExtractor, OneHotEncoder (integer
 // categories) and LabelEncoder (numeric keys and values). Inputs of float64 or integer types are read
 // as float32 where onnxruntime does so. Nodes with string labels, categories, keys or values stay on the
 // numpy kernels (onnxfast/ops/ml.py): the native executor holds no string tensors.
@@ -91,8 +91,8 @@ class LinearKernel : public Kernel {
       attr_fail(a, "classlabels_ints", std::to_string(labels_.size()) + " labels",
                 std::to_string(outputs_) + " labels, one per class (or 2 with one score column)");
     features_ = static_cast<int64_t>(coef.size()) / outputs_;
-    std::vector<float> w(coef.begin(), coef.end());  // (outputs, features), row-major
-    packed_ = sgemm_pack_b(true, features_, outputs_, w.data(), features_);
+    w_.assign(coef.begin(), coef.end());  // (outputs, features), row-major
+    if (outputs_ > kDotOutputs) packed_ = sgemm_pack_b(true, features_, outputs_, w_.data(), features_);
     bias_.assign(static_cast<size_t>(outputs_), 0.0f);
     for (size_t i = 0; i < icpt.size(); ++i) bias_[i] = static_cast<float>(icpt[i]);
   }
@@ -122,15 +122,20 @@ class LinearKernel : public Kernel {
     if (n == 0) return;
     std::vector<float> buf;
     const float* x = as_float(X, buf);
-    GemmEpilogue ep;
-    ep.col_bias = bias_.data();
     float* z = static_cast<float*>(out[classifier_ ? 1 : 0]->data);
-    if (!classifier_ || !binary_) {
+    // binary: one score per row, written to the second column and widened to two columns below
+    const int64_t ldz = binary_ ? 2 : outputs_;
+    float* zs = binary_ ? z + 1 : z;
+    if (outputs_ <= kDotOutputs) {  // few outputs: a dot product per row and output (a GEMM would pad them)
+      parallel_for(n, 2.0 * static_cast<double>(features_ * outputs_), [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r)
+          for (int64_t o = 0; o < outputs_; ++o)
+            zs[r * ldz + o] = dot(x + r * features_, w_.data() + o * features_, features_) + bias_[o];
+      });
+    } else {
+      GemmEpilogue ep;
+      ep.col_bias = bias_.data();
       sgemm_packed(false, n, outputs_, features_, 1.0f, x, features_, packed_, 0.0f, z, outputs_, &ep);
-    } else {  // one score per row, widened to two columns below
-      std::vector<float> s(static_cast<size_t>(n));
-      sgemm_packed(false, n, 1, features_, 1.0f, x, features_, packed_, 0.0f, s.data(), 1, &ep);
-      for (int64_t i = n; i-- > 0;) z[2 * i + 1] = s[i];
     }
     if (!classifier_) {  // a single target takes PROBIT only (onnxruntime)
       if (outputs_ > 1 ? post_ != Post::kNone : post_ == Post::kProbit)
@@ -164,12 +169,25 @@ class LinearKernel : public Kernel {
   }
 
  private:
+  static constexpr int64_t kDotOutputs = 4;
+
+  // Eight running sums (vectorizable without reassociating one sum), added pairwise at the end.
+  static float dot(const float* a, const float* b, int64_t k) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t j = 0;
+    for (; j + 8 <= k; j += 8)
+      for (int l = 0; l < 8; ++l) acc[l] += a[j + l] * b[j + l];
+    for (int l = 0; j < k; ++j, ++l) acc[l] += a[j] * b[j];
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+  }
+
   std::string who_;
   bool classifier_, binary_ = false;
   Post post_ = Post::kNone;
   std::vector<int64_t> labels_;
   int64_t outputs_ = 1, features_ = 0;
-  PackedB packed_;
+  std::vector<float> w_;
+  PackedB packed_;  // outputs_ > kDotOutputs
   std::vector<float> bias_;
 };
 
