@@ -529,3 +529,53 @@ def test_attention_near_misses(case):
     else:
         m = attention_model("torchscript", opset=11)
     assert ("onnxfast", "FusedAttention") not in ops_after(m)
+
+
+# ---------------------------------------------------------------------------------------------
+# ClassLabelIndexing (traditional ML)
+
+
+def _string_label_classifier(op, ml_opset, labels=("no", "yes", "maybe")):
+    from onnx import TensorProto
+
+    if op == "LinearClassifier":
+        attrs = dict(coefficients=[0.5, -1.0, 2.0, 0.25, -0.75, 1.5], intercepts=[0.1, -0.2, 0.0],
+                     classlabels_strings=list(labels), post_transform="SOFTMAX")
+    else:  # a one-split tree per class
+        attrs = dict(nodes_treeids=[0, 0, 0], nodes_nodeids=[0, 1, 2], nodes_featureids=[1, 0, 0],
+                     nodes_values=[0.3, 0.0, 0.0], nodes_modes=["BRANCH_LEQ", "LEAF", "LEAF"],
+                     nodes_truenodeids=[1, 0, 0], nodes_falsenodeids=[2, 0, 0],
+                     class_treeids=[0, 0, 0, 0], class_nodeids=[1, 1, 2, 2], class_ids=[0, 2, 1, 2],
+                     class_weights=[0.6, 0.4, 0.7, 0.3], classlabels_strings=list(labels))
+    node = helper.make_node(op, ["x"], ["label", "scores"], domain="ai.onnx.ml", name="clf", **attrs)
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2])],
+                          [helper.make_tensor_value_info("label", TensorProto.STRING, [None]),
+                           helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None, 3])])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", ml_opset)],
+                             ir_version=8)
+
+
+@pytest.mark.parametrize("op", ["LinearClassifier", "TreeEnsembleClassifier"])
+@pytest.mark.parametrize("ml_opset", [1, 3])
+def test_string_labels_become_indices_and_a_label_encoder(rng, op, ml_opset):
+    m = _string_label_classifier(op, ml_opset)
+    assert ops_after(m, level=0) == [("ai.onnx.ml", op)]
+    assert ops_after(m, level=1) == [("ai.onnx.ml", op), ("ai.onnx.ml", "LabelEncoder")]
+    x = rng.normal(size=(9, 2)).astype(np.float32)
+    base = outputs(m, {"x": x}, level=0)
+    got = outputs(m, {"x": x}, level=1)
+    assert got[0].dtype == object and got[0].tolist() == base[0].tolist()
+    np.testing.assert_allclose(got[1], base[1], rtol=1e-6, atol=1e-7)  # native (float32) vs numpy (float64)
+    s = onnxfast.InferenceSession(m.SerializeToString())
+    assert {r["op_type"]: r["kernel"] for r in s.kernel_listing()}[op] == "native"
+
+
+def test_integer_labels_are_left_alone():
+    m = _string_label_classifier("LinearClassifier", 3)
+    for n in m.graph.node:
+        for a in list(n.attribute):
+            if a.name == "classlabels_strings":
+                n.attribute.remove(a)
+        n.attribute.append(helper.make_attribute("classlabels_ints", [4, 5, 6]))
+    m.graph.output[0].type.tensor_type.elem_type = 7
+    assert ops_after(m, level=1) == [("ai.onnx.ml", "LinearClassifier")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -15,6 +16,17 @@ ML = "ai.onnx.ml"
 
 def _strs(x):
     return [v.decode() if isinstance(v, bytes) else str(v) for v in x]
+
+
+def _lookup_strs(table: dict, flat: list) -> np.ndarray:
+    """table[key] per element of a list of str (or bytes / other objects, compared as their text), -1
+    where absent: one C-level map over the common case, the misses looked up again by their text."""
+    pos = np.fromiter(map(table.get, flat, itertools.repeat(-1, len(flat))), dtype=np.int64, count=len(flat))
+    for i in np.flatnonzero(pos < 0).tolist():
+        v = flat[i]
+        if not isinstance(v, str):
+            pos[i] = table.get(v.decode() if isinstance(v, bytes) else str(v), -1)
+    return pos
 
 
 def _obj(vals):
@@ -140,20 +152,20 @@ def onehotencoder_1(node):
         invalid(node, "exactly one of cats_int64s and cats_strings must be given", errors.InvalidModel)
     cats = _strs(cs) if cs is not None else [int(v) for v in ci]
     table = {k: i for i, k in enumerate(cats)}
+    rows = np.vstack([np.eye(len(cats), dtype=np.float32), np.zeros((1, len(cats)), np.float32)])  # -1: zeros
 
     def run(X):
+        flat = np.asarray(X).reshape(-1).tolist()
         if cs is not None:
-            keys = _strs(np.asarray(X).reshape(-1).tolist())
+            pos = _lookup_strs(table, flat)
+            keys = flat
         else:
-            keys = [int(v) for v in np.asarray(X).reshape(-1).tolist()]
-        pos = np.fromiter((table.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+            keys = [int(v) for v in flat]
+            pos = np.fromiter((table.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
         if not zeros and (pos < 0).any():
             raise errors.InvalidArgument(
                 f"{node_label(node)}: value {keys[int(np.argmax(pos < 0))]!r} is not a known category (zeros=0)")
-        out = np.zeros((len(keys), len(cats)), dtype=np.float32)
-        ok = pos >= 0
-        out[np.nonzero(ok)[0], pos[ok]] = 1.0
-        return out.reshape(tuple(X.shape) + (len(cats),))
+        return rows[pos].reshape(tuple(X.shape) + (len(cats),))
 
     return run
 
@@ -235,13 +247,16 @@ def labelencoder_1(node):
         dstr = node.attr("default_string", "_Unused")
         s2i = {k: i for i, k in enumerate(classes.tolist())}
 
+        table = _obj(list(classes) + [dstr])  # index n: the default
+
         def run1(X):
-            flat = np.asarray(X).reshape(-1).tolist()
             if X.dtype == object or X.dtype.kind in "US":
+                flat = np.asarray(X).reshape(-1).tolist()
                 out = np.fromiter((s2i.get(k, dint) for k in _strs(flat)), dtype=np.int64, count=len(flat))
             else:
                 n = len(classes)
-                out = _obj([classes[int(i)] if 0 <= int(i) < n else dstr for i in flat])
+                idx = np.asarray(X).reshape(-1).astype(np.int64)
+                out = table[np.where((idx >= 0) & (idx < n), idx, n)]
             return out.reshape(X.shape)
 
         return run1
