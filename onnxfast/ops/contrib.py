@@ -8,15 +8,18 @@ two domains. Types of their outputs are kept from the nodes they replace.
 Gelu(X) = 0.5 X (1 + erf(X / sqrt 2)); BiasGelu(A, B) = Gelu(A + B); FastGelu(X[, bias]) = the tanh
 form of Gelu(X + bias) (bias: 1-D along the last axis); FusedGemm (Gemm + activation); FusedMatMul
 (alpha * MatMul with transposes); SkipLayerNormalization (residual Add + LayerNormalization).
-FusedConv (com.microsoft) shares onnxfast's FusedConv kernel (ops/fused.py).
+FusedConv (com.microsoft) shares onnxfast's FusedConv kernel (ops/fused.py). CDist (pairwise
+distances of two sets of rows).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .. import errors
 from ..errors import InvalidArgument
 from ..registry import REGISTRY, KernelNode, op
+from ._common import invalid
 from .fused import gelu_kernel
 
 MS_DOMAIN = "com.microsoft"
@@ -218,5 +221,24 @@ def ms_skip_simplified_layer_norm(node: KernelNode):
         s = s.astype(x.dtype, copy=False)
         y, inv = _rms_norm(s, gamma, x.ndim - 1, eps)
         return _first(node, (y.astype(x.dtype), np.zeros(inv.shape, x.dtype), inv.astype(x.dtype), s))
+
+    return run
+
+
+@op("CDist", since=1, domain=MS_DOMAIN)
+def ms_cdist(node: KernelNode):
+    """Pairwise distances of the rows of A (n, d) and B (m, d): (n, m), 'sqeuclidean' or 'euclidean'
+    (onnxruntime's metrics; skl2onnx writes it for kNN and Gaussian processes, and onnxfast's
+    ScanCDistFusion for skl2onnx's Scan form of the same)."""
+    metric = node.attr("metric", "sqeuclidean")
+    metric = metric.decode() if isinstance(metric, bytes) else metric
+    if metric not in ("sqeuclidean", "euclidean"):
+        invalid(node, f"metric must be 'sqeuclidean' or 'euclidean', got {metric!r}", errors.InvalidModel)
+
+    def run(a, b):
+        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+            invalid(node, f"A {a.shape} and B {b.shape} must be matrices with as many columns")
+        d = ((a[:, None, :].astype(np.float64) - b[None, :, :]) ** 2).sum(axis=2)
+        return (np.sqrt(d) if metric == "euclidean" else d).astype(a.dtype)
 
     return run

@@ -29,7 +29,7 @@ from .elimination import (eliminate_cast, eliminate_dead_nodes, eliminate_dropou
 from .folding import fold_constants, fold_shapes
 from .fusions import fuse_conv_activation, fuse_matmul_epilogue
 from .gelu import fuse_fast_gelu, fuse_gelu
-from .ml import index_class_labels
+from .ml import fuse_scan_cdist, index_class_labels
 
 log = logging.getLogger("onnxfast")
 
@@ -56,6 +56,8 @@ PASSES: list[Pass] = [
     Pass("CommonSubexpressionElimination", BASIC, eliminate_common_subexpressions,
          "a node computing what an earlier node computes (same op, attributes, inputs) is dropped"),
     Pass("EliminateDeadNodes", BASIC, eliminate_dead_nodes, "nodes whose outputs nobody reads"),
+    Pass("ScanCDistFusion", BASIC, fuse_scan_cdist,
+         "skl2onnx's Scan of ReduceSumSquare(X - row) (pairwise distances) -> com.microsoft CDist"),
     Pass("ClassLabelIndexing", BASIC, index_class_labels,
          "a classifier with string labels -> the classifier over label indices (native) + LabelEncoder"),
     Pass("GeluFusion", EXTENDED, fuse_gelu, "x * 0.5 * (1 + erf(x / sqrt 2)) -> com.microsoft.Gelu"),
