@@ -166,6 +166,9 @@ CASES += [
 ]
 
 CASES += [
+    _case("TopK", {"axis": 2}, [(F, [2, 3]), (I64, [1])], _attr("axis") + " 2", opset=11, nout=2),
+    _case("CDist", {"metric": "cosine"}, [(F, [2, 3]), (F, [4, 3])], _attr("metric"), opset=1,
+          domain="com.microsoft"),
     _case("ArgMax", {"axis": 2}, [(F, [2, 3])], _attr("axis") + " 2", opset=13),
     _case("ArgMin", {"keepdims": 3}, [(F, [2, 3])], _attr("keepdims") + " 3", opset=13),
 ]
@@ -192,6 +195,13 @@ CASES += [
                                    post_transform="TANH"), [(F, [2, 2])], _attr("post_transform"), opset=1,
           domain=_ML, nout=2),
     _case("LinearRegressor", dict(coefficients=[1.0, 2.0], targets=0), [(F, [2, 2])], _attr("targets"), opset=1,
+          domain=_ML),
+    _case("SVMClassifier", dict(kernel_type="CUBIC", kernel_params=[0.5, 0.1, 3.0], vectors_per_class=[2, 1],
+                                support_vectors=[0.1] * 9, coefficients=[0.3, -0.2, 0.5], rho=[0.1],
+                                classlabels_ints=[4, 7]), [(F, [2, 3])], _attr("kernel_type"), opset=1, domain=_ML,
+          nout=2),
+    _case("SVMRegressor", dict(kernel_type="RBF", kernel_params=[0.5], n_supports=2, support_vectors=[0.1] * 6,
+                               coefficients=[0.2, 0.2], rho=[0.1]), [(F, [2, 3])], _attr("kernel_params"), opset=1,
           domain=_ML),
     _case("Scaler", {"foo": 1}, [(F, [2, 3])], _attr("foo"), opset=1, domain=_ML),
     _case("Imputer", {"foo": 1}, [(F, [2, 3])], _attr("foo"), opset=1, domain=_ML),

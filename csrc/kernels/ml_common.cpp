@@ -29,7 +29,7 @@ float probit(float p) {
   const float sgn = x < 0 ? -1.0f : 1.0f;
   x = (1.0f - x) * (1.0f + x);
   const float lg = std::log(x);
-  const float v = 2.0f / (3.14159f * 0.147f) + 0.5f * lg;
+  const float v = 2.0f / (3.14159265358979f * 0.147f) + 0.5f * lg;  // pi as a float, as onnxruntime
   const float v2 = 1.0f / 0.147f * lg;
   const float v3 = -v + std::sqrt(v * v - v2);
   return 1.41421356f * (sgn * std::sqrt(v3));

@@ -22,7 +22,7 @@ from onnx import TensorProto
 from .. import dtypes, errors
 from ..registry import op
 from ._common import invalid, node_label
-from .ml import _check_post, _obj, _strs
+from .ml import _check_post, _obj, _probit, _strs
 
 ML = "ai.onnx.ml"
 F32 = np.float32
@@ -239,22 +239,6 @@ def _check_input_type(node, allowed: tuple, unsupported_ok: tuple = ()) -> None:
 
 # ----------------------------------------------------------------------------------------------
 # score transforms, float32 as in onnxruntime's ml_common.h
-
-
-def _erfinv_winitzki(x: np.ndarray) -> np.ndarray:
-    """onnxruntime's ErfInv (Winitzki's approximation, a = 0.147), in float32."""
-    x = np.asarray(x, F32)
-    sgn = np.where(x < 0, F32(-1), F32(1))
-    t = (F32(1) - x) * (F32(1) + x)
-    lg = np.log(t.astype(np.float64)).astype(F32)  # a correctly rounded logf, as glibc's
-    v = F32(2) / (F32(np.pi) * F32(0.147)) + F32(0.5) * lg
-    v2 = (F32(1) / F32(0.147)) * lg
-    v3 = -v + np.sqrt(v * v - v2)
-    return sgn * np.sqrt(v3)
-
-
-def _probit(s: np.ndarray) -> np.ndarray:
-    return (F32(np.sqrt(2.0)) * _erfinv_winitzki(F32(2) * np.asarray(s, F32) - F32(1))).astype(F32)
 
 
 def _logistic(s: np.ndarray) -> np.ndarray:
