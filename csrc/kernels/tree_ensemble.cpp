@@ -458,8 +458,12 @@ class TreeEnsembleKernel : public Kernel {
     const double row_cost = 1.5 * static_cast<double>(std::max<int64_t>(1, total_depth_));  // ns per row
     std::vector<double> acc(static_cast<size_t>(n * nt));
     std::vector<uint8_t> has(static_cast<size_t>(n * nt));
-    if (threads > 1 && nblocks < threads && chunks > 1) {
-      // few rows: chunks in parallel, their sums kept and added in chunk order
+    // Up to ~a thousand rows (when there are chunks enough for every thread), threads take chunks of
+    // trees over all the rows: each tree is walked by one thread, while row blocks would each stream the
+    // whole forest through their thread's cache. Both orders add the same chunk sums in the same order.
+    const bool by_trees = threads > 1 && chunks > 1 && (nblocks < threads || (n <= 1024 && chunks >= 2 * threads));
+    if (by_trees) {
+      // chunks in parallel, their sums kept and added in chunk order
       std::vector<double> part(static_cast<size_t>(chunks * n * nt));
       std::vector<uint8_t> phas(part.size());
       parallel_for(chunks, static_cast<double>(n) * row_cost / static_cast<double>(chunks), [&](int64_t c0, int64_t c1) {
