@@ -94,3 +94,17 @@ def run_python(args: list, *, timeout: float, drop_env: tuple[str, ...] = (), **
     onnxfast/ (no compiled _core when the package is pip-installed) would shadow the tested one."""
     return subprocess.run([sys.executable, *map(str, args)], env=child_env(drop_env), capture_output=True, text=True,
                           timeout=timeout, cwd=tempfile.gettempdir(), **kw)
+
+
+def assert_svm_regression_matches_sklearn(name, model, xi, out):
+    """A converted scikit-learn SVM regressor's outputs against scikit-learn: a OneClassSVM's scores (its
+    decision function) and its labels where the decision is not a near-tie; other regressors' values."""
+    if name == "oneclass":
+        label, scores = out
+        ref = model.decision_function(xi)
+        np.testing.assert_allclose(np.asarray(scores).ravel(), ref, rtol=1e-4, atol=1e-4)
+        sure = np.abs(ref) > 1e-3
+        np.testing.assert_array_equal(np.asarray(label).ravel()[sure], model.predict(xi)[sure])
+    else:
+        ref = model.predict(xi)
+        np.testing.assert_allclose(out[0].ravel(), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())

@@ -22,20 +22,18 @@ per test row, and the expected outputs are the rows' outputs stacked.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import json
 import pathlib
 import sys
-import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from benchmarks.models.zoo import _save, build_once, cache_root
+from benchmarks.models.zoo import _save, build_cli, build_once, cache_root
 
 ML_ZOO_VERSION = "1"
 N_TEST = 64
@@ -617,17 +615,8 @@ def get(name: str) -> MLCached:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="Build the traditional-ML model zoo into the cache folder.")
-    p.add_argument("names", nargs="*", help=f"models (default: all): {', '.join(ML_ZOO)}")
-    args = p.parse_args(argv)
-    for name in args.names or list(ML_ZOO):
-        if name not in ML_ZOO:
-            print(f"unknown model '{name}'", file=sys.stderr)
-            return 2
-        t = time.perf_counter()
-        c = get(name)
-        print(f"{name}: {c.path} ({c.path.stat().st_size / 1e3:.1f} kB, {time.perf_counter() - t:.2f} s)")
-    return 0
+    return build_cli(argv, "Build the traditional-ML model zoo into the cache folder.",
+                     list(ML_ZOO) + list(BENCH_ZOO), get)
 
 
 if __name__ == "__main__":

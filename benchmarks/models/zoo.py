@@ -399,18 +399,23 @@ def get(name: str) -> Cached:
     return Cached(name, folder / "model.onnx", inputs, expected, spec.family)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="Export the real-model zoo into the cache folder.")
-    p.add_argument("names", nargs="*", help=f"models (default: all): {', '.join(ZOO)}")
+def build_cli(argv, description: str, names: list[str], load) -> int:
+    """The zoos' command line: build (once) the named models, or all, and say where each is."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("names", nargs="*", help=f"models (default: all): {', '.join(names)}")
     args = p.parse_args(argv)
-    for name in args.names or list(ZOO):
-        if name not in ZOO:
+    for name in args.names or names:
+        if name not in names:
             print(f"unknown model '{name}'", file=sys.stderr)
             return 2
         t = time.perf_counter()
-        c = get(name)
-        print(f"{name}: {c.path} ({c.path.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - t:.1f} s)")
+        c = load(name)
+        print(f"{name}: {c.path} ({c.path.stat().st_size / 1e3:.1f} kB, {time.perf_counter() - t:.2f} s)")
     return 0
+
+
+def main(argv=None) -> int:
+    return build_cli(argv, "Export the real-model zoo into the cache folder.", list(ZOO), get)
 
 
 if __name__ == "__main__":
