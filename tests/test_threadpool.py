@@ -137,3 +137,43 @@ def test_denormals_as_zero_in_every_thread(threads):
     assert np.all(onnxfast.InferenceSession(m.SerializeToString(), o).run(None, {"x": x})[0] == 0)
     # the caller's own floating-point mode is restored after the run
     assert np.float32(1e-40) * np.float32(1) != 0
+
+
+_PIN_PROBE = r"""
+import os, sys
+from onnxfast import _core
+cpus = sorted(os.sched_getaffinity(0))
+pool = _core.shared_pool(len(cpus))
+assert _core.test_parallel_sum(pool, 100000, 1) == 0
+me = os.sched_getcpu() if hasattr(os, "sched_getcpu") else None
+single = []
+for tid in os.listdir("/proc/self/task"):
+    if int(tid) == os.getpid():
+        continue
+    allowed = os.sched_getaffinity(int(tid))
+    if len(allowed) == 1:
+        single.append(next(iter(allowed)))
+print(len(cpus), sorted(single))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or len(os.sched_getaffinity(0)) < 2,
+                    reason="worker pinning is Linux-only and needs two CPUs")
+def test_a_pool_with_one_thread_per_cpu_pins_its_workers_off_the_caller():
+    """Each worker of a pool with one thread per usable CPU keeps to one CPU (the caller stays free), so a
+    worker woken after an idle spell is not queued behind the caller; ONNXFAST_PIN_WORKERS=0 turns it off."""
+    import ast
+    import tempfile
+
+    from onnx_helpers import child_env, run_python
+
+    r = run_python(["-c", _PIN_PROBE], timeout=120)
+    assert r.returncode == 0, r.stderr
+    ncpu, pinned = r.stdout.split(" ", 1)
+    pinned = ast.literal_eval(pinned)
+    assert len(pinned) == int(ncpu) - 1 and set(pinned) <= set(os.sched_getaffinity(0))
+    env_off = dict(child_env(), ONNXFAST_PIN_WORKERS="0")
+    r = subprocess.run([sys.executable, "-c", _PIN_PROBE], capture_output=True, text=True, timeout=120,
+                       env=env_off, cwd=tempfile.gettempdir())
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split(" ", 1)[1].strip() == "[]"

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <string>
@@ -112,10 +113,34 @@ ThreadPool::~ThreadPool() {
   v.erase(std::remove(v.begin(), v.end(), this), v.end());
 }
 
+// The CPUs the workers keep to: when the pool has one thread per CPU this process may use, each worker
+// keeps to one of the CPUs the calling thread is not on (re-assigned when the caller is seen on another
+// CPU; the caller itself is never pinned). Left to the scheduler, a worker woken after an idle spell is
+// often placed on the caller's CPU (a virtual machine's idle vCPU counts as busy), and the two share one
+// core until the balancer moves one: a few-millisecond loop then runs at one thread's speed.
+// ONNXFAST_PIN_WORKERS=0 leaves placement to the scheduler.
+static std::vector<int> worker_cpus(int num_threads) {
+  std::vector<int> cpus;
+#ifdef __linux__
+  const char* env = std::getenv("ONNXFAST_PIN_WORKERS");
+  if (env && std::string(env) == "0") return cpus;
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) return cpus;
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &set)) cpus.push_back(c);
+  if (static_cast<int>(cpus.size()) != num_threads) cpus.clear();
+#else
+  (void)num_threads;
+#endif
+  return cpus;
+}
+
 void ThreadPool::start_workers() {
   std::lock_guard<std::mutex> lk(start_mu_);
   if (started_) return;
   stop_ = false;
+  cpus_ = num_threads_ > 1 ? worker_cpus(num_threads_) : std::vector<int>{};
+  pinned_for_ = -1;
   for (int i = 1; i < num_threads_; ++i) {
     auto* arg = new std::pair<ThreadPool*, int>(this, i);
     pthread_t t;
@@ -126,6 +151,24 @@ void ThreadPool::start_workers() {
     threads_.push_back(t);
   }
   started_ = true;
+}
+
+void ThreadPool::pin_workers_around(int caller_cpu) {
+#ifdef __linux__
+  std::vector<int> free_cpus;
+  for (int c : cpus_)
+    if (c != caller_cpu) free_cpus.push_back(c);
+  if (free_cpus.empty()) return;
+  for (size_t i = 0; i < threads_.size(); ++i) {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(free_cpus[i % free_cpus.size()], &one);
+    pthread_setaffinity_np(threads_[i], sizeof(one), &one);  // best effort: placement only, never correctness
+  }
+  pinned_for_ = caller_cpu;
+#else
+  (void)caller_cpu;
+#endif
 }
 
 void ThreadPool::stop_workers() {
@@ -241,6 +284,12 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const Fn& fn, bool denor
     return;
   }
   start_workers();
+#ifdef __linux__
+  if (!cpus_.empty()) {
+    const int cpu = sched_getcpu();
+    if (cpu >= 0 && cpu != pinned_for_) pin_workers_around(cpu);
+  }
+#endif
   int parts = static_cast<int>(std::min<int64_t>(num_threads_, (n + grain - 1) / grain));
   parts = std::min(parts, static_cast<int>(threads_.size()) + 1);
   // Blocks: about 4 per participant, at least `grain` items, so stealing can balance the tail.

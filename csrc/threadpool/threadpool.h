@@ -55,6 +55,11 @@ class ThreadPool {
   std::atomic<int> spin_us_;
   std::vector<pthread_t> threads_;
   bool started_ = false;
+  // Pinning (see worker_cpus in threadpool.cpp): the CPUs the workers keep to, and the caller's CPU the
+  // current assignment leaves free (-1: none made yet).
+  std::vector<int> cpus_;
+  int pinned_for_ = -1;
+  void pin_workers_around(int caller_cpu);
   std::mutex start_mu_;
 
   // current job
