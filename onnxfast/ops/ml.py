@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from .. import errors
+from .. import _core, errors
 from ..registry import op
 from ._common import invalid, node_label
 
@@ -434,7 +434,7 @@ def zipmap_1(node):
         x = x.reshape(1, -1) if x.ndim == 1 else x
         if x.ndim != 2 or x.shape[1] != len(labels):
             invalid(node, f"X of shape {X.shape} does not have {len(labels)} columns")
-        return [dict(zip(labels, row)) for row in x.tolist()]
+        return _core.zipmap_rows(labels, x)  # [dict(zip(labels, row)) for row in x.tolist()], in C++
 
     return run
 
