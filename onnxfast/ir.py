@@ -490,6 +490,7 @@ _EINSUM_TERM = rb"(?:[A-Za-z ]|\.\.\.)*"
 _EINSUM_EQUATION = re.compile(_EINSUM_TERM + rb"(?:," + _EINSUM_TERM + rb")*(?:->" + _EINSUM_TERM + rb")?")
 
 
+_ELEMENT_TYPES = frozenset(c for c in onnx.TensorProto.DataType.values() if c)
 _ONNX_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training")
 
 
@@ -541,6 +542,11 @@ def _safe_for_inference(proto: onnx.ModelProto, opsets: dict[str, int]) -> bool:
                     if not -r - 1 <= a.i <= r:
                         raise InvalidModel(f"{where}: attribute 'axis' is {a.i}; it must be in [{-r}, {r - 1}] "
                                            f"for an input of rank {r}")
+                # onnx's inference crashes on a Cast to a type code that names no element type (fuzzer finding)
+                if (n.op_type == "Cast" and a.name == "to" and a.type in (onnx.AttributeProto.INT,
+                                                                         onnx.AttributeProto.UNDEFINED)
+                        and a.i not in _ELEMENT_TYPES):
+                    raise InvalidModel(f"{where}: attribute 'to' is {a.i}; it must be an ONNX element type code")
         for vi in itertools.chain(g.input, g.output, g.value_info):
             if not vi.HasField("type") or (vi.type.HasField("tensor_type") and not vi.type.tensor_type.elem_type):
                 ok = False

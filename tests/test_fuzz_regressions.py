@@ -482,3 +482,18 @@ def test_a_context_dependent_function_is_not_built_from_incomplete_types():
     m.ir_version = 8
     r = run_isolated(m, {})
     assert r.startswith("load:onnxfast.") and "SequenceMap" in r, r
+
+
+def test_cast_to_an_unknown_type_code_is_refused_before_onnx_inference():
+    """A Cast whose 'to' names no element type, read by another node: onnx's shape inference crashed the
+    process on it (found by fuzzing converted ML models); now a clear InvalidModel."""
+    from onnx import TensorProto, helper
+
+    import onnxfast
+
+    nodes = [helper.make_node("Cast", ["x"], ["c"], to=-1), helper.make_node("Relu", ["c"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    with pytest.raises(onnxfast.errors.InvalidModel, match="attribute 'to' is -1"):
+        onnxfast.InferenceSession(m.SerializeToString())
