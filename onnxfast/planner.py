@@ -45,7 +45,7 @@ class KernelRecord:
     op_type: str
     domain: str
     provider: str
-    kernel: str  # native | native:prepacked | numpy | control-flow | copy | constant
+    kernel: str  # native | native:prepacked | native:objects | numpy | control-flow | copy | constant
     subgraph: str = ""
 
 
@@ -238,6 +238,14 @@ class Planner:
             native_ok = native_allowed and first_type is not None and first_type in native_types
             factory = REGISTRY.factory(node.domain, node.op_type, sv)
             numpy_ok = factory is not None and self.options.allowed("numpy", node.op_type)
+            # string tensors and maps: a native kernel over Python objects where one computes the node
+            object_kernel = None
+            object_factory = REGISTRY.object_factory(node.domain, node.op_type, sv)
+            if (object_factory is not None and not native_ok and not node.subgraphs
+                    and self.options.allowed("native", node.op_type)):
+                object_kernel = self._call_factory(
+                    node, object_factory, self._kernel_node(node, opset, sv, in_types, graph, consts, prefix))
+            native_ok = native_ok or object_kernel is not None
             # Input type unknown at plan time: native kernel chosen per run by type, numpy otherwise.
             by_type = native_allowed and first_type is None and numpy_ok
             provider = None
@@ -271,7 +279,11 @@ class Planner:
                 if o:
                     if o in ids:
                         raise InvalidModel(f"value '{o}' is defined twice (node '{node.name}')")
-            if provider.native_only or native_ok or (by_type and device == 0):
+            if object_kernel is not None and not provider.native_only:
+                outputs = [new_id(o) if o else -1 for o in node.outputs]
+                plan.add_host_step(node.name, node.op_type, object_kernel, inputs, outputs)
+                kind = "native:objects"
+            elif provider.native_only or native_ok or (by_type and device == 0):
                 const_inputs = [consts.get(n) if n else None for n in node.inputs]
                 kernel = _core.create_kernel(
                     node.op_type, node.name, opset, native_attrs(node_attrs()), const_inputs,
@@ -308,6 +320,10 @@ class Planner:
 
     def _numpy_kernel(self, node: ir.Node, factory, opset: int, sv: int, in_types, graph: ir.Graph,
                       consts: dict, prefix: str):
+        return self._call_factory(node, factory, self._kernel_node(node, opset, sv, in_types, graph, consts, prefix))
+
+    def _kernel_node(self, node: ir.Node, opset: int, sv: int, in_types, graph: ir.Graph, consts: dict,
+                     prefix: str) -> KernelNode:
         kn = kernel_node(node, opset, sv, in_types, [self._elem_type(graph, consts, n) for n in node.outputs], consts)
         # the declared types of inputs that are not tensors (maps, sequences, optionals), None elsewhere:
         # kernels reading maps (DictVectorizer, CastMap) check their key / value types at creation
@@ -316,6 +332,11 @@ class Planner:
             vi.type if vi is not None and vi.type is not None and not vi.is_tensor else None for vi in infos]
         if node.subgraphs:
             kn.compile_subgraph = self._subgraph_compiler(node, prefix)
+        return kn
+
+    @staticmethod
+    def _call_factory(node: ir.Node, factory, kn: KernelNode):
+        """A kernel factory's result; its ValueError / TypeError / KeyError become InvalidModel naming the node."""
         try:
             return factory(kn)
         except (InvalidModel, UnsupportedOperator, NotImplementedError):

@@ -106,6 +106,23 @@ class OpEntry:
     since: list[int] = field(default_factory=list)
     factories: list[Factory] = field(default_factory=list)
     native: list[NativeDef] = field(default_factory=list)
+    # native kernels over Python-object values (string tensors, ZipMap's dicts): factories returning
+    # a _core.ObjectKernel, or None where the node is not one they compute
+    object_since: list[int] = field(default_factory=list)
+    object_factories: list[Factory] = field(default_factory=list)
+
+
+def _add_versioned(since_list: list[int], factories: list, since: int, factory, what: str) -> None:
+    if since in since_list:
+        raise ValueError(f"{what} since {since} registered twice")
+    i = bisect.bisect(since_list, since)
+    since_list.insert(i, since)
+    factories.insert(i, factory)
+
+
+def _pick_versioned(since_list: list[int], factories: list, since_version: int):
+    i = bisect.bisect(since_list, since_version) - 1
+    return factories[i] if i >= 0 else None
 
 
 class Registry:
@@ -123,18 +140,22 @@ class Registry:
 
     def register(self, op_type: str, factory: Factory, domain: str = "", since: int = 1) -> None:
         entry = self._ops.setdefault((domain, op_type), OpEntry())
-        if since in entry.since:
-            raise ValueError(f"{domain or 'ai.onnx'}::{op_type} since {since} registered twice")
-        i = bisect.bisect(entry.since, since)
-        entry.since.insert(i, since)
-        entry.factories.insert(i, factory)
+        _add_versioned(entry.since, entry.factories, since, factory, f"{domain or 'ai.onnx'}::{op_type}")
+
+    def register_object(self, op_type: str, factory: Factory, domain: str = "", since: int = 1) -> None:
+        """A native kernel over Python-object values: ``factory(KernelNode)`` returns a
+        ``_core.ObjectKernel`` (a host step written in C++), or None for nodes it does not compute."""
+        entry = self._ops.setdefault((domain, op_type), OpEntry())
+        _add_versioned(entry.object_since, entry.object_factories, since, factory,
+                       f"{domain or 'ai.onnx'}::{op_type} (object kernel)")
 
     def factory(self, domain: str, op_type: str, since_version: int) -> Factory | None:
         entry = self._ops.get((domain, op_type))
-        if not entry or not entry.since:
-            return None
-        i = bisect.bisect(entry.since, since_version) - 1
-        return entry.factories[i] if i >= 0 else None
+        return _pick_versioned(entry.since, entry.factories, since_version) if entry else None
+
+    def object_factory(self, domain: str, op_type: str, since_version: int) -> Factory | None:
+        entry = self._ops.get((domain, op_type))
+        return _pick_versioned(entry.object_since, entry.object_factories, since_version) if entry else None
 
     def native_defs(self, domain: str, op_type: str) -> list[NativeDef]:
         entry = self._ops.get((domain, op_type))
@@ -161,7 +182,7 @@ class Registry:
 
     def knows(self, domain: str, op_type: str) -> bool:
         entry = self._ops.get((domain, op_type))
-        return entry is not None and bool(entry.since or entry.native)
+        return entry is not None and bool(entry.since or entry.native or entry.object_since)
 
     def ops(self) -> list[tuple[str, str]]:
         return sorted(k for k in self._ops if self.knows(*k))
@@ -184,6 +205,16 @@ def op(op_type: str, since: int = 1, domain: str = ""):
 
     def deco(fn: Factory) -> Factory:
         REGISTRY.register(op_type, fn, domain=domain, since=since)
+        return fn
+
+    return deco
+
+
+def object_op(op_type: str, since: int = 1, domain: str = ""):
+    """Decorator: register a factory of native object kernels (``Registry.register_object``)."""
+
+    def deco(fn: Factory) -> Factory:
+        REGISTRY.register_object(op_type, fn, domain=domain, since=since)
         return fn
 
     return deco

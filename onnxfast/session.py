@@ -149,66 +149,6 @@ def _map_spec(vi: ir.ValueInfo):
     return mt.key_type, elem, dtypes.type_string(tp)
 
 
-def _is_number(v) -> bool:
-    """Python's PyNumber_Check: the object converts to an int or a float (numbers, numpy scalars and arrays)."""
-    t = type(v)
-    return isinstance(v, complex) or any(hasattr(t, m) for m in ("__index__", "__int__", "__float__"))
-
-
-def _map_value(name: str, spec, value) -> dict:
-    """The map a dict fed for input ``name`` is (keys in order, float32 values), or an error saying why not."""
-    key_code, value_code, type_str = spec
-    if isinstance(value, np.ndarray):
-        raise InvalidType(f"input '{name}' is a {type_str}: expected a dict, got a numpy array")
-    if not isinstance(value, dict):
-        raise InvalidType(f"input '{name}' is a {type_str}: expected a dict, got {type(value).__name__}")
-    if not value:
-        raise InvalidArgument(f"input '{name}': the dict is empty (a map input needs at least one entry)")
-    first = next(iter(value))
-    if isinstance(first, str):
-        got_key = onnx.TensorProto.STRING
-
-        def key(k):
-            return str(k)
-    elif isinstance(first, int) or _is_number(first):
-        got_key = onnx.TensorProto.INT64
-
-        def key(k):
-            try:
-                i = k.__index__() if not isinstance(k, int) else int(k)
-            except (AttributeError, TypeError):
-                raise InvalidType(f"input '{name}': key {k!r} ({type(k).__name__}) is not an integer; "
-                                  "the first key made this a map with int64 keys") from None
-            if not -(1 << 63) <= i < (1 << 63):
-                raise InvalidType(f"input '{name}': key {k!r} does not fit in int64")
-            return i
-    else:
-        raise InvalidType(f"input '{name}': map keys must be int or str, got {type(first).__name__}")
-    out: dict = {}
-    with np.errstate(over="ignore"):
-        for k, v in value.items():
-            ck = key(k)
-            if isinstance(v, float):
-                f = v
-            elif isinstance(v, (str, bytes, bytearray)) or v is None or not _is_number(v):
-                raise InvalidType(f"input '{name}': value {v!r} of key {k!r} is not a number "
-                                  "(dicts are fed as maps of float values)")
-            else:
-                try:
-                    f = float(v)
-                except (TypeError, ValueError, OverflowError) as e:
-                    raise InvalidType(
-                        f"input '{name}': value {v!r} of key {k!r} does not convert to a float: {e}") from None
-            out[ck] = float(np.float32(f))
-    if (key_code, value_code) != (got_key, onnx.TensorProto.FLOAT):
-        keys = "str" if got_key == onnx.TensorProto.STRING else "int"
-        raise InvalidType(
-            f"input '{name}' is a {type_str}, but a dict with {keys} keys is a "
-            f"map({dtypes.type_name(got_key)},tensor(float)); dicts can only feed map(int64,tensor(float)) and "
-            "map(string,tensor(float)) inputs (as in onnxruntime)")
-    return dict(sorted(out.items()))
-
-
 def _node_arg(vi: ir.ValueInfo, overrides: dict[str, int]) -> NodeArg:
     shape = vi.shape
     if shape is not None:
@@ -334,7 +274,8 @@ class InferenceSession:
         return self._plan.run(output_names or None, input_feed, run_options)
 
     def _map_feed(self, feed: dict) -> dict:
-        """The feed with its dicts for map inputs checked and converted (_map_value)."""
+        """The feed with its dicts for map inputs checked and converted (``_core.map_feed_value``: keys
+        str or int64, sorted as onnxruntime's std::map holds them, values rounded to float32)."""
         out = None
         for name, spec in self._map_inputs.items():
             value = feed.get(name)
@@ -342,7 +283,8 @@ class InferenceSession:
                 continue  # absent or None: the plan's own checks answer
             if out is None:
                 out = dict(feed)
-            out[name] = _map_value(name, spec, value)
+            key_code, value_code, type_str = spec
+            out[name] = _core.map_feed_value(name, key_code, -1 if value_code is None else value_code, type_str, value)
         return feed if out is None else out
 
     def run_with_ort_values(self, output_names, input_dict_ort_values, run_options=None):
@@ -384,7 +326,8 @@ class InferenceSession:
 
     def kernel_listing(self) -> list[dict[str, str]]:
         """What runs where: one entry per node (and per inserted copy) with its provider and kernel
-        ('native', 'native:prepacked', 'numpy', 'control-flow', 'constant', 'native:copy')."""
+        ('native', 'native:prepacked', 'native:objects' (a C++ kernel over string tensors or maps, run
+        with the GIL held), 'numpy', 'control-flow', 'constant', 'native:copy')."""
         return [dict(r.__dict__) for r in self._records]
 
     # -- profiling ---------------------------------------------------------------------------

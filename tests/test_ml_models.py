@@ -216,46 +216,6 @@ def numpy_nodes(sess) -> list[tuple[str, str, str]]:
     return out
 
 
-# map / string plumbing: not numeric, may stay in numpy
-NON_NUMERIC_OPS = {"ZipMap", "DictVectorizer", "CastMap"}
-
-
-def _graphs(g: onnx.GraphProto):
-    yield g
-    for node in g.node:
-        for a in node.attribute:
-            if a.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(a.g)
-            for sub in a.graphs:
-                yield from _graphs(sub)
-
-
-def non_numeric_nodes(path) -> set[str]:
-    """Names of the model's nodes that are not numeric: ZipMap, DictVectorizer, CastMap, string
-    LabelEncoders and every node with a string input or output (OneHotEncoder of string columns)."""
-    m = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
-    elem: dict[str, int] = {}
-    for g in _graphs(m.graph):
-        for vi in list(g.input) + list(g.output) + list(g.value_info):
-            if vi.type.HasField("tensor_type"):
-                elem[vi.name] = vi.type.tensor_type.elem_type
-        for t in g.initializer:
-            elem[t.name] = t.data_type
-    names = set()
-    for g in _graphs(m.graph):
-        for node in g.node:
-            attrs = {a.name: a for a in node.attribute}
-            string_encoder = node.op_type == "LabelEncoder" and (
-                {"keys_strings", "values_strings"} & set(attrs)
-                or any(n in attrs and attrs[n].t.data_type == onnx.TensorProto.STRING
-                       for n in ("keys_tensor", "values_tensor")))
-            if (node.op_type in NON_NUMERIC_OPS or string_encoder
-                    or any(elem.get(o) == onnx.TensorProto.STRING for o in list(node.output) + list(node.input)
-                           if o)):
-                names.add(node.name)
-    return names
-
-
 @pytest.mark.parametrize("name", PARAMS)
 def test_kernel_listing_names_every_node(name):
     """Without graph optimization, kernel_listing() has one entry per node of the model, with its
@@ -280,13 +240,10 @@ def test_kernel_listing_names_every_node(name):
 
 
 @pytest.mark.parametrize("name", PARAMS)
-def test_numeric_nodes_are_native(name):
-    """Every numeric node runs as a native kernel; only map / string plumbing (ZipMap, DictVectorizer,
-    CastMap, string LabelEncoder, nodes with string inputs or outputs, and the index -> label
-    LabelEncoder that ClassLabelIndexing writes after a classifier with string labels) may stay in numpy."""
+def test_every_node_is_native(name):
+    """Every node runs on a native kernel: numeric nodes on tensor kernels, the string and map ones
+    (OneHotEncoder of string columns, string LabelEncoders, ZipMap, DictVectorizer, CastMap) on the
+    C++ kernels over Python objects ('native:objects'); none on numpy."""
     c = _model(name)
-    sess = _session(c)
-    exempt = non_numeric_nodes(c.path)
-    slow = [(n, op, k) for n, op, k in numpy_nodes(sess) if n not in exempt and op not in NON_NUMERIC_OPS
-            and not (op == "LabelEncoder" and n.endswith("__labels"))]
-    assert not slow, f"{name}: numeric nodes not native: {slow[:20]}"
+    slow = numpy_nodes(_session(c))
+    assert not slow, f"{name}: nodes not native: {slow[:20]}"

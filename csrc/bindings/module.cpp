@@ -7,6 +7,7 @@
 #include "../core/device.h"
 #include "../core/executor.h"
 #include "py_executor.h"
+#include "py_object_kernels.h"
 #include "../core/memory.h"
 #include "../cpu/cpu.h"
 #include "../kernels/gemm_tiers.h"
@@ -231,24 +232,7 @@ PYBIND11_MODULE(_core, m) {
      "reading files from the dict {path: contents}; None when unlimited");
   // ZipMap's output (onnxruntime's Python objects): one dict per row of a float32 matrix, label -> float.
   // Built here through the C API: the Python loop it replaces was most of a tree model's run at 256 rows.
-  m.def("zipmap_rows", [](py::sequence labels, py::array_t<float, py::array::c_style | py::array::forcecast> x) {
-    if (x.ndim() != 2 || static_cast<size_t>(x.shape(1)) != py::len(labels))
-      throw py::value_error("zipmap_rows: x must be (rows, len(labels))");
-    const py::ssize_t n = x.shape(0), c = x.shape(1);
-    std::vector<py::object> keys;
-    for (auto k : labels) keys.push_back(py::reinterpret_borrow<py::object>(k));
-    const float* p = x.data();
-    py::list out(n);
-    for (py::ssize_t i = 0; i < n; ++i) {
-      py::dict d;
-      for (py::ssize_t j = 0; j < c; ++j) {
-        py::object v = py::reinterpret_steal<py::object>(PyFloat_FromDouble(p[i * c + j]));
-        if (PyDict_SetItem(d.ptr(), keys[static_cast<size_t>(j)].ptr(), v.ptr()) != 0) throw py::error_already_set();
-      }
-      out[i] = std::move(d);
-    }
-    return out;
-  });
+  bind_object_kernels(m);
 
   m.def("kernel_defs", []() {
     py::list out;
@@ -482,6 +466,20 @@ PYBIND11_MODULE(_core, m) {
             p.add_step(std::move(s));
           },
           py::arg("name"), py::arg("op_type"), py::arg("fn"), py::arg("inputs"), py::arg("outputs"))
+      .def(
+          "add_host_step",
+          [](Plan& p, const std::string& name, const std::string& op, std::shared_ptr<HostStep> kernel,
+             std::vector<int> ins, std::vector<int> outs) {
+            Step s;
+            s.name = name;
+            s.op_type = op;
+            s.host = std::move(kernel);
+            s.inputs = std::move(ins);
+            s.outputs = std::move(outs);
+            p.add_step(std::move(s));
+          },
+          py::arg("name"), py::arg("op_type"), py::arg("kernel"), py::arg("inputs"), py::arg("outputs"),
+          "a native kernel over Python objects (an ObjectKernel from onehot_strings_kernel & co.) as a step")
       .def("finalize", &Plan::finalize)
       .def("run", &run_plan, py::arg("output_names"), py::arg("input_feed"), py::arg("run_options") = py::none())
       .def("run_positional", &run_plan_positional)

@@ -158,7 +158,7 @@ Value value_from_py(py::handle obj, bool external) {
   return Value::of_object(std::make_shared<PyObjectRef>(py::reinterpret_borrow<py::object>(obj)));
 }
 
-static py::object py_value(const Value& v, bool readonly_view) {
+py::object value_to_py(const Value& v, bool readonly_view) {
   if (v.kind == Value::kTensor) return tensor_to_numpy(v.t, readonly_view, false);
   if (v.kind == Value::kObject) return object_of(v);
   return py::none();
@@ -220,7 +220,7 @@ class PythonStep : public HostStep {
       if (val.kind == Value::kTensor && val.t.device != 0)
         fail(ErrorKind::kRuntime, st.op_type + " '" + st.name + "': input on device " +
                                       std::to_string(val.t.device) + " given to a host kernel (missing copy)");
-      args[k] = py_value(val, true);
+      args[k] = value_to_py(val, true);
     }
     py::object res;
     try {
@@ -323,7 +323,7 @@ py::list collect(const RunState& r, const std::vector<int>& outs) {
       if (st) handed.push_back(st);
       result[i] = tensor_to_numpy(v.t, false, shared);
     } else {
-      result[i] = py_value(v, false);
+      result[i] = value_to_py(v, false);
     }
   }
   return result;

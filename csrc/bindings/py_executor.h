@@ -23,6 +23,9 @@ int dtype_code_of(py::handle arr);  // -1 when unknown
 // (strings, sequences, maps, None) is kept as a host object. `external`: user- or model-owned.
 Value value_from_py(py::handle obj, bool external);
 
+// An executor value as Python: a tensor as a numpy array (read-only view if asked), a host
+// object as itself, an empty value as None.
+py::object value_to_py(const Value& v, bool readonly_view = true);
 // A numpy kernel or a control-flow callable as a plan step.
 std::shared_ptr<HostStep> python_step(py::object fn);
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from .. import _core, errors
-from ..registry import op
+from ..registry import object_op, op
 from ._common import invalid, node_label
 
 ML = "ai.onnx.ml"
@@ -170,6 +170,28 @@ def onehotencoder_1(node):
     return run
 
 
+def _is_string_input(node) -> bool:
+    t = node.input_types[0] if node.input_types else None
+    return t == 8
+
+
+def _is_number_input(node) -> bool:
+    t = node.input_types[0] if node.input_types else None
+    return t is not None and t in _NUMBER_TYPES
+
+
+_NUMBER_TYPES = {1, 2, 3, 4, 5, 6, 7, 11, 12, 13}  # float, (u)int8..64, double
+
+
+@object_op("OneHotEncoder", since=1, domain=ML)
+def onehotencoder_objects_1(node):
+    """String categories: the C++ kernel (integer categories have a native tensor kernel)."""
+    cs = node.attr("cats_strings", None)
+    if cs is None or node.attr("cats_int64s", None) is not None:
+        return None
+    return _core.onehot_strings_kernel(node_label(node), _strs(cs), bool(node.attr("zeros", 1)))
+
+
 @op("CategoryMapper", since=1, domain=ML)
 def categorymapper_1(node):
     cs = _strs(node.attr("cats_strings", []) or [])
@@ -190,6 +212,24 @@ def categorymapper_1(node):
         return out.reshape(X.shape)
 
     return run
+
+
+@object_op("CategoryMapper", since=1, domain=ML)
+def categorymapper_objects_1(node):
+    """The C++ kernel, either direction (the input's type, known at session creation, picks it)."""
+    cs = _strs(node.attr("cats_strings", []) or [])
+    ci = [int(v) for v in node.attr("cats_int64s", []) or []]
+    if len(cs) != len(ci):
+        invalid(node, "cats_strings and cats_int64s must have the same length", errors.InvalidModel)
+    if _is_string_input(node):
+        s2i = dict(zip(cs, ci))  # the last of equal keys wins, as in the numpy kernel
+        return _core.string_lookup_kernel(node_label(node), list(s2i), np.array(list(s2i.values()), np.int64),
+                                          int(node.attr("default_int64", -1)))
+    if node.input_types and node.input_types[0] == 7:
+        i2s = dict(zip(ci, cs))
+        return _core.number_to_string_kernel(node_label(node), np.array(list(i2s), np.int64), list(i2s.values()),
+                                             node.attr("default_string", "_Unused"))
+    return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -238,30 +278,11 @@ def _le_lookup(keys, values, default, out_dtype, nan_keys=True):
     return fn
 
 
-@op("LabelEncoder", since=1, domain=ML)
-def labelencoder_1(node):
-    sv = node.since_version
-    if sv < 2:
-        classes = _obj(_strs(node.attr("classes_strings", []) or []))
-        dint = int(node.attr("default_int64", -1))
-        dstr = node.attr("default_string", "_Unused")
-        s2i = {k: i for i, k in enumerate(classes.tolist())}
-
-        table = _obj(list(classes) + [dstr])  # index n: the default
-
-        def run1(X):
-            if X.dtype == object or X.dtype.kind in "US":
-                flat = np.asarray(X).reshape(-1).tolist()
-                out = np.fromiter((s2i.get(k, dint) for k in _strs(flat)), dtype=np.int64, count=len(flat))
-            else:
-                n = len(classes)
-                idx = np.asarray(X).reshape(-1).astype(np.int64)
-                out = table[np.where((idx >= 0) & (idx < n), idx, n)]
-            return out.reshape(X.shape)
-
-        return run1
+def _le_tables(node):
+    """LabelEncoder 2+'s (keys, values, default, output dtype) from whichever attributes carry them."""
     a = node.attrs
     keys = values = None
+    out_dt = None
     if a.get("keys_tensor") is not None:
         keys = np.asarray(a["keys_tensor"]).reshape(-1)
     for name, dt in (("keys_strings", object), ("keys_int64s", np.int64), ("keys_floats", np.float32)):
@@ -296,12 +317,72 @@ def labelencoder_1(node):
     if values.dtype.kind in "US":
         values = _obj(_strs(values.tolist()))
         out_dt = np.dtype(object)
+    return keys, values, default, out_dt
+
+
+def _le1_classes(node):
+    """LabelEncoder 1: the classes (index <-> string) and the two defaults."""
+    classes = _strs(node.attr("classes_strings", []) or [])
+    return classes, int(node.attr("default_int64", -1)), node.attr("default_string", "_Unused")
+
+
+@op("LabelEncoder", since=1, domain=ML)
+def labelencoder_1(node):
+    sv = node.since_version
+    if sv < 2:
+        classes, dint, dstr = _le1_classes(node)
+        s2i = {k: i for i, k in enumerate(classes)}
+        table = _obj(classes + [dstr])  # index n: the default
+
+        def run1(X):
+            if X.dtype == object or X.dtype.kind in "US":
+                flat = np.asarray(X).reshape(-1).tolist()
+                out = np.fromiter((s2i.get(k, dint) for k in _strs(flat)), dtype=np.int64, count=len(flat))
+            else:
+                n = len(classes)
+                idx = np.asarray(X).reshape(-1).astype(np.int64)
+                out = table[np.where((idx >= 0) & (idx < n), idx, n)]
+            return out.reshape(X.shape)
+
+        return run1
+    keys, values, default, out_dt = _le_tables(node)
     fn = _le_lookup(keys, values, default, out_dt if out_dt != np.dtype(object) else object, nan_keys=sv >= 4)
 
     def run(X):
         return fn(X)
 
     return run
+
+
+_LOOKUP_DTYPES = (np.dtype(np.int64), np.dtype(np.float32), np.dtype(np.float64))
+
+
+@object_op("LabelEncoder", since=1, domain=ML)
+def labelencoder_objects_1(node):
+    """The C++ kernel for string keys or string values (numeric -> numeric has a native tensor kernel)."""
+    label = node_label(node)
+    if node.since_version < 2:
+        classes, dint, dstr = _le1_classes(node)
+        if _is_string_input(node):
+            s2i = {k: i for i, k in enumerate(classes)}  # the last of equal classes wins
+            return _core.string_lookup_kernel(label, list(s2i), np.array(list(s2i.values()), np.int64), dint)
+        if node.input_types and node.input_types[0] == 7:
+            return _core.number_to_string_kernel(label, np.arange(len(classes), dtype=np.int64), classes, dstr)
+        return None
+    keys, values, default, out_dt = _le_tables(node)
+    if keys.dtype == object:
+        if not _is_string_input(node) or (values.dtype != object and values.dtype.kind not in "iu"
+                                          and values.dtype not in _LOOKUP_DTYPES):
+            return None
+        table = dict(zip(_strs(keys.tolist()), values.tolist()))  # the last of equal keys wins
+        vals = list(table.values()) if values.dtype == object else np.array(list(table.values()), values.dtype)
+        return _core.string_lookup_kernel(label, list(table), vals, default)
+    if values.dtype != object or keys.dtype not in _LOOKUP_DTYPES or not _is_number_input(node):
+        return None
+    nan_value = None
+    if node.since_version >= 4 and keys.dtype.kind == "f" and np.isnan(keys).any():
+        nan_value = values[np.isnan(keys)][0]  # LabelEncoder 4 maps NaN through a NaN key
+    return _core.number_to_string_kernel(label, keys, values.tolist(), default, nan_value)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -437,6 +518,15 @@ def zipmap_1(node):
         return _core.zipmap_rows(labels, x)  # [dict(zip(labels, row)) for row in x.tolist()], in C++
 
     return run
+
+
+@object_op("ZipMap", since=1, domain=ML)
+def zipmap_objects_1(node):
+    ls = node.attr("classlabels_strings", None)
+    li = node.attr("classlabels_int64s", None)
+    if (ls is None) == (li is None):
+        invalid(node, "exactly one of classlabels_strings and classlabels_int64s must be given", errors.InvalidModel)
+    return _core.zipmap_kernel(node_label(node), _strs(ls) if ls is not None else [int(v) for v in li])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -16,8 +16,8 @@ import re
 import numpy as np
 from onnx import TensorProto
 
-from .. import dtypes, errors
-from ..registry import op
+from .. import _core, dtypes, errors
+from ..registry import object_op, op
 from ._common import invalid, node_label
 from .ml import _obj, _strs
 
@@ -161,6 +161,21 @@ def dictvectorizer_1(node):
     return run
 
 
+@object_op("DictVectorizer", since=1, domain=ML)
+def dictvectorizer_objects_1(node):
+    """The C++ kernel for maps of float values (the maps a feed can hold) with one vocabulary, writing
+    float or double; other declared types take the numpy kernel."""
+    sv = node.attrs.get("string_vocabulary")
+    iv = node.attrs.get("int64_vocabulary")
+    mt = _map_type(node)
+    if bool(sv) == bool(iv) or mt is None or mt[1] not in (TensorProto.FLOAT, TensorProto.DOUBLE):
+        return None
+    if mt[0] != (TensorProto.STRING if sv else TensorProto.INT64):
+        return None  # the numpy factory explains the mismatch
+    return _core.dict_vectorizer_kernel(node_label(node), _strs(sv) if sv else None,
+                                        [int(v) for v in iv] if iv else None, mt[1])
+
+
 # ----------------------------------------------------------------------------------------------
 # CastMap
 
@@ -261,3 +276,17 @@ def castmap_1(node):
         return np.asarray(vals, dtype=dt).reshape(1, len(vals))
 
     return run
+
+
+@object_op("CastMap", since=1, domain=ML)
+def castmap_objects_1(node):
+    """The C++ kernel for map(int64, float) inputs (string-valued maps take the numpy kernel, which
+    parses numbers as std::stof / std::stoll do)."""
+    cast_to = _text(node.attr("cast_to", "TO_FLOAT"))
+    map_form = _text(node.attr("map_form", "DENSE"))
+    max_map = int(node.attr("max_map", 1))
+    mt = _map_type(node)
+    if (mt != (TensorProto.INT64, TensorProto.FLOAT) or cast_to not in _CAST_TO or map_form not in _MAP_FORM
+            or (map_form == "SPARSE" and max_map <= 0)):
+        return None  # the numpy factory accepts or explains it
+    return _core.cast_map_kernel(node_label(node), _CAST_TO.index(cast_to), map_form == "SPARSE", max_map)
