@@ -1,5 +1,6 @@
 """Latency measurement shared by `onnxfast bench` and the benchmark suite: warm-up excluded,
-runtimes interleaved round by round (so machine drift hits all of them), percentiles."""
+runtimes interleaved round by round (so machine drift hits all of them), percentiles; and throughput
+(requests in flight from several threads, for a duration or a number of requests)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,47 @@ def interleaved(runners: dict[str, Callable[[], object]], warmup: int = 3, runs:
     if progress:
         sys.stderr.write("\n")
     return {n: np.asarray(v) for n, v in times.items()}
+
+
+def throughput(fn: Callable[[], object], concurrency: int = 1, duration: float | None = None, runs: int = 20,
+               warmup: int = 3) -> tuple[np.ndarray, float]:
+    """Keep ``concurrency`` calls of ``fn`` in flight (one thread each, back to back) for ``duration``
+    seconds, or until each thread made ``runs`` calls. Returns (seconds per call, wall seconds of the
+    timed part). The first error a thread meets is raised here once every thread stopped."""
+    import threading
+
+    for _ in range(max(0, warmup)):
+        fn()
+    times: list[list[float]] = [[] for _ in range(concurrency)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(concurrency + 1)
+    stop = threading.Event()
+
+    def worker(out: list[float]) -> None:
+        start.wait()
+        try:
+            while not stop.is_set() and (duration is not None or len(out) < runs):
+                t = time.perf_counter()
+                fn()
+                out.append(time.perf_counter() - t)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            errors.append(e)
+            stop.set()
+
+    threads = [threading.Thread(target=worker, args=(times[i],), daemon=True) for i in range(concurrency)]
+    for th in threads:
+        th.start()
+    start.wait()
+    t0 = time.perf_counter()
+    if duration is not None:
+        stop.wait(duration)
+        stop.set()
+    for th in threads:
+        th.join()
+    wall = time.perf_counter() - t0
+    if errors:
+        raise errors[0]
+    return np.asarray([t for ts in times for t in ts]), wall
 
 
 def _bar(done: int, total: int, width: int = 30) -> None:

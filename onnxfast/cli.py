@@ -1,8 +1,9 @@
 """The `onnxfast` command: `run` a model (random inputs when none are given), `bench` its latency
-(against onnxruntime, interleaved, with an operator profile), `info` about a model
-(inputs/outputs, opsets, operator histogram, parameters, and with --kernels which kernel each
-node gets), `optimize` a model into a file (the optimizer's output at a level). `python -m onnxfast`
-runs the demo model shipped in the package.
+(against onnxruntime, interleaved, with an operator profile) or its throughput (`--concurrency`,
+`--duration`), `info` about a model file (inputs/outputs, opsets, operator histogram, parameters, every
+node no kernel supports, and with --kernels which kernel each node of the optimized graph gets),
+`optimize` a model into a file (the optimizer's output at a level). `onnxfast --version` prints the
+versions; `python -m onnxfast` runs the demo model shipped in the package.
 
 Errors print one line (no traceback) and exit with status 1 (bad model/input) or 2 (usage).
 """
@@ -81,13 +82,24 @@ def _load_inputs(specs: list[str]) -> dict:
     return feed
 
 
-def _session(path: str, threads: int | None = None):
-    from . import InferenceSession, SessionOptions
+LEVELS = {"disable": 0, "basic": 1, "extended": 2, "all": 99}
+# onnxruntime's GraphOptimizationLevel member per level name (for --compare onnxruntime)
+ORT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+              "all": "ORT_ENABLE_ALL"}
+
+
+def _session(path: str, threads: int | None = None, level: str = "all", provider: str | None = None):
+    import warnings
+
+    from . import GraphOptimizationLevel, InferenceSession, SessionOptions
 
     opts = SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
-    return InferenceSession(path, opts)
+    opts.graph_optimization_level = GraphOptimizationLevel(LEVELS[level])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return InferenceSession(path, opts, providers=[provider] if provider else None)
 
 
 def _summary(name: str, value) -> str:
@@ -98,7 +110,7 @@ def _summary(name: str, value) -> str:
 
 
 def cmd_run(args) -> int:
-    sess = _session(args.model)
+    sess = _session(args.model, level=args.optimization_level, provider=args.provider)
     feed = random_inputs(sess, _parse_dims(args.dim), batch=args.batch)
     feed.update(_load_inputs(args.input))
     names = [o.name for o in sess.get_outputs()]
@@ -138,20 +150,29 @@ def _parse_shapes(specs: list[str]) -> dict[str, list[int]]:
     return out
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
 def cmd_bench(args) -> int:
-    from . import InferenceSession, SessionOptions
-    from .benchmark import interleaved, summary, top_operators
+    import json
+
+    from .benchmark import interleaved, summary, throughput, top_operators
 
     if args.runs < 1 or args.warmup < 0 or args.batch < 1 or (args.threads is not None and args.threads < 0):
         raise CliError("--runs and --batch must be >= 1, --warmup and --threads >= 0")
-    opts = SessionOptions()
-    if args.threads:
-        opts.intra_op_num_threads = args.threads
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sess = InferenceSession(args.model, opts)
+    if args.concurrency < 1 or (args.duration is not None and args.duration <= 0):
+        raise CliError("--concurrency must be >= 1 and --duration > 0")
+    sess = _session(args.model, args.threads, args.optimization_level, args.provider)
     feed = random_inputs(sess, _parse_dims(args.dim), batch=args.batch)
     for name, shape in _parse_shapes(args.shape).items():
         if name not in feed:
@@ -170,28 +191,70 @@ def cmd_bench(args) -> int:
         so = ort.SessionOptions()
         if args.threads:
             so.intra_op_num_threads = args.threads
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, ORT_LEVELS[args.optimization_level])
         ref = ort.InferenceSession(args.model, so, providers=["CPUExecutionProvider"])
         runners["onnxruntime"] = lambda: ref.run(None, feed)
-    shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in feed.items())
-    print(f"benchmark: {args.model}  inputs: {shapes}  warm-up {args.warmup}, {args.runs} runs"
-          + (", interleaved with onnxruntime" if args.compare else ""))
-    times = interleaved(runners, warmup=args.warmup, runs=args.runs, progress=not args.no_progress)
-    stats = {n: summary(t) for n, t in times.items()}
-    print(f"{'runtime':<12} {'mean ms':>10} {'p50 ms':>10} {'p90 ms':>10} {'p99 ms':>10}")
-    for n, st in stats.items():
-        print(f"{n:<12} {st['mean']:>10.3f} {st['p50']:>10.3f} {st['p90']:>10.3f} {st['p99']:>10.3f}")
-    if "onnxruntime" in stats:
-        ratio = stats["onnxfast"]["p50"] / stats["onnxruntime"]["p50"]
-        print(f"ratio onnxfast/onnxruntime (p50): {ratio:.3f}  ({'faster' if ratio < 1 else 'slower'})")
+    mode = "throughput" if args.concurrency > 1 or args.duration is not None else "latency"
+    progress = not args.no_progress and not args.json and sys.stderr.isatty()
+    if not args.json:
+        shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in feed.items())
+        how = (f"{args.concurrency} requests in flight for {args.duration} s each" if args.duration is not None
+               else f"{args.concurrency} requests in flight, {args.runs} requests each") if mode == "throughput" \
+            else f"warm-up {args.warmup}, {args.runs} runs" + (", interleaved with onnxruntime" if args.compare else "")
+        print(f"benchmark: {args.model}  inputs: {shapes}  {how}")
+    results = {}
+    if mode == "latency":
+        times = interleaved(runners, warmup=args.warmup, runs=args.runs, progress=progress)
+        for n, t in times.items():
+            results[n] = {"requests": len(t), **{f"{k}_ms": v for k, v in summary(t).items()}}
+    else:
+        for n, fn in runners.items():  # one runtime after the other: they would compete for the cores
+            t, wall = throughput(fn, concurrency=args.concurrency, duration=args.duration, runs=args.runs,
+                                 warmup=args.warmup)
+            results[n] = {"requests": len(t), "wall_s": wall, "throughput_per_s": len(t) / wall,
+                          **{f"{k}_ms": v for k, v in summary(t).items()}}
+    ratio = None
+    if "onnxruntime" in results:
+        key = "p50_ms" if mode == "latency" else "throughput_per_s"
+        ratio = results["onnxfast"][key] / results["onnxruntime"][key]
+    if args.json:
+        from . import __version__
+
+        doc = {"model": args.model, "mode": mode, "inputs": {k: list(v.shape) for k, v in feed.items()},
+               "threads": args.threads or 0, "concurrency": args.concurrency, "duration_s": args.duration,
+               "optimization_level": args.optimization_level, "provider": args.provider or "CPUExecutionProvider",
+               "onnxfast_version": __version__, "cpu": _cpu_name(), "results": results}
+        if ratio is not None:
+            doc["ratio"] = ratio
+            doc["ratio_of"] = ("onnxfast / onnxruntime p50 latency" if mode == "latency"
+                               else "onnxfast / onnxruntime requests per second")
+        print(json.dumps(doc, indent=2))
+        return 0
+    if mode == "latency":
+        print(f"{'runtime':<12} {'mean ms':>10} {'p50 ms':>10} {'p90 ms':>10} {'p99 ms':>10}")
+        for n, st in results.items():
+            print(f"{n:<12} {st['mean_ms']:>10.3f} {st['p50_ms']:>10.3f} {st['p90_ms']:>10.3f} {st['p99_ms']:>10.3f}")
+        if ratio is not None:
+            print(f"ratio onnxfast/onnxruntime (p50): {ratio:.3f}  ({'faster' if ratio < 1 else 'slower'})")
+    else:
+        print(f"{'runtime':<12} {'requests':>9} {'req/s':>10} {'p50 ms':>10} {'p90 ms':>10} {'p99 ms':>10}")
+        for n, st in results.items():
+            print(f"{n:<12} {st['requests']:>9} {st['throughput_per_s']:>10.1f} {st['p50_ms']:>10.3f} "
+                  f"{st['p90_ms']:>10.3f} {st['p99_ms']:>10.3f}")
+        if ratio is not None:
+            print(f"throughput onnxfast/onnxruntime: {ratio:.3f}  ({'faster' if ratio > 1 else 'slower'})")
     if args.profile:
-        import os
         import tempfile
+
+        from . import InferenceSession, SessionOptions
 
         popts = SessionOptions()
         popts.enable_profiling = True
         popts.profile_file_prefix = os.path.join(tempfile.mkdtemp(prefix="onnxfast_bench_"), "profile_")
         if args.threads:
             popts.intra_op_num_threads = args.threads
+        import warnings
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             psess = InferenceSession(args.model, popts)
@@ -204,30 +267,79 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def unsupported_nodes(model) -> list[tuple[str, str, str, int | None, str]]:
+    """(node path, op type, domain, opset, why) of every node of an IR model (subgraphs included) that no
+    kernel computes: the planner would stop at the first of them."""
+    from .registry import REGISTRY
+    from .schemas import since_version
+
+    out = []
+
+    def walk(graph, prefix: str) -> None:
+        for n in graph.nodes:
+            opset = model.opsets.get(n.domain)
+            where = f"{prefix}{n.name}"
+            if opset is None:
+                out.append((where, n.op_type, n.domain or "ai.onnx", None, "the model imports no opset for its domain"))
+            elif not REGISTRY.supports(n.domain, n.op_type, since_version(n.op_type, opset, n.domain)):
+                why = ("no kernel at this opset" if REGISTRY.knows(n.domain, n.op_type)
+                       else "onnxfast has no kernel for it")
+                out.append((where, n.op_type, n.domain or "ai.onnx", opset, why))
+            for attr, g in n.subgraphs.items():
+                walk(g, f"{where}/{attr}/")
+
+    walk(model.graph, "")
+    return out
+
+
 def cmd_info(args) -> int:
-    sess = _session(args.model)
-    m = sess._model
+    """Describes the file as it is (no optimization); --kernels adds the optimized plan's kernels."""
+    import onnx
+
+    from . import ir
+    from .loader import load_model
+    from .registry import REGISTRY
+
+    proto, base_dir, _ = load_model(args.model)
+    hist = collections.Counter(n.op_type for n in proto.graph.node)
+    params = nbytes = 0
+    for t in proto.graph.initializer:
+        n = int(np.prod(t.dims, dtype=np.int64))
+        params += n
+        try:
+            nbytes += n * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+        except (KeyError, TypeError, ValueError):
+            pass  # strings and types numpy has no width for
+    num_inits = len(proto.graph.initializer)
+    m = ir.build_model(proto, base_dir, release=True, has_kernel=REGISTRY.knows)
     print(f"model: {args.model}")
     print(f"producer: {m.producer_name} {m.producer_version}  ir_version: {m.ir_version}")
     print("opsets: " + ", ".join(f"{d or 'ai.onnx'}={v}" for d, v in sorted(m.opsets.items())))
+    inits = m.graph.initializers
     print("inputs:")
-    for a in sess.get_inputs():
-        print(f"  {a.name}: {a.type} {a.shape}")
+    for vi in m.graph.inputs:
+        if vi.name not in inits:
+            print(f"  {vi.name}: {vi.type_str} {vi.shape}")
     print("outputs:")
-    for a in sess.get_outputs():
-        print(f"  {a.name}: {a.type} {a.shape}")
-    hist = collections.Counter(n.op_type for n in m.graph.nodes)
+    for vi in m.graph.outputs:
+        print(f"  {vi.name}: {vi.type_str} {vi.shape}")
     print(f"operators ({sum(hist.values())} nodes):")
     for op_type, count in hist.most_common():
         print(f"  {op_type}: {count}")
-    # weights the kernels packed and the planner released count too (graph.released: dtype, shape)
-    sizes = [(int(a.size), int(a.nbytes)) for a in m.graph.initializers.values()]
-    sizes += [(int(np.prod(shape, dtype=np.int64)), int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize)
-              for dt, shape in m.graph.released.values()]
-    params, nbytes = sum(n for n, _ in sizes), sum(b for _, b in sizes)
-    print(f"parameters: {params:,} in {len(sizes)} initializers ({nbytes / 1e6:.2f} MB)")
+    print(f"parameters: {params:,} in {num_inits} initializers ({nbytes / 1e6:.2f} MB)")
+    missing = unsupported_nodes(m)
+    if missing:
+        print(f"unsupported operators ({len(missing)} nodes; a session cannot be created):")
+        for where, op_type, domain, opset, why in missing:
+            print(f"  {where}: {op_type} (domain '{domain}', opset {opset}): {why}")
+    else:
+        print("unsupported operators: none")
     if args.kernels:
-        print("kernels:")
+        if missing:
+            print("kernels: none (the model has unsupported operators)")
+            return 0
+        sess = _session(args.model)
+        print("kernels (the optimized graph):")
         for r in sess.kernel_listing():
             where = f"{r['subgraph']}{r['node']}"
             print(f"  {where}: {r['op_type']} -> {r['kernel']} on {r['provider']}")
@@ -251,9 +363,6 @@ def cmd_demo(args=None) -> int:
     t = np.array(times) * 1e6
     print(f"latency: median {np.median(t):.1f} us, p90 {np.percentile(t, 90):.1f} us over {len(t)} runs")
     return 0
-
-
-LEVELS = {"disable": 0, "basic": 1, "extended": 2, "all": 99}
 
 
 def cmd_optimize(args) -> int:
@@ -297,8 +406,25 @@ def _node_count(path: str) -> int:
     return len(onnx.load(path, load_external_data=False).graph.node)
 
 
+def _session_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--optimization-level", choices=list(LEVELS), default="all",
+                   help="graph optimization level, as onnxruntime's (default all)")
+    p.add_argument("--provider", default=None, metavar="NAME",
+                   help="execution provider (default CPUExecutionProvider; see get_available_providers())")
+
+
+def _version() -> str:
+    import onnx
+
+    from . import __version__, _core
+
+    return (f"onnxfast {__version__} (numpy {np.__version__}, onnx {onnx.__version__}; "
+            f"kernels: {_core.cpu_info()['isa']})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="onnxfast", description="Run and inspect ONNX models with onnxfast.")
+    p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="command")
     r = sub.add_parser("run", help="run a model (random inputs unless given)")
     r.add_argument("model")
@@ -307,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch", type=int, default=1, help="size of unnamed/symbolic first axes (default 1)")
     r.add_argument("--runs", type=int, default=10, help="timed runs after the first (default 10)")
     r.add_argument("--output-dir", help="save outputs as NAME.npy here")
+    _session_arguments(r)
     r.set_defaults(func=cmd_run)
     i = sub.add_parser("info", help="describe a model")
     i.add_argument("model")
@@ -323,7 +450,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--runs", type=int, default=20, help="timed runs (default 20)")
     b.add_argument("--profile", action="store_true", help="print the operators that take the most time")
     b.add_argument("--top", type=int, default=10, help="operators listed by --profile (default 10)")
-    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar (there is none unless stderr "
+                                                                 "is a terminal)")
+    b.add_argument("--concurrency", type=int, default=1, metavar="N",
+                   help="throughput mode: N requests in flight (N threads sharing the session; default 1)")
+    b.add_argument("--duration", type=float, default=None, metavar="S",
+                   help="throughput mode: issue requests for S seconds per runtime (instead of --runs each)")
+    b.add_argument("--json", action="store_true", help="print the results as one JSON document")
+    _session_arguments(b)
     b.set_defaults(func=cmd_bench)
     o = sub.add_parser("optimize", help="write the model as onnxfast's optimizer leaves it")
     o.add_argument("model")

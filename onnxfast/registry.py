@@ -6,7 +6,10 @@ and constant inputs) it returns a Python callable ``fn(*inputs) -> output | tupl
 working on numpy arrays. Native kernels are declared in C++ next to their code (domain, op type,
 schema-version range, provider, input types, a `when` condition, aliases: ``csrc/kernels/kernel.h``);
 the registry reads those declarations from ``_core`` at import and the planner prefers a native
-kernel wherever one fits the node, the numpy kernel being the fallback and reference.
+kernel wherever one fits the node, the numpy kernel being the fallback and reference. Operators over
+string tensors and maps may also register an *object kernel* factory (``@object_op``): it returns a
+``_core.ObjectKernel`` (C++ working on the Python objects, csrc/bindings/py_object_kernels.cpp) or None,
+and is preferred to the numpy kernel where it returns one.
 
 Factories are registered per "since" version: the one used for a node is the highest ``since``
 not above the schema version the model's opset selects, so opset differences live either in
@@ -179,6 +182,16 @@ class Registry:
             found = True
             out |= d.types
         return sorted(out) if found else None
+
+    def supports(self, domain: str, op_type: str, since_version: int) -> bool:
+        """Whether some kernel (numpy, object or native, for any input type) computes this schema version."""
+        entry = self._ops.get((domain, op_type))
+        if entry is None:
+            return False
+        if (_pick_versioned(entry.since, entry.factories, since_version) is not None
+                or _pick_versioned(entry.object_since, entry.object_factories, since_version) is not None):
+            return True
+        return any(d.since <= since_version <= d.until for d in entry.native)
 
     def knows(self, domain: str, op_type: str) -> bool:
         entry = self._ops.get((domain, op_type))

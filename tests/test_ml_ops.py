@@ -464,7 +464,9 @@ def test_feature_vectorizer(dtype):
     xs = [(rng.standard_normal((4, w)) * 100).astype(dtype) for w in (3, 1, 5, 2)]
     feed = {f"X{i}": x for i, x in enumerate(xs)}
     code = FV_TYPES[dtype]
-    (y,) = _compare(fv_model([code] * 4, [3, 1, 5, 2]), feed)
+    m = fv_model([code] * 4, [3, 1, 5, 2])
+    assert [r["kernel"] for r in _fast(m).kernel_listing()] == ["native"]
+    (y,) = _compare(m, feed)
     np.testing.assert_array_equal(y, np.concatenate(xs, axis=1).astype(np.float32))
     # widths larger than the inputs pad with zeros, smaller ones drop the extra columns
     (y,) = _compare(fv_model([code] * 4, [5, 2, 2, 0]), feed)

@@ -1,9 +1,11 @@
 // The numeric ai.onnx.ml operators besides the tree ensembles and SVMs: LinearClassifier and
 // LinearRegressor (one GEMM against coefficients packed at session creation, intercepts in its
-// epilogue; up to four outputs a dot product per row and output instead), Scaler, Normalizer, Binarizer, Imputer, ArrayFeatureExtractor, OneHotEncoder (integer
-// categories) and LabelEncoder (numeric keys and values). Inputs of float64 or integer types are read
-// as float32 where onnxruntime does so. Nodes with string labels, categories, keys or values stay on the
-// numpy kernels (onnxfast/ops/ml.py): the native executor holds no string tensors.
+// epilogue; up to four outputs a dot product per row and output instead), Scaler, Normalizer,
+// Binarizer, Imputer, FeatureVectorizer, ArrayFeatureExtractor, OneHotEncoder (integer categories) and
+// LabelEncoder (numeric keys and values). Inputs of float64 or integer types are read as float32 where
+// onnxruntime does so. String categories, keys and values have their kernels over Python objects
+// (csrc/bindings/py_object_kernels.cpp); a classifier's string labels are indexed by the optimizer's
+// ClassLabelIndexing pass, or run on the numpy kernels (onnxfast/ops/ml.py) when it is off.
 //
 // onnxruntime's conventions, mirrored by ml.py: a linear classifier with one score column and two
 // labels is binary (label = labels[score > 0], scores [1 - p, p] with p the score, through LOGISTIC when
@@ -388,6 +390,84 @@ class NormalizerKernel : public Kernel {
   int norm_ = 0;
 };
 
+// ---- FeatureVectorizer -------------------------------------------------------------------------
+
+// Inputs of one type (int32, int64, float, double), each [N, ...] or one row [C]: the first
+// inputdimensions[i] values of each row of input i (flattened past the first dim), zero-padded, side by
+// side in a float [N, sum(inputdimensions)].
+class FeatureVectorizerKernel : public Kernel {
+ public:
+  explicit FeatureVectorizerKernel(const KernelArgs& a) : who_(a.node_label()) {
+    dims_ = attr_ints(a, "inputdimensions");
+    if (dims_.empty())
+      fail(ErrorKind::kInvalidModel, who_ + ": attribute 'inputdimensions' is required (one width per input)");
+    for (size_t i = 0; i < dims_.size(); ++i) {
+      if (dims_[i] < 0)
+        fail(ErrorKind::kInvalidModel, who_ + ": inputdimensions[" + std::to_string(i) + "] is negative (" +
+                                           std::to_string(dims_[i]) + ")");
+      total_ += dims_[i];
+    }
+    if (a.const_inputs.size() != dims_.size())
+      fail(ErrorKind::kInvalidModel, who_ + ": " + std::to_string(a.const_inputs.size()) +
+                                         " inputs but inputdimensions has " + std::to_string(dims_.size()) + " values");
+    int known = 0;
+    for (size_t i = 0; i < dims_.size(); ++i) {
+      const int t = a.dtype_of(i);
+      if (!t) continue;
+      if (!numeric(t))
+        fail(ErrorKind::kInvalidModel, who_ + ": input type tensor(" + dtype_name(t) +
+                                           ") is not allowed (int32, int64, float, double)");
+      if (known && t != known)  // one type parameter T1 for all the inputs
+        fail(ErrorKind::kInvalidModel, who_ + ": all inputs must have the same element type, got tensor(" +
+                                           dtype_name(known) + ") and tensor(" + dtype_name(t) + ")");
+      known = t;
+    }
+  }
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    if (in.size() != dims_.size())
+      fail(ErrorKind::kInvalidArgument, who_ + ": " + std::to_string(in.size()) + " inputs but inputdimensions has " +
+                                            std::to_string(dims_.size()) + " values");
+    int64_t n = 0;
+    for (size_t i = 0; i < in.size(); ++i) {
+      if (!in[i]) kernel_fail(who_ + " needs input " + std::to_string(i));
+      const Tensor& X = *in[i];
+      expect_numeric(X, who_);
+      if (X.dtype != in[0]->dtype)
+        fail(ErrorKind::kInvalidType, who_ + ": input " + std::to_string(i) + " has type " + dtype_name(X.dtype) +
+                                          ", input 0 " + dtype_name(in[0]->dtype) + " (all inputs must have the same type)");
+      if (X.rank() == 0) fail(ErrorKind::kInvalidArgument, who_ + ": input " + std::to_string(i) + " must have at least 1 dimension");
+      const int64_t rows = X.rank() == 1 ? 1 : X.shape[0];
+      if (i == 0) n = rows;
+      else if (rows != n)
+        fail(ErrorKind::kInvalidArgument, who_ + ": all inputs must have the same batch size: input 0 has " +
+                                              std::to_string(n) + ", input " + std::to_string(i) + " has " +
+                                              std::to_string(rows));
+    }
+    out.resize(1);
+    out[0] = {kFloat, Shape{n, total_}};
+  }
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    float* y = static_cast<float*>(out[0]->data);
+    const int64_t n = out[0]->shape[0];
+    if (n > 0 && total_ > 0) std::memset(y, 0, static_cast<size_t>(n * total_) * sizeof(float));
+    int64_t off = 0;
+    std::vector<float> buf;
+    for (size_t i = 0; i < in.size(); ++i) {
+      const Tensor& X = *in[i];
+      const int64_t width = n ? X.numel() / n : 0, w = std::min(width, dims_[i]);
+      const float* x = as_float(X, buf);
+      for (int64_t r = 0; r < n; ++r)
+        for (int64_t j = 0; j < w; ++j) y[r * total_ + off + j] = x[r * width + j];
+      off += dims_[i];
+    }
+  }
+
+ private:
+  std::string who_;
+  std::vector<int64_t> dims_;
+  int64_t total_ = 0;
+};
+
 // ---- ArrayFeatureExtractor ----------------------------------------------------------------------
 
 class ArrayFeatureExtractorKernel : public Kernel {
@@ -626,6 +706,7 @@ ONNXFAST_KERNELS(ml_linear) {
   kernel("Binarizer", "ai.onnx.ml").since(1).types({kFloat, kDouble}).make<BinarizerKernel>();
   kernel("Normalizer", "ai.onnx.ml").since(1).types(num).make<NormalizerKernel>();
   kernel("ArrayFeatureExtractor", "ai.onnx.ml").since(1).types(num).make<ArrayFeatureExtractorKernel>();
+  kernel("FeatureVectorizer", "ai.onnx.ml").since(1).types(num).make<FeatureVectorizerKernel>();
   kernel("OneHotEncoder", "ai.onnx.ml").since(1).types(num).when(int_categories).make<OneHotEncoderKernel>();
   kernel("LabelEncoder", "ai.onnx.ml").since(2).types(num).when(numeric_label_encoder).make<LabelEncoderKernel>();
 }
