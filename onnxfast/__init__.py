@@ -36,7 +36,17 @@ from .options import (  # noqa: E402
     SessionOptions,
 )
 from .providers import get_all_providers, get_available_providers  # noqa: E402
-from .session import InferenceSession, IOBinding, ModelMetadata, NodeArg, OrtValue  # noqa: E402
+from .session import (  # noqa: E402
+    InferenceSession,
+    IOBinding,
+    ModelMetadata,
+    NodeArg,
+    OrtAllocatorType,
+    OrtDevice,
+    OrtMemoryInfo,
+    OrtMemType,
+    OrtValue,
+)
 
 __version__ = "0.1.0"
 
@@ -48,6 +58,28 @@ def get_device() -> str:
 
 def get_version_string() -> str:
     return __version__
+
+
+def get_build_info() -> str:
+    """One line about this build: version, the kernel tier chosen for this CPU, the compiler's build type."""
+    info = _core.cpu_info()
+    return (f"onnxfast Build Info: version={__version__}, isa={info['isa']} (best {info['best_isa']}), "
+            f"gemm={info['gemm']}, vecmath={info['vecmath']}, build type=Release")
+
+
+def set_default_logger_severity(severity: int) -> None:
+    """The minimum severity logged (0 verbose, 1 info, 2 warning, 3 error, 4 fatal), as onnxruntime's."""
+    from .session import set_log_severity
+
+    set_log_severity(severity)
+
+
+def set_seed(seed: int) -> None:
+    """The seed of random operators (RandomNormal, RandomUniform, Dropout, ...) that have no seed
+    attribute, for sessions created after this call, as onnxruntime.set_seed."""
+    from .ops import _common
+
+    _common.GLOBAL_SEED[0] = int(seed)
 
 
 __all__ = [
@@ -65,5 +97,12 @@ __all__ = [
     "get_all_providers",
     "get_device",
     "get_version_string",
+    "get_build_info",
+    "set_default_logger_severity",
+    "set_seed",
+    "OrtDevice",
+    "OrtMemoryInfo",
+    "OrtMemType",
+    "OrtAllocatorType",
     "errors",
 ]

@@ -1,11 +1,15 @@
 """Exceptions raised by onnxfast.
 
-Every error subclasses both :class:`OnnxfastError` and a standard Python class (ValueError,
-TypeError, ...), so code written for plain Python errors keeps working, and messages are
-in the user's terms: input names, axes, expected vs. got, op type and node name.
+Every error subclasses :class:`OnnxfastError`, a standard Python class (ValueError, TypeError, ...) and
+the onnxruntime class onnxruntime raises in the same situation (onnxfast.capi.onnxruntime_pybind11_state:
+InvalidArgument, NoSuchFile, InvalidGraph, NotImplemented, RuntimeException, ...), so code written for
+plain Python errors or for onnxruntime's keeps working; messages are in the user's terms: input names,
+axes, expected vs. got, op type and node name.
 """
 
 from __future__ import annotations
+
+from .capi import onnxruntime_pybind11_state as _ort
 
 
 class OnnxfastError(Exception):
@@ -16,15 +20,15 @@ class OnnxfastWarning(UserWarning):
     """Warnings issued by onnxfast (e.g. an unavailable provider, an option not implemented)."""
 
 
-class InvalidArgument(OnnxfastError, ValueError):
+class InvalidArgument(OnnxfastError, ValueError, _ort.InvalidArgument):
     """A bad argument: unknown input/output name, wrong shape, bad option value."""
 
 
-class InvalidType(OnnxfastError, TypeError):
+class InvalidType(OnnxfastError, TypeError, _ort.InvalidArgument):
     """A value of the wrong type or element type."""
 
 
-class InvalidModel(OnnxfastError, ValueError):
+class InvalidModel(OnnxfastError, ValueError, _ort.InvalidGraph):
     """The model cannot be used: corrupt protobuf, undefined value, cycle, bad attribute."""
 
 
@@ -32,39 +36,43 @@ class ExternalDataError(InvalidModel):
     """External data is missing, truncated, or points outside the model's folder."""
 
 
-class ModelFileNotFound(OnnxfastError, FileNotFoundError):
+class InvalidProtobufModel(InvalidModel, _ort.InvalidProtobuf):
+    """The model bytes are not a parsable ONNX protobuf (corrupt or truncated)."""
+
+
+class ModelFileNotFound(OnnxfastError, FileNotFoundError, _ort.NoSuchFile):
     """The model file (or one of its external data files) does not exist."""
 
 
-class UnsupportedOperator(OnnxfastError, NotImplementedError):
+class UnsupportedOperator(OnnxfastError, NotImplementedError, _ort.NotImplemented):
     """No kernel for an operator (type, domain, opset) in the model."""
 
 
-class NotImplementedFeature(OnnxfastError, NotImplementedError):
+class NotImplementedFeature(OnnxfastError, NotImplementedError, _ort.NotImplemented):
     """An option or feature that onnxfast does not implement yet."""
 
 
-class AllocationError(OnnxfastError, MemoryError):
+class AllocationError(OnnxfastError, MemoryError, _ort.RuntimeException):
     """An allocation the model asks for cannot be satisfied."""
 
 
-class IndexOutOfRange(OnnxfastError, IndexError):
+class IndexOutOfRange(OnnxfastError, IndexError, _ort.RuntimeException):
     """An index input (Gather, Scatter, ...) is outside the valid range."""
 
 
-class IntegerDivisionByZero(OnnxfastError, ZeroDivisionError):
+class IntegerDivisionByZero(OnnxfastError, ZeroDivisionError, _ort.RuntimeException):
     """Integer division or modulo by zero."""
 
 
-class IntegerOverflow(OnnxfastError, OverflowError):
+class IntegerOverflow(OnnxfastError, OverflowError, _ort.RuntimeException):
     """Integer arithmetic that overflows (INT_MIN / -1)."""
 
 
-class RunTerminated(OnnxfastError, RuntimeError):
+class RunTerminated(OnnxfastError, RuntimeError, _ort.Fail):
     """A run stopped because RunOptions.terminate was set."""
 
 
-class ExecutionError(OnnxfastError, RuntimeError):
+class ExecutionError(OnnxfastError, RuntimeError, _ort.RuntimeException):
     """A kernel failed at run time for another reason."""
 
 

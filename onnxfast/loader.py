@@ -21,7 +21,7 @@ from google.protobuf.message import DecodeError
 from onnx import TensorProto, numpy_helper
 
 from . import dtypes
-from .errors import ExternalDataError, InvalidModel, ModelFileNotFound
+from .errors import ExternalDataError, InvalidModel, InvalidProtobufModel, ModelFileNotFound
 
 # Initializers up to this size keep their protobuf copy (shape inference reads their values).
 _KEEP_BYTES = 16384
@@ -223,7 +223,7 @@ def _parse(data: bytes, what: str) -> onnx.ModelProto:
     try:
         model.ParseFromString(data)
     except (DecodeError, RuntimeError, ValueError) as e:
-        raise InvalidModel(f"{what} is not a valid ONNX model (corrupt or truncated protobuf): {e}") from None
+        raise InvalidProtobufModel(f"{what} is not a valid ONNX model (corrupt or truncated protobuf): {e}") from None
     if not model.HasField("graph") or model.ir_version == 0:
         raise InvalidModel(f"{what} is not a valid ONNX model: it has no graph or no ir_version")
     return model

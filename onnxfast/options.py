@@ -70,6 +70,19 @@ class SessionOptions:
         self._dim_overrides: dict[str, int] = {}
         self._initializers: dict[str, object] = {}
 
+    # onnxruntime's SessionOptions is a native object: assigning a field it does not have (a typo such as
+    # `intra_op_threads`) raises AttributeError instead of being stored and ignored
+    _FIELDS = frozenset({
+        "intra_op_num_threads", "inter_op_num_threads", "execution_mode", "execution_order",
+        "graph_optimization_level", "enable_cpu_mem_arena", "enable_mem_pattern", "enable_mem_reuse",
+        "enable_profiling", "profile_file_prefix", "log_severity_level", "log_verbosity_level", "logid",
+        "optimized_model_filepath", "use_deterministic_compute", "_config", "_dim_overrides", "_initializers"})
+
+    def __setattr__(self, name: str, value) -> None:
+        if name not in self._FIELDS:
+            raise AttributeError(f"'SessionOptions' object has no attribute '{name}'")
+        object.__setattr__(self, name, value)
+
     def add_session_config_entry(self, key: str, value: str) -> None:
         key, value = str(key), str(value)
         if key not in KNOWN_CONFIG_KEYS:

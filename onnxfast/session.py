@@ -8,6 +8,7 @@ released and returns numpy arrays that own their memory.
 from __future__ import annotations
 
 import ctypes
+import enum
 import json
 import logging
 import os
@@ -31,6 +32,19 @@ from .registry import REGISTRY
 
 log = logging.getLogger("onnxfast")
 _LEVELS = {0: logging.DEBUG, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR, 4: logging.CRITICAL}
+
+
+def set_log_severity(level: int) -> None:
+    """onnxruntime's severities (0 verbose, 1 info, 2 warning, 3 error, 4 fatal) on the 'onnxfast' logger.
+    Verbose and info messages print to stderr, as onnxruntime's do, unless the application configured
+    a handler (Python's last-resort handler shows warnings and above only)."""
+    if int(level) not in _LEVELS:
+        raise InvalidArgument(f"log severity level must be 0..4, got {level}")
+    log.setLevel(_LEVELS[int(level)])
+    if int(level) <= 1 and not log.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s [onnxfast %(levelname)s] %(message)s"))
+        log.addHandler(handler)
 
 
 class NodeArg:
@@ -172,7 +186,7 @@ class InferenceSession:
         self._sess_options = sess_options._copy() if sess_options is not None else SessionOptions()
         opts = self._sess_options
         if opts.log_severity_level >= 0:
-            log.setLevel(_LEVELS.get(opts.log_severity_level, logging.WARNING))
+            set_log_severity(min(int(opts.log_severity_level), 4))
         self._check_options(opts)
         self._model_path = os.fspath(path_or_bytes) if isinstance(path_or_bytes, (str, os.PathLike)) else None
         ext_dir = opts._config.get("session.model_external_initializers_file_folder_path")
@@ -286,6 +300,38 @@ class InferenceSession:
             key_code, value_code, type_str = spec
             out[name] = _core.map_feed_value(name, key_code, -1 if value_code is None else value_code, type_str, value)
         return feed if out is None else out
+
+    def run_async(self, output_names, input_feed, callback, user_data, run_options=None) -> None:
+        """Runs on a new thread and calls ``callback(outputs, user_data, error_text)``: the outputs and ''
+        on success, None and the error's text on failure. As in onnxruntime, feed names are checked before it
+        returns (InvalidArgument for an unknown or a missing required input)."""
+        if not callable(callback):
+            raise InvalidType(f"run_async: callback must be callable, got {type(callback).__name__}")
+        if not isinstance(input_feed, dict):
+            raise InvalidType(f"input_feed must be a dict of input name -> numpy array, got {type(input_feed).__name__}")
+        known = {a.name for a in self._inputs} | {a.name for a in self._overridable}
+        unknown = [k for k in input_feed if k not in known]
+        missing = [a.name for a in self._inputs if a.name not in input_feed]
+        if unknown or missing:
+            what = f"unknown input names {unknown}" if unknown else f"required inputs {missing} are missing"
+            raise InvalidArgument(f"run_async: {what}; the model's inputs are {[a.name for a in self._inputs]}")
+
+        def work() -> None:
+            try:
+                outputs = self.run(output_names, input_feed, run_options)
+            except Exception as e:  # noqa: BLE001 - reported to the callback, as onnxruntime does
+                callback(None, user_data, str(e))
+                return
+            callback(outputs, user_data, "")
+
+        threading.Thread(target=work, name="onnxfast-run-async", daemon=True).start()
+
+    def get_input_memory_infos(self) -> list["OrtMemoryInfo"]:
+        """Where each input is expected: host memory for every input of a CPU session."""
+        return [OrtMemoryInfo.cpu() for _ in self._inputs]
+
+    def get_output_memory_infos(self) -> list["OrtMemoryInfo"]:
+        return [OrtMemoryInfo.cpu() for _ in self._outputs]
 
     def run_with_ort_values(self, output_names, input_dict_ort_values, run_options=None):
         feed = {k: (v.numpy() if isinstance(v, OrtValue) else v) for k, v in input_dict_ort_values.items()}
@@ -403,6 +449,73 @@ def _nbytes(shapes, codes) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+class OrtMemType(enum.IntEnum):
+    """onnxruntime's OrtMemType."""
+
+    CPU_INPUT = -2
+    CPU_OUTPUT = -1
+    DEFAULT = 0
+
+
+class OrtAllocatorType(enum.IntEnum):
+    """onnxruntime's OrtAllocatorType."""
+
+    INVALID = -1
+    ORT_DEVICE_ALLOCATOR = 0
+    ORT_ARENA_ALLOCATOR = 1
+
+
+class OrtMemoryInfo:
+    """A memory location, as onnxruntime describes one: name ('Cpu'), allocator type, device id, memory type."""
+
+    def __init__(self, name: str, allocator_type, device_id: int, mem_type):
+        self.name = str(name)
+        self.allocator_type = OrtAllocatorType(int(allocator_type))
+        self.device_id = int(device_id)
+        self.mem_type = OrtMemType(int(mem_type))
+        self.device_mem_type = 0
+        self.device_vendor_id = 0
+
+    @staticmethod
+    def cpu() -> "OrtMemoryInfo":
+        return OrtMemoryInfo("Cpu", OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, OrtMemType.DEFAULT)
+
+    def __repr__(self) -> str:
+        return (f"OrtMemoryInfo(name={self.name!r}, allocator_type={self.allocator_type.name}, "
+                f"device_id={self.device_id}, mem_type={self.mem_type.name})")
+
+
+class OrtDevice:
+    """A device: ``OrtDevice.make('cpu', 0)``. Device type 0 is the CPU, the only one of this build."""
+
+    _TYPES = {"cpu": 0}
+
+    def __init__(self, device_type: int = 0, device_id: int = 0, vendor_id: int = 0):
+        self._type, self._id, self._vendor = int(device_type), int(device_id), int(vendor_id)
+
+    @staticmethod
+    def make(ort_device_name: str, device_id: int, vendor_id: int = -1) -> "OrtDevice":
+        name = str(ort_device_name).lower()
+        if name not in OrtDevice._TYPES:
+            raise NotImplementedFeature(f"device '{ort_device_name}' is not available in this build (CPU only)")
+        return OrtDevice(OrtDevice._TYPES[name], device_id, max(int(vendor_id), 0))
+
+    def device_type(self) -> int:
+        return self._type
+
+    def device_id(self) -> int:
+        return self._id
+
+    def device_mem_type(self) -> int:
+        return 0
+
+    def device_vendor_id(self) -> int:
+        return self._vendor
+
+    def __repr__(self) -> str:
+        return f"OrtDevice(type={self._type}, id={self._id})"
+
+
 class OrtValue:
     """A value handed to or returned by a session (CPU only): wraps a numpy array without copying."""
 
@@ -420,7 +533,47 @@ class OrtValue:
     @staticmethod
     def ortvalue_from_shape_and_type(shape, element_type=np.float32, device_type: str = "cpu",
                                      device_id: int = 0) -> "OrtValue":
-        return OrtValue(np.zeros(tuple(shape), dtype=element_type), device_type, device_id)
+        """A zero-filled tensor; ``element_type`` a numpy type or an ONNX element type code (1 = float)."""
+        return OrtValue(np.zeros(tuple(shape), dtype=_np_element_type(element_type)), device_type, device_id)
+
+    @staticmethod
+    def ortvalue_from_numpy_with_onnx_type(data, onnx_element_type: int) -> "OrtValue":
+        """``data`` as a tensor of ONNX element type ``onnx_element_type``: its buffer reinterpreted when numpy
+        holds the values under another type of the same width (bfloat16 or float8 as uint16 / uint8)."""
+        arr = data if isinstance(data, np.ndarray) else np.asarray(data)
+        dt = _np_element_type(int(onnx_element_type))
+        if arr.dtype != dt:
+            if arr.dtype.itemsize != dt.itemsize or arr.dtype == object or dt == object:
+                raise InvalidArgument(f"ortvalue_from_numpy_with_onnx_type: a {arr.dtype} array cannot hold "
+                                      f"tensor({dtypes.type_name(int(onnx_element_type))}) values")
+            arr = arr.view(dt)
+        return OrtValue(arr)
+
+    @staticmethod
+    def from_dlpack(data) -> "OrtValue":
+        """A tensor sharing the memory of a DLPack capsule or of an object with ``__dlpack__`` (CPU)."""
+        if type(data).__name__ == "PyCapsule":
+            capsule = data
+
+            class _Capsule:  # numpy takes objects with __dlpack__, not bare capsules
+                def __dlpack__(self, stream=None):  # no max_version: numpy then reads a legacy capsule
+                    return capsule
+
+                def __dlpack_device__(self):
+                    return (1, 0)  # kDLCPU
+
+            data = _Capsule()
+        return OrtValue(np.from_dlpack(data))
+
+    def to_dlpack(self):
+        """A DLPack capsule sharing this tensor's memory."""
+        return self._value.__dlpack__()
+
+    def __dlpack__(self, stream=None, **kwargs):
+        return self._value.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self._value.__dlpack_device__()
 
     def numpy(self):
         return self._value
@@ -443,8 +596,15 @@ class OrtValue:
             return f"seq(tensor({dtypes.type_name(dtypes.onnx_code(inner.dtype))}))"
         return f"tensor({dtypes.type_name(dtypes.onnx_code(self._value.dtype))})"
 
-    def element_type(self):
-        return self._value.dtype.type
+    def element_type(self) -> int:
+        """The ONNX element type code (1 = float, 7 = int64, ...), as onnxruntime returns it."""
+        if isinstance(self._value, list):
+            inner = self._value[0] if self._value else np.zeros(0, np.float32)
+            return dtypes.onnx_code(inner.dtype)
+        return dtypes.onnx_code(self._value.dtype)
+
+    def tensor_size_in_bytes(self) -> int:
+        return int(self._value.nbytes)
 
     def device_name(self) -> str:
         return "cpu"
@@ -463,8 +623,18 @@ class OrtValue:
         return f"OrtValue({self.data_type()}, shape={self.shape() if self.is_tensor() else None})"
 
 
+def _np_element_type(element_type) -> np.dtype:
+    """A numpy dtype from a numpy type or an ONNX element type code."""
+    if isinstance(element_type, (int, np.integer)) and not isinstance(element_type, bool):
+        try:
+            return np.dtype(dtypes.np_dtype(int(element_type)))
+        except (KeyError, ValueError, TypeError):
+            raise InvalidArgument(f"unknown ONNX element type {int(element_type)}") from None
+    return np.dtype(element_type)
+
+
 def _array_from_pointer(ptr: int, element_type, shape) -> np.ndarray:
-    dt = np.dtype(element_type)
+    dt = _np_element_type(element_type)
     n = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
     buf = (ctypes.c_char * n).from_address(int(ptr))
     return np.frombuffer(buf, dtype=dt).reshape(tuple(shape))

@@ -9,6 +9,9 @@ import numpy as np
 from .. import _core, errors
 from ..dtypes import np_dtype
 
+# onnxfast.set_seed's value: the seed of random operators without a seed attribute (None: fresh entropy)
+GLOBAL_SEED: list = [None]
+
 __all__ = [
     "check_alloc",
     "check_indices",

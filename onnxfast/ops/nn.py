@@ -9,6 +9,7 @@ import numpy as np
 
 from ..registry import REGISTRY, op
 from ._common import check_alloc, invalid, normalize_axes, normalize_axis
+from . import _common
 
 
 def _lowp(dt) -> bool:
@@ -822,7 +823,7 @@ def dropout_1(node):
     sv = node.since_version
     ratio_attr = float(node.attr("ratio", 0.5))
     seed = node.attr("seed", None)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_common.GLOBAL_SEED[0] if seed is None else seed)
 
     def run(x, ratio=None, training_mode=None):
         if sv >= 12:

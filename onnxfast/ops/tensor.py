@@ -11,6 +11,7 @@ from .. import errors
 from ..dtypes import np_dtype
 from ..registry import REGISTRY, op
 from ._common import check_alloc, check_indices, ints_of, invalid, normalize_axes, normalize_axis
+from . import _common
 
 _I64 = np.dtype(np.int64)
 
@@ -1379,7 +1380,7 @@ def string_normalizer_10(node):
 def _rng(node):
     seed = node.attr("seed", None)
     if seed is None:
-        return np.random.default_rng()
+        return np.random.default_rng(_common.GLOBAL_SEED[0])
     return np.random.default_rng(np.frombuffer(np.float32(seed).tobytes(), dtype=np.uint32)[0])
 
 
