@@ -1,6 +1,7 @@
 """`onnxfast bench`, the benchmark gate and the report script."""
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -94,3 +95,75 @@ def test_report_renders_table_and_chart(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "| demo | 1 | 1 |" in md.read_text()
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _gate_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_gate", ROOT / "ci" / "bench_gate.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _synthetic(ratios: dict) -> dict:
+    return {"machine_info": {"cpu": {"brand_raw": "Test CPU 9000"}},
+            "benchmarks": [{"name": n, "fullname": n, "extra_info": {"ratio": r}} for n, r in ratios.items()]}
+
+
+def test_gate_noise_band_and_coverage(tmp_path):
+    """No timing here: the gate's rules on made-up ratios. A ratio above the worst baseline run x threshold
+    fails; a baseline of which under 90% was compared fails; no baseline for the CPU is exit 2."""
+    gate = [sys.executable, str(ROOT / "ci" / "bench_gate.py")]
+    base = {f"b{i}": 1.0 for i in range(10)}
+    (tmp_path / "base.json").write_text(json.dumps(_synthetic(base)))
+    bl = tmp_path / "bl.json"
+    assert subprocess.run(gate + [str(tmp_path / "base.json"), "--baseline", str(bl), "--write-baseline"],
+                          capture_output=True).returncode == 0
+    recorded = json.loads(bl.read_text())
+    assert recorded["machine"]["cpu"] == "Test CPU 9000" and recorded["entries"]["b0"]["worst"] == 1.0
+
+    def run(ratios):
+        f = tmp_path / "cur.json"
+        f.write_text(json.dumps(_synthetic(ratios)))
+        return subprocess.run(gate + [str(f), "--baseline", str(bl)], capture_output=True, text=True)
+
+    assert run({**base, "b3": 1.14}).returncode == 0  # inside the band
+    r = run({**base, "b3": 1.3})
+    assert r.returncode == 1 and "REGRESSION b3" in r.stdout
+    r = run({k: v for k, v in base.items() if k not in ("b1", "b2")})  # 8 of 10 compared
+    assert r.returncode == 1 and "fewer than 90%" in r.stdout
+    assert run({k: v for k, v in base.items() if k != "b1"}).returncode == 0  # 9 of 10
+    r = subprocess.run(gate + [str(tmp_path / "base.json"), "--baseline", str(tmp_path / "none.json")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "no baseline for this CPU" in r.stdout
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"benchmarks": []}))
+    assert subprocess.run(gate + [str(empty), "--baseline", str(bl)], capture_output=True).returncode == 2
+
+
+def test_gate_remeasures_before_failing():
+    """In --quick mode a regressed entry fails only if it regressed in every measurement."""
+    g = _gate_module()
+    baseline = {"entries": {"a": {"ratio": 1.0, "worst": 1.1}, "b": {"ratio": 0.5, "worst": 0.5}}}
+    noisy = iter([{"a": 1.0}])  # the first re-measurement is clean: a noise spike
+    failures, compared, total = g.gate({"a": 1.4, "b": 0.5}, baseline, 1.15, lambda names: next(noisy))
+    assert failures == [] and (compared, total) == (2, 2)
+    slow = iter([{"a": 1.5}, {"a": 1.45}])
+    failures, _, _ = g.gate({"a": 1.4, "b": 0.5}, baseline, 1.15, lambda names: next(slow))
+    assert len(failures) == 1 and failures[0].startswith("a: ratio 1.400, 1.500, 1.450 > 1.265")
+    assert g.slug({"cpu": "AMD EPYC 9B45 64-Core Processor", "isa": "avx512"}) == "amd-epyc-9b45-64-core-processor-avx512"
+
+
+def test_debug_slowdown_hook_keeps_results(tmp_path):
+    """ONNXFAST_DEBUG_SLOWDOWN (the gate's injection hook) slows a kernel, never changes what it computes."""
+    code = ("import numpy as np, onnxfast; from onnxfast.cli import DEMO_MODEL; "
+            "s = onnxfast.InferenceSession(DEMO_MODEL); "
+            "print(repr(s.run(None, {'input': np.linspace(-1, 1, 32, dtype=np.float32).reshape(2, 16)})[1].tolist()))")
+    outs = []
+    for env in ({}, {"ONNXFAST_DEBUG_SLOWDOWN": "FusedMatMul:1.5"}, {"ONNXFAST_DEBUG_SLOWDOWN": "nonsense"}):
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, **env})
+        assert r.returncode == 0, r.stderr
+        outs.append(r.stdout)
+    assert outs[0] == outs[1] == outs[2]

@@ -2,6 +2,8 @@
 // No Python here (executor.h); the bindings drive it from csrc/bindings/py_executor.cpp.
 #include "executor.h"
 
+#include <cstdlib>
+
 #include <algorithm>
 #include <cstring>
 #include <exception>
@@ -18,6 +20,28 @@ namespace {
 int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
       .count();
+}
+
+// A test hook for the benchmark gate (ci/bench_gate.py): ONNXFAST_DEBUG_SLOWDOWN="OpType:factor" makes
+// every native kernel of that op type take `factor` times its time (it spins for the difference).
+// Read once at load; unset, it costs one predictable branch per native step.
+struct DebugSlowdown {
+  std::string op;
+  double factor = 1.0;
+  DebugSlowdown() {
+    const char* env = std::getenv("ONNXFAST_DEBUG_SLOWDOWN");
+    if (!env) return;
+    std::string s(env);
+    const size_t colon = s.rfind(':');
+    if (colon == std::string::npos) return;
+    op = s.substr(0, colon);
+    factor = std::atof(s.c_str() + colon + 1);
+    if (!(factor > 1.0)) op.clear();
+  }
+};
+const DebugSlowdown& debug_slowdown() {
+  static const DebugSlowdown d;
+  return d;
 }
 
 thread_local RunOptions* t_run_options = nullptr;
@@ -357,7 +381,16 @@ void Plan::run_native(const Step& st, int pos, RunState& r, std::vector<const Te
       }
       outp.push_back(&ov.t);
     }
-    st.kernel->compute(ins, outp);
+    const DebugSlowdown& slow = debug_slowdown();
+    if (__builtin_expect(!slow.op.empty(), 0) && slow.op == st.op_type) {
+      const int64_t t0 = now_ns();
+      st.kernel->compute(ins, outp);
+      const int64_t until = t0 + static_cast<int64_t>(static_cast<double>(now_ns() - t0) * slow.factor);
+      while (now_ns() < until) {
+      }
+    } else {
+      st.kernel->compute(ins, outp);
+    }
   } catch (const Error&) {
     throw;
   } catch (const std::bad_alloc&) {
