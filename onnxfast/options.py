@@ -69,6 +69,7 @@ class SessionOptions:
         self._config: dict[str, str] = {}
         self._dim_overrides: dict[str, int] = {}
         self._initializers: dict[str, object] = {}
+        self._custom_ops: dict[tuple[str, str], object] = {}
 
     # onnxruntime's SessionOptions is a native object: assigning a field it does not have (a typo such as
     # `intra_op_threads`) raises AttributeError instead of being stored and ignored
@@ -76,7 +77,8 @@ class SessionOptions:
         "intra_op_num_threads", "inter_op_num_threads", "execution_mode", "execution_order",
         "graph_optimization_level", "enable_cpu_mem_arena", "enable_mem_pattern", "enable_mem_reuse",
         "enable_profiling", "profile_file_prefix", "log_severity_level", "log_verbosity_level", "logid",
-        "optimized_model_filepath", "use_deterministic_compute", "_config", "_dim_overrides", "_initializers"})
+        "optimized_model_filepath", "use_deterministic_compute", "_config", "_dim_overrides", "_initializers",
+        "_custom_ops"})
 
     def __setattr__(self, name: str, value) -> None:
         if name not in self._FIELDS:
@@ -107,7 +109,26 @@ class SessionOptions:
         self._initializers[str(name)] = ort_value
 
     def register_custom_ops_library(self, library_path: str) -> None:
-        raise NotImplementedFeature("custom operator libraries (ONNX Runtime C ABI) are not supported by onnxfast")
+        raise NotImplementedFeature("custom operator libraries (ONNX Runtime C ABI) are not supported by onnxfast; "
+                                    "register a Python kernel with SessionOptions.register_custom_op")
+
+    def register_custom_op(self, op_type: str, factory, domain: str = "") -> None:
+        """A kernel for ``domain``::``op_type`` in sessions created with these options only.
+        ``factory(node)`` is called once per node at session creation with an ``onnxfast.registry.KernelNode`` (attributes, opset, input element types,
+        constant inputs) and returns ``fn(*inputs) -> output or tuple of outputs`` working on numpy arrays
+        (a C++ kernel can be reached through any Python binding). The kernel runs as a host step with the GIL
+        held, and is listed as 'custom' by ``kernel_listing()``; the model must import the domain. Operators
+        onnxfast implements cannot be replaced (the optimizer may fuse them away): use your own domain."""
+        from .registry import REGISTRY
+
+        if REGISTRY.knows("" if domain == "ai.onnx" else str(domain), str(op_type)):
+            raise InvalidArgument(f"register_custom_op: {domain or 'ai.onnx'}::{op_type} is an operator onnxfast "
+                                  "implements; register custom operators in a domain of your own")
+        if not callable(factory):
+            raise InvalidArgument(f"register_custom_op: factory must be callable, got {type(factory).__name__}")
+        if not isinstance(op_type, str) or not op_type:
+            raise InvalidArgument("register_custom_op: op_type must be a non-empty string")
+        self._custom_ops[("" if domain == "ai.onnx" else str(domain), op_type)] = factory
 
     def add_external_initializers(self, names, ort_values) -> None:
         for n, v in zip(names, ort_values):
@@ -119,6 +140,7 @@ class SessionOptions:
         c._config = dict(self._config)
         c._dim_overrides = dict(self._dim_overrides)
         c._initializers = dict(self._initializers)
+        c._custom_ops = dict(self._custom_ops)
         return c
 
     def __repr__(self) -> str:

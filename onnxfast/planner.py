@@ -33,6 +33,7 @@ class PlanOptions:
     dim_overrides: dict[str, int] = field(default_factory=dict)
     cache_blocks: bool = True  # enable_cpu_mem_arena
     mem_pattern: bool = True  # enable_mem_pattern
+    custom_ops: dict = field(default_factory=dict)  # (domain, op_type) -> factory (SessionOptions.register_custom_op)
     # (every plan the planner builds, control-flow bodies' included, gets these two)
 
     def allowed(self, kind: str, op_type: str) -> bool:
@@ -45,7 +46,7 @@ class KernelRecord:
     op_type: str
     domain: str
     provider: str
-    kernel: str  # native | native:prepacked | native:objects | numpy | control-flow | copy | constant
+    kernel: str  # native | native:prepacked | native:objects | numpy | custom | control-flow | copy | constant
     subgraph: str = ""
 
 
@@ -231,16 +232,18 @@ class Planner:
             in_types = [self._elem_type(graph, consts, n) for n in node.inputs]
             # the node's attributes with schema defaults, resolved once if a `when` or the native kernel asks
             node_attrs = functools.cache(lambda: resolve_attributes(node.op_type, node.domain, opset, node.attrs))
-            native_types = REGISTRY.native_dtypes(node.domain, node.op_type, sv, node_attrs, in_types)
+            custom = self.options.custom_ops.get((node.domain, node.op_type))
+            native_types = None if custom else REGISTRY.native_dtypes(node.domain, node.op_type, sv, node_attrs,
+                                                                      in_types)
             first_type = in_types[0] if in_types else None
             native_allowed = (native_types is not None and self.options.allowed("native", node.op_type)
                               and not node.subgraphs)
             native_ok = native_allowed and first_type is not None and first_type in native_types
-            factory = REGISTRY.factory(node.domain, node.op_type, sv)
-            numpy_ok = factory is not None and self.options.allowed("numpy", node.op_type)
+            factory = custom or REGISTRY.factory(node.domain, node.op_type, sv)
+            numpy_ok = factory is not None and (custom is not None or self.options.allowed("numpy", node.op_type))
             # string tensors and maps: a native kernel over Python objects where one computes the node
             object_kernel = None
-            object_factory = REGISTRY.object_factory(node.domain, node.op_type, sv)
+            object_factory = None if custom else REGISTRY.object_factory(node.domain, node.op_type, sv)
             if (object_factory is not None and not native_ok and not node.subgraphs
                     and self.options.allowed("native", node.op_type)):
                 object_kernel = self._call_factory(
@@ -305,7 +308,7 @@ class Planner:
                 fn = self._numpy_kernel(node, factory, opset, sv, in_types, graph, consts, prefix)
                 outputs = [new_id(o) if o else -1 for o in node.outputs]
                 plan.add_python_step(node.name, node.op_type, fn, inputs + implicit, outputs)
-                kind = "control-flow" if node.subgraphs else "numpy"
+                kind = "control-flow" if node.subgraphs else "custom" if custom else "numpy"
             self.records.append(KernelRecord(node.name, node.op_type, node.domain, provider.name, kind, prefix))
 
         outs = graph.outputs

@@ -25,7 +25,7 @@ from .errors import InvalidArgument, InvalidType, NotImplementedFeature, Onnxfas
 from .loader import load_model
 from .ops._validate import validate_graph
 from .optimizer import optimize, parse_disabled
-from .options import ExecutionMode, SessionOptions
+from .options import ExecutionMode, ExecutionOrder, SessionOptions
 from .planner import Planner, PlanOptions
 from .providers import resolve
 from .registry import REGISTRY
@@ -195,7 +195,9 @@ class InferenceSession:
             copy = onnx.ModelProto()
             copy.CopyFrom(proto)
             proto = copy
-        self._model = ir.build_model(proto, base_dir, release=True, has_kernel=REGISTRY.knows)
+        custom = opts._custom_ops
+        self._model = ir.build_model(proto, base_dir, release=True,
+                                     has_kernel=lambda d, o: (d, o) in custom or REGISTRY.knows(d, o))
         del proto  # build_model keeps a weight-free copy; this one may still hold the parser's memory
         # Every node with a native kernel is checked by that kernel's rules (attributes, declared
         # input ranks) before the optimizer fuses or the planner folds anything (ops/_validate.py).
@@ -231,6 +233,13 @@ class InferenceSession:
         if opts.execution_mode == ExecutionMode.ORT_PARALLEL:
             warnings.warn("ExecutionMode.ORT_PARALLEL is not supported yet; nodes run sequentially",
                           OnnxfastWarning, stacklevel=3)
+        if int(opts.execution_order) != int(ExecutionOrder.DEFAULT):
+            warnings.warn(f"SessionOptions.execution_order = {ExecutionOrder(int(opts.execution_order)).name} is "
+                          "stored but not implemented: nodes run in the graph's topological order",
+                          OnnxfastWarning, stacklevel=3)
+        if not opts.enable_mem_reuse:
+            warnings.warn("SessionOptions.enable_mem_reuse = False is stored but not implemented: kernels that "
+                          "may write over an input that dies there still do", OnnxfastWarning, stacklevel=3)
         if opts.intra_op_num_threads < 0 or opts.inter_op_num_threads < 0:
             raise InvalidArgument("thread counts must be >= 0")
 
@@ -247,6 +256,7 @@ class InferenceSession:
             dim_overrides=dict(self._sess_options._dim_overrides),
             cache_blocks=bool(self._sess_options.enable_cpu_mem_arena),
             mem_pattern=bool(self._sess_options.enable_mem_pattern),
+            custom_ops=dict(self._sess_options._custom_ops),
         )
 
     def _build(self) -> None:
@@ -261,7 +271,7 @@ class InferenceSession:
             self._pool.set_spin_us(0)
         self._plan.pool = self._pool
         self._records = planner.records
-        self._numpy_steps = any("numpy" in r.kernel or r.kernel == "control-flow" for r in self._records)
+        self._numpy_steps = any("numpy" in r.kernel or r.kernel in ("control-flow", "custom") for r in self._records)
         # limiting BLAS costs tens of microseconds a run: only where a numpy step may call BLAS / LAPACK
         self._limit_blas = cfg.get("session.limit_blas_threads", "1") != "0" and any(
             ("numpy" in r.kernel and r.op_type in _BLAS_OPS) or r.kernel == "control-flow" for r in self._records)

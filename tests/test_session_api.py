@@ -131,6 +131,15 @@ def test_unimplemented_options_warn():
         session(add_model(), sess_options=o)
     with pytest.raises(NotImplementedError):
         onnxfast.SessionOptions().register_custom_ops_library("x.so")
+    # stored but not implemented: said, not silently ignored
+    o = onnxfast.SessionOptions()
+    o.execution_order = onnxfast.ExecutionOrder.PRIORITY_BASED
+    with pytest.warns(onnxfast.errors.OnnxfastWarning, match="execution_order = PRIORITY_BASED"):
+        session(add_model(), sess_options=o)
+    o = onnxfast.SessionOptions()
+    o.enable_mem_reuse = False
+    with pytest.warns(onnxfast.errors.OnnxfastWarning, match="enable_mem_reuse"):
+        session(add_model(), sess_options=o)
 
 
 def test_run_options_terminate():
@@ -233,3 +242,49 @@ def test_demo_model_ships_and_runs():
 
         ref = ort.InferenceSession(DEMO_MODEL, providers=["CPUExecutionProvider"]).run(None, {"input": x})
     np.testing.assert_allclose(logits, ref[0], rtol=1e-5, atol=1e-6)
+
+
+def _custom_model():
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Scale", ["x"], ["y"], domain="my.ops", name="s", factor=3.0)], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("my.ops", 1)],
+                             ir_version=9).SerializeToString()
+
+
+def test_custom_op_is_per_session():
+    """SessionOptions.register_custom_op: a Python kernel for a domain/op in the sessions of these options only."""
+    seen = []
+
+    def factory(node):
+        seen.append((node.op_type, node.domain, node.attrs.get("factor"), node.input_types))
+        factor = np.float32(node.attrs["factor"])
+        return lambda x: x * factor
+
+    o = onnxfast.SessionOptions()
+    o.register_custom_op("Scale", factory, domain="my.ops")
+    s = onnxfast.InferenceSession(_custom_model(), o)
+    assert seen == [("Scale", "my.ops", 3.0, [1])]
+    np.testing.assert_array_equal(s.run(None, {"x": np.array([1, 2], np.float32)})[0], [3, 6])
+    assert [r["kernel"] for r in s.kernel_listing()] == ["custom"]
+    with pytest.raises(onnxfast.errors.UnsupportedOperator, match="Scale"):  # not registered there
+        onnxfast.InferenceSession(_custom_model())
+    with pytest.raises(onnxfast.errors.InvalidArgument, match="domain of your own"):
+        o.register_custom_op("Relu", factory)
+    with pytest.raises(onnxfast.errors.InvalidArgument, match="callable"):
+        o.register_custom_op("Other", 3, domain="my.ops")
+
+
+def test_custom_op_errors_name_the_node():
+    def factory(node):
+        def run(x):
+            raise ValueError("bad value")
+        return run
+
+    o = onnxfast.SessionOptions()
+    o.register_custom_op("Scale", factory, domain="my.ops")
+    s = onnxfast.InferenceSession(_custom_model(), o)
+    with pytest.raises(onnxfast.errors.InvalidArgument, match="Scale node 's': bad value"):
+        s.run(None, {"x": np.ones(2, np.float32)})
