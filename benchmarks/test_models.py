@@ -47,6 +47,12 @@ def batch_feed(inputs: dict, batch: int) -> dict:
     return out
 
 
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
 def run_pair(benchmark, path: str, feed: dict, threads: int, rounds: int, group: str) -> None:
     fast, ref = sessions(path, threads)
     ort_times: list[float] = []
@@ -72,6 +78,7 @@ def run_pair(benchmark, path: str, feed: dict, threads: int, rounds: int, group:
             "onnxfast_median_s": fast_median,
             "ratio": fast_median / ort_median,
             "threads": threads,
+            "onnxruntime": _ort_version(),
         })
 
 

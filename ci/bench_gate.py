@@ -49,9 +49,19 @@ def results_ratios(results_path: str) -> tuple[dict[str, float], dict]:
             out[b.get("fullname") or b["name"]] = float(r)
     info = data.get("machine_info") or {}
     cpu = (info.get("cpu") or {}).get("brand_raw") or info.get("processor") or "unknown"
+    import onnxfast
     from onnxfast import _core
 
-    return out, {"cpu": cpu, "isa": _core.cpu_info()["isa"]}
+    versions = {(b.get("extra_info") or {}).get("onnxruntime") for b in data.get("benchmarks", [])} - {None}
+    if not versions:  # runs before the benchmarks recorded it: the installed one
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            versions = {version("onnxruntime")}
+        except PackageNotFoundError:
+            versions = {"?"}
+    return out, {"cpu": cpu, "isa": _core.cpu_info()["isa"], "onnxruntime": ", ".join(sorted(versions)),
+                 "onnxfast": onnxfast.__version__, "datetime": data.get("datetime", "")}
 
 
 def make_baseline(runs: list[dict[str, float]], machine: dict) -> dict:

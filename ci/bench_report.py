@@ -1,6 +1,10 @@
 """Render benchmark results as a markdown table and a PNG chart of onnxfast/onnxruntime ratios.
 
-    python ci/bench_report.py RESULTS.json --markdown benchmarks/RESULTS.md --png benchmarks/ratios.png
+    python ci/bench_report.py RESULTS.json --markdown benchmarks/RESULTS.md --png benchmarks/ratios.png \
+        --readme README.md
+
+The caption names the CPU model, the ISA tier, the onnxruntime version and the date of the run; --readme
+replaces the table between README.md's `<!-- results -->` and `<!-- /results -->` markers.
 """
 
 from __future__ import annotations
@@ -32,6 +36,29 @@ def rows(results_path: str) -> list[dict]:
 
 def _param(b: dict, key: str):
     return (b.get("params") or {}).get(key)
+
+
+def caption(results_path: str) -> str:
+    """'CPU (ISA kernels), onnxruntime X, date' of a pytest-benchmark JSON file."""
+    with open(results_path) as f:
+        data = json.load(f)
+    cpu = ((data.get("machine_info") or {}).get("cpu") or {}).get("brand_raw", "") or "unknown CPU"
+    versions = {(b.get("extra_info") or {}).get("onnxruntime") for b in data.get("benchmarks", [])} - {None}
+    if not versions:
+        try:
+            from importlib.metadata import version
+
+            versions = {version("onnxruntime") + " (installed when the report was made)"}
+        except Exception:  # noqa: BLE001 - a caption without it
+            versions = {"?"}
+    try:
+        from onnxfast import _core
+
+        isa = f" ({_core.cpu_info()['isa']} kernels)"
+    except ImportError:
+        isa = ""
+    date = (data.get("datetime") or "")[:10]
+    return f"{cpu}{isa}, onnxruntime {', '.join(sorted(versions))}{', ' + date if date else ''}"
 
 
 def markdown(rs: list[dict], machine: str = "") -> str:
@@ -69,9 +96,9 @@ def main(argv=None) -> int:
     p.add_argument("results")
     p.add_argument("--markdown", help="write the table here (default: print it)")
     p.add_argument("--png", help="write the chart here")
+    p.add_argument("--readme", help="replace the table between this file's results markers")
     args = p.parse_args(argv)
-    with open(args.results) as f:
-        machine = (json.load(f).get("machine_info") or {}).get("cpu", {}).get("brand_raw", "")
+    machine = caption(args.results)
     rs = rows(args.results)
     if not rs:
         print("bench_report: no model benchmarks with ratios in the results", file=sys.stderr)
@@ -84,6 +111,17 @@ def main(argv=None) -> int:
         print(md)
     if args.png:
         chart(rs, args.png)
+    if args.readme:
+        with open(args.readme) as f:
+            text = f.read()
+        start, end = "<!-- results -->", "<!-- /results -->"
+        if start not in text or end not in text:
+            print(f"bench_report: {args.readme} has no {start} ... {end} markers", file=sys.stderr)
+            return 2
+        head, rest = text.split(start, 1)
+        tail = rest.split(end, 1)[1]
+        with open(args.readme, "w") as f:
+            f.write(f"{head}{start}\n{md}{end}{tail}")
     return 0
 
 

@@ -253,11 +253,7 @@ class PythonStep : public HostStep {
         else r.at(o) = value_from_py(item, false);
       }
     }
-    // Dead Python objects go now, while we hold the GIL (the executor releases the tensors).
-    for (int v : st.release) {
-      Value& dv = r.at(v);
-      if (dv.kind == Value::kObject) dv = Value();
-    }
+    release_host_objects(st, r);
   }
 
  private:
@@ -351,6 +347,13 @@ std::vector<std::string> feed_names(const py::dict& fd) {
 }
 
 }  // namespace
+
+void release_host_objects(const Step& st, RunState& r) {
+  for (int v : st.release) {
+    Value& dv = r.at(v);
+    if (dv.kind == Value::kObject) dv = Value();
+  }
+}
 
 std::shared_ptr<HostStep> python_step(py::object fn) { return std::make_shared<PythonStep>(std::move(fn)); }
 

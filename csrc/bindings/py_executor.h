@@ -26,6 +26,9 @@ Value value_from_py(py::handle obj, bool external);
 // An executor value as Python: a tensor as a numpy array (read-only view if asked), a host
 // object as itself, an empty value as None.
 py::object value_to_py(const Value& v, bool readonly_view = true);
+// The host objects among the step's dead values, dropped while the GIL is held (a host step's last act;
+// the executor releases the tensors).
+void release_host_objects(const Step& st, RunState& r);
 // A numpy kernel or a control-flow callable as a plan step.
 std::shared_ptr<HostStep> python_step(py::object fn);
 

@@ -125,10 +125,7 @@ class ObjectKernel : public HostStep {
     if (st.inputs.empty() || st.inputs[0] < 0) fail(ErrorKind::kInvalidArgument, label_ + ": input 0 is missing");
     Value out = compute(r.get(st.inputs[0]));
     if (!st.outputs.empty() && st.outputs[0] >= 0) r.at(st.outputs[0]) = std::move(out);
-    for (int v : st.release) {  // dead Python objects go while the GIL is held
-      Value& dv = r.at(v);
-      if (dv.kind == Value::kObject) dv = Value();
-    }
+    release_host_objects(st, r);
   }
   virtual Value compute(const Value& in) = 0;
 

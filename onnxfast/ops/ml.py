@@ -192,16 +192,19 @@ def onehotencoder_objects_1(node):
     return _core.onehot_strings_kernel(node_label(node), _strs(cs), bool(node.attr("zeros", 1)))
 
 
-@op("CategoryMapper", since=1, domain=ML)
-def categorymapper_1(node):
+def _category_tables(node):
+    """CategoryMapper's string -> int and int -> string tables (the last of equal keys wins) and defaults."""
     cs = _strs(node.attr("cats_strings", []) or [])
     ci = [int(v) for v in node.attr("cats_int64s", []) or []]
     if len(cs) != len(ci):
         invalid(node, "cats_strings and cats_int64s must have the same length", errors.InvalidModel)
-    s2i = dict(zip(cs, ci))
-    i2s = dict(zip(ci, cs))
-    dint = int(node.attr("default_int64", -1))
-    dstr = node.attr("default_string", "_Unused")
+    return dict(zip(cs, ci)), dict(zip(ci, cs)), int(node.attr("default_int64", -1)), \
+        node.attr("default_string", "_Unused")
+
+
+@op("CategoryMapper", since=1, domain=ML)
+def categorymapper_1(node):
+    s2i, i2s, dint, dstr = _category_tables(node)
 
     def run(X):
         flat = np.asarray(X).reshape(-1).tolist()
@@ -217,18 +220,12 @@ def categorymapper_1(node):
 @object_op("CategoryMapper", since=1, domain=ML)
 def categorymapper_objects_1(node):
     """The C++ kernel, either direction (the input's type, known at session creation, picks it)."""
-    cs = _strs(node.attr("cats_strings", []) or [])
-    ci = [int(v) for v in node.attr("cats_int64s", []) or []]
-    if len(cs) != len(ci):
-        invalid(node, "cats_strings and cats_int64s must have the same length", errors.InvalidModel)
+    s2i, i2s, dint, dstr = _category_tables(node)
     if _is_string_input(node):
-        s2i = dict(zip(cs, ci))  # the last of equal keys wins, as in the numpy kernel
-        return _core.string_lookup_kernel(node_label(node), list(s2i), np.array(list(s2i.values()), np.int64),
-                                          int(node.attr("default_int64", -1)))
+        return _core.string_lookup_kernel(node_label(node), list(s2i), np.array(list(s2i.values()), np.int64), dint)
     if node.input_types and node.input_types[0] == 7:
-        i2s = dict(zip(ci, cs))
         return _core.number_to_string_kernel(node_label(node), np.array(list(i2s), np.int64), list(i2s.values()),
-                                             node.attr("default_string", "_Unused"))
+                                             dstr)
     return None
 
 
