@@ -243,3 +243,29 @@ def test_string_kernel_wrong_input_type_is_refused():
     nat, _ = _sessions(m)
     with pytest.raises(errors.InvalidType, match="'X'"):
         nat.run(None, {"X": np.zeros(3, np.float32)})
+
+
+def _afe_model(x_shape, y_type=TP.INT64):
+    node = helper.make_node("ArrayFeatureExtractor", ["X", "Y"], ["Z"], domain=ML, name="n")
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TP.STRING, x_shape),
+                                        helper.make_tensor_value_info("Y", y_type, None)],
+                          [helper.make_tensor_value_info("Z", TP.STRING, None)])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ML, 1)], ir_version=9)
+
+
+@pytest.mark.parametrize("shape", [(5,), (3, 4), (2, 3, 4), (0, 4)], ids=str)
+@pytest.mark.parametrize("y_type", [TP.INT64, TP.INT32], ids=["int64", "int32"])
+def test_array_feature_extractor_strings(shape, y_type):
+    """skl2onnx selects columns of a string input with ArrayFeatureExtractor."""
+    rng = np.random.default_rng(sum(shape))
+    x = _strings(int(np.prod(shape)), rng).reshape(shape)
+    y = np.array([shape[-1] - 1, 0, 0], dtype=onnx.helper.tensor_dtype_to_np_dtype(y_type))  # repeats too
+    (z,) = _compare(_afe_model(list(shape), y_type), {"X": x, "Y": y})
+    assert z.shape == ((1, 3) if len(shape) == 1 else shape[:-1] + (3,))
+
+
+def test_array_feature_extractor_strings_index_out_of_range():
+    nat, ref = _sessions(_afe_model([2, 3]))
+    for s in (nat, ref):
+        with pytest.raises(errors.IndexOutOfRange, match="index 3 is out of range"):
+            s.run(None, {"X": np.array([["a", "b", "c"]] * 2, object), "Y": np.array([3], np.int64)})

@@ -122,12 +122,16 @@ class ObjectKernel : public HostStep {
   void run(const Step& st, RunState& r) override {
     py::gil_scoped_acquire gil;
     r.deferred.clear();  // numpy-owned buffers that died since the last host step
-    if (st.inputs.empty() || st.inputs[0] < 0) fail(ErrorKind::kInvalidArgument, label_ + ": input 0 is missing");
-    Value out = compute(r.get(st.inputs[0]));
+    Value out = compute_step(st, r);
     if (!st.outputs.empty() && st.outputs[0] >= 0) r.at(st.outputs[0]) = std::move(out);
     release_host_objects(st, r);
   }
-  virtual Value compute(const Value& in) = 0;
+  // The output from the step's inputs; the one-input kernels implement compute().
+  virtual Value compute_step(const Step& st, RunState& r) {
+    if (st.inputs.empty() || st.inputs[0] < 0) fail(ErrorKind::kInvalidArgument, label_ + ": input 0 is missing");
+    return compute(r.get(st.inputs[0]));
+  }
+  virtual Value compute(const Value& in) { fail(ErrorKind::kRuntime, label_ + ": internal error: no compute"); }
 
  protected:
   std::string label_;
@@ -415,6 +419,45 @@ bool map_int_key(PyObject* k, int64_t& out) {
   return !overflow && !(out == -1 && PyErr_Occurred());
 }
 
+// ArrayFeatureExtractor of a string tensor: X[..., Y] (a 1-D X gives one row), Y int64 or int32 indices
+// into the last dimension; the strings are shared, not copied.
+class StringFeatureExtractor : public ObjectKernel {
+ public:
+  using ObjectKernel::ObjectKernel;
+  Value compute_step(const Step& st, RunState& r) override {
+    if (st.inputs.size() < 2 || st.inputs[0] < 0 || st.inputs[1] < 0)
+      fail(ErrorKind::kInvalidArgument, label_ + ": needs inputs X and Y");
+    py::array a = string_input(r.get(st.inputs[0]), label_);
+    const Value& yv = r.get(st.inputs[1]);
+    if (yv.kind != Value::kTensor || (yv.t.dtype != kInt64 && yv.t.dtype != kInt32))
+      fail(ErrorKind::kInvalidType, label_ + ": Y must be an int64 or int32 tensor");
+    std::vector<int64_t> idx(static_cast<size_t>(yv.t.numel()));
+    for (size_t i = 0; i < idx.size(); ++i)
+      idx[i] = yv.t.dtype == kInt64 ? yv.t.ptr<int64_t>()[i] : yv.t.ptr<int32_t>()[i];
+    Shape xs = shape_of(a);
+    const int64_t d = xs.empty() ? 0 : xs.back();
+    for (int64_t i : idx)
+      if (i < 0 || i >= d)
+        fail(ErrorKind::kIndex, label_ + ": index " + std::to_string(i) +
+                                    " is out of range for the last dimension of size " + std::to_string(d));
+    Shape os = xs.size() == 1 ? Shape{1} : Shape(xs.begin(), xs.end() - (xs.empty() ? 0 : 1));
+    os.push_back(static_cast<int64_t>(idx.size()));
+    const int64_t k = static_cast<int64_t>(idx.size()), rows = d ? shape_numel(xs) / d : 0;
+    py::array out(py::dtype("O"), std::vector<py::ssize_t>(os.begin(), os.end()));
+    PyObject** o = static_cast<PyObject**>(out.mutable_data());
+    PyObject** x = static_cast<PyObject**>(a.mutable_data());
+    for (int64_t row = 0; row < rows; ++row)
+      for (int64_t j = 0; j < k; ++j) {
+        PyObject* v = x[row * d + idx[static_cast<size_t>(j)]];
+        if (!v) v = Py_None;
+        Py_INCREF(v);
+        Py_XDECREF(o[row * k + j]);
+        o[row * k + j] = v;
+      }
+    return value_from_py(out, false);
+  }
+};
+
 // DictVectorizer: a map -> [1, len(vocabulary)], each vocabulary entry's value or 0; map keys not in
 // the vocabulary are ignored. Keys str (string_vocabulary) or int (int64_vocabulary).
 class DictVectorizerKernel : public ObjectKernel {
@@ -701,6 +744,10 @@ void bind_object_kernels(py::module_& m) {
         return std::make_shared<ZipMapKernel>(label, labels);
       },
       py::arg("label"), py::arg("labels"), "ZipMap: (rows, len(labels)) float -> list of {label: float} dicts");
+  m.def(
+      "string_feature_extractor_kernel",
+      [](const std::string& label) -> std::shared_ptr<HostStep> { return std::make_shared<StringFeatureExtractor>(label); },
+      py::arg("label"), "ArrayFeatureExtractor of a string tensor X by int64 / int32 indices Y");
   m.def(
       "dict_vectorizer_kernel",
       [](const std::string& label, py::object strings, py::object ints, int out_dtype) -> std::shared_ptr<HostStep> {

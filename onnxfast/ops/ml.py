@@ -66,6 +66,12 @@ def array_feature_extractor_1(node):
     return run
 
 
+@object_op("ArrayFeatureExtractor", since=1, domain=ML)
+def array_feature_extractor_objects_1(node):
+    """String X: the C++ kernel (numeric X has a native tensor kernel)."""
+    return _core.string_feature_extractor_kernel(node_label(node)) if _is_string_input(node) else None
+
+
 @op("Binarizer", since=1, domain=ML)
 def binarizer_1(node):
     thr = float(node.attr("threshold", 0.0))
