@@ -214,3 +214,12 @@ def test_invalid_logger_severity():
     with pytest.raises(errors.InvalidArgument):
         onnxfast.set_default_logger_severity(7)
     onnx.checker.check_model(onnx.load_from_string(_add_model()))
+
+
+@pytest.mark.parametrize("name", list(RUNTIMES))
+def test_disabled_optimizers_keyword(name):
+    rt, _ = RUNTIMES[name]
+    from onnxfast.cli import DEMO_MODEL
+
+    s = rt.InferenceSession(DEMO_MODEL, disabled_optimizers=["GeluFusion"], providers=["CPUExecutionProvider"])
+    assert s.run(None, {"input": np.ones((2, 16), np.float32)})[1].shape == (2, 8)
