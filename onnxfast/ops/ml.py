@@ -505,13 +505,17 @@ def linearclassifier_1(node):
 # ZipMap
 
 
-@op("ZipMap", since=1, domain=ML)
-def zipmap_1(node):
+def _zipmap_labels(node) -> list:
     ls = node.attr("classlabels_strings", None)
     li = node.attr("classlabels_int64s", None)
     if (ls is None) == (li is None):
         invalid(node, "exactly one of classlabels_strings and classlabels_int64s must be given", errors.InvalidModel)
-    labels = _strs(ls) if ls is not None else [int(v) for v in li]
+    return _strs(ls) if ls is not None else [int(v) for v in li]
+
+
+@op("ZipMap", since=1, domain=ML)
+def zipmap_1(node):
+    labels = _zipmap_labels(node)
 
     def run(X):
         x = np.asarray(X, dtype=np.float32)
@@ -525,11 +529,7 @@ def zipmap_1(node):
 
 @object_op("ZipMap", since=1, domain=ML)
 def zipmap_objects_1(node):
-    ls = node.attr("classlabels_strings", None)
-    li = node.attr("classlabels_int64s", None)
-    if (ls is None) == (li is None):
-        invalid(node, "exactly one of classlabels_strings and classlabels_int64s must be given", errors.InvalidModel)
-    return _core.zipmap_kernel(node_label(node), _strs(ls) if ls is not None else [int(v) for v in li])
+    return _core.zipmap_kernel(node_label(node), _zipmap_labels(node))
 
 
 # ----------------------------------------------------------------------------------------------
