@@ -30,13 +30,14 @@ def _gate_module():
 
 
 def _quick_gate(env: dict) -> subprocess.CompletedProcess:
-    sys.path.insert(0, str(ROOT))
+    if str(ROOT) not in sys.path:
+        sys.path.append(str(ROOT))
     from benchmarks import quick
 
     if not os.path.exists(_gate_module().baseline_path("quick", quick.machine())):
         pytest.skip(f"no quick baseline for this CPU ({quick.machine()['cpu']}, {quick.machine()['isa']})")
     return subprocess.run([sys.executable, str(ROOT / "ci" / "bench_gate.py"), "--quick"], capture_output=True,
-                          text=True, timeout=600, env={**os.environ, **env}, cwd=ROOT)
+                          text=True, timeout=600, env={**os.environ, **env})
 
 
 def test_quick_gate_passes_on_the_clean_tree():

@@ -124,7 +124,10 @@ def main(argv=None) -> int:
     if args.quick == bool(args.results):
         p.error("give a results file or --quick (not both)")
     if args.quick:
-        sys.path.insert(0, ROOT)
+        # appended, not prepended: onnxfast must come from where it is installed (or PYTHONPATH), not from
+        # the uncompiled source tree
+        if ROOT not in sys.path:
+            sys.path.append(ROOT)
         from benchmarks import quick
 
         machine = quick.machine()

@@ -163,7 +163,7 @@ def test_debug_slowdown_hook_keeps_results(tmp_path):
     outs = []
     for env in ({}, {"ONNXFAST_DEBUG_SLOWDOWN": "FusedMatMul:1.5"}, {"ONNXFAST_DEBUG_SLOWDOWN": "nonsense"}):
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                           env={**os.environ, **env})
+                           env={**os.environ, **env}, cwd=tmp_path)  # not the source tree: the installed package
         assert r.returncode == 0, r.stderr
         outs.append(r.stdout)
     assert outs[0] == outs[1] == outs[2]

@@ -47,7 +47,8 @@ def test_info_lists_every_unsupported_operator(tmp_path, capsys):
     assert "foo1: Foo (domain 'my.ops', opset 1)" in out
     assert "if1/then_branch/baz: Baz" in out and "if1/else_branch/baz: Baz" in out
     assert "kernels: none" in out
-    r = subprocess.run([sys.executable, "-m", "onnxfast", "run", str(p)], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-m", "onnxfast", "run", str(p)], capture_output=True, text=True, timeout=120,
+                       cwd=tmp_path)
     assert r.returncode == 1 and r.stderr.count("is not supported") == 1  # a session stops at the first
 
 

@@ -208,6 +208,8 @@ CASES += [
     _case("Binarizer", {"threshold": NAN}, [(F, [2, 3])], _attr("threshold"), opset=1, domain=_ML),
     _case("Normalizer", {"norm": "L3"}, [(F, [2, 3])], _attr("norm"), opset=1, domain=_ML),
     _case("ArrayFeatureExtractor", {"foo": 1}, [(F, [2, 3]), (I64, [1])], _attr("foo"), opset=1, domain=_ML),
+    _case("FeatureVectorizer", {"inputdimensions": [3], "foo": 1}, [(F, [2, 3])], _attr("foo"), opset=1,
+          domain=_ML),
     _case("OneHotEncoder", {"cats_int64s": [1, 2], "foo": 1}, [(I64, [2, 3])], _attr("foo"), opset=1, domain=_ML),
     _case("LabelEncoder", {"keys_int64s": [1, 2], "values_floats": [1.0]}, [(I64, [3])], _attr("values_floats"),
           opset=2, domain=_ML),
