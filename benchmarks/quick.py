@@ -125,12 +125,18 @@ def machine() -> dict:
     from onnxfast import _core
 
     cpu = platform.processor() or platform.machine()
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return {"cpu": cpu, "isa": _core.cpu_info()["isa"], "onnxruntime": ort.__version__,
+    cpu = fields.get("model name", cpu)
+    # family / model tell microarchitectures apart where a VM reports only "AMD EPYC" or "Intel Xeon"
+    cpu_id = f"f{fields['cpu family']}m{fields['model']}" if "cpu family" in fields and "model" in fields else ""
+    return {"cpu": cpu, "cpu_id": cpu_id, "isa": _core.cpu_info()["isa"], "onnxruntime": ort.__version__,
             "onnxfast": onnxfast.__version__, "cores": os.cpu_count()}
 
 

@@ -5,7 +5,7 @@
     python ci/bench_gate.py RESULTS.json                   # gate a full pytest-benchmark run
     python ci/bench_gate.py RESULTS.json --write-baseline
 
-Baselines are per CPU model and ISA tier (benchmarks/baselines/{quick,full}-<cpu>-<isa>.json): ratios move
+Baselines are per CPU model and ISA tier (benchmarks/baselines/{quick,full}-<cpu>-<family/model>-<isa>.json): ratios move
 with the microarchitecture, so a baseline from another CPU gates nothing. Each records the machine (CPU
 model, ISA tier, onnxruntime and onnxfast versions) and, per entry, the median ratio and the worst ratio over
 the runs that recorded it. An entry regresses when its ratio exceeds max(median, worst) x threshold (the
@@ -31,7 +31,10 @@ RETRIES = 2
 
 
 def slug(machine: dict) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", f"{machine.get('cpu', 'unknown')}-{machine.get('isa', '')}".lower()).strip("-")
+    """'<cpu model>-<family/model>-<isa>': the family and model tell microarchitectures apart where a VM
+    names the CPU only 'AMD EPYC' or 'Intel Xeon'."""
+    text = f"{machine.get('cpu', 'unknown')}-{machine.get('cpu_id', '')}-{machine.get('isa', '')}"
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
 def baseline_path(kind: str, machine: dict, folder: str = BASELINE_DIR) -> str:
@@ -48,7 +51,9 @@ def results_ratios(results_path: str) -> tuple[dict[str, float], dict]:
         if r is not None:
             out[b.get("fullname") or b["name"]] = float(r)
     info = data.get("machine_info") or {}
-    cpu = (info.get("cpu") or {}).get("brand_raw") or info.get("processor") or "unknown"
+    cpuinfo = info.get("cpu") or {}
+    cpu = cpuinfo.get("brand_raw") or info.get("processor") or "unknown"
+    cpu_id = f"f{cpuinfo['family']}m{cpuinfo['model']}" if "family" in cpuinfo and "model" in cpuinfo else ""
     import onnxfast
     from onnxfast import _core
 
@@ -60,7 +65,7 @@ def results_ratios(results_path: str) -> tuple[dict[str, float], dict]:
             versions = {version("onnxruntime")}
         except PackageNotFoundError:
             versions = {"?"}
-    return out, {"cpu": cpu, "isa": _core.cpu_info()["isa"], "onnxruntime": ", ".join(sorted(versions)),
+    return out, {"cpu": cpu, "cpu_id": cpu_id, "isa": _core.cpu_info()["isa"], "onnxruntime": ", ".join(sorted(versions)),
                  "onnxfast": onnxfast.__version__, "datetime": data.get("datetime", "")}
 
 

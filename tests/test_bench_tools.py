@@ -153,6 +153,7 @@ def test_gate_remeasures_before_failing():
     failures, _, _ = g.gate({"a": 1.4, "b": 0.5}, baseline, 1.15, lambda names: next(slow))
     assert len(failures) == 1 and failures[0].startswith("a: ratio 1.400, 1.500, 1.450 > 1.265")
     assert g.slug({"cpu": "AMD EPYC 9B45 64-Core Processor", "isa": "avx512"}) == "amd-epyc-9b45-64-core-processor-avx512"
+    assert g.slug({"cpu": "AMD EPYC", "cpu_id": "f26m17", "isa": "avx512"}) == "amd-epyc-f26m17-avx512"
 
 
 def test_debug_slowdown_hook_keeps_results(tmp_path):
