@@ -87,6 +87,17 @@ def type_string(type_proto) -> str:
     return "unknown"
 
 
+_BY_NAME: dict[str, np.dtype] = {name: dt for dt, name in _TABLE.values()}
+
+
+def from_type_string(type_str: str) -> np.dtype | None:
+    """numpy dtype of a tensor type string ('tensor(float)' -> float32), as either runtime's
+    NodeArg.type writes it; None for non-tensor types (sequences, maps) and unknown names."""
+    if not (type_str.startswith("tensor(") and type_str.endswith(")")):
+        return None
+    return _BY_NAME.get(type_str[7:-1])
+
+
 def register_with_core(core) -> None:
     for code, (dt, name) in _TABLE.items():
         core.register_dtype(dt, code, name)
