@@ -15,6 +15,7 @@
 #endif
 
 #include "../cpu/cpu.h"
+#include "conv_depthwise.h"
 #include "conv_direct.h"
 #include "conv_geometry.h"
 #include "epilogue.h"
@@ -702,84 +703,29 @@ class ConvKernel : public Kernel {
     }
   }
 
-  // One depthwise channel from a zero-padded copy (row stride WP): y[oh][ow] = sum over taps.
-  template <int K, int S>
-  static void dw_rows(const float* xp, int64_t WP, const float* wc, float* yc, int64_t OH, int64_t OW) {
-    float wk[K * K];
-    for (int i = 0; i < K * K; ++i) wk[i] = wc[i];
-    for (int64_t oh = 0; oh < OH; ++oh) {
-      const float* r = xp + oh * S * WP;
-      float* yr = yc + oh * OW;
-      for (int64_t ow = 0; ow < OW; ++ow) {
-        float s = 0.f;
-        for (int kh = 0; kh < K; ++kh)
-          for (int kw = 0; kw < K; ++kw) s += wk[kh * K + kw] * r[kh * WP + ow * S + kw];
-        yr[ow] = s;
-      }
-    }
-  }
-
-  // Depthwise 2-D convolution (one input and one output channel per group), computed directly:
-  // for each kernel tap, a multiply-add over the contiguous run of valid output columns.
+  // Depthwise 2-D convolution (one input and one output channel per group): per channel, the
+  // tier's plane kernel (conv_depthwise_impl.h: input rows staged in a small ring), then bias,
+  // residual and activation over the plane while it is in cache. Channels are the parallel tasks;
+  // each output is computed by one fixed sum, so results do not depend on the thread count.
   void depthwise(const ConvGeom& g, const float* x, const float* w, const float* bias, const float* residual,
                  float* y) const {
-    const int64_t H = g.in_sp[0], Wd = g.in_sp[1], OH = g.out_sp[0], OW = g.out_sp[1];
-    const int64_t KH = g.k_sp[0], KW = g.k_sp[1], sh = g.strides[0], sw = g.strides[1];
-    const int64_t C = g.C;
-    // Square 3x3 / 5x5 kernels, stride 1 or 2, no dilation: the channel is copied once into a
-    // zero-padded buffer, then each output is one unrolled sum over the taps (vectorized along the row).
-    const bool fast = KH == KW && (KH == 3 || KH == 5) && sh == sw && (sh == 1 || sh == 2) && g.dil[0] == 1 &&
-                      g.dil[1] == 1;
-    const int64_t pt = g.pad_begin[0], pl = g.pad_begin[1];
-    const int64_t HP = std::max(H + pt, (OH - 1) * sh + KH), WP = std::max(Wd + pl, (OW - 1) * sw + KW);
-    // The zero-padded copy (fast path) is at most about 4x one output plane (stride <= 2), through
-    // the allocation guard; one per task range, released after it.
-    const int64_t padded_floats = fast ? checked_mul(HP, WP, name_, "the padded channel") : 0;
-    parallel_for(g.N * C, 2.0 * OH * OW * KH * KW, [&](int64_t b, int64_t e) {
-      std::shared_ptr<Storage> padded_buf;
-      if (fast) padded_buf = guarded_scratch(padded_floats, sizeof(float), name_, "the padded channel");
-      float* padded = fast ? static_cast<float*>(padded_buf->data) : nullptr;
+    const DwGeom dg{g.in_sp[0], g.in_sp[1], g.out_sp[0], g.out_sp[1], g.k_sp[0], g.k_sp[1], g.strides[0],
+                    g.strides[1], g.dil[0], g.dil[1], g.pad_begin[0], g.pad_begin[1]};
+    const int64_t C = g.C, plane_in = dg.H * dg.W, plane_out = dg.OH * dg.OW;
+    const DepthwiseTier& tier = depthwise_tier();
+    const int64_t scratch = tier.scratch_floats(dg);
+    parallel_for(g.N * C, 2.0 * plane_out * dg.KH * dg.KW, [&](int64_t b, int64_t e) {
+      std::shared_ptr<Storage> rows;
+      if (scratch > 0) {
+        rows = guarded_scratch(scratch, sizeof(float), name_, "the staged input rows");
+        std::memset(rows->data, 0, sizeof(float) * static_cast<size_t>(scratch));
+      }
       for (int64_t t = b; t < e; ++t) {
         const int64_t c = t % C;
-        const float* xc = x + t * H * Wd;
-        const float* wc = w + c * KH * KW;
-        float* yc = y + t * OH * OW;
-        if (fast) {
-          std::fill(padded, padded + padded_floats, 0.f);
-          for (int64_t ih = 0; ih < H; ++ih) std::memcpy(padded + (ih + pt) * WP + pl, xc + ih * Wd, sizeof(float) * Wd);
-          const int key = static_cast<int>(KH * 10 + sh);
-          if (key == 31) dw_rows<3, 1>(padded, WP, wc, yc, OH, OW);
-          else if (key == 32) dw_rows<3, 2>(padded, WP, wc, yc, OH, OW);
-          else if (key == 51) dw_rows<5, 1>(padded, WP, wc, yc, OH, OW);
-          else dw_rows<5, 2>(padded, WP, wc, yc, OH, OW);
-          for (int64_t oh = 0; oh < OH; ++oh)
-            epilogue(yc + oh * OW, OW, bias ? bias[c] : 0.f, residual ? residual + t * OH * OW + oh * OW : nullptr);
-          continue;
-        }
-        for (int64_t oh = 0; oh < OH; ++oh) {
-          float* yr = yc + oh * OW;
-          std::fill(yr, yr + OW, 0.f);
-          for (int64_t kh = 0; kh < KH; ++kh) {
-            const int64_t ih = oh * sh - g.pad_begin[0] + kh * g.dil[0];
-            if (ih < 0 || ih >= H) continue;
-            const float* xr = xc + ih * Wd;
-            for (int64_t kw = 0; kw < KW; ++kw) {
-              const float wv = wc[kh * KW + kw];
-              const int64_t off = kw * g.dil[1] - g.pad_begin[1];
-              // valid ow: 0 <= ow*sw + off < Wd
-              int64_t lo = off >= 0 ? 0 : ceil_div(-off, sw);
-              int64_t hi = (Wd - 1 - off) >= 0 ? (Wd - 1 - off) / sw + 1 : 0;
-              hi = std::min(hi, OW);
-              if (sw == 1) {
-                const float* src = xr + off;
-                for (int64_t ow = lo; ow < hi; ++ow) yr[ow] += wv * src[ow];
-              } else {
-                for (int64_t ow = lo; ow < hi; ++ow) yr[ow] += wv * xr[ow * sw + off];
-              }
-            }
-          }
-          epilogue(yr, OW, bias ? bias[c] : 0.f, residual ? residual + t * OH * OW + oh * OW : nullptr);
-        }
+        float* yc = y + t * plane_out;
+        tier.plane(dg, x + t * plane_in, w + c * dg.KH * dg.KW, yc, rows ? static_cast<float*>(rows->data) : nullptr);
+        // the plane is contiguous (and so is its residual): one epilogue call while it is in cache
+        epilogue(yc, plane_out, bias ? bias[c] : 0.f, residual ? residual + t * plane_out : nullptr);
       }
     });
   }
