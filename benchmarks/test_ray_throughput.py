@@ -143,6 +143,9 @@ def table(results: dict) -> str:
         "| model | rows (batch) | setup | onnxfast rows/s | onnxruntime rows/s | onnxfast / onnxruntime time |",
         "|---|---|---|---:|---:|---:|",
     ]
+    def rate(v: float) -> str:
+        return f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
+
     for b in results["benchmarks"]:
         e = b["extra_info"]
         if "setup" not in e:
@@ -150,8 +153,8 @@ def table(results: dict) -> str:
         fs, os_ = e["onnxfast_spread_s"], e["onnxruntime_spread_s"]
         lines.append(
             f"| {e['model']} | {e['rows']} ({e['batch']}) | {e['setup']} | "
-            f"{e['onnxfast_rows_per_s']:,.0f} [{e['rows'] / fs[1]:,.0f}–{e['rows'] / fs[0]:,.0f}] | "
-            f"{e['onnxruntime_rows_per_s']:,.0f} [{e['rows'] / os_[1]:,.0f}–{e['rows'] / os_[0]:,.0f}] | "
+            f"{rate(e['onnxfast_rows_per_s'])} [{rate(e['rows'] / fs[1])}–{rate(e['rows'] / fs[0])}] | "
+            f"{rate(e['onnxruntime_rows_per_s'])} [{rate(e['rows'] / os_[1])}–{rate(e['rows'] / os_[0])}] | "
             f"{e['ratio']:.2f} |")
     return "\n".join(lines) + "\n"
 
