@@ -173,6 +173,21 @@ CASES += [
     _case("ArgMin", {"keepdims": 3}, [(F, [2, 3])], _attr("keepdims") + " 3", opset=13),
 ]
 
+# recurrent operators (rnn.cpp): X (seq 1, batch 1, input 3), W, R of hidden size 2
+CASES += [
+    _case("LSTM", {"direction": "sideways", "hidden_size": 2}, [(F, [1, 1, 3]), (F, [1, 8, 3]), (F, [1, 8, 2])],
+          _attr("direction") + " 'sideways'"),
+    _case("LSTM", {"hidden_size": 3}, [(F, [1, 1, 3]), (F, [1, 8, 3]), (F, [1, 8, 2])],
+          "input 1 ('W') has shape (1, 8, 3)", id="LSTM-W-shape"),
+    _case("GRU", {"activations": ["Sigmoid", "Foo"], "hidden_size": 2}, [(F, [1, 1, 3]), (F, [1, 6, 3]), (F, [1, 6, 2])],
+          _attr("activations")),
+    _case("GRU", {"activations": ["Sigmoid"], "hidden_size": 2}, [(F, [1, 1, 3]), (F, [1, 6, 3]), (F, [1, 6, 2])],
+          _attr("activations") + " ['Sigmoid']; it must be 2 names per direction", id="GRU-activation-count"),
+    _case("RNN", {"clip": -1.0, "hidden_size": 2}, [(F, [1, 1, 3]), (F, [1, 2, 3]), (F, [1, 2, 2])], _attr("clip")),
+    _case("RNN", {"hidden_size": 2}, [(F, [1, 1, 3]), (F, [1, 2, 3]), (F, [1, 2, 3])], "input 2 ('R') has shape (1, 2, 3)",
+          id="RNN-R-shape"),
+]
+
 # ai.onnx.ml: one-leaf ensembles and small models with one bad attribute each
 _LEAF = dict(nodes_treeids=[0], nodes_nodeids=[0], nodes_featureids=[0], nodes_values=[0.0], nodes_modes=["LEAF"],
              nodes_truenodeids=[0], nodes_falsenodeids=[0])

@@ -79,7 +79,7 @@ def test_resnet50_profile_is_a_chrome_trace(tmp_path):
 # (GPT-2: dynamo only; the TorchScript exporter cannot export transformers 5's GPT-2).
 NATIVE_ONLY = ["resnet50", "resnet50_torchscript", "mobilenet_v2", "mobilenet_v2_torchscript", "bert_base",
                "bert_base_torchscript", "gpt2", "minilm", "minilm_torchscript", "mlp",
-               "mlp_torchscript"]
+               "mlp_torchscript", "lstm"]
 
 
 @pytest.mark.parametrize("name", [p for p in PARAMS if p.values[0] in NATIVE_ONLY])

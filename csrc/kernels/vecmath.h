@@ -1,5 +1,5 @@
 // A table of float32 row functions (exp, erf, tanh, sigmoid, gelu, softmax, layer norm, moments, affine,
-// the activations of ActKind), one
+// the activations of ActKind, the recurrent gates' fast tanh / sigmoid), one
 // implementation per ISA tier from the same source (vecmath_impl.h), chosen once at start-up.
 #pragma once
 #include <cstdint>
@@ -26,6 +26,10 @@ struct VecMath {
   void (*moments)(const float* x, int64_t n, float eps, float* mean_out, float* invstd_out);
   void (*affine)(const float* x, float* y, int64_t n, float a, float b);  // y = x * a + b
   void (*act)(ActKind kind, const float* x, float* y, int64_t n, float alpha, float beta);
+  // Rational approximations of tanh / sigmoid, absolute error < 3e-7 (not relative: a sigmoid value near 0
+  // may be off by 100%), about twice as fast: the gates of the recurrent kernels (rnn.cpp), as onnxruntime.
+  void (*tanh_fast)(const float* x, float* y, int64_t n);
+  void (*sigmoid_fast)(const float* x, float* y, int64_t n);
 };
 
 const VecMath& vecmath();  // for this CPU, capped by ONNXFAST_ISA

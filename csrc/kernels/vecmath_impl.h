@@ -2,13 +2,13 @@
 // compiled once per ISA tier (vecmath_portable.cpp, vecmath_avx2.cpp, vecmath_avx512.cpp), each
 // with its own flags and namespace; vecmath.cpp picks the table for the CPU at start-up.
 // Accuracy: exp ~2 ulp (subnormal results and overflow to inf included); log ~1 ulp; erf, tanh, sigmoid, gelu and the activations of act_t about 1e-6
-// relative (1e-7 absolute near 0).
+// relative (1e-7 absolute near 0); tanh_fast / sigmoid_fast 3e-7 absolute.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX__) || defined(__SSE__)
 #include <immintrin.h>
 #endif
 
@@ -167,6 +167,73 @@ inline float tanh1(float x) { return tanh_t(x); }
 template <typename T>
 inline T sigmoid_t(T x) {
   return 1.f / (1.f + exp_t(-x));
+}
+
+// max(lo, x) and min(hi, x), x's NaN kept: one maxps / minps on x86 (their NaN rule returns the second
+// operand), where the select forms compile to a compare and a blend.
+inline float max_lo(float lo, float x) { return lo > x ? lo : x; }
+inline float min_hi(float hi, float x) { return hi < x ? hi : x; }
+inline lanes_t max_lo(float lo, lanes_t x) {
+#if defined(__AVX512F__)
+  return _mm512_maskz_max_ps(0xFFFF, splat(lo), x);  // (unmasked: -Wmaybe-uninitialized in GCC 12)
+#elif defined(__AVX__)
+  return _mm256_max_ps(splat(lo), x);
+#elif defined(__SSE__)
+  return _mm_max_ps(splat(lo), x);
+#else
+  return lo > x ? splat(lo) : x;
+#endif
+}
+inline lanes_t min_hi(float hi, lanes_t x) {
+#if defined(__AVX512F__)
+  return _mm512_maskz_min_ps(0xFFFF, splat(hi), x);
+#elif defined(__AVX__)
+  return _mm256_min_ps(splat(hi), x);
+#elif defined(__SSE__)
+  return _mm_min_ps(splat(hi), x);
+#else
+  return hi < x ? splat(hi) : x;
+#endif
+}
+
+// tanh(x) and sigmoid(x) as rational functions x P(x^2) / Q(x^2) on a clamped range (the minimax fits of
+// Eigen's ptanh_float and onnxruntime MLAS's logistic kernel, which its recurrent operators use): one
+// division and no exp, about twice as fast as tanh_t / sigmoid_t. Absolute error below 3e-7 (tanh) and
+// 2e-7 (sigmoid), results clamped to [-1, 1] / [0, 1]; NaN stays NaN. The relative error of a tiny sigmoid
+// value (x below -5) is not small: for gates (RNN cells), not for the Sigmoid operator.
+template <typename T>
+inline T tanh_fast_t(T x) {
+  x = min_hi(9.f, max_lo(-9.f, x));
+  const T x2 = x * x;
+  T p = bcast<T>(-2.76076847742355e-16f);
+  p = p * x2 + 2.00018790482477e-13f;
+  p = p * x2 + -8.60467152213735e-11f;
+  p = p * x2 + 5.12229709037114e-08f;
+  p = p * x2 + 1.48572235717979e-05f;
+  p = p * x2 + 6.37261928875436e-04f;
+  p = p * x2 + 4.89352455891786e-03f;
+  T q = bcast<T>(1.19825839466702e-06f);
+  q = q * x2 + 1.18534705686654e-04f;
+  q = q * x2 + 2.26843463243900e-03f;
+  q = q * x2 + 4.89352518554385e-03f;
+  return min_hi(1.f, max_lo(-1.f, x * p / q));
+}
+template <typename T>
+inline T sigmoid_fast_t(T x) {
+  x = min_hi(18.f, max_lo(-18.f, x));
+  const T x2 = x * x;
+  T p = bcast<T>(4.37031012579801e-11f);
+  p = p * x2 + 1.15627324459942e-07f;
+  p = p * x2 + 6.08574864600143e-05f;
+  p = p * x2 + 8.51377133304701e-03f;
+  p = p * x2 + 2.48287947061529e-01f;
+  T q = bcast<T>(6.10247389755681e-13f);
+  q = q * x2 + 5.76102136993427e-09f;
+  q = q * x2 + 6.29106785017040e-06f;
+  q = q * x2 + 1.70198817374094e-03f;
+  q = q * x2 + 1.16817656904453e-01f;
+  q = q * x2 + 9.93151921023180e-01f;
+  return min_hi(1.f, max_lo(0.f, x * p / q + 0.5f));
 }
 
 // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))): Gelu's tanh approximation.
@@ -335,6 +402,12 @@ void vtanh(const float* x, float* y, int64_t n) {
 void vsigmoid(const float* x, float* y, int64_t n) {
   map_lanes(x, y, n, [](lanes_t v) { return sigmoid_t(v); });
 }
+void vtanh_fast(const float* x, float* y, int64_t n) {
+  map_lanes(x, y, n, [](lanes_t v) { return tanh_fast_t(v); });
+}
+void vsigmoid_fast(const float* x, float* y, int64_t n) {
+  map_lanes(x, y, n, [](lanes_t v) { return sigmoid_fast_t(v); });
+}
 void vgelu(const float* x, float* y, int64_t n, bool tanh_approx) {
   if (tanh_approx) map_lanes(x, y, n, [](lanes_t v) { return gelu_tanh(v); });
   else map_lanes(x, y, n, [](lanes_t v) { return gelu_erf(v); });
@@ -444,7 +517,7 @@ void affine(const float* x, float* y, int64_t n, float a, float b) {
 
 VecMath table() {
   return VecMath{ONNXFAST_VEC_NAME, &vexp, &verf, &vtanh, &vsigmoid, &vgelu, &softmax_row, &layernorm_row,
-                 &moments, &affine, &vact};
+                 &moments, &affine, &vact, &vtanh_fast, &vsigmoid_fast};
 }
 
 }  // namespace ONNXFAST_VEC_NS

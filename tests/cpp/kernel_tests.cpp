@@ -314,6 +314,48 @@ void test_vecmath() {
       check(ok, "vecmath exp special values, " + std::to_string(xs.size()) + " elements");
     }
   }
+  // tanh_fast / sigmoid_fast (the recurrent gates, rnn.cpp): absolute error under 3e-7 over [-40, 40] and
+  // for every length up to 40 (bodies and tails), results within [-1, 1] / [0, 1], NaN kept, +-inf saturating.
+  {
+    std::vector<float> xs;
+    for (int i = 0; i <= 8000; ++i) xs.push_back(-40.f + 80.f * i / 8000.f);
+    std::vector<float> ts(xs.size()), ss(xs.size());
+    double worst_t = 0, worst_s = 0;
+    bool in_range = true;
+    auto score = [&](int64_t len) {
+      for (int64_t i = 0; i < len; ++i) {
+        const double v = xs[static_cast<size_t>(i)];
+        worst_t = std::max(worst_t, std::fabs(ts[static_cast<size_t>(i)] - std::tanh(v)));
+        worst_s = std::max(worst_s, std::fabs(ss[static_cast<size_t>(i)] - 1 / (1 + std::exp(-v))));
+        in_range &= ts[i] >= -1.f && ts[i] <= 1.f && ss[i] >= 0.f && ss[i] <= 1.f;
+      }
+    };
+    for (int64_t len = 0; len <= 40; ++len) {
+      std::fill(ts.begin(), ts.end(), 9.f);
+      vm.tanh_fast(xs.data() + 3990, ts.data(), len);  // around 0
+      vm.sigmoid_fast(xs.data() + 3990, ss.data(), len);
+      for (int64_t i = 0; i < len; ++i) {
+        const double v = xs[static_cast<size_t>(3990 + i)];
+        worst_t = std::max(worst_t, std::fabs(ts[static_cast<size_t>(i)] - std::tanh(v)));
+        worst_s = std::max(worst_s, std::fabs(ss[static_cast<size_t>(i)] - 1 / (1 + std::exp(-v))));
+      }
+      check(ts[static_cast<size_t>(len)] == 9.f, "vecmath tanh_fast writes past its row");
+    }
+    vm.tanh_fast(xs.data(), ts.data(), static_cast<int64_t>(xs.size()));
+    vm.sigmoid_fast(xs.data(), ss.data(), static_cast<int64_t>(xs.size()));
+    score(static_cast<int64_t>(xs.size()));
+    check(worst_t < 3e-7, "vecmath tanh_fast absolute error " + std::to_string(worst_t));
+    check(worst_s < 3e-7, "vecmath sigmoid_fast absolute error " + std::to_string(worst_s));
+    check(in_range, "vecmath tanh_fast / sigmoid_fast out of range");
+    const float inf = std::numeric_limits<float>::infinity();
+    const float sp[] = {std::numeric_limits<float>::quiet_NaN(), -inf, inf, 0.f, -0.f, 1e30f, -1e30f};
+    float t[7], s[7];
+    vm.tanh_fast(sp, t, 7);
+    vm.sigmoid_fast(sp, s, 7);
+    check(std::isnan(t[0]) && std::isnan(s[0]) && t[1] == -1.f && t[2] == 1.f && s[1] == 0.f && s[2] == 1.f &&
+              t[3] == 0.f && s[3] == 0.5f && t[5] == 1.f && s[6] == 0.f,
+          "vecmath tanh_fast / sigmoid_fast special values");
+  }
   // gelu: every length up to 40 (vector bodies and tails): 5e-6 relative or 1e-6 absolute error.
   for (int tanh_approx = 0; tanh_approx < 2; ++tanh_approx) {
     double worst = 0;
