@@ -29,7 +29,9 @@ from .elimination import (eliminate_cast, eliminate_dead_nodes, eliminate_dropou
 from .folding import fold_constants, fold_shapes
 from .fusions import fuse_conv_activation, fuse_matmul_epilogue
 from .gelu import fuse_fast_gelu, fuse_gelu
+from .layout import fold_reshape_chains, fold_transpose_pairs, fuse_gemm_transpose, fuse_matmul_transpose
 from .ml import fuse_scan_cdist, index_class_labels
+from .weights import fuse_conv_add, fuse_conv_bn, fuse_conv_mul, fuse_matmul_scale
 
 log = logging.getLogger("onnxfast")
 
@@ -53,6 +55,16 @@ PASSES: list[Pass] = [
     Pass("CastElimination", BASIC, eliminate_cast, "Cast to the type the input has already"),
     Pass("ConstantFolding", BASIC, fold_constants, "nodes whose inputs are all true constants become constants"),
     Pass("ShapeToInitializer", BASIC, fold_shapes, "Shape / Size of a statically shaped value become constants"),
+    Pass("TransposeOptimizer", BASIC, fold_transpose_pairs,
+         "Transpose -> Transpose: one Transpose of the composed permutation, or none; identity Transposes go"),
+    Pass("ReshapeChainElimination", BASIC, fold_reshape_chains,
+         "Reshape -> Reshape(constant shape): one Reshape; a Reshape to the shape its input has goes"),
+    Pass("GemmTransposeFusion", BASIC, fuse_gemm_transpose, "a 2-D Transpose into a Gemm's A or B: transA / transB"),
+    Pass("ConvBNFusion", BASIC, fuse_conv_bn, "Conv -> BatchNormalization (constant statistics): folded into W, B"),
+    Pass("ConvMulFusion", BASIC, fuse_conv_mul, "Conv -> Mul by a constant per channel: folded into W, B"),
+    Pass("ConvAddFusion", BASIC, fuse_conv_add, "Conv -> Add of a constant per channel: folded into B"),
+    Pass("MatMulScaleFusion", BASIC, fuse_matmul_scale,
+         "MatMul / Gemm (constant W) -> Mul by a constant per column, or a scalar Mul before: folded into W"),
     Pass("CommonSubexpressionElimination", BASIC, eliminate_common_subexpressions,
          "a node computing what an earlier node computes (same op, attributes, inputs) is dropped"),
     Pass("EliminateDeadNodes", BASIC, eliminate_dead_nodes, "nodes whose outputs nobody reads"),
@@ -63,11 +75,8 @@ PASSES: list[Pass] = [
     Pass("GeluFusion", EXTENDED, fuse_gelu, "x * 0.5 * (1 + erf(x / sqrt 2)) -> com.microsoft.Gelu"),
     Pass("FastGeluFusion", EXTENDED, fuse_fast_gelu,
          "0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) -> com.microsoft.FastGelu"),
-    Pass("AttentionFusion", EXTENDED, fuse_attention,
-         "MatMul(Q, Kt) [* scale] [+ mask] -> Softmax [-> IsNaN/Where] -> MatMul(V) -> FusedAttention"),
-    Pass("ConvActivationFusion", EXTENDED, fuse_conv_activation, "Conv [+ residual Add] [+ activation] -> FusedConv"),
-    Pass("MatMulEpilogueFusion", EXTENDED, fuse_matmul_epilogue,
-         "MatMul [+ bias] [+ residual] [+ activation] -> FusedMatMul"),
+    Pass("MatmulTransposeFusion", EXTENDED, fuse_matmul_transpose,
+         "Transpose (last two axes) -> MatMul's B: com.microsoft FusedMatMul transB (no copy)"),
     Pass("ElementwiseFusion", EXTENDED, fuse_elementwise,
          "a group of float32 elementwise nodes -> FusedElementwise (one pass over memory)"),
 ]
