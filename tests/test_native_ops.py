@@ -127,6 +127,30 @@ def test_maxpool_nan_inf_and_all_padding_windows():
                 np.testing.assert_array_equal(g, w)
 
 
+@pytest.mark.parametrize("geom", [dict(kernel_shape=[2, 2], strides=[2, 2]),
+                                  dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+                                  dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+                                  dict(kernel_shape=[2, 4], strides=[1, 2], dilations=[2, 2], pads=[0, 3, 1, 2]),
+                                  dict(kernel_shape=[3, 2], strides=[2, 3], ceil_mode=1)],
+                         ids=lambda g: "-".join(f"{k}{v}" for k, v in g.items()))
+def test_maxpool_rows_sweep_widths_and_nans(rng, geom):
+    # MaxPool without Indices runs the vector rows of pool_max_impl.h (AVX2 / AVX-512): every width up
+    # to past two 16-lane vectors of outputs at stride 2 (tails, the stride-2 loads' slack), NaNs
+    # and infinities in some windows
+    model = make_model([helper.make_node("MaxPool", ["x"], ["y"], name="n0", **geom)], [vi("x")], [vi("y")])
+    nat, ref = native_and_numpy(model, "MaxPool")
+    for w in list(range(1, 40)) + [63, 64, 65, 70]:
+        x = rng.standard_normal((1, 3, 5, w)).astype(np.float32)
+        flat = x.reshape(-1)
+        flat[rng.integers(0, flat.size, max(1, flat.size // 40))] = np.nan
+        flat[rng.integers(0, flat.size, max(1, flat.size // 40))] = np.inf
+        x[0, 2] = -np.inf  # a plane of -inf: every window's max is -inf
+        got, want = _run_both(nat, ref, {"x": x})
+        if got is None:
+            continue  # a window larger than the padded input: both refuse
+        np.testing.assert_array_equal(got[0], want[0], err_msg=f"{geom} width {w}")
+
+
 def test_maxpool_indices_only(rng):
     # Y is required (an empty name is refused at load, as onnxruntime does); only the indices are read
     model = make_model([helper.make_node("MaxPool", ["x"], ["unused_y", "i"], name="n0", kernel_shape=[2, 3], strides=[2, 1],

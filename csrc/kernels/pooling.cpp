@@ -17,12 +17,27 @@
 #include <limits>
 #include <string>
 
+#include "../cpu/cpu.h"
 #include "../threadpool/threadpool.h"
 #include "conv_geometry.h"
 #include "kernel.h"
+#include "pool_max.h"
 #include "reduce.h"
 
 namespace onnxfast {
+
+const MaxPoolTier* max_pool_tier() {
+#if defined(__x86_64__) || defined(_M_X64)
+  static const MaxPoolTier avx512 = max_pool_tier_avx512(), avx2 = max_pool_tier_avx2();
+  switch (active_isa()) {
+    case Isa::kAvx512: return &avx512;
+    case Isa::kAvx2: return &avx2;
+    default: break;
+  }
+#endif
+  return nullptr;
+}
+
 namespace {
 
 // a + b * c in two's complement: the Indices of a window's first tap, reported for a window with no
@@ -120,6 +135,46 @@ class PoolKernel : public Kernel {
     if (!out[0]) scratch.resize(static_cast<size_t>(planes * out_plane));
     float* y = out[0] ? out[0]->ptr<float>() : scratch.data();
     const float ninf = -std::numeric_limits<float>::infinity();
+
+    // 2-D MaxPool without Indices on a vector tier: per output row, the max of its input rows into a
+    // row buffer (contiguous), then the max along the windows of that row. The same values as the
+    // loop below (max is exact); among equal values or NaNs another one may be picked (+0 / -0, NaN
+    // payloads), which only Indices would show.
+    const MaxPoolTier* fast = is_max_ && !yi && nsp == 2 ? max_pool_tier() : nullptr;
+    if (fast) {
+      const int64_t W = g.in_sp[1];
+      parallel_for(planes * rows, static_cast<double>(W * g.kernel[0] + OW * K) + 20.0, [&](int64_t tb, int64_t te) {
+        std::vector<float> buf(static_cast<size_t>(W + kMaxPoolPad), 0.f);
+        float* t = buf.data();
+        for (int64_t r = tb; r < te; ++r) {
+          const int64_t plane = r / rows, oh = r % rows;
+          float* yr = y + plane * out_plane + oh * OW;
+          const int64_t lo = klo[0][oh], hi = khi[0][oh];
+          if (lo >= hi) {  // the window's rows are all padding
+            std::fill(yr, yr + OW, ninf);
+            continue;
+          }
+          const float* xp = x + plane * in_plane;
+          const int64_t top = oh * g.strides[0] - g.pb[0];  // input row of tap 0 (may be a pad row)
+          std::copy(xp + (top + lo * g.dil[0]) * W, xp + (top + lo * g.dil[0]) * W + W, t);
+          for (int64_t kh = lo + 1; kh < hi; ++kh) fast->vmax(t, xp + (top + kh * g.dil[0]) * W, W);
+          for (int64_t o = 0; o < OW; ++o) {
+            if (o == ca && cb > ca) {
+              fast->hmax(t + ca * S - P, yr + ca, cb - ca, K, S, D);
+              o = cb - 1;
+              continue;
+            }
+            float m = ninf;
+            for (int64_t k = klo[last][o]; k < khi[last][o]; ++k) {
+              const float v = t[o * S - P + k * D];
+              m = takes(v, m) ? v : m;
+            }
+            yr[o] = m;
+          }
+        }
+      });
+      return;
+    }
 
     parallel_for(planes * rows, static_cast<double>(OW * ktotal) + 20.0, [&](int64_t tb, int64_t te) {
       std::vector<int64_t> oc(nsp, 0), kc(nsp, 0);

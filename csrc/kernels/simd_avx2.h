@@ -26,6 +26,12 @@ struct V {
   static T mul(T a, T b) { return _mm256_mul_ps(a, b); }
   static T max(T a, T b) { return _mm256_max_ps(a, b); }
   static T min(T a, T b) { return _mm256_min_ps(a, b); }
+  // x where x > m, or x is NaN and m is not; else m (a NaN, once taken, stays: pool_max.h)
+  static T max_nan(T m, T x) {
+    const T take = _mm256_or_ps(_mm256_cmp_ps(x, m, _CMP_GT_OQ),
+                                _mm256_andnot_ps(_mm256_cmp_ps(m, m, _CMP_UNORD_Q), _mm256_cmp_ps(x, x, _CMP_UNORD_Q)));
+    return _mm256_blendv_ps(m, x, take);
+  }
   static T ge0_or(T x, T y) { return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, zero(), _CMP_GE_OQ)); }
   using Mask = __m256i;
   static Mask first(int64_t n) {  // lanes [0, n), n clamped to [0, 8]

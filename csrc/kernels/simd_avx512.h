@@ -29,6 +29,12 @@ struct V {
   static T mul(T a, T b) { return _mm512_mul_ps(a, b); }
   static T max(T a, T b) { return _mm512_max_ps(a, b); }
   static T min(T a, T b) { return _mm512_min_ps(a, b); }
+  // x where x > m, or x is NaN and m is not; else m (a NaN, once taken, stays: pool_max.h)
+  static T max_nan(T m, T x) {
+    const __mmask16 take = _mm512_cmp_ps_mask(x, m, _CMP_GT_OQ) |
+                           (_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q) & _mm512_cmp_ps_mask(m, m, _CMP_ORD_Q));
+    return _mm512_mask_blend_ps(take, m, x);
+  }
   static T ge0_or(T x, T y) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, zero(), _CMP_GE_OQ), y, x); }
   using Mask = __mmask16;
   static Mask first(int64_t n) {  // lanes [0, n), n clamped to [0, 16]
