@@ -91,7 +91,7 @@ PARAMS = [pytest.param(name, marks=[pytest.mark.slow] if spec.slow else [], id=n
 @pytest.mark.parametrize("name", PARAMS)
 def test_model(benchmark, name, threads, batch):
     spec = zoo.ZOO[name]
-    for mod in {"torch": ["torch", "onnxscript"], "sklearn": ["skl2onnx"], "lightgbm": ["onnxmltools"]}[spec.family]:
+    for mod in zoo.FAMILY_MODULES[spec.family]:
         pytest.importorskip(mod)
     c = zoo.get(name)
     feed = batch_feed(c.inputs, batch)

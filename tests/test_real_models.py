@@ -14,8 +14,7 @@ PARAMS = [pytest.param(n, marks=[pytest.mark.slow] if s.slow else [], id=n) for 
 
 
 def _framework_available(family: str) -> None:
-    mods = {"torch": ["torch", "onnxscript"], "sklearn": ["sklearn", "skl2onnx"], "lightgbm": ["lightgbm", "onnxmltools"]}
-    for m in mods[family]:
+    for m in zoo.FAMILY_MODULES[family]:
         pytest.importorskip(m)
 
 

@@ -38,7 +38,7 @@ class Cached:
     path: pathlib.Path
     inputs: dict  # name -> array (batch 1 for benchmarks is sliced from these)
     expected: list  # the source framework's outputs, in model output order
-    kind: str  # "torch" | "sklearn" | "lightgbm"
+    kind: str  # a FAMILY_MODULES key: "torch" | "tf" | "sklearn" | "lightgbm"
 
 
 @dataclass
@@ -304,6 +304,47 @@ def _build_lstm(folder: pathlib.Path):
     _save(folder, {"input": x.numpy()}, [y])
 
 
+def _build_keras_cnn(folder: pathlib.Path):
+    """A small Keras CNN (Conv + BatchNorm + ReLU, depthwise Conv + BatchNorm + ReLU6, pooling, Dense
+    head) converted by tf2onnx, NHWC input as Keras has it: tf2onnx folds the BatchNorms after the
+    bias-free convolutions into them and writes those after the depthwise ones as Mul + Add, which
+    onnxfast's ConvMulFusion / ConvAddFusion fold."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+    import tf2onnx
+
+    tf.random.set_seed(0)
+    layers = tf.keras.layers
+    inp = tf.keras.Input((64, 64, 3), name="image")
+    x = inp
+    for f in (16, 32, 64):
+        x = layers.Conv2D(f, 3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU()(x)
+        x = layers.DepthwiseConv2D(3, padding="same")(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU(6.0)(x)
+        x = layers.MaxPooling2D()(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dense(64, activation="relu")(x)
+    x = layers.Dropout(0.2)(x)
+    out = layers.Dense(10, activation="softmax", name="probabilities")(x)
+    model = tf.keras.Model(inp, out)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:  # statistics away from the identity, so that folding them is tested
+        if isinstance(layer, layers.BatchNormalization):
+            n = layer.moving_mean.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.1, n), rng.normal(0, 0.1, n),
+                               rng.uniform(0.5, 1.5, n)])
+    spec = (tf.TensorSpec((None, 64, 64, 3), tf.float32, name="image"),)
+    onx, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=17)
+    (folder / "model.onnx").write_bytes(onx.SerializeToString())
+    x = rng.standard_normal((8, 64, 64, 3)).astype(np.float32)
+    _save(folder, {"image": x}, [model(x, training=False).numpy()])
+
+
 # ---------------------------------------------------------------------------------------------
 # scikit-learn / LightGBM
 
@@ -363,11 +404,21 @@ ZOO: dict[str, Spec] = {
     "mlp": Spec(lambda f: _build_mlp(True, f), slow=False, family="torch"),
     "mlp_torchscript": Spec(lambda f: _build_mlp(False, f), slow=False, family="torch"),
     "lstm": Spec(_build_lstm, slow=False, family="torch"),
+    "keras_cnn": Spec(_build_keras_cnn, slow=False, family="tf"),
     "sklearn_logreg": Spec(lambda f: _build_sklearn("logreg", f), slow=False, family="sklearn"),
     "sklearn_random_forest": Spec(lambda f: _build_sklearn("random_forest", f), slow=False, family="sklearn"),
     "sklearn_gradient_boosting": Spec(lambda f: _build_sklearn("gradient_boosting", f), slow=False,
                                       family="sklearn"),
     "lightgbm": Spec(_build_lightgbm, slow=False, family="lightgbm"),
+}
+
+
+# the Python packages each family needs to build its models
+FAMILY_MODULES = {
+    "torch": ["torch", "onnxscript"],
+    "tf": ["tensorflow", "tf2onnx"],
+    "sklearn": ["sklearn", "skl2onnx"],
+    "lightgbm": ["lightgbm", "onnxmltools"],
 }
 
 

@@ -377,8 +377,9 @@ class OnnxServer:
             return dict(self._stats, intra_op_num_threads=self.intra_op_num_threads)
 
     def check_health(self) -> None:
-        """Serve's health probe: the replica is healthy while its session answers for its inputs."""
-        if self.session is None or not self._specs and not self._outputs:
+        """Serve's health probe: the replica is healthy while it holds a session (built in __init__;
+        Serve restarts a replica whose constructor raised)."""
+        if getattr(self, "session", None) is None:
             raise RuntimeError("the replica has no session")
 
     # -- batching -----------------------------------------------------------------------------------
