@@ -20,6 +20,8 @@ except ImportError as _e:  # pragma: no cover - depends on how the package was p
         "finish (pip install . / ci/dev_build.sh)"
     ) from _e
 
+_core.check_platform()  # a malformed ONNXFAST_CACHE_SIZES: ValueError naming the bad entry
+
 from . import dtypes, errors  # noqa: E402
 
 dtypes.register_with_core(_core)

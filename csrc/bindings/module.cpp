@@ -10,6 +10,7 @@
 #include "py_object_kernels.h"
 #include "../core/memory.h"
 #include "../cpu/cpu.h"
+#include "../kernels/gemm.h"
 #include "../kernels/gemm_tiers.h"
 #include "../kernels/vecmath.h"
 
@@ -105,6 +106,31 @@ py::list run_kernel(const PyKernel& pk, py::sequence inputs, int nout) {
   py::list res;
   for (auto& o : outs) res.append(tensor_to_numpy(o, false, false));
   return res;
+}
+
+py::dict cache_dict(const CacheSizes& c) {
+  py::dict d;
+  d["l1d"] = c.l1d;
+  d["l2"] = c.l2;
+  d["l3"] = c.l3;
+  return d;
+}
+
+// One set_cache_sizes value: None (0: the detected size), bytes, or a string such as "2M".
+int64_t cache_size_arg(const std::string& key, py::handle v) {
+  if (v.is_none()) return 0;
+  int64_t bytes = -1;
+  if (py::isinstance<py::str>(v)) {
+    bytes = parse_cache_size(v.cast<std::string>());
+  } else if (py::isinstance<py::int_>(v) && !py::isinstance<py::bool_>(v)) {
+    int overflow = 0;
+    const long long x = PyLong_AsLongLongAndOverflow(v.ptr(), &overflow);
+    if (!overflow && x > 0) bytes = parse_cache_size(std::to_string(x));  // the same range checks
+  }
+  if (bytes < 0)
+    fail(ErrorKind::kInvalidArgument, "set_cache_sizes: bad entry " + key + "=" + py::repr(v).cast<std::string>() +
+                                          ": not a size from 1K to 1T (bytes, or a string like '48K', '2M'), or None");
+  return bytes;
 }
 
 // KernelArgs of a node as the planner describes it (attributes converted, constant inputs wrapped).
@@ -290,8 +316,70 @@ PYBIND11_MODULE(_core, m) {
     d["isa"] = isa_name(active_isa());
     d["gemm"] = gemm_tier().name;
     d["vecmath"] = vecmath().name;
+    // the platform table (cpu.h): cache sizes in effect (detected unless overridden), identity
+    const Platform& p = platform();
+    const CacheSizes c = cache_sizes();
+    d["l1d_bytes"] = c.l1d;
+    d["l2_bytes"] = c.l2;
+    d["l3_bytes"] = c.l3;
+    d["cache_source"] = p.cache_source;
+    d["vector_bytes"] = p.vector_bytes;
+    d["vendor"] = p.vendor;
+    d["family"] = p.family;
+    d["model"] = p.model;
+    d["stepping"] = p.stepping;
+    d["model_name"] = p.model_name;
+    d["avx512_full_rate"] = p.avx512_full_rate;
     return d;
   });
+  m.def("check_platform", []() {
+    if (!platform().cache_env_error.empty()) throw py::value_error(platform().cache_env_error);
+  }, "ValueError when ONNXFAST_CACHE_SIZES is malformed (called at import)");
+  m.def("cache_sizes", [](bool detected) {
+    const CacheSizes c = detected ? platform().detected : cache_sizes();
+    return cache_dict(c);
+  }, py::arg("detected") = false, "{'l1d', 'l2', 'l3'}: bytes in effect (or as detected)");
+  m.def("set_cache_sizes", [](py::kwargs kw) {
+    // all entries checked before any is applied; omitted ones keep their value
+    CacheSizes req{-1, -1, -1};
+    for (auto item : kw) {
+      const std::string key = py::str(item.first);
+      int64_t* slot = key == "l1d" ? &req.l1d : key == "l2" ? &req.l2 : key == "l3" ? &req.l3 : nullptr;
+      if (!slot) fail(ErrorKind::kInvalidArgument, "set_cache_sizes: unknown cache '" + key + "' (l1d, l2 or l3)");
+      *slot = cache_size_arg(key, item.second);
+    }
+    return cache_dict(set_cache_sizes(req));
+  }, "Override the cache sizes the kernels block for: l1d=, l2=, l3= as bytes or strings like '2M'; None "
+     "restores the detected size, an omitted one is left as it is. Returns the previous sizes (pass them back "
+     "with ** to restore).");
+  m.def("parse_cache_sizes", [](const std::string& spec) {
+    CacheSizes c{0, 0, 0};
+    std::string err;
+    if (!parse_cache_sizes(spec, &c, &err)) fail(ErrorKind::kInvalidArgument, err);
+    py::dict d;
+    if (c.l1d) d["l1d"] = c.l1d;
+    if (c.l2) d["l2"] = c.l2;
+    if (c.l3) d["l3"] = c.l3;
+    return d;
+  }, py::arg("spec"), "The entries of an ONNXFAST_CACHE_SIZES string, in bytes (ValueError naming a bad one)");
+  m.def("gemm_blocking", [](int64_t M, int64_t N, int64_t K, int64_t threads, bool prepacked, bool transA) {
+    if (M <= 0 || N <= 0 || K < 0 || threads < 1)
+      fail(ErrorKind::kInvalidArgument, "gemm_blocking: needs M, N >= 1, K >= 0, threads >= 1");
+    const GemmBlocking b = gemm_blocking(transA, M, N, K, threads, prepacked);
+    py::dict d;
+    d["mc"] = b.grid.mc;
+    d["nc"] = b.grid.nc;
+    d["kc"] = b.kc;
+    d["mb"] = b.grid.mb;
+    d["nb"] = b.grid.nb;
+    d["nc_max"] = b.nc_max;
+    d["mr"] = b.mr;
+    d["step"] = b.step;
+    return d;
+  }, py::arg("M"), py::arg("N"), py::arg("K"), py::arg("threads") = 1, py::arg("prepacked") = false,
+     py::arg("transA") = false,
+     "The SGEMM driver's blocking for an M x N x K product at the cache sizes in effect: tiles of mc x nc "
+     "(mb x nb of them) over K blocks of kc; nc_max from L2");
   m.def("build_info", []() {
     py::dict d;
 #if defined(__clang__)

@@ -1,7 +1,8 @@
 // Blocked SGEMM and the MatMul / Gemm kernels built on it.
 //
 // Layout: B is packed into 16-column panels per K block (pre-packed once for constant weights,
-// or per task into a thread-local buffer that stays in L2); A is packed one `mr`-row strip at a
+// or per task into a thread-local buffer that stays in L2: a task's columns come from the L2 size
+// of the platform table, gemm_nc_max / gemm_blocking; the K block is fixed); A is packed one `mr`-row strip at a
 // time just before the strip sweeps the B block (read in place only for tiles too narrow to reuse it). The micro-kernels (gemm_tiers.h) are
 // per ISA tier; this file holds the portable one, the packing and the threaded driver.
 #include "gemm.h"
@@ -27,8 +28,7 @@ std::shared_ptr<float> alloc_floats(size_t n) {
 namespace {
 
 constexpr int64_t kNR = kGemmPanel;  // panel width (all tiers)
-constexpr int64_t kKC = kGemmKC;     // K block
-constexpr int64_t kNCMax = 1024;     // columns per task: a kc x nc B block (1 MiB) stays in L2
+constexpr int64_t kKC = kGemmKC;     // K block (fixed: the packed layouts; gemm.h)
 
 // Grow-only per-thread scratch buffers (slot 0: B block, slot 1: A strip).
 float* scratch(int slot, size_t n) {
@@ -223,6 +223,15 @@ constexpr int64_t kInPlaceRows = 4;
 // fitted to 1024^3 at 2 threads, where 1 x 8 tiles ran 10-15% slower than 2 x 2 or 1 x 2.
 constexpr double kPackACost = 24.0, kPackBCost = 8.0;
 
+int64_t gemm_nc_max(int64_t l2_bytes) {
+  // Half of L2: a kc x nc block at nc = 1024 (1 MiB) was the fastest on a 2 MiB L2 (the constant
+  // this replaces); the other half holds the A strips, C's rows and the lines of the next K block.
+  const int64_t nc = l2_bytes / 2 / (kKC * static_cast<int64_t>(sizeof(float))) / kNR * kNR;
+  // At least 4 panels (two micro-tiles of the widest tier) so a tile amortizes its A strips; at most
+  // 4096 columns (a 4 MiB block), past which a larger L2 (shared by a cluster) is not ours alone.
+  return std::min<int64_t>(4096, std::max<int64_t>(4 * kNR, nc));
+}
+
 TaskGrid choose_grid(const GridProblem& g) {
   const int64_t M = g.M, N = g.N, mr = g.mr, step = g.step, P = g.threads;
   const int64_t nb_min = ceil_div(N, g.nc_max);
@@ -262,6 +271,30 @@ TaskGrid choose_grid(const GridProblem& g) {
   return grid();
 }
 
+GemmBlocking gemm_blocking(bool transA, int64_t M, int64_t N, int64_t K, int64_t threads, bool prepacked_b) {
+  const GemmTier& tier = gemm_tier();
+  GemmBlocking b;
+  b.mr = tier.mr;
+  b.step = kNR * tier.panels;
+  b.kc = kKC;
+  // Read once: the whole product uses one nc_max even if set_cache_sizes() runs meanwhile.
+  b.nc_max = gemm_nc_max(cache_sizes().l2);
+  // Task grid: mb x nb tiles of C, each computed over all of K by one thread, so every output
+  // element is summed in the same order whatever the grid (results do not depend on threads or on
+  // nc_max). Within a tile, each K block packs its B block once (L2, hence nc_max) and streams the A
+  // strips past it (each strip sits in L1 for the whole row of panels). Every tile packs its rows of
+  // A and, for a fed B, its columns of B, so more tiles cost more packing: with threads, the grid is
+  // the one with the least modeled time per thread (tiles per thread x (multiply-adds + packing))
+  // among those with P to 4P tiles (choose_grid).
+  // Row-major A is packed strip by strip (then one pointer walks a strip; read in place, the 12
+  // row pointers spill, and a 4 KiB-multiple row stride maps all rows to the same L1 sets) when the
+  // tile is wide enough for a strip to be reused by two panel pairs or more.
+  b.pack_min_nc = transA ? 0 : K > kKC / 4 ? 2 * b.step : std::numeric_limits<int64_t>::max();
+  b.grid = choose_grid(GridProblem{M, N, K, b.mr, b.step, std::max<int64_t>(1, threads), b.nc_max, 1, kPackACost,
+                                   prepacked_b ? 0.0 : kPackBCost, b.pack_min_nc});
+  return b;
+}
+
 namespace {
 
 // The threaded driver. B is either pre-packed (pb) or raw (B, ldb, transB) and then packed per task.
@@ -276,22 +309,9 @@ void gemm_driver(bool transA, int64_t M, int64_t N, int64_t K, float alpha, cons
     return;
   }
   const GemmTier& tier = gemm_tier();
-  const int64_t mr = tier.mr, step = kNR * tier.panels;
-  const int64_t P = current_threads();
-  // Task grid: mb x nb tiles of C, each computed over all of K by one thread, so every output
-  // element is summed in the same order whatever the grid (results do not depend on threads).
-  // Within a tile, each K block packs its B block once (L2) and streams the A strips past it (each
-  // strip sits in L1 for the whole row of panels). Every tile packs its rows of A and, for a fed B,
-  // its columns of B, so more tiles cost more packing: with threads, the grid is the one with the
-  // least modeled time per thread (tiles per thread x (multiply-adds + packing)) among those with
-  // P to 4P tiles (choose_grid).
-  // Row-major A is packed strip by strip (then one pointer walks a strip; read in place, the 12
-  // row pointers spill, and a 4 KiB-multiple row stride maps all rows to the same L1 sets) when the
-  // tile is wide enough for a strip to be reused by two panel pairs or more.
-  const int64_t pack_min_nc = transA ? 0 : K > kKC / 4 ? 2 * step : std::numeric_limits<int64_t>::max();
-  const TaskGrid grid =
-      choose_grid(GridProblem{M, N, K, mr, step, P, kNCMax, 1, kPackACost, pb ? 0.0 : kPackBCost, pack_min_nc});
-  const int64_t mb = grid.mb, nb = grid.nb, mc = grid.mc, nc = grid.nc;
+  const GemmBlocking blk = gemm_blocking(transA, M, N, K, current_threads(), pb != nullptr);
+  const int64_t mr = blk.mr, step = blk.step, pack_min_nc = blk.pack_min_nc;
+  const int64_t mb = blk.grid.mb, nb = blk.grid.nb, mc = blk.grid.mc, nc = blk.grid.nc;
   const int64_t np_all = pb ? round_up(N, kNR) : 0;
   const double cost = 2.0 * std::min(M, mc) * std::min(N, nc) * K / 64.0;
   const bool pack_rows = nc >= pack_min_nc;

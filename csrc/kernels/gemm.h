@@ -45,7 +45,11 @@ struct PackedA {
 };
 PackedA sgemm_pack_a(int64_t M, int64_t K, const float* A, int64_t lda);
 
-constexpr int64_t kGemmKC = 256;     // K block
+// K block. Fixed, not derived from the cache sizes: it is the layout of pre-packed B (packed_b_index)
+// and PackedA (weights packed once at session creation, kept while the sizes may change), and the
+// points where the K sum is split (C += each block's partial sum), so another kc would change the
+// bits. 256 floats keeps an A strip (kc x mr: 12 KiB at mr 12) in any L1d of 32 KiB or more.
+constexpr int64_t kGemmKC = 256;
 constexpr int64_t kGemmPanel = 16;   // B panel width
 // Offset of column j's panel in a packed B block of kc rows: (j / 16) * 16 * kc, lane j % 16.
 inline int64_t packed_b_index(int64_t j, int64_t k, int64_t kc) { return (j >> 4) * 16 * kc + k * 16 + (j & 15); }
@@ -75,6 +79,22 @@ struct TaskGrid {
   int64_t mc, nc;  // rows (a multiple of mr) and columns (a multiple of step) per tile
 };
 TaskGrid choose_grid(const GridProblem& problem);
+
+// Columns per task at most (a tile's nc), from the L2 size: a task's packed K block of B (kGemmKC x
+// nc floats) fills about half of L2, the rest left to the A strips, C's rows and the next block's
+// lines. Whole 16-column panels, 64 to 4096 (1024 for a 2 MiB L2).
+int64_t gemm_nc_max(int64_t l2_bytes);
+
+// The SGEMM driver's blocking for one product at the cache sizes in effect (cache_sizes()) and
+// `threads` threads: the task grid (tiles of mc rows x nc columns, each over all of K in kc blocks).
+// nc only partitions N and mc only M, so every output element is summed in the same order whatever
+// the blocking: the bits do not depend on it. (sgemm reads B in place for M <= 2: gemm_rows_direct.)
+struct GemmBlocking {
+  TaskGrid grid;
+  int64_t nc_max, kc, mr, step;
+  int64_t pack_min_nc;  // tiles at least this wide pack row-major A strips
+};
+GemmBlocking gemm_blocking(bool transA, int64_t M, int64_t N, int64_t K, int64_t threads, bool prepacked_b);
 
 void sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
            int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc,

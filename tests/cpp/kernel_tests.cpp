@@ -1,5 +1,6 @@
 // C++ unit tests of the native kernels, without Python: SGEMM (every transpose, alpha/beta,
-// pre-packed B, edge sizes around the micro-kernel and K-block sizes), the vector math row
+// pre-packed B, edge sizes around the micro-kernel and K-block sizes; the blocking derived from the
+// platform table's cache sizes and their overrides), the vector math row
 // functions, the thread pool, the Add / Conv / ConvTranspose kernels through the kernel table, and the reduction
 // engine / pooling / Transpose kernels (reduce.cpp, pooling.cpp, tensor_ops.cpp) and Resize (resize.cpp),
 // the executor (a plan of native and C++ host steps run without Python),
@@ -213,6 +214,51 @@ void test_choose_grid() {
     else
       check(tasks == most, what + " has every tile there is");
   }
+}
+
+// The platform table's cache sizes (cpu.h) and the GEMM blocking derived from them: the override
+// parser, nc_max from L2, and a product computed under two L2 sizes (different column tiles) giving
+// the same bits, since nc only partitions N.
+void test_platform_caches() {
+  const CacheSizes det = platform().detected;
+  check(det.l1d >= 1024 && det.l2 >= det.l1d && det.l3 > 0, "platform: detected cache sizes are plausible");
+  check(!platform().cache_source.empty(), "platform: cache_source names where the sizes came from");
+  check(platform().vector_bytes == (active_isa() == Isa::kAvx512 ? 64 : active_isa() == Isa::kAvx2 ? 32 : 16),
+        "platform: vector_bytes is the active tier's");
+
+  CacheSizes c{1, 2, 3};
+  std::string err;
+  check(parse_cache_sizes(" l2=1M, l1d = 48k,", &c, &err) && c.l1d == 48 << 10 && c.l2 == 1 << 20 && c.l3 == 3,
+        "parse_cache_sizes: a subset, spaces and a trailing comma (unnamed entries kept)");
+  check(parse_cache_sizes("l3=32MiB", &c, &err) && c.l3 == 32 << 20, "parse_cache_sizes: MiB");
+  check(parse_cache_size("2097152") == 2 << 20 && parse_cache_size("1G") == int64_t(1) << 30, "parse_cache_size");
+  for (const char* bad : {"l4=1M", "l2=1Q", "l2", "l2=", "l2=0", "l2=512", "l2=2T", "l2=1M,l2=2M", "l2=-1M", "=1M"}) {
+    CacheSizes before{7, 8, 9}, d = before;
+    err.clear();
+    const bool ok = parse_cache_sizes(bad, &d, &err);
+    check(!ok && err.find("bad entry") != std::string::npos && d.l1d == 7 && d.l2 == 8 && d.l3 == 9,
+          std::string("parse_cache_sizes rejects '") + bad + "' and leaves the sizes: " + err);
+  }
+
+  check(gemm_nc_max(2 << 20) == 1024 && gemm_nc_max(1 << 20) == 512 && gemm_nc_max(1280 << 10) == 640 &&
+            gemm_nc_max(256 << 10) == 128 && gemm_nc_max(1 << 10) == 64 && gemm_nc_max(int64_t(1) << 40) == 4096,
+        "gemm_nc_max: half of L2 in kc x nc floats, 64..4096");
+
+  std::mt19937 gen(5);
+  const int64_t M = 70, N = 700, K = 300;
+  auto A = random_floats(M * K, gen), B = random_floats(K * N, gen);
+  std::vector<float> c1(M * N), c2(M * N);
+  sgemm(false, false, M, N, K, 1.f, A.data(), K, B.data(), N, 0.f, c1.data(), N);
+  const CacheSizes old = set_cache_sizes(CacheSizes{-1, 128 << 10, -1});
+  check(cache_sizes().l2 == 128 << 10 && cache_sizes().l1d == old.l1d, "set_cache_sizes: sets L2 only");
+  const GemmBlocking small = gemm_blocking(false, M, N, K, 1, false);
+  check(small.nc_max == 64 && small.grid.nb == 11 && small.grid.nc == 64, "gemm_blocking follows the L2 override");
+  sgemm(false, false, M, N, K, 1.f, A.data(), K, B.data(), N, 0.f, c2.data(), N);
+  check(std::memcmp(c1.data(), c2.data(), c1.size() * sizeof(float)) == 0, "sgemm: same bits under another L2 size");
+  set_cache_sizes(CacheSizes{0, 0, 0});
+  check(cache_sizes().l2 == det.l2 && gemm_blocking(false, M, N, K, 1, false).nc_max == gemm_nc_max(det.l2),
+        "set_cache_sizes: 0 restores the detected sizes");
+  set_cache_sizes(old);
 }
 
 // ---- vector math --------------------------------------------------------------------------
@@ -1124,6 +1170,7 @@ int main() {
   test_sgemm_threads_bitwise();
   test_sgemm_kblock_epilogue();
   test_choose_grid();
+  test_platform_caches();
   test_vecmath();
   test_threadpool();
   test_add_kernel();
