@@ -39,13 +39,16 @@ def session(model, **kw):
     return onnxfast.InferenceSession(model.SerializeToString() if isinstance(model, onnx.ModelProto) else model, **kw)
 
 
-def native_and_numpy(model, op, threads=0):
+def native_and_numpy(model, op, threads=0, level=None):
     """Two sessions of `model`: one with op's numpy kernel disabled (its kernel listing must say native),
-    one with every native kernel disabled (numpy), as the reference the native kernel is tested against."""
+    one with every native kernel disabled (numpy), as the reference the native kernel is tested against.
+    level: the graph optimization level (0 keeps a node the optimizer would drop, an identity Transpose)."""
     import onnxfast
 
     def make(disabled):
         o = onnxfast.SessionOptions()
+        if level is not None:
+            o.graph_optimization_level = onnxfast.GraphOptimizationLevel(level)
         o.add_session_config_entry("onnxfast.disable_kernels", disabled)
         if threads:
             o.intra_op_num_threads = threads

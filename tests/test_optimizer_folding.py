@@ -9,6 +9,7 @@ import pytest
 from onnx import TensorProto, helper
 from onnx_helpers import F, make_model, vi
 
+import onnxfast
 from onnxfast import ir
 from onnxfast.optimizer import optimize
 from test_optimizer_passes import outputs
@@ -280,6 +281,13 @@ def test_transposes_apart_stay(rng):
     m = make_model([helper.make_node("Transpose", ["x"], ["a"], perm=[1, 0]), helper.make_node("Relu", ["a"], ["b"]),
                     helper.make_node("Transpose", ["b"], ["y"], perm=[1, 0])], [vi("x", F, [3, 4])], [vi("y", F, None)])
     assert ops_after(m) == ["Transpose", "Relu", "Transpose"]
+    # an identity permutation of the wrong length is refused (at creation: the rank is declared), optimized or not
+    m = make_model([helper.make_node("Transpose", ["x"], ["a"], perm=[0, 1]), helper.make_node("Relu", ["a"], ["y"])],
+                   [vi("x", F, [2, 3, 4])], [vi("y", F, None)])
+    assert ops_after(m) == ["Transpose", "Relu"]
+    for level in (0, 1):
+        with pytest.raises(onnxfast.errors.InvalidModel, match="perm"):
+            outputs(m, {"x": rand(rng, 2, 3, 4)}, level=level)
     # a default permutation of unknown rank: nothing to compose
     m = make_model([helper.make_node("Transpose", ["x"], ["a"]), helper.make_node("Transpose", ["a"], ["y"])],
                    [vi("x", F, None)], [vi("y", F, None)])

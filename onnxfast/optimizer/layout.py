@@ -29,15 +29,19 @@ MS_DOMAIN = "com.microsoft"
 
 
 def _perm(graph: ir.Graph, node: ir.Node) -> list[int] | None:
-    """A Transpose's permutation (the default reverses the axes: the rank must be known)."""
+    """A Transpose's permutation, when its input's rank is known and the permutation fits it (a
+    permutation of another length fails in the kernel at run time, and must still fail: it is never
+    rewritten); the default reverses the axes."""
     if node.op_type != "Transpose" or node.domain != "" or len(node.inputs) != 1 or len(node.outputs) != 1:
         return None
-    perm = node.attrs.get("perm")
-    if perm is not None:
-        perm = [int(p) for p in perm]
-        return perm if sorted(perm) == list(range(len(perm))) else None  # an invalid one fails in its kernel
     shape = _static_shape(graph, node.inputs[0])
-    return None if shape is None else list(range(len(shape)))[::-1]
+    if shape is None:
+        return None
+    perm = node.attrs.get("perm")
+    if perm is None:
+        return list(range(len(shape)))[::-1]
+    perm = [int(p) for p in perm]
+    return perm if sorted(perm) == list(range(len(shape))) else None
 
 
 def _transpose_of(graph: ir.Graph, name: str) -> tuple[ir.Node, list[int]] | None:
