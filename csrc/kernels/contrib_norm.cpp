@@ -4,6 +4,8 @@
 // skip has input's shape or repeats over its leading axes (its trailing dims equal input's); gamma,
 // beta and bias have the hidden size H. Optional outputs: mean and inv_std_var (shape: input's with
 // the last dim 1) and input_skip_bias_sum (s). Rows in parallel on the tier's layernorm_row.
+// com.microsoft SkipSimplifiedLayerNormalization: the same with RMS normalization (rmsnorm_row), inputs
+// input, skip, gamma (, bias), no beta; its mean output is zeros (onnxruntime computes none).
 #include <algorithm>
 
 #include "../threadpool/threadpool.h"
@@ -15,16 +17,21 @@ namespace {
 
 class SkipLayerNormKernel : public Kernel {
  public:
-  explicit SkipLayerNormKernel(const KernelArgs& a)
+  SkipLayerNormKernel(const KernelArgs& a, bool simplified)
       : name_(a.op_type + " '" + a.node_name + "'"),
-        eps_(static_cast<float>(expect_finite(a, "epsilon", 1e-12))) {  // as LayerNormalization
+        eps_(static_cast<float>(expect_finite(a, "epsilon", 1e-12))),  // as LayerNormalization
+        simplified_(simplified) {
     expect_known_attrs(a, {"epsilon"});
   }
 
   void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
     if (in.size() < 3 || !in[0] || !in[1] || !in[2]) kernel_fail(name_ + " needs inputs input, skip and gamma");
-    const char* names[] = {"input", "skip", "gamma", "beta", "bias"};
-    for (size_t i = 0; i < in.size() && i < 5; ++i)
+    const char* full[] = {"input", "skip", "gamma", "beta", "bias"};
+    const char* rms[] = {"input", "skip", "gamma", "bias"};
+    const char* const* names = simplified_ ? rms : full;
+    const size_t n_in = simplified_ ? 4 : 5;
+    if (in.size() > n_in) kernel_fail(name_ + " takes at most " + std::to_string(n_in) + " inputs");
+    for (size_t i = 0; i < in.size(); ++i)
       if (in[i]) expect_dtype(*in[i], kFloat, (name_ + " " + names[i]).c_str());
     const Shape& x = in[0]->shape;
     if (x.size() < 2) kernel_fail(name_ + ": input must have rank 2 or more, got shape " + shape_str(x));
@@ -36,7 +43,7 @@ class SkipLayerNormKernel : public Kernel {
     const size_t kr = k.size() - lead;
     const bool skip_ok = !k.empty() && kr <= x.size() && std::equal(k.begin() + lead, k.end(), x.end() - kr);
     if (!skip_ok) kernel_fail(name_ + ": skip of shape " + shape_str(k) + " does not match input " + shape_str(x));
-    for (size_t i = 2; i < in.size() && i < 5; ++i)
+    for (size_t i = 2; i < in.size(); ++i)
       if (in[i] && (in[i]->rank() != 1 || in[i]->shape[0] != H))
         kernel_fail(name_ + ": " + names[i] + " must have shape (" + std::to_string(H) + ",), got " +
                     shape_str(in[i]->shape));
@@ -58,25 +65,29 @@ class SkipLayerNormKernel : public Kernel {
     const float* x = X.ptr<float>();
     const float* skip = in[1]->ptr<float>();
     const float* gamma = in[2]->ptr<float>();
-    const float* beta = in.size() > 3 && in[3] ? in[3]->ptr<float>() : nullptr;
-    const float* bias = in.size() > 4 && in[4] ? in[4]->ptr<float>() : nullptr;
+    const size_t bias_at = simplified_ ? 3 : 4;
+    const float* beta = !simplified_ && in.size() > 3 && in[3] ? in[3]->ptr<float>() : nullptr;
+    const float* bias = in.size() > bias_at && in[bias_at] ? in[bias_at]->ptr<float>() : nullptr;
     float* y = out[0]->ptr<float>();
     float* mean = out.size() > 1 && out[1] ? out[1]->ptr<float>() : nullptr;
     float* invstd = out.size() > 2 && out[2] ? out[2]->ptr<float>() : nullptr;
     float* sum_out = out.size() > 3 && out[3] ? out[3]->ptr<float>() : nullptr;
     const VecMath& vm = vecmath();
     const float eps = eps_;
+    const bool simplified = simplified_;
     parallel_for(rows, 12.0 * static_cast<double>(H), [&](int64_t r0, int64_t r1) {
       std::vector<float> scratch(sum_out ? 0 : static_cast<size_t>(H));
       for (int64_t r = r0; r < r1; ++r) {
         const float* xr = x + r * H;
         const float* kr = skip + (r % skip_rows) * H;
         float* s = sum_out ? sum_out + r * H : scratch.data();
-        if (bias)
-          for (int64_t j = 0; j < H; ++j) s[j] = xr[j] + kr[j] + bias[j];
-        else
-          for (int64_t j = 0; j < H; ++j) s[j] = xr[j] + kr[j];
-        vm.layernorm_row(s, y + r * H, H, gamma, beta, eps, mean ? mean + r : nullptr, invstd ? invstd + r : nullptr);
+        vm.skip_sum(xr, kr, bias, s, H);  // (in the tier's vectors: this file has the baseline ISA's)
+        if (simplified) {
+          vm.rmsnorm_row(s, y + r * H, H, gamma, eps, invstd ? invstd + r : nullptr);
+          if (mean) mean[r] = 0.f;
+        } else {
+          vm.layernorm_row(s, y + r * H, H, gamma, beta, eps, mean ? mean + r : nullptr, invstd ? invstd + r : nullptr);
+        }
       }
     });
   }
@@ -84,12 +95,18 @@ class SkipLayerNormKernel : public Kernel {
  private:
   std::string name_;
   float eps_;
+  bool simplified_;
 };
 
 }  // namespace
 
 ONNXFAST_KERNELS(contrib_norm) {
-  kernel("SkipLayerNormalization", "com.microsoft").types({kFloat}).make<SkipLayerNormKernel>();
+  kernel("SkipLayerNormalization", "com.microsoft").types({kFloat}).make([](const KernelArgs& a) {
+    return std::make_unique<SkipLayerNormKernel>(a, false);
+  });
+  kernel("SkipSimplifiedLayerNormalization", "com.microsoft").types({kFloat}).make([](const KernelArgs& a) {
+    return std::make_unique<SkipLayerNormKernel>(a, true);
+  });
 }
 
 }  // namespace onnxfast

@@ -1,10 +1,12 @@
 // Softmax / LogSoftmax (opset < 13: softmax over the flattened trailing dims; >= 13: one axis),
-// LayerNormalization (with the optional Mean / InvStdDev outputs), BatchNormalization (inference),
+// LayerNormalization (with the optional Mean / InvStdDev outputs), RMS normalization
+// (SimplifiedLayerNormalization, RMSNormalization), BatchNormalization (inference),
 // InstanceNormalization, Gelu and the vector-math unary ops (Exp, Erf, Tanh, Sigmoid, Log, Reciprocal
 // and the activations of ActKind: Softplus, Elu, Selu, HardSwish, ...), float32, on the vecmath row
 // functions of the CPU's tier, parallel over rows / planes.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "../threadpool/threadpool.h"
@@ -148,17 +150,79 @@ class LayerNormKernel : public Kernel {
     std::vector<float> gamma = broadcast_tail(in[1], norm, name_, "Scale");
     std::vector<float> beta = broadcast_tail(in.size() > 2 ? in[2] : nullptr, norm, name_, "B");
     int64_t n = shape_numel(norm), rows = shape_numel(Shape(X.shape.begin(), X.shape.begin() + a));
-    if (n == 0 || rows == 0) return;
-    const float* x = X.ptr<float>();
-    float* y = out[0]->ptr<float>();
     float* mean = out.size() > 1 && out[1] ? out[1]->ptr<float>() : nullptr;
     float* inv = out.size() > 2 && out[2] ? out[2]->ptr<float>() : nullptr;
+    if (n == 0) {  // the statistics of no values: NaN, as numpy's mean of an empty row
+      const float nan = std::numeric_limits<float>::quiet_NaN();
+      if (mean) std::fill(mean, mean + rows, nan);
+      if (inv) std::fill(inv, inv + rows, nan);
+      return;
+    }
+    if (rows == 0) return;
+    const float* x = X.ptr<float>();
+    float* y = out[0]->ptr<float>();
     const VecMath& vm = vecmath();
     const float* g = gamma.data();
     const float* bt = beta.empty() ? nullptr : beta.data();
     parallel_for(rows, 6.0 * n, [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r)
         vm.layernorm_row(x + r * n, y + r * n, n, g, bt, eps_, mean ? mean + r : nullptr, inv ? inv + r : nullptr);
+    });
+  }
+
+ private:
+  std::string name_;
+  int64_t axis_;
+  float eps_;
+};
+
+// RMS normalization over the axes from `axis` on: Y = X / sqrt(mean(X^2) + epsilon) * scale.
+// onnxruntime's SimplifiedLayerNormalization (ONNX domain, no ONNX schema: its attributes are checked
+// here; optional output inv_std_var) and ONNX RMSNormalization (opset 23, one output). float32 X with
+// stash_type 1 (float32 statistics, what the row function computes); the others run on numpy.
+class RMSNormKernel : public Kernel {
+ public:
+  explicit RMSNormKernel(const KernelArgs& a)
+      : name_(a.op_type + " '" + a.node_name + "'"),
+        axis_(attr_int(a, "axis", -1)),
+        eps_(static_cast<float>(expect_finite(a, "epsilon", 1e-5))) {
+    if (a.domain.empty() && a.op_type == "SimplifiedLayerNormalization")
+      expect_known_attrs(a, {"axis", "epsilon", "stash_type"});
+    expect_rank_in(a, 0, "X", 1, -1);
+    check_axis(a, "axis", axis_, a.rank_of(0));
+  }
+
+  void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
+    if (in.size() < 2 || !in[0] || !in[1]) kernel_fail(name_ + " needs X and scale");
+    expect_dtype(*in[0], kFloat, (name_ + " input X").c_str());
+    int64_t a = norm_axis(axis_, in[0]->rank(), name_);
+    Shape norm(in[0]->shape.begin() + a, in[0]->shape.end());
+    broadcast_tail(in[1], norm, name_, "scale");  // checked before any output is allocated
+    Shape stat = in[0]->shape;
+    for (int64_t i = a; i < in[0]->rank(); ++i) stat[i] = 1;
+    out.resize(2);
+    out[0] = {kFloat, in[0]->shape};
+    out[1] = {kFloat, stat};
+  }
+
+  void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
+    const Tensor& X = *in[0];
+    int64_t a = norm_axis(axis_, X.rank(), name_);
+    Shape norm(X.shape.begin() + a, X.shape.end());
+    std::vector<float> scale = broadcast_tail(in[1], norm, name_, "scale");
+    int64_t n = shape_numel(norm), rows = shape_numel(Shape(X.shape.begin(), X.shape.begin() + a));
+    float* inv = out.size() > 1 && out[1] ? out[1]->ptr<float>() : nullptr;
+    if (n == 0) {  // the mean of no squares: NaN, as the numpy kernel (onnxruntime refuses empty rows)
+      if (inv) std::fill(inv, inv + rows, std::numeric_limits<float>::quiet_NaN());
+      return;
+    }
+    if (rows == 0) return;
+    const float* x = X.ptr<float>();
+    float* y = out[0]->ptr<float>();
+    const VecMath& vm = vecmath();
+    const float* g = scale.data();
+    parallel_for(rows, 4.0 * n, [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) vm.rmsnorm_row(x + r * n, y + r * n, n, g, eps_, inv ? inv + r : nullptr);
     });
   }
 
@@ -349,6 +413,10 @@ ONNXFAST_KERNELS(normalization) {
   kernel("Softmax").types({kFloat}).make([](const KernelArgs& a) { return std::make_unique<SoftmaxKernel>(a, false); });
   kernel("LogSoftmax").types({kFloat}).make([](const KernelArgs& a) { return std::make_unique<SoftmaxKernel>(a, true); });
   kernel("LayerNormalization").since(17).types({kFloat}).make<LayerNormKernel>();
+  // float32 statistics (stash_type 1) and a float32 scale; others on numpy
+  auto rms_fits = [](const KernelArgs& a) { return a.get_int("stash_type", 1) == 1 && float_params(a, 1, 1); };
+  kernel("SimplifiedLayerNormalization").types({kFloat}).when(rms_fits).make<RMSNormKernel>();
+  kernel("RMSNormalization").since(23).types({kFloat}).when(rms_fits).make<RMSNormKernel>();
   // inference mode with float32 statistics (spatial = 1 before opset 9); training mode on numpy
   kernel("BatchNormalization").since(7).types({kFloat})
       .when([](const KernelArgs& a) {

@@ -1,5 +1,5 @@
-// A table of float32 row functions (exp, erf, tanh, sigmoid, gelu, softmax, layer norm, moments, affine,
-// the activations of ActKind, the recurrent gates' fast tanh / sigmoid), one
+// A table of float32 row functions (exp, erf, tanh, sigmoid, gelu, softmax, layer norm, RMS norm, moments,
+// affine, the activations of ActKind, the recurrent gates' fast tanh / sigmoid), one
 // implementation per ISA tier from the same source (vecmath_impl.h), chosen once at start-up.
 #pragma once
 #include <cstdint>
@@ -22,6 +22,11 @@ struct VecMath {
   void (*softmax_row)(const float* x, float* y, int64_t n, bool log_softmax);
   void (*layernorm_row)(const float* x, float* y, int64_t n, const float* gamma, const float* beta, float eps,
                         float* mean_out, float* invstd_out);
+  // RMS normalization: y = x / sqrt(mean(x^2) + eps) * gamma (gamma null: no scale); the row's
+  // 1 / sqrt(mean(x^2) + eps) to invstd_out when not null. x may be y.
+  void (*rmsnorm_row)(const float* x, float* y, int64_t n, const float* gamma, float eps, float* invstd_out);
+  // s = (x + skip) + bias (bias null: x + skip): the residual sum of the skip norms.
+  void (*skip_sum)(const float* x, const float* skip, const float* bias, float* s, int64_t n);
   // Mean and 1 / sqrt(var + eps) of a long row, blocks summed in double (instance norm planes).
   void (*moments)(const float* x, int64_t n, float eps, float* mean_out, float* invstd_out);
   void (*affine)(const float* x, float* y, int64_t n, float a, float b);  // y = x * a + b

@@ -460,6 +460,39 @@ void layernorm_row(const float* x, float* y, int64_t n, const float* gamma, cons
   if (invstd_out) *invstd_out = invstd;
 }
 
+// Sum of squares in lanes (the tail added into the first lanes), then one scaling pass, in whole vectors
+// then element by element: (x * invstd) * gamma, the same two roundings in both (no sum to contract).
+void rmsnorm_row(const float* x, float* y, int64_t n, const float* gamma, float eps, float* invstd_out) {
+  lanes_t ss = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    const lanes_t v = load_lanes(x + i);
+    ss += v * v;
+  }
+  for (int64_t j = 0; i + j < n; ++j) ss[j] += x[i + j] * x[i + j];
+  const float invstd = 1.f / std::sqrt(lanes_sum(ss) / static_cast<float>(n) + eps);
+  i = 0;
+  if (gamma) {
+    for (; i + kLanes <= n; i += kLanes) store_lanes(y + i, load_lanes(x + i) * invstd * load_lanes(gamma + i));
+  } else {
+    for (; i + kLanes <= n; i += kLanes) store_lanes(y + i, load_lanes(x + i) * invstd);
+  }
+  for (; i < n; ++i) y[i] = x[i] * invstd * (gamma ? gamma[i] : 1.f);
+  if (invstd_out) *invstd_out = invstd;
+}
+
+void skip_sum(const float* x, const float* skip, const float* bias, float* s, int64_t n) {
+  int64_t i = 0;
+  if (bias) {
+    for (; i + kLanes <= n; i += kLanes)
+      store_lanes(s + i, load_lanes(x + i) + load_lanes(skip + i) + load_lanes(bias + i));
+    for (; i < n; ++i) s[i] = x[i] + skip[i] + bias[i];
+  } else {
+    for (; i + kLanes <= n; i += kLanes) store_lanes(s + i, load_lanes(x + i) + load_lanes(skip + i));
+    for (; i < n; ++i) s[i] = x[i] + skip[i];
+  }
+}
+
 template <ActKind kKind>
 void act_row(const float* x, float* y, int64_t n, float alpha, float beta) {
   map_lanes(x, y, n, [alpha, beta](lanes_t v) { return act_t<kKind>(v, alpha, beta); });
@@ -517,7 +550,7 @@ void affine(const float* x, float* y, int64_t n, float a, float b) {
 
 VecMath table() {
   return VecMath{ONNXFAST_VEC_NAME, &vexp, &verf, &vtanh, &vsigmoid, &vgelu, &softmax_row, &layernorm_row,
-                 &moments, &affine, &vact, &vtanh_fast, &vsigmoid_fast};
+                 &rmsnorm_row, &skip_sum, &moments, &affine, &vact, &vtanh_fast, &vsigmoid_fast};
 }
 
 }  // namespace ONNXFAST_VEC_NS

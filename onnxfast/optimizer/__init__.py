@@ -31,6 +31,7 @@ from .fusions import fuse_conv_activation, fuse_matmul_epilogue
 from .gelu import fuse_fast_gelu, fuse_gelu
 from .layout import fold_reshape_chains, fold_transpose_pairs, fuse_gemm_transpose, fuse_matmul_transpose
 from .ml import fuse_scan_cdist, index_class_labels
+from .normalization import fuse_layer_norm, fuse_simplified_layer_norm, fuse_skip_layer_norm
 from .weights import fuse_conv_add, fuse_conv_bn, fuse_conv_mul, fuse_matmul_scale
 
 log = logging.getLogger("onnxfast")
@@ -75,6 +76,18 @@ PASSES: list[Pass] = [
     Pass("GeluFusion", EXTENDED, fuse_gelu, "x * 0.5 * (1 + erf(x / sqrt 2)) -> com.microsoft.Gelu"),
     Pass("FastGeluFusion", EXTENDED, fuse_fast_gelu,
          "0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) -> com.microsoft.FastGelu"),
+    Pass("LayerNormFusion", EXTENDED, fuse_layer_norm,
+         "ReduceMean / Sub / Pow / ReduceMean / Add / Sqrt / Div [* gamma] [+ beta] -> LayerNormalization"),
+    Pass("SimplifiedLayerNormFusion", EXTENDED, fuse_simplified_layer_norm,
+         "x / sqrt(mean(x^2) + eps) [* weight] (RMS norm) -> SimplifiedLayerNormalization"),
+    Pass("AttentionFusion", EXTENDED, fuse_attention,
+         "MatMul(Q, Kt) [* scale] [+ mask] -> Softmax [-> IsNaN/Where] -> MatMul(V) -> FusedAttention"),
+    Pass("ConvActivationFusion", EXTENDED, fuse_conv_activation, "Conv [+ residual Add] [+ activation] -> FusedConv"),
+    Pass("MatMulEpilogueFusion", EXTENDED, fuse_matmul_epilogue,
+         "MatMul [+ bias] [+ residual] [+ activation] -> FusedMatMul"),
+    # after MatMulEpilogueFusion: only the residual Adds the GEMM's store did not take
+    Pass("SkipLayerNormFusion", EXTENDED, fuse_skip_layer_norm,
+         "Add [+ bias] -> LayerNormalization -> com.microsoft.SkipLayerNormalization (Simplified too)"),
     Pass("MatmulTransposeFusion", EXTENDED, fuse_matmul_transpose,
          "Transpose (last two axes) -> MatMul's B: com.microsoft FusedMatMul transB (no copy)"),
     Pass("ElementwiseFusion", EXTENDED, fuse_elementwise,
