@@ -2,8 +2,11 @@
 (``disabled_optimizers``) against onnxfast with every pass, side by side in one process (the full
 session runs once before every timed round, as onnxruntime does in test_models.py). extra_info's
 ``ratio`` is time without the family / time with everything: above 1 means the family pays.
-Families: Gelu (GeluFusion, FastGeluFusion), MatMulEpilogue, ConvActivation, Elementwise, Attention, and
-"extended" (every extended-level pass: the session at the basic level).
+Families: Gelu (GeluFusion, FastGeluFusion), MatMulEpilogue, ConvActivation, Elementwise, Attention,
+WeightFolding (BatchNorm / Mul / Add into Conv and MatMul weights), Layout (Transpose / Reshape chains, Transposes
+into Gemm / MatMul), Normalization (LayerNorm / RMSNorm / SkipLayerNorm fusions), and "extended" (every
+extended-level pass: the session at the basic level). A model is measured only for the families that rewrite
+something in it.
 
     pytest benchmarks/test_passes.py --benchmark-only --benchmark-json out.json
 """
@@ -27,13 +30,17 @@ FAMILIES = {
     "ConvActivation": ["ConvActivationFusion"],
     "Elementwise": ["ElementwiseFusion"],
     "Attention": ["AttentionFusion"],
+    "WeightFolding": ["ConvBNFusion", "ConvMulFusion", "ConvAddFusion", "MatMulScaleFusion"],
+    "Layout": ["TransposeOptimizer", "ReshapeChainElimination", "GemmTransposeFusion", "MatmulTransposeFusion"],
+    "Normalization": ["LayerNormFusion", "SimplifiedLayerNormFusion", "SkipLayerNormFusion"],
     "extended": [p.name for p in PASSES if p.level >= EXTENDED],
 }
 # the families that rewrite something in each model
 _TRANSFORMER = ["Gelu", "MatMulEpilogue", "Attention", "extended"]
 MODELS = {"bert_base": _TRANSFORMER, "gpt2": _TRANSFORMER, "minilm": _TRANSFORMER,
           "mlp": ["Gelu", "MatMulEpilogue", "extended"],
-          "mobilenet_v2": ["ConvActivation", "extended"], "resnet50": ["ConvActivation", "extended"]}
+          "mobilenet_v2": ["ConvActivation", "extended"], "resnet50": ["ConvActivation", "extended"],
+          "keras_cnn": ["WeightFolding", "ConvActivation", "extended"]}
 ROUNDS = 7
 
 
@@ -49,7 +56,7 @@ def session(path: str, disabled: list[str]) -> onnxfast.InferenceSession:
                                                       id=f"{n}-{f}") for n, fams in MODELS.items() for f in fams])
 def test_pass_family(benchmark, name, family):
     """Batch 1 (the first row of the zoo's inputs), one thread."""
-    for mod in ("torch", "onnxscript"):
+    for mod in zoo.FAMILY_MODULES[zoo.ZOO[name].family]:
         pytest.importorskip(mod)
     c = zoo.get(name)
     feed = {k: v[:1] for k, v in c.inputs.items()}
