@@ -28,9 +28,13 @@
 //  valid step; a row of length 0 keeps its initial state, as the numpy reference: onnxruntime writes
 //  zeros there) and outputs zeros in Y; in reverse, its processing starts at its last valid step. Steps
 //  where no row is valid skip the GEMM.
-// Threads: the GEMMs split their output columns (the driver's results do not depend on the grid), the
-// gate pass splits batch rows, and a bidirectional node runs its two directions on two threads (each
-// single-threaded inside): every value is computed the same way whatever the thread count.
+// Threads: the batch rows of one direction are independent recurrences, so the (direction, row)
+// units are split into one contiguous range per thread, each running every step of its rows
+// single-threaded: one parallel region per node instead of two per step (at batch 8, 2 threads the
+// per-step regions made the node slower than at 1 thread). A single unit (batch 1, one direction), or
+// fewer units than threads on large steps, keeps the per-step split instead: the GEMMs split their
+// output columns and the gate pass the rows. The driver's results do not depend on the grid or on
+// the number of rows of a product, so every value is computed the same way whatever the thread count.
 // Attributes are checked at creation (kernel.h's message form), the input shapes the model declares
 // too; the shapes of the fed tensors are checked in infer(). Other element types run on numpy.
 #include <algorithm>
@@ -294,13 +298,23 @@ class RnnKernel : public Kernel {
     s.Yc = Yc ? Yc->ptr<float>() : nullptr;
     s.R = rp.get();
     ThreadPool* pool = current_pool();
-    if (ndir == 2 && pool && pool->num_threads() > 1 && seq > 0) {
-      // one direction per thread (parallel_for inside a task runs inline)
-      parallel_for(2, 1e9, [&](int64_t b, int64_t e) {
-        for (int64_t d = b; d < e; ++d) run_direction(s, d);
+    const int64_t P = pool ? pool->num_threads() : 1, units = ndir * batch;
+    const double step_macs = static_cast<double>(batch) * GH * H;
+    if (P > 1 && units >= 2 && seq > 0 && (units >= P || step_macs < 4e6)) {
+      // one contiguous range of (direction, row) units per thread; parallel_for inside a task runs inline
+      const int64_t chunks = std::min<int64_t>(units, P);
+      pool->parallel_for(chunks, 1, [&](int64_t c0, int64_t c1) {
+        for (int64_t ci = c0; ci < c1; ++ci) {
+          const int64_t u0 = ci * units / chunks, u1 = (ci + 1) * units / chunks;
+          for (int64_t u = u0; u < u1;) {  // the range's part in each direction
+            const int64_t d = u / batch, b1 = std::min(u1 - d * batch, batch);
+            run_direction(s, d, u - d * batch, b1);
+            u = d * batch + b1;
+          }
+        }
       });
     } else {
-      for (int64_t d = 0; d < ndir; ++d) run_direction(s, d);
+      for (int64_t d = 0; d < ndir; ++d) run_direction(s, d, 0, batch);
     }
   }
 
@@ -453,9 +467,10 @@ class RnnKernel : public Kernel {
     return d;
   }
 
-  // One direction's recurrence (see the header).
-  void run_direction(const Step& s, int64_t d) const {
-    const int64_t seq = s.seq, batch = s.batch, H = s.H, GH = G_ * H, ndir = ndir_;
+  // One direction's recurrence over batch rows [b0, b1) (see the header). The state buffers hold
+  // those rows only (index b - b0); the projection rows, Y and the states are indexed by b.
+  void run_direction(const Step& s, int64_t d, int64_t b0, int64_t b1) const {
+    const int64_t seq = s.seq, batch = b1 - b0, H = s.H, GH = G_ * H, ndir = ndir_, all = s.batch;
     const bool rev = reverse_ || d == 1;
     const bool lstm = op_ == RnnOp::kLSTM, gru = op_ == RnnOp::kGRU;
     const RnnAct* act = acts_.data() + d * (lstm ? 3 : gru ? 2 : 1);
@@ -469,22 +484,24 @@ class RnnKernel : public Kernel {
     float* rh = gru ? h + batch * H : nullptr;
     float* hr = sep ? rh + batch * H : nullptr;
     // initial state: (ndir, batch, H) or (batch, ndir, H)
-    auto state_row = [&](int64_t b) { return layout_ == 0 ? (d * batch + b) * H : (b * ndir + d) * H; };
+    auto state_row = [&](int64_t b) { return layout_ == 0 ? (d * all + b) * H : (b * ndir + d) * H; };
     for (int64_t b = 0; b < batch; ++b) {
-      if (s.h0) std::memcpy(h + b * H, s.h0 + state_row(b), sizeof(float) * H);
+      if (s.h0) std::memcpy(h + b * H, s.h0 + state_row(b0 + b), sizeof(float) * H);
       else std::memset(h + b * H, 0, sizeof(float) * H);
       if (lstm) {
-        if (s.c0) std::memcpy(c + b * H, s.c0 + state_row(b), sizeof(float) * H);
+        if (s.c0) std::memcpy(c + b * H, s.c0 + state_row(b0 + b), sizeof(float) * H);
         else std::memset(c + b * H, 0, sizeof(float) * H);
       }
     }
     // Step t's projection rows (this direction's G*H columns): the recurrent products add into them
     // (beta 1), and the gate pass works on them in place. Row b of step t: xw_t + b * ldb.
+    // (local row b: global row b0 + b)
     float* xw_d = s.xw + d * GH;
     const int64_t ldb = layout_ == 0 ? s.ldx : seq * s.ldx;
-    auto xw_step = [&](int64_t t) { return xw_d + (layout_ == 0 ? t * batch : t) * s.ldx; };
+    auto xw_step = [&](int64_t t) { return xw_d + (layout_ == 0 ? t * all + b0 : t + b0 * seq) * s.ldx; };
     auto y_row = [&](int64_t t, int64_t b) {
-      return s.Y + (layout_ == 0 ? ((t * ndir + d) * batch + b) : ((b * seq + t) * ndir + d)) * H;
+      b += b0;
+      return s.Y + (layout_ == 0 ? ((t * ndir + d) * all + b) : ((b * seq + t) * ndir + d)) * H;
     };
     const float* P = s.P ? s.P + d * 3 * H : nullptr;
     const float* rbh = s.rbh ? s.rbh + d * H : nullptr;
@@ -492,7 +509,7 @@ class RnnKernel : public Kernel {
     const double row_cost = 12.0 * GH;
     for (int64_t step = 0; step < seq; ++step) {
       const int64_t t = rev ? seq - 1 - step : step;
-      auto valid = [&](int64_t b) { return !s.lens || t < s.lens[b]; };
+      auto valid = [&](int64_t b) { return !s.lens || t < s.lens[b0 + b]; };
       bool any = !s.lens;
       for (int64_t b = 0; b < batch && !any; ++b) any = valid(b);
       if (!any) {
@@ -506,8 +523,8 @@ class RnnKernel : public Kernel {
       else sgemm_packed(false, batch, rp[0].N, H, 1.f, h, H, rp[0], 1.f, xt, ldb);
       if (gru && !lbr_) {
         // z, r first; then the candidate's product over r * h, added to its projection
-        parallel_for(batch, row_cost, [&](int64_t b0, int64_t b1) {
-          for (int64_t b = b0; b < b1; ++b) {
+        parallel_for(batch, row_cost, [&](int64_t r0, int64_t r1) {
+          for (int64_t b = r0; b < r1; ++b) {
             float* g = xt + b * ldb;
             if (has_clip_) clip_row(g, 2 * H, clip_);
             act[0].apply(g, 2 * H);
@@ -519,8 +536,8 @@ class RnnKernel : public Kernel {
         });
         sgemm_packed(false, batch, H, H, 1.f, rh, H, rp[1], 1.f, xt + 2 * H, ldb);
       }
-      parallel_for(batch, row_cost, [&](int64_t b0, int64_t b1) {
-        for (int64_t b = b0; b < b1; ++b) {
+      parallel_for(batch, row_cost, [&](int64_t r0, int64_t r1) {
+        for (int64_t b = r0; b < r1; ++b) {
           if (!valid(b)) {
             if (s.Y) std::memset(y_row(t, b), 0, sizeof(float) * H);
             continue;
@@ -539,8 +556,8 @@ class RnnKernel : public Kernel {
       });
     }
     for (int64_t b = 0; b < batch; ++b) {
-      if (s.Yh) std::memcpy(s.Yh + state_row(b), h + b * H, sizeof(float) * H);
-      if (s.Yc) std::memcpy(s.Yc + state_row(b), c + b * H, sizeof(float) * H);
+      if (s.Yh) std::memcpy(s.Yh + state_row(b0 + b), h + b * H, sizeof(float) * H);
+      if (s.Yc) std::memcpy(s.Yc + state_row(b0 + b), c + b * H, sizeof(float) * H);
     }
   }
 
