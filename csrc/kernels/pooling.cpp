@@ -11,7 +11,8 @@
 // the columns whose windows lie inside the input run as a branch-free loop along the row that the
 // compiler vectorizes (contiguous at stride 1). Each output combines its taps in row-major window
 // order, as the numpy kernel does, so averages are the same sums and max ties / NaNs pick the
-// same Indices (the first).
+// same Indices (the first). A 2-D MaxPool without Indices on AVX2 / AVX-512 takes the vector rows of
+// pool_max.h instead (the same maxima; only Indices could tell which of equal values won).
 #include <algorithm>
 #include <cmath>
 #include <limits>

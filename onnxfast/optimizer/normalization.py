@@ -55,6 +55,21 @@ MS_DOMAIN = "com.microsoft"
 LAYER_NORM_OPSET = 17
 
 
+def _finish(graph: ir.Graph, nodes: list, op_type: str, x: str, norm, k: int, eps: float, scale: str, bias: str,
+            consts: dict):
+    """The matched ``nodes`` (the last defines the result) as one ``op_type`` node over the last ``k`` axes,
+    when no intermediate is read elsewhere; a missing scale becomes ones of the normalized shape."""
+    last = nodes[-1]
+    if not _private(graph, nodes, last):
+        return None
+    if not scale:
+        scale, ones = _ones(graph, x, norm)
+        consts.update(ones)
+    node = ir.Node(op_type, "", last.name, [x, scale] + ([bias] if bias else []), [last.outputs[0]],
+                   {"axis": -k, "epsilon": eps})
+    return nodes, node, consts
+
+
 def _op(node: ir.Node | None, op: str, n_in: int) -> bool:
     return (node is not None and node.op_type == op and node.domain == "" and len(node.inputs) == n_in
             and len(node.outputs) == 1)
@@ -348,16 +363,7 @@ def _match_layer_norm(graph: ir.Graph, m1: ir.Node):
                 return None
             tail, gamma, beta, consts = _scale_and_shift(graph, div[1].outputs[0], norm, rank, shift=True)
             nodes = [m1, *subs, sq, m2, add, sqrt, *div[0], *tail]
-        last = nodes[-1]
-        if not _private(graph, nodes, last):
-            return None
-        if not gamma:
-            gamma, ones = _ones(graph, x, norm)
-            consts.update(ones)
-        inputs = [x, gamma] + ([beta] if beta else [])
-        node = ir.Node("LayerNormalization", "", last.name, inputs, [last.outputs[0]],
-                       {"axis": -k, "epsilon": eps})
-        return nodes, node, consts
+        return _finish(graph, nodes, "LayerNormalization", x, norm, k, eps, gamma, beta, consts)
     return None
 
 
@@ -422,15 +428,7 @@ def _match_rms_norm(graph: ir.Graph, m: ir.Node):
         cur = back.outputs[0]
     scale, weight, _, consts = _scale_and_shift(graph, cur, norm, rank, shift=False)
     nodes = [*casts, sq, m, add, sqrt, *div[0], *tail, *scale]
-    last = nodes[-1]
-    if not _private(graph, nodes, last):
-        return None
-    if not weight:
-        weight, ones = _ones(graph, x, norm)
-        consts.update(ones)
-    node = ir.Node("SimplifiedLayerNormalization", "", last.name, [x, weight], [last.outputs[0]],
-                   {"axis": -k, "epsilon": eps})
-    return nodes, node, consts
+    return _finish(graph, nodes, "SimplifiedLayerNormalization", x, norm, k, eps, weight, "", consts)
 
 
 def fuse_simplified_layer_norm(graph: ir.Graph, model: ir.Model) -> bool:
