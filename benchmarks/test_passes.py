@@ -37,7 +37,7 @@ FAMILIES = {
 }
 # the families that rewrite something in each model
 _TRANSFORMER = ["Gelu", "MatMulEpilogue", "Attention", "extended"]
-MODELS = {"bert_base": _TRANSFORMER, "gpt2": _TRANSFORMER, "minilm": _TRANSFORMER,
+MODELS = {"bert_base": _TRANSFORMER, "gpt2": _TRANSFORMER + ["Normalization", "Layout"], "minilm": _TRANSFORMER,
           "mlp": ["Gelu", "MatMulEpilogue", "extended"],
           "mobilenet_v2": ["ConvActivation", "extended"], "resnet50": ["ConvActivation", "extended"],
           "keras_cnn": ["WeightFolding", "ConvActivation", "extended"]}

@@ -29,6 +29,7 @@ def rows(results_path: str) -> list[dict]:
             "onnxfast_ms": info["onnxfast_median_s"] * 1e3,
             "onnxruntime_ms": info["onnxruntime_median_s"] * 1e3,
             "ratio": info["ratio"],
+            "openvino_ratio": info.get("openvino_ratio"),
         })
     out.sort(key=lambda r: (r["model"], r["threads"], r["batch"]))
     return out
@@ -62,12 +63,19 @@ def caption(results_path: str) -> str:
 
 
 def markdown(rs: list[dict], machine: str = "") -> str:
+    ov = any(r.get("openvino_ratio") is not None for r in rs)
     lines = [f"Benchmarks{(' on ' + machine) if machine else ''}: median latency, onnxfast vs onnxruntime "
-             "measured interleaved in one process; ratio < 1 means onnxfast is faster.", "",
-             "| model | threads | batch | onnxfast ms | onnxruntime ms | ratio |", "|---|---:|---:|---:|---:|---:|"]
+             "measured interleaved in one process; ratio < 1 means onnxfast is faster."
+             + (" OpenVINO / onnxruntime: OpenVINO's CPU plugin in float32, same threads, in the same rounds."
+                if ov else ""), "",
+             "| model | threads | batch | onnxfast ms | onnxruntime ms | ratio |" + (" OpenVINO / onnxruntime |" if ov else ""),
+             "|---|---:|---:|---:|---:|---:|" + ("---:|" if ov else "")]
     for r in rs:
+        cell = ""
+        if ov:
+            cell = f" {r['openvino_ratio']:.2f} |" if r.get("openvino_ratio") is not None else " |"
         lines.append(f"| {r['model']} | {r['threads']} | {r['batch']} | {r['onnxfast_ms']:.2f} | "
-                     f"{r['onnxruntime_ms']:.2f} | {r['ratio']:.2f} |")
+                     f"{r['onnxruntime_ms']:.2f} | {r['ratio']:.2f} |" + cell)
     return "\n".join(lines) + "\n"
 
 
