@@ -271,7 +271,7 @@ def test_keras_layer_norm_with_an_unknown_last_dim_stays(rng):
 # ---- SimplifiedLayerNormFusion --------------------------------------------------------------------
 
 def rms_model(rng, square="pow", divide="reciprocal", casts=None, weight=True, shape=(2, 5, 16), extra_output=None,
-              elem=F, axes=(-1,)):
+              elem=F, axes=(-1,), opset=17):
     """RMS norm of x: (x or Cast(x)) squared, mean, + eps, sqrt, 1 / . , times x, [Cast back], [* weight]."""
     inits = [_c("two", 2.0), _c("eps", 1e-6), _c("one", 1.0)]
     nodes, xs, xn = [], "x", "x"
@@ -299,7 +299,12 @@ def rms_model(rng, square="pow", divide="reciprocal", casts=None, weight=True, s
         cur = "nw"
     nodes.append(helper.make_node("Identity", [cur], ["y"]))
     outs = [vi("y", elem, None)] + ([vi(extra_output, F, None)] if extra_output else [])
-    return make_model(nodes, [vi("x", elem, list(shape))], outs, initializers=inits, opset=17)
+    if opset >= 18:  # ReduceMean's axes: an input from opset 18
+        i = next(i for i, n in enumerate(nodes) if n.op_type == "ReduceMean")
+        nodes[i] = helper.make_node("ReduceMean", ["sq", "rm_axes"], ["ms"])
+        inits.append(("rm_axes", np.array(axes, np.int64)))
+    return make_model(nodes, [vi("x", elem, list(shape))], outs, initializers=inits, opset=opset,
+                      ir_version=10 if opset >= 23 else 9)
 
 
 @pytest.mark.parametrize("square", ["pow", "mul"])
@@ -362,7 +367,7 @@ def test_simplified_layer_norm_near_misses(rng, case):
 # ---- SkipLayerNormFusion --------------------------------------------------------------------------
 
 def skip_model(rng, norm="LayerNormalization", bias=False, second_reader=False, b_shape=(2, 5, 16), axis=-1,
-               stats=False, with_beta=True):
+               stats=False, with_beta=True, opset=18):
     h = 16
     inits = [("gamma", (rng.standard_normal(h) + 1).astype(np.float32))]
     ln_in = ["s", "gamma"]
@@ -381,7 +386,8 @@ def skip_model(rng, norm="LayerNormalization", bias=False, second_reader=False, 
     if second_reader:  # the residual stream: the sum is read again after the norm
         nodes.append(helper.make_node("Mul", ["s", "y"], ["z"]))
         graph_outs.append(vi("z", F, None))
-    return make_model(nodes, [vi("a", F, [2, 5, h]), vi("b", F, list(b_shape))], graph_outs, initializers=inits)
+    return make_model(nodes, [vi("a", F, [2, 5, h]), vi("b", F, list(b_shape))], graph_outs, initializers=inits,
+                      opset=opset, ir_version=10 if opset >= 23 else 9)
 
 
 def skip_feed(rng, b_shape=(2, 5, 16)):
@@ -406,6 +412,26 @@ def test_skip_layer_norm_fusion(rng, norm, bias, second_reader):
     assert all(r["kernel"] == "native" for r in s.kernel_listing())
 
 
+def test_rms_norm_at_opset_23_becomes_onnx_rms_normalization(rng, tmp_path):
+    """Where the model's opset has ONNX's RMSNormalization the fusion writes it (a saved model stays valid
+    for onnx.checker), and the skip fusion takes it like SimplifiedLayerNormalization."""
+    m = rms_model(rng, opset=23)
+    m.graph.output[0].CopyFrom(vi("y", F, [2, 5, 16]))  # (onnx.checker wants an output's shape field)
+    assert ops_after(m) == ["RMSNormalization"]
+    check_outputs(m, {"x": x_of(rng)})
+    o = onnxfast.SessionOptions()
+    o.optimized_model_filepath = str(tmp_path / "rms.onnx")
+    s = onnxfast.InferenceSession(m.SerializeToString(), o)
+    assert [r["kernel"] for r in s.kernel_listing()] == ["native"]
+    onnx.checker.check_model(o.optimized_model_filepath)  # (as the conformance round trip checks)
+    feed = {"x": x_of(rng)}
+    np.testing.assert_allclose(onnxfast.InferenceSession(o.optimized_model_filepath).run(None, feed)[0],
+                               s.run(None, feed)[0], rtol=1e-6, atol=1e-6)
+    sk = skip_model(rng, "RMSNormalization", bias=True, opset=23)
+    assert [(n.domain, n.op_type) for n in optimized(sk).graph.nodes] == [(MS, "SkipSimplifiedLayerNormalization")]
+    check_outputs(sk, skip_feed(rng))
+
+
 def test_optimized_models_load_in_onnxruntime(rng, tmp_path):
     """What the passes write is onnxruntime's: the saved models run there with the same outputs."""
     cases = [(skip_model(rng, norm, bias=True, second_reader=True), skip_feed(rng))
@@ -418,8 +444,10 @@ def test_optimized_models_load_in_onnxruntime(rng, tmp_path):
         assert {n.op_type for n in onnx.load(o.optimized_model_filepath).graph.node} & {
             "SkipLayerNormalization", "SkipSimplifiedLayerNormalization", "SimplifiedLayerNormalization"}
         want = ort.InferenceSession(o.optimized_model_filepath, providers=["CPUExecutionProvider"]).run(None, feed)
-        for g, w in zip(s.run(None, feed), want):
+        again = onnxfast.InferenceSession(o.optimized_model_filepath).run(None, feed)  # and in onnxfast again
+        for g, w, a in zip(s.run(None, feed), want, again):
             np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5)
+            np.testing.assert_allclose(a, g, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("case", ["broadcast_add", "not_last_axis", "stats_read", "gamma_unknown_shape", "rank_4"])

@@ -23,14 +23,16 @@ not know it).
     q = Pow(X, 2) | Mul(X, X);  s = Sqrt(Add(ReduceMean(q, trailing axes, keepdims=1), eps))
     n = Mul(X, Reciprocal(s) | Div(1, s)) | Div(X, s);  [Mul(n, weight)]
 with transformers' Llama / T5 form (a Cast to float32 of X before the square and of n after it, no-ops
-for float32 X: only then) -> SimplifiedLayerNormalization (onnxruntime's operator, registered in the ONNX
-domain from version 1, so it works at the model's own opset; ONNX RMSNormalization would need opset 23,
-a bump that changes a dozen operators' schemas for the models that have this pattern).
+for float32 X: only then) -> ONNX RMSNormalization where the model imports opset 23 or later, else
+SimplifiedLayerNormalization (onnxruntime's operator, registered in the ONNX domain from version 1, so it
+works at the model's own opset; a bump to 23 would change a dozen operators' schemas for the models that
+have this pattern. onnx.checker does not know it: a model saved through optimized_model_filepath then
+loads in onnxfast and onnxruntime, as one onnxruntime's own optimizer wrote does).
 
 ``SkipLayerNormFusion`` (runs after MatMulEpilogueFusion: a residual Add the GEMM already adds in its
 store is not taken from it): Add(A, B) of two values of one static shape (rank 2 or 3; a broadcasting
 Add changes the shape and stays), optionally A = Add(M, bias) with a constant 1-D bias, then
-LayerNormalization over the last axis -> com.microsoft SkipLayerNormalization (SimplifiedLayerNormalization
+LayerNormalization over the last axis -> com.microsoft SkipLayerNormalization (SimplifiedLayerNormalization or RMSNormalization
 -> SkipSimplifiedLayerNormalization). Where the sum is also read elsewhere (a residual stream, pre-LN
 transformers) the fused node's fourth output (input_skip_bias_sum) defines it.
 
@@ -388,7 +390,7 @@ def _float_cast(graph: ir.Graph, name: str) -> ir.Node | None:
     return None
 
 
-def _match_rms_norm(graph: ir.Graph, m: ir.Node):
+def _match_rms_norm(graph: ir.Graph, m: ir.Node, op_type: str = "SimplifiedLayerNormalization"):
     if not m.inputs:
         return None
     sq = graph.producer(m.inputs[0])
@@ -428,11 +430,14 @@ def _match_rms_norm(graph: ir.Graph, m: ir.Node):
         cur = back.outputs[0]
     scale, weight, _, consts = _scale_and_shift(graph, cur, norm, rank, shift=False)
     nodes = [*casts, sq, m, add, sqrt, *div[0], *tail, *scale]
-    return _finish(graph, nodes, "SimplifiedLayerNormalization", x, norm, k, eps, weight, "", consts)
+    return _finish(graph, nodes, op_type, x, norm, k, eps, weight, "", consts)
 
 
 def fuse_simplified_layer_norm(graph: ir.Graph, model: ir.Model) -> bool:
-    return each_graph(graph, model, lambda g, m: _fuse(g, m, _match_rms_norm, MEANS))
+    # ONNX's own RMSNormalization where the model's opset has it (a saved model stays valid ONNX for
+    # onnx.checker); onnxruntime's SimplifiedLayerNormalization below opset 23
+    op_type = "RMSNormalization" if model.opsets.get("", 1) >= 23 else "SimplifiedLayerNormalization"
+    return each_graph(graph, model, lambda g, m: _fuse(g, m, lambda g2, n: _match_rms_norm(g2, n, op_type), MEANS))
 
 
 # ---- SkipLayerNormFusion ---------------------------------------------------------------------------
@@ -448,7 +453,7 @@ def _read_after(graph: ir.Graph, name: str, node: ir.Node) -> bool:
 
 
 def _match_skip(graph: ir.Graph, ln: ir.Node):
-    simplified = ln.op_type == "SimplifiedLayerNormalization"
+    simplified = ln.op_type in ("SimplifiedLayerNormalization", "RMSNormalization")
     if ln.domain != "" or not ln.outputs or len(ln.inputs) not in ((2,) if simplified else (2, 3)):
         return None
     if int(ln.attrs.get("stash_type", 1)) != 1 or any(o and graph.use_count(o) for o in ln.outputs[1:]):
@@ -496,7 +501,7 @@ def _match_skip(graph: ir.Graph, ln: ir.Node):
     return nodes + [ln], ir.Node(op, MS_DOMAIN, ln.name, inputs, outputs, {"epsilon": eps}), {}
 
 
-NORMS = ("LayerNormalization", "SimplifiedLayerNormalization")
+NORMS = ("LayerNormalization", "SimplifiedLayerNormalization", "RMSNormalization")
 
 
 def fuse_skip_layer_norm(graph: ir.Graph, model: ir.Model) -> bool:
