@@ -32,19 +32,10 @@ def feed_at(inputs: dict, batch: int, seq: int) -> dict:
 
 
 def runners(path: str, threads: int, feed: dict) -> dict:
-    import onnxruntime as ort
+    from benchmarks.test_models import openvino_runner, sessions
 
-    import onnxfast
-
-    o = onnxfast.SessionOptions()
-    o.intra_op_num_threads = threads
-    fast = onnxfast.InferenceSession(path, o)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    ref = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    fast, ref = sessions(path, threads)
     out = {"onnxfast": lambda: fast.run(None, feed), "onnxruntime": lambda: ref.run(None, feed)}
-    from benchmarks.test_models import openvino_runner
-
     ov = openvino_runner(path, threads, feed)
     if ov is not None:
         out["openvino"] = ov

@@ -23,6 +23,26 @@ int64_t norm_axis(int64_t axis, int64_t rank, const std::string& who) {
   return a;
 }
 
+// X split at a normalization axis (LayerNormalization, the RMS norms): the normalized shape (axis on)
+// and its size n, the rows before it, and the statistics' shape (X's, with 1 from the axis on).
+struct NormSplit {
+  Shape norm, stat;
+  int64_t n, rows;
+};
+NormSplit norm_split(const Shape& x, int64_t axis, const std::string& who) {
+  const int64_t rank = static_cast<int64_t>(x.size()), a = norm_axis(axis, rank, who);
+  NormSplit s{Shape(x.begin() + a, x.end()), x, 0, 0};
+  for (int64_t i = a; i < rank; ++i) s.stat[i] = 1;
+  s.n = shape_numel(s.norm);
+  s.rows = shape_numel(Shape(x.begin(), x.begin() + a));
+  return s;
+}
+
+// The statistics of rows of no values: NaN, as numpy's mean of an empty row.
+void fill_nan(float* p, int64_t rows) {
+  if (p) std::fill(p, p + rows, std::numeric_limits<float>::quiet_NaN());
+}
+
 class SoftmaxKernel : public Kernel {
  public:
   SoftmaxKernel(const KernelArgs& a, bool log)
@@ -134,9 +154,7 @@ class LayerNormKernel : public Kernel {
   void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
     if (in.size() < 2 || !in[0] || !in[1]) kernel_fail(name_ + " needs X and Scale");
     expect_dtype(*in[0], kFloat, (name_ + " input X").c_str());
-    int64_t a = norm_axis(axis_, in[0]->rank(), name_);
-    Shape stat = in[0]->shape;
-    for (int64_t i = a; i < in[0]->rank(); ++i) stat[i] = 1;
+    const Shape stat = norm_split(in[0]->shape, axis_, name_).stat;
     out.resize(3);
     out[0] = {kFloat, in[0]->shape};
     out[1] = {kFloat, stat};
@@ -145,17 +163,15 @@ class LayerNormKernel : public Kernel {
 
   void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
     const Tensor& X = *in[0];
-    int64_t a = norm_axis(axis_, X.rank(), name_);
-    Shape norm(X.shape.begin() + a, X.shape.end());
-    std::vector<float> gamma = broadcast_tail(in[1], norm, name_, "Scale");
-    std::vector<float> beta = broadcast_tail(in.size() > 2 ? in[2] : nullptr, norm, name_, "B");
-    int64_t n = shape_numel(norm), rows = shape_numel(Shape(X.shape.begin(), X.shape.begin() + a));
+    const NormSplit sp = norm_split(X.shape, axis_, name_);
+    std::vector<float> gamma = broadcast_tail(in[1], sp.norm, name_, "Scale");
+    std::vector<float> beta = broadcast_tail(in.size() > 2 ? in[2] : nullptr, sp.norm, name_, "B");
+    const int64_t n = sp.n, rows = sp.rows;
     float* mean = out.size() > 1 && out[1] ? out[1]->ptr<float>() : nullptr;
     float* inv = out.size() > 2 && out[2] ? out[2]->ptr<float>() : nullptr;
-    if (n == 0) {  // the statistics of no values: NaN, as numpy's mean of an empty row
-      const float nan = std::numeric_limits<float>::quiet_NaN();
-      if (mean) std::fill(mean, mean + rows, nan);
-      if (inv) std::fill(inv, inv + rows, nan);
+    if (n == 0) {
+      fill_nan(mean, rows);
+      fill_nan(inv, rows);
       return;
     }
     if (rows == 0) return;
@@ -195,25 +211,21 @@ class RMSNormKernel : public Kernel {
   void infer(const std::vector<const Tensor*>& in, std::vector<OutSpec>& out) const override {
     if (in.size() < 2 || !in[0] || !in[1]) kernel_fail(name_ + " needs X and scale");
     expect_dtype(*in[0], kFloat, (name_ + " input X").c_str());
-    int64_t a = norm_axis(axis_, in[0]->rank(), name_);
-    Shape norm(in[0]->shape.begin() + a, in[0]->shape.end());
-    broadcast_tail(in[1], norm, name_, "scale");  // checked before any output is allocated
-    Shape stat = in[0]->shape;
-    for (int64_t i = a; i < in[0]->rank(); ++i) stat[i] = 1;
+    const NormSplit sp = norm_split(in[0]->shape, axis_, name_);
+    broadcast_tail(in[1], sp.norm, name_, "scale");  // checked before any output is allocated
     out.resize(2);
     out[0] = {kFloat, in[0]->shape};
-    out[1] = {kFloat, stat};
+    out[1] = {kFloat, sp.stat};
   }
 
   void compute(const std::vector<const Tensor*>& in, std::vector<Tensor*>& out) const override {
     const Tensor& X = *in[0];
-    int64_t a = norm_axis(axis_, X.rank(), name_);
-    Shape norm(X.shape.begin() + a, X.shape.end());
-    std::vector<float> scale = broadcast_tail(in[1], norm, name_, "scale");
-    int64_t n = shape_numel(norm), rows = shape_numel(Shape(X.shape.begin(), X.shape.begin() + a));
+    const NormSplit sp = norm_split(X.shape, axis_, name_);
+    std::vector<float> scale = broadcast_tail(in[1], sp.norm, name_, "scale");
+    const int64_t n = sp.n, rows = sp.rows;
     float* inv = out.size() > 1 && out[1] ? out[1]->ptr<float>() : nullptr;
-    if (n == 0) {  // the mean of no squares: NaN, as the numpy kernel (onnxruntime refuses empty rows)
-      if (inv) std::fill(inv, inv + rows, std::numeric_limits<float>::quiet_NaN());
+    if (n == 0) {  // the mean of no squares (onnxruntime refuses empty rows)
+      fill_nan(inv, rows);
       return;
     }
     if (rows == 0) return;

@@ -144,7 +144,8 @@ def _batch_norm(graph: ir.Graph, bn: ir.Node, w: np.ndarray):
         return None
     gamma, beta, mean, var = (s.astype(np.float64) for s in stats)
     eps = float(bn.attrs.get("epsilon", 1e-5))
-    f = gamma / np.sqrt(var + eps)
+    with np.errstate(invalid="ignore", divide="ignore"):  # var + eps <= 0: NaN / inf, as the node computes
+        f = gamma / np.sqrt(var + eps)
     return f, beta - mean * f
 
 
